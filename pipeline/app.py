@@ -1,0 +1,48 @@
+"""Wiring: every component a producer or a worker needs, built once from `Settings`."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from .config import Settings
+from .executor import BatchExecutor
+from .keys import Keys
+from .ledger import Ledger
+from .packer import Packer
+from .prices import PriceTable
+from .providers import build_providers
+from .providers.fallback import ProviderChain
+from .router import Router
+from .runs import RunStore
+
+
+class Pipeline:
+    """The library's components over one Redis connection pool."""
+
+    def __init__(self, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys = Keys(settings.key_prefix)
+        self.prices = PriceTable(settings.prices)
+        self.providers = build_providers(settings)
+        self.chain = ProviderChain(self.providers, settings)
+        self.router = Router(settings, self.chain, self.prices)
+        self.packer = Packer(redis, settings, self.keys)
+        self.runs = RunStore(redis, self.keys, ttl_s=settings.results_ttl_s)
+        self.ledger = Ledger(redis, self.keys)
+        self.executor = BatchExecutor(
+            redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
+        )
+
+    @property
+    def simulated(self) -> bool:
+        return all(p.simulated for p in self.providers)
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            await provider.aclose()
+
+
+def connect_redis(url: str) -> Redis:
+    """A client for `url` (redis://, rediss:// or unix://)."""
+    return Redis.from_url(url)

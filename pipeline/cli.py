@@ -1,0 +1,230 @@
+"""The command line: `batchwise run | submit | worker | results`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .app import Pipeline
+from .client import BatchwiseClient, Submission, Summary
+from .config import Settings, load_settings
+from .errors import PipelineError
+from .runs import RunStore
+
+err = Console(stderr=True)
+out = Console()
+
+
+def count_lines(path: Path) -> int:
+    """Fast newline count, for the progress bar's total."""
+    total = 0
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            total += block.count(b"\n")
+    return total
+
+
+def default_out(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(".jsonl") + ".results.jsonl")
+
+
+async def write_results(runs: RunStore, run_id: str, out_path: Path) -> int:
+    """Stream the run's results to a JSONL file in input order; returns the line count."""
+    from .runs import to_result  # noqa: PLC0415
+
+    written = 0
+    tmp = out_path.with_name(out_path.name + ".part")
+    with tmp.open("wb") as fh:
+        async for record in runs.records(run_id):
+            fh.write(to_result(record).model_dump_json().encode() + b"\n")
+            written += 1
+    tmp.replace(out_path)
+    return written
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=False,
+    )
+
+
+async def _wait_with_progress(client: BatchwiseClient, run_id: str, progress: Progress) -> None:
+    runs = client.pipeline.runs
+    done, total, _ = await runs.progress(run_id)
+    bar = progress.add_task("results  ", total=total, completed=done)
+    while True:
+        done, total, sealed = await runs.progress(run_id)
+        progress.update(bar, completed=done, total=total)
+        if sealed and done >= total:
+            return
+        await asyncio.sleep(0.1)
+
+
+async def _submit(client: BatchwiseClient, path: Path, strict: bool, progress: Progress) -> Submission:
+    bar = progress.add_task("submitted", total=count_lines(path))
+    submission = await client.submit_file(
+        path, strict=strict, on_progress=lambda n: progress.update(bar, completed=n)
+    )
+    progress.update(bar, completed=submission.total, total=submission.total)
+    return submission
+
+
+def _report_errors(submission: Submission) -> None:
+    if not submission.errors:
+        return
+    err.print(f"[yellow]{len(submission.errors)} invalid line(s) were rejected:[/yellow]")
+    for error in submission.errors[:20]:
+        err.print(f"  {error}", markup=False, highlight=False)
+    if len(submission.errors) > 20:
+        err.print(f"  ... and {len(submission.errors) - 20} more (see the results file)")
+
+
+def print_summary(summary: Summary, out_path: Path | None) -> None:
+    title = f"run {summary.run_id}"
+    if summary.simulated:
+        title += "  [bold yellow](SIMULATED provider: costs are estimates, not real spend)[/]"
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("tasks ok / failed / rejected", f"{summary.ok} / {summary.failed} / {summary.rejected}")
+    table.add_row("cache hits", str(summary.cache_hits))
+    table.add_row("provider calls", str(summary.provider_calls))
+    table.add_row("tokens in / out", f"{summary.input_tokens:,} / {summary.output_tokens:,}")
+    table.add_row("cost", f"${summary.cost_usd:.6f}" + (f" (+{summary.unpriced} unpriced)" if summary.unpriced else ""))
+    table.add_row("sent one by one (same models)", f"${summary.naive_cost_usd:.6f}")
+    table.add_row("saving", f"{summary.saving:.1%}")
+    table.add_row("elapsed", f"{summary.elapsed_s:.1f}s")
+    if out_path:
+        table.add_row("results", str(out_path))
+    out.print(table)
+
+
+async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from arq import Worker  # noqa: PLC0415
+    from arq.connections import RedisSettings, create_pool  # noqa: PLC0415
+
+    from pipeline.embedded import EmbeddedRedis  # noqa: PLC0415
+    from workers.settings import worker_settings  # noqa: PLC0415
+
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.state_dir)
+        settings = settings.model_copy(update={"redis_url": embedded.start()})
+    assert settings.redis_url
+    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    pipeline = Pipeline(settings, redis)
+    client = BatchwiseClient(pipeline)
+    options = worker_settings(settings)
+    options.pop("redis_settings")
+    worker = Worker(**options, redis_pool=redis, handle_signals=False, poll_delay=0.05)
+    worker_task = asyncio.create_task(worker.async_run())
+    out_path = Path(args.out) if args.out else default_out(args.file)
+    try:
+        with _progress() as progress:
+            submission = await _submit(client, args.file, args.strict, progress)
+            await _wait_with_progress(client, submission.run_id, progress)
+        _report_errors(submission)
+        await write_results(pipeline.runs, submission.run_id, out_path)
+        print_summary(await client.summary(submission.run_id), out_path)
+    finally:
+        worker_task.cancel()
+        await asyncio.gather(worker_task, return_exceptions=True)
+        await worker.close()
+        await pipeline.aclose()
+        if embedded:
+            embedded.stop()
+    return 0
+
+
+async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    client = await BatchwiseClient.connect(settings)
+    try:
+        with _progress() as progress:
+            submission = await _submit(client, args.file, args.strict, progress)
+            out.print(f"run {submission.run_id}: {submission.accepted} queued, "
+                      f"{submission.rejected} rejected")
+            if not args.wait:
+                return 0
+            await _wait_with_progress(client, submission.run_id, progress)
+        _report_errors(submission)
+        out_path = Path(args.out) if args.out else default_out(args.file)
+        await write_results(client.pipeline.runs, submission.run_id, out_path)
+        print_summary(await client.summary(submission.run_id), out_path)
+    finally:
+        await client.close()
+    return 0
+
+
+async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
+    client = await BatchwiseClient.connect(settings)
+    try:
+        if args.out:
+            n = await write_results(client.pipeline.runs, args.run_id, Path(args.out))
+            err.print(f"{n} results written to {args.out}")
+        else:
+            async for result in client.results(args.run_id):
+                sys.stdout.buffer.write(orjson.dumps(result.model_dump(mode="json")) + b"\n")
+    finally:
+        await client.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from arq import Worker  # noqa: PLC0415
+
+    from workers.settings import worker_settings  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    Worker(**worker_settings(settings)).run()
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="batchwise", description="Cut the cost of LLM batch work.")
+    p.add_argument("--config", type=Path, help="TOML settings file (default: ./batchwise.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a job file end to end (embedded Redis unless REDIS_URL)")
+    run.add_argument("file", type=Path)
+    run.add_argument("--out", help="results file (default: FILE.results.jsonl)")
+    run.add_argument("--strict", action="store_true", help="refuse the file if any line is bad")
+    submit = sub.add_parser("submit", help="queue a job file on the shared Redis (REDIS_URL)")
+    submit.add_argument("file", type=Path)
+    submit.add_argument("--wait", action="store_true", help="wait for results and write them")
+    submit.add_argument("--out", help="results file (with --wait)")
+    submit.add_argument("--strict", action="store_true")
+    sub.add_parser("worker", help="run a worker on the shared Redis (REDIS_URL)")
+    results = sub.add_parser("results", help="print a run's results as JSONL")
+    results.add_argument("run_id")
+    results.add_argument("--out", help="write to this file instead of stdout")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(config_file=args.config)
+        if args.command == "worker":
+            return cmd_worker(args, settings)
+        command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
+        return asyncio.run(command(args, settings))
+    except PipelineError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print("interrupted; queued work stays in Redis and resumes with the next worker")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""The producer side: submit tasks (a job file or Python objects), wait, and read results.
+
+    client = await BatchwiseClient.connect()          # REDIS_URL and the usual settings
+    run_id = await client.submit([{"prompt": "..."}, ...])
+    await client.wait(run_id)
+    async for result in client.results(run_id): ...
+
+Submission validates, shapes (routes a model, sets max_tokens) and enqueues in chunks, so a file
+of any size streams through in bounded memory. Workers do the rest.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from .app import Pipeline, connect_redis
+from .config import Settings, load_settings
+from .errors import ConfigError, InputError
+from .intake import LineError, read_file, result_id, validate
+from .models import Result, Task, Usage
+from .router import Rejection
+from .runs import NANO
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Submission:
+    run_id: str
+    accepted: int = 0
+    rejected: int = 0
+    errors: list[LineError] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.accepted + self.rejected
+
+
+@dataclass
+class Summary:
+    """What a run did and what it cost, beside each task sent alone to the same model."""
+
+    run_id: str
+    simulated: bool
+    ok: int = 0
+    failed: int = 0
+    rejected: int = 0
+    cache_hits: int = 0
+    provider_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    naive_cost_usd: Decimal = Decimal(0)
+    unpriced: int = 0
+    elapsed_s: float = 0.0
+
+    @property
+    def saving(self) -> float:
+        if self.naive_cost_usd <= 0:
+            return 0.0
+        return float(1 - self.cost_usd / self.naive_cost_usd)
+
+
+def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> dict[str, Any]:
+    return {"id": task_id, "status": "rejected", "error": {"code": code, "message": message},
+            "metadata": metadata, "cost_nusd": 0}
+
+
+class BatchwiseClient:
+    """Async API for services. Safe to share across tasks of one event loop."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    @classmethod
+    async def connect(cls, settings: Settings | None = None) -> BatchwiseClient:
+        settings = settings or load_settings()
+        if not settings.redis_url:
+            raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
+        return cls(Pipeline(settings, connect_redis(settings.redis_url)))
+
+    async def close(self) -> None:
+        await self.pipeline.aclose()
+        await self.pipeline.redis.aclose()
+
+    async def submit(
+        self, tasks: Iterable[Task | dict[str, Any]], *, run_id: str | None = None,
+        complete: bool = False,
+    ) -> str:
+        """Queue tasks; returns the run id. Invalid tasks raise `InputError` before any is queued.
+
+        With `complete=False` (services) groups wait for their linger time to fill up; with
+        `complete=True` (no more tasks are coming) they flush at once.
+        """
+        run_id = run_id or new_run_id()
+        seen: set[str] = set()
+        checked: list[Task] = []
+        for index, task in enumerate(tasks):
+            obj = task.model_dump() if isinstance(task, Task) else task
+            if isinstance(task, Task):
+                obj = {"id": task.id, "messages": [m.model_dump() for m in task.messages],
+                       "system": task.system or None, **_task_options(task)}
+            checked_task = validate(obj, index + 1, seen, source="task")
+            if isinstance(checked_task, LineError):
+                raise InputError(checked_task.reason, where=f"task {index}",
+                                 field=checked_task.field)
+            checked.append(checked_task)
+        await self.submit_stream(run_id, checked, source="api", complete=complete)
+        return run_id
+
+    async def submit_file(
+        self, path: Path, *, strict: bool = False, run_id: str | None = None,
+        on_progress: Progress | None = None,
+    ) -> Submission:
+        """Validate and queue a JSONL job file, streaming it. With `strict`, any bad line
+        refuses the whole file (raises `InputError` listing them) before anything is queued."""
+        limit = self.pipeline.settings.max_line_bytes
+        if strict:
+            errors = [e for e in read_file(path, max_line_bytes=limit) if isinstance(e, LineError)]
+            if errors:
+                shown = "\n".join(f"  {e}" for e in errors[:20])
+                more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+                raise InputError(f"{len(errors)} invalid line(s); nothing was queued:\n{shown}{more}",
+                                 where=str(path))
+        run_id = run_id or new_run_id()
+        return await self.submit_stream(
+            run_id, read_file(path, max_line_bytes=limit), source=str(path), complete=True,
+            on_progress=on_progress,
+        )
+
+    async def submit_stream(
+        self, run_id: str, items: Iterable[Task | LineError], *, source: str, complete: bool,
+        on_progress: Progress | None = None,
+    ) -> Submission:
+        """Shape and queue validated tasks in chunks; refused ones get a `rejected` result."""
+        p = self.pipeline
+        await p.runs.create(run_id, source=source, simulated=p.simulated)
+        report = Submission(run_id)
+        touched: set[str] = set()
+        chunk: list[Task | LineError] = []
+        for entry in items:
+            chunk.append(entry)
+            if len(chunk) >= p.settings.submit_chunk:
+                touched |= await self._queue_chunk(run_id, chunk, report)
+                chunk = []
+                if on_progress:
+                    on_progress(report.total)
+        if chunk:
+            touched |= await self._queue_chunk(run_id, chunk, report)
+            if on_progress:
+                on_progress(report.total)
+        await p.runs.seal(run_id, report.total)
+        if complete:
+            await p.packer.mark_due(sorted(touched))
+        return report
+
+    async def _queue_chunk(
+        self, run_id: str, chunk: list[Task | LineError], report: Submission
+    ) -> set[str]:
+        p = self.pipeline
+        ordered: list[Task] = []
+        rejections: list[dict[str, Any]] = []
+        queued: list[Task] = []
+        for entry in chunk:
+            if isinstance(entry, LineError):
+                report.errors.append(entry)
+                placeholder = Task(id=result_id(entry), messages=())
+                ordered.append(placeholder)
+                rejections.append(_rejection(placeholder.id, "invalid_input", str(entry)))
+                continue
+            shaped = p.router.shape(entry.model_copy(update={"run_id": run_id}))
+            ordered.append(entry)
+            if isinstance(shaped, Rejection):
+                rejections.append(_rejection(entry.id, shaped.code, shaped.message))
+            else:
+                queued.append(shaped)
+        report.rejected += len(rejections)
+        report.accepted += len(queued)
+        groups: dict[str, int] = {}
+        async with p.redis.pipeline(transaction=False) as pipe:
+            p.runs.add_tasks(pipe, run_id, ordered)
+            for rejection in rejections:
+                await p.runs.write(run_id, rejection, pipe=pipe)
+            items = [await p.packer.enqueue(task, pipe=pipe) for task in queued]
+            replies = await pipe.execute()
+        for item, reply in zip(items, replies[-len(items):] if items else [], strict=True):
+            groups[item.group] = max(groups.get(item.group, 0), int(reply[1]))
+        full = [g for g, size in groups.items() if size >= self._max_items(g, queued, items)]
+        await p.packer.mark_full(full)
+        return set(groups)
+
+    def _max_items(self, group: str, tasks: list[Task], items: list[Any]) -> int:
+        for task, item in zip(tasks, items, strict=True):
+            if item.group == group:
+                return self.pipeline.packer.max_items(task.task_type)
+        return 1
+
+    async def wait(self, run_id: str, *, timeout_s: float | None = None) -> None:
+        """Return when every task of the run has its result."""
+        await self.pipeline.runs.wait(run_id, timeout_s=timeout_s)
+
+    async def results(self, run_id: str) -> AsyncIterator[Result]:
+        """The run's results in submission order."""
+        async for result in self.pipeline.runs.results(run_id):
+            yield result
+
+    async def result(self, task_id: str, run_id: str | None = None) -> Result | None:
+        """One task's result (from its latest run unless `run_id` is given); None if not yet."""
+        return await self.pipeline.runs.result(task_id, run_id)
+
+    async def summary(self, run_id: str) -> Summary:
+        """Counts, tokens and cost of a finished run, and the naive baseline."""
+        p = self.pipeline
+        info = await p.runs.info(run_id)
+        summary = Summary(run_id, simulated=info.get("simulated") == "1")
+        batches: set[str] = set()
+        async for record in p.runs.records(run_id):
+            status = record["status"]
+            setattr(summary, status, getattr(summary, status) + 1)
+            if record.get("cache", "miss") != "miss":
+                summary.cache_hits += 1
+            summary.input_tokens += int(record.get("input_tokens") or 0)
+            summary.output_tokens += int(record.get("output_tokens") or 0)
+            if record.get("cost_nusd") is None:
+                summary.unpriced += 1
+            else:
+                summary.cost_usd += Decimal(int(record["cost_nusd"])) / NANO
+            if batch_id := record.get("batch_id"):
+                parts = batch_id.split(".")
+                batches.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+            if status == "ok" and record.get("model") and "naive_input_tokens" in record:
+                naive = p.prices.price(record["model"], Usage(
+                    input_tokens=int(record["naive_input_tokens"]),
+                    output_tokens=int(record.get("naive_output_tokens") or 0)))
+                summary.naive_cost_usd += naive or Decimal(0)
+        if batches:
+            ordered = sorted(batches)
+            called = await p.redis.smismember(p.keys.ledger_ids(), ordered)
+            summary.provider_calls = sum(1 for c in called if c)
+        summary.elapsed_s = time.time() - float(info.get("created_at", time.time()))
+        return summary
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _task_options(task: Task) -> dict[str, Any]:
+    options = task.model_dump(
+        include={"task_type", "quality", "budget_sensitive", "temperature", "ttl_class", "ttl_s",
+                 "tenant", "user_id", "endpoint", "response_schema", "metadata"},
+        mode="json",
+    )
+    if task.requested_model:
+        options["model"] = task.requested_model
+    if task.max_tokens:
+        options["max_tokens"] = task.max_tokens
+    return options

@@ -1,0 +1,236 @@
+"""Settings: one frozen object, built at the edge from the environment and an optional TOML file.
+
+Precedence, lowest first: built-in defaults, the TOML file (`BATCHWISE_CONFIG`, else
+`./batchwise.toml` when present), then environment variables. No other module reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from .errors import ConfigError
+
+ProviderKind = Literal["openai", "anthropic", "simulated"]
+
+DEFAULT_TIERS: dict[str, tuple[str, ...]] = {
+    "fast_cheap": ("gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.0-flash"),
+    "balanced": ("gpt-4.1-mini", "claude-3-5-haiku-latest", "gemini-2.5-flash"),
+    "high_quality": ("gpt-4o", "claude-sonnet-4-0", "gemini-2.5-pro"),
+    "best": ("gpt-4.1", "claude-opus-4-0", "gemini-2.5-pro"),
+}
+
+DEFAULT_TASK_TIERS: dict[str, str] = {
+    "general": "balanced",
+    "faq": "fast_cheap",
+    "classification": "fast_cheap",
+    "sentiment": "fast_cheap",
+    "yes_no": "fast_cheap",
+    "extraction": "fast_cheap",
+    "short_answer": "fast_cheap",
+    "summary": "balanced",
+    "long_summary": "balanced",
+    "translation": "balanced",
+    "article": "high_quality",
+    "code_snippet": "balanced",
+    "full_code": "high_quality",
+    "analysis": "high_quality",
+}
+
+DEFAULT_MAX_TOKENS: dict[str, int] = {
+    "general": 400,
+    "faq": 150,
+    "classification": 10,
+    "sentiment": 5,
+    "yes_no": 3,
+    "extraction": 100,
+    "short_answer": 50,
+    "summary": 200,
+    "long_summary": 500,
+    "translation": 400,
+    "article": 1000,
+    "code_snippet": 300,
+    "full_code": 2000,
+    "analysis": 800,
+}
+
+# Packing many long answers into one call degrades them; short, uniform answers pack well.
+DEFAULT_MAX_ITEMS: dict[str, int] = {
+    "general": 8,
+    "faq": 10,
+    "classification": 25,
+    "sentiment": 25,
+    "yes_no": 25,
+    "extraction": 15,
+    "short_answer": 15,
+    "summary": 6,
+    "long_summary": 3,
+    "translation": 8,
+    "article": 1,
+    "code_snippet": 4,
+    "full_code": 1,
+    "analysis": 2,
+}
+
+
+class ProviderConfig(BaseModel):
+    """One provider endpoint. `models` lists the names it serves; `*` is a wildcard suffix."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kind: ProviderKind = "openai"
+    base_url: str = ""
+    api_key: SecretStr = SecretStr("")
+    models: tuple[str, ...] = ()
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 120.0
+    max_in_flight: int = 16
+
+    def serves(self, model: str) -> bool:
+        for pattern in self.models:
+            if pattern == model or (pattern.endswith("*") and model.startswith(pattern[:-1])):
+                return True
+        return False
+
+
+class ModelLimits(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    context_tokens: int = 128_000
+    output_tokens: int = 16_384
+
+
+class Settings(BaseModel):
+    """Everything batchwise can be told. See the README's configuration table."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    redis_url: str | None = None
+    state_dir: Path = Path.home() / ".local" / "state" / "batchwise"
+    key_prefix: str = "bw"
+    queue_name: str = "batchwise:queue"
+
+    providers: tuple[ProviderConfig, ...] = ()
+    tiers: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    task_tiers: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_TASK_TIERS))
+    default_max_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_TOKENS))
+    max_items: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_ITEMS))
+    model_limits: dict[str, ModelLimits] = Field(default_factory=dict)
+
+    prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    results_ttl_s: int = 7 * 86400
+
+    linger_ms: int = 200
+    single_flight: bool = True
+    max_line_bytes: int = 1_000_000
+    submit_chunk: int = 500
+
+    worker_max_jobs: int = 16
+    job_timeout_s: int = 300
+    job_max_tries: int = 5
+    max_alone_attempts: int = 2
+    provider_retries: int = 3
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+
+    def limits_for(self, model: str) -> ModelLimits:
+        return self.model_limits.get(model, ModelLimits())
+
+    @property
+    def simulated(self) -> bool:
+        """True when no real provider is configured: the simulated provider answers."""
+        return not any(p.kind != "simulated" for p in self.providers)
+
+
+# env var -> settings field, for the scalar settings
+ENV_FIELDS: dict[str, str] = {
+    "REDIS_URL": "redis_url",
+    "BATCHWISE_STATE_DIR": "state_dir",
+    "BATCHWISE_KEY_PREFIX": "key_prefix",
+    "BATCHWISE_QUEUE": "queue_name",
+    "BATCHWISE_LINGER_MS": "linger_ms",
+    "BATCHWISE_RESULTS_TTL_S": "results_ttl_s",
+    "BATCHWISE_SINGLE_FLIGHT": "single_flight",
+    "BATCHWISE_MAX_LINE_BYTES": "max_line_bytes",
+    "BATCHWISE_WORKER_MAX_JOBS": "worker_max_jobs",
+    "BATCHWISE_JOB_TIMEOUT_S": "job_timeout_s",
+    "BATCHWISE_JOB_MAX_TRIES": "job_max_tries",
+    "BATCHWISE_MAX_ALONE_ATTEMPTS": "max_alone_attempts",
+    "BATCHWISE_PROVIDER_RETRIES": "provider_retries",
+    "BATCHWISE_BACKOFF_BASE_S": "backoff_base_s",
+    "BATCHWISE_BACKOFF_CAP_S": "backoff_cap_s",
+}
+
+OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")
+
+
+def _env_providers(env: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Providers configured the way the official SDKs are: by their API-key variables."""
+    found: list[dict[str, Any]] = []
+    if env.get("OPENAI_API_KEY"):
+        found.append(
+            {
+                "name": "openai",
+                "kind": "openai",
+                "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
+                "api_key": env["OPENAI_API_KEY"],
+                "models": OPENAI_MODELS,
+            }
+        )
+    return found
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from defaults, a TOML file, the environment and explicit overrides."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+
+    path = config_file or (Path(env["BATCHWISE_CONFIG"]) if env.get("BATCHWISE_CONFIG") else None)
+    if path is None and Path("batchwise.toml").is_file():
+        path = Path("batchwise.toml")
+    if path is not None:
+        data.update(_read_toml(path))
+
+    providers = {p["name"]: p for p in _env_providers(env)}
+    for name, spec in (data.pop("providers", None) or {}).items():
+        spec = dict(spec)
+        key_env = spec.pop("api_key_env", None)
+        if key_env:
+            spec["api_key"] = env.get(key_env, "")
+        providers[name] = {"name": name, **spec}
+    data["providers"] = tuple(providers.values())
+
+    for var, field in ENV_FIELDS.items():
+        if var in env and env[var] != "":
+            data[field] = env[var]
+    data.update(overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        source = f" (from {path} and the environment)" if path else " (from the environment)"
+        raise ConfigError(f"invalid settings{source}: {problems}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    # [batchwise] sections are optional; top-level keys work too
+    return dict(raw.get("batchwise", raw))

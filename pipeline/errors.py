@@ -1,0 +1,74 @@
+"""Every error batchwise raises on purpose, split by what the caller must do.
+
+    PipelineError
+    ├── InputError            the job file or a task is wrong: fix it (file:line, field, reason)
+    ├── ConfigError           a setting is wrong: fix the env or TOML file
+    ├── TransientError        try again later (rate limit, 5xx, timeout, connection)
+    │   └── RateLimited       carries the provider's Retry-After
+    └── PermanentError        retrying the same thing will not help
+        ├── ProviderRefused   auth, bad request, unknown model, quota
+        └── ContextTooLong    split the batch instead of retrying it
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Root of every error batchwise raises on purpose."""
+
+
+class InputError(PipelineError):
+    """A job line or task is invalid. `where` is `file:line` or a task id."""
+
+    def __init__(self, message: str, *, where: str = "", field: str = "") -> None:
+        self.where = where
+        self.field = field
+        self.reason = message
+        prefix = f"{where}: " if where else ""
+        suffix = f" (field {field!r})" if field else ""
+        super().__init__(f"{prefix}{message}{suffix}")
+
+
+class ConfigError(PipelineError):
+    """A setting is missing or has a bad value."""
+
+
+class ProviderError(PipelineError):
+    """A provider call went wrong. Never carries an API key."""
+
+    def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
+        self.provider = provider
+        self.status = status
+        code = f" HTTP {status}" if status else ""
+        super().__init__(f"{provider}{code}: {message}")
+
+
+class TransientError(ProviderError):
+    """Worth retrying later; `retry_after_s` is the provider's hint when it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, status=status)
+        self.retry_after_s = retry_after_s
+
+
+class RateLimited(TransientError):
+    """HTTP 429 or the provider's equivalent."""
+
+
+class PermanentError(ProviderError):
+    """Retrying the same request will not help."""
+
+
+class ProviderRefused(PermanentError):
+    """Auth failure, bad request, unknown model or exhausted quota."""
+
+
+class ContextTooLong(PermanentError):
+    """The request exceeds the model's context: split the batch, don't retry it."""

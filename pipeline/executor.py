@@ -1,0 +1,277 @@
+"""Running one packed batch: call, record, split, answer, and retry what failed in smaller batches.
+
+`BatchExecutor.run` is idempotent. The provider's answer is stored with the ledger record before
+anything is split, so a re-run (worker killed, job retried) never calls or charges twice; results
+are written once; child batches have deterministic ids. Items that got no valid output are retried
+in halves, then alone, and finally end `failed` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from .config import Settings
+from .errors import ContextTooLong, PermanentError, TransientError
+from .keys import Keys
+from .ledger import NANO, Ledger, Share, split_int, to_nano
+from .models import Batch, CallRecord, Item, TTLClass, Usage
+from .packer import build_messages, naive_input_tokens, output_cap
+from .prices import PriceTable
+from .providers.base import ChatRequest, ChatResponse
+from .providers.fallback import ProviderChain
+from .runs import RunStore
+from .splitter import parse_single, split
+from .tokens import count_tokens
+
+logger = logging.getLogger("batchwise.executor")
+
+
+class BatchExecutor:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        keys: Keys,
+        chain: ProviderChain,
+        prices: PriceTable,
+        runs: RunStore,
+        ledger: Ledger,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = keys
+        self.chain = chain
+        self.prices = prices
+        self.runs = runs
+        self.ledger = ledger
+
+    async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
+        k = self.keys
+        raw = {key.decode(): v.decode() for key, v in (await self.redis.hgetall(k.batch(batch_id))).items()}
+        if not raw or raw.get("status") == "done":
+            return None
+        meta = orjson.loads(await self.redis.get(k.group(raw["group"])))
+        item_keys = tuple(raw["items"].split(","))
+        batch = Batch(
+            id=batch_id,
+            group=raw["group"],
+            tenant=meta["tenant"],
+            model=meta["model"],
+            system=meta["system"],
+            temperature=meta["temperature"],
+            response_schema=meta["response_schema"],
+            ttl_class=TTLClass(meta["ttl_class"]),
+            item_keys=item_keys,
+            alone_attempts=int(raw.get("alone_attempts", 0)),
+            created_at=int(raw.get("created_ms", 0)) / 1000,
+        )
+        blobs = await self.redis.mget([k.item(key) for key in item_keys])
+        items = [Item.model_validate_json(b) for b in blobs if b is not None]
+        return batch, items
+
+    async def run(self, batch_id: str, *, last_try: bool = False) -> list[str]:
+        """Run a batch; return the ids of child batches the caller must enqueue.
+
+        Raises `TransientError` when the provider is unavailable and this is not the last try.
+        """
+        loaded = await self.load(batch_id)
+        if loaded is None:
+            return []
+        batch, items = loaded
+        if not items:
+            await self._close(batch_id)
+            return []
+        system, messages, packed = build_messages(batch, items)
+        request = ChatRequest(
+            model=batch.model,
+            system=system,
+            messages=tuple(messages),
+            max_tokens=output_cap(items),
+            temperature=batch.temperature,
+            json_mode=packed or batch.response_schema is not None,
+            response_schema=batch.response_schema,
+        )
+        stored = await self.redis.get(self.keys.batch_response(batch_id))
+        if stored is not None:
+            data = orjson.loads(stored)
+            response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
+        else:
+            try:
+                response = await self.chain.complete(request)
+            except ContextTooLong as exc:
+                if len(items) > 1:
+                    return await self._retry(batch, [i.key for i in items], str(exc))
+                return await self._fail(batch, items, "context_length", str(exc))
+            except TransientError as exc:
+                if not last_try:
+                    raise
+                return await self._fail(batch, items, "provider_unavailable", str(exc))
+            except PermanentError as exc:
+                return await self._fail(batch, items, "provider_refused", str(exc))
+
+        ids = [str(i + 1) for i in range(len(items))]
+        if packed:
+            outcome = split(response.text, ids, truncated=response.truncated)
+            outputs, failures = outcome.outputs, outcome.failures
+            if outcome.unknown_ids:
+                logger.warning("batch %s: ignored unknown ids %s", batch_id, outcome.unknown_ids)
+        else:
+            ok, value, reason = parse_single(response.text, want_json=batch.response_schema is not None)
+            outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
+
+        if stored is None:
+            await self._record(batch, items, request, response, outputs)
+
+        retry: list[str] = []
+        for item_id, item in zip(ids, items, strict=True):
+            if item_id in outputs:
+                await self._answer(batch, item, response, outputs[item_id], len(items))
+            else:
+                retry.append(item.key)
+        children: list[str] = []
+        if retry:
+            reason = "; ".join(sorted({failures[i] for i in ids if i in failures}))
+            children = await self._retry(batch, retry, reason)
+        await self._close(batch_id)
+        return children
+
+    async def _record(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        request: ChatRequest,
+        response: ChatResponse,
+        outputs: dict[str, Any],
+    ) -> None:
+        """The ledger record of the call, with its cost split over the items exactly."""
+        usage = response.usage
+        n = len(items)
+        own = [i.input_tokens for i in items]
+        shared = max(usage.input_tokens - sum(own), 0)
+        in_weights = [shared / n + o for o in own]
+        out_weights = [
+            count_tokens(orjson.dumps(outputs[str(i + 1)]).decode()) if str(i + 1) in outputs else 0
+            for i in range(n)
+        ]
+        cost = self.prices.price(batch.model, usage)
+        in_tokens = split_int(usage.input_tokens, in_weights)
+        out_tokens = split_int(usage.output_tokens, out_weights)
+        if cost is None:
+            nusd: list[int | None] = [None] * n
+        else:
+            total = to_nano(cost)
+            in_cost = self.prices.price(batch.model, usage.model_copy(update={"output_tokens": 0}))
+            in_total = min(total, to_nano(in_cost or cost))
+            nusd = [
+                a + b
+                for a, b in zip(split_int(in_total, in_weights),
+                                split_int(total - in_total, out_weights), strict=True)
+            ]
+            cost = Decimal(total) / NANO  # the recorded cost is exactly what was attributed
+        shares = {
+            item.key: Share(nusd[i], in_tokens[i], out_tokens[i]) for i, item in enumerate(items)
+        }
+        record = CallRecord(
+            id=batch.id,
+            at=time.time(),
+            batch_id=batch.id,
+            provider=response.provider,
+            model=batch.model,
+            simulated=response.simulated,
+            status="ok",
+            usage=usage,
+            cost_usd=cost,
+            latency_ms=response.latency_ms,
+            batch_size=n,
+            tenant=batch.tenant,
+            attribution={k: str(s.nusd) for k, s in shares.items()},
+        )
+        blob = orjson.dumps({**asdict(response), "usage": usage.model_dump()})
+        await self.ledger.record(record, blob, shares)
+
+    async def _spent(self, item_key: str) -> tuple[int | None, int, int]:
+        raw = await self.redis.hgetall(self.keys.item_cost(item_key))
+        get = {k.decode(): int(v) for k, v in raw.items()}
+        nusd = None if get.get("unknown") else get.get("nusd", 0)
+        return nusd, get.get("in", 0), get.get("out", 0)
+
+    async def _answer(
+        self, batch: Batch, item: Item, response: ChatResponse, output: Any, size: int
+    ) -> None:
+        nusd, tin, tout = await self._spent(item.key)
+        outcome = {
+            "status": "ok",
+            "output": output,
+            "model": batch.model,
+            "provider": response.provider,
+            "cache": "miss",
+            "batch_id": batch.id,
+            "batch_size": size,
+            "input_tokens": tin,
+            "output_tokens": tout,
+            "cost_nusd": nusd,
+            "naive_input_tokens": naive_input_tokens(batch.system, item),
+            "naive_output_tokens": count_tokens(output if isinstance(output, str) else orjson.dumps(output).decode()),
+        }
+        await self.runs.finish_item(item.key, outcome)
+
+    async def _fail(self, batch: Batch, items: Sequence[Item], code: str, message: str) -> list[str]:
+        for item in items:
+            nusd, tin, tout = await self._spent(item.key)
+            outcome = {
+                "status": "failed",
+                "model": batch.model,
+                "batch_id": batch.id,
+                "batch_size": len(items),
+                "input_tokens": tin,
+                "output_tokens": tout,
+                "cost_nusd": nusd,
+                "error": {"code": code, "message": message},
+            }
+            await self.runs.finish_item(item.key, outcome)
+        await self._close(batch.id)
+        return []
+
+    async def _retry(self, batch: Batch, item_keys: list[str], reason: str) -> list[str]:
+        """Child batches for items without a valid output: halves, then alone, then failure."""
+        if len(item_keys) == 1:
+            attempts = batch.alone_attempts + 1 if len(batch.item_keys) == 1 else 0
+            if attempts >= self.settings.max_alone_attempts:
+                blob = await self.redis.get(self.keys.item(item_keys[0]))
+                items = [Item.model_validate_json(blob)] if blob else []
+                return await self._fail(batch, items, "no_valid_output", reason)
+            plan = [(f"{batch.id}.r", item_keys, attempts)]
+        else:
+            half = (len(item_keys) + 1) // 2
+            plan = [(f"{batch.id}.0", item_keys[:half], 0), (f"{batch.id}.1", item_keys[half:], 0)]
+        children = []
+        for child_id, keys, attempts in plan:
+            child = self.keys.batch(child_id)
+            if not await self.redis.exists(child):  # only this batch's job creates its children
+                now = int(time.time() * 1000)
+                await self.redis.hset(
+                    child,
+                    mapping={"group": batch.group, "items": ",".join(keys), "created_ms": now,
+                             "alone_attempts": attempts, "reason": reason, "status": "open"},
+                )
+                await self.redis.zadd(self.keys.open_batches(), {child_id: now})
+            children.append(child_id)
+        logger.info("batch %s: %d item(s) retried as %s (%s)", batch.id, len(item_keys),
+                    ", ".join(children), reason)
+        return children
+
+    async def _close(self, batch_id: str) -> None:
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(k.batch(batch_id), "status", "done")
+            pipe.expire(k.batch(batch_id), 86400)
+            pipe.zrem(k.open_batches(), batch_id)
+            await pipe.execute()

@@ -1,0 +1,26 @@
+"""Providers: one protocol, interchangeable clients, and the chain that calls them."""
+
+from __future__ import annotations
+
+from ..config import Settings
+from ..errors import ConfigError
+from .base import ChatRequest, ChatResponse, Provider
+from .openai import OpenAICompatible
+from .simulated import SimulatedProvider
+
+__all__ = ["ChatRequest", "ChatResponse", "Provider", "build_providers"]
+
+
+def build_providers(settings: Settings) -> list[Provider]:
+    """The configured providers in order; the simulated one when none is configured."""
+    providers: list[Provider] = []
+    for config in settings.providers:
+        if config.kind == "openai":
+            providers.append(OpenAICompatible(config))
+        elif config.kind == "simulated":
+            providers.append(SimulatedProvider())
+        else:
+            raise ConfigError(f"provider {config.name!r}: kind {config.kind!r} is not supported")
+    if not providers:
+        providers.append(SimulatedProvider())
+    return providers

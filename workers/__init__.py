@@ -1,0 +1,7 @@
+"""arq entry points: `arq workers.WorkerSettings` (or `batchwise worker`) runs a worker."""
+
+from __future__ import annotations
+
+from .settings import WorkerSettings, worker_settings
+
+__all__ = ["WorkerSettings", "worker_settings"]

@@ -1,0 +1,90 @@
+"""Job functions: the only place a transient error becomes `arq.Retry`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Any
+
+from arq import Retry
+
+from pipeline.app import Pipeline
+from pipeline.config import Settings, load_settings
+from pipeline.errors import TransientError
+
+logger = logging.getLogger("batchwise.worker")
+
+FLUSH_TICK_S = 0.05
+STALE_BATCH_S = 30.0
+
+
+async def enqueue_batches(ctx: dict[str, Any], batch_ids: list[str]) -> None:
+    settings: Settings = ctx["settings"]
+    for batch_id in batch_ids:
+        await ctx["redis"].enqueue_job(
+            "process_batch", batch_id, _job_id=f"batch:{batch_id}", _queue_name=settings.queue_name
+        )
+
+
+async def process_batch(ctx: dict[str, Any], batch_id: str) -> int:
+    """Run one packed batch; enqueue its retry children."""
+    pipeline: Pipeline = ctx["pipeline"]
+    settings: Settings = ctx["settings"]
+    last_try = ctx["job_try"] >= settings.job_max_tries
+    try:
+        children = await pipeline.executor.run(batch_id, last_try=last_try)
+    except TransientError as exc:
+        ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
+        defer = exc.retry_after_s if exc.retry_after_s is not None else random.uniform(0, ceiling)
+        logger.warning("batch %s: %s; retrying in %.1fs", batch_id, exc, defer)
+        raise Retry(defer=defer) from None
+    await enqueue_batches(ctx, children)
+    return len(children)
+
+
+async def _flusher(ctx: dict[str, Any]) -> None:
+    """Turns full and lingering groups into batch jobs, every tick, in every worker."""
+    pipeline: Pipeline = ctx["pipeline"]
+    last_sweep = 0.0
+    while True:
+        try:
+            await enqueue_batches(ctx, await pipeline.packer.flush())
+            if time.monotonic() - last_sweep > STALE_BATCH_S / 2:
+                last_sweep = time.monotonic()
+                await recover_batches(ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep flushing through a passing Redis hiccup
+            logger.exception("flusher tick failed")
+            await asyncio.sleep(1)
+        await asyncio.sleep(FLUSH_TICK_S)
+
+
+async def recover_batches(ctx: dict[str, Any]) -> None:
+    """Re-enqueue open batches whose job was lost (a flusher died between take and enqueue).
+    arq ignores an enqueue whose job id is queued, running or has a kept result."""
+    pipeline: Pipeline = ctx["pipeline"]
+    cutoff_ms = (time.time() - STALE_BATCH_S) * 1000
+    stale = await pipeline.redis.zrangebyscore(pipeline.keys.open_batches(), "-inf", cutoff_ms)
+    await enqueue_batches(ctx, [b.decode() for b in stale])
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or load_settings()
+    ctx["settings"] = settings
+    ctx["pipeline"] = Pipeline(settings, ctx["redis"])
+    ctx["flusher"] = asyncio.create_task(_flusher(ctx))
+    logger.info("worker ready: providers %s", ", ".join(p.name for p in ctx["pipeline"].providers))
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    flusher = ctx.get("flusher")
+    if flusher is not None:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+    if "pipeline" in ctx:
+        await ctx["pipeline"].aclose()

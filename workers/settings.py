@@ -1,0 +1,49 @@
+"""arq WorkerSettings, built from batchwise's settings at start-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import func
+from arq.connections import RedisSettings
+
+from pipeline.config import Settings, load_settings
+
+from .jobs import process_batch, shutdown, startup
+
+
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for `arq.Worker` (one arq job per packed batch)."""
+    if not settings.redis_url:
+        raise ValueError("REDIS_URL must be set for a worker")
+    return {
+        "functions": [
+            func(process_batch, timeout=settings.job_timeout_s, max_tries=settings.job_max_tries)
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_max_jobs,
+        "job_timeout": settings.job_timeout_s,
+        "max_tries": settings.job_max_tries,
+        "keep_result": 3600,
+        "ctx": {"settings": settings},
+    }
+
+
+class WorkerSettings:
+    """For `arq workers.WorkerSettings`; reads the environment when arq imports it."""
+
+    _settings = load_settings()
+    functions = [
+        func(process_batch, timeout=_settings.job_timeout_s, max_tries=_settings.job_max_tries)
+    ]
+    on_startup = startup
+    on_shutdown = shutdown
+    redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://localhost:6379")
+    queue_name = _settings.queue_name
+    max_jobs = _settings.worker_max_jobs
+    job_timeout = _settings.job_timeout_s
+    max_tries = _settings.job_max_tries
+
