@@ -53,8 +53,12 @@ async def write_results(runs: RunStore, run_id: str, out_path: Path) -> int:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
     )
 
 
@@ -70,7 +74,9 @@ async def _wait_with_progress(client: BatchwiseClient, run_id: str, progress: Pr
         await asyncio.sleep(0.1)
 
 
-async def _submit(client: BatchwiseClient, path: Path, strict: bool, progress: Progress) -> Submission:
+async def _submit(
+    client: BatchwiseClient, path: Path, strict: bool, progress: Progress
+) -> Submission:
     bar = progress.add_task("submitted", total=count_lines(path))
     submission = await client.submit_file(
         path, strict=strict, on_progress=lambda n: progress.update(bar, completed=n)
@@ -96,11 +102,17 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("tasks ok / failed / rejected", f"{summary.ok} / {summary.failed} / {summary.rejected}")
+    table.add_row(
+        "tasks ok / failed / rejected", f"{summary.ok} / {summary.failed} / {summary.rejected}"
+    )
     table.add_row("cache hits", str(summary.cache_hits))
     table.add_row("provider calls", str(summary.provider_calls))
     table.add_row("tokens in / out", f"{summary.input_tokens:,} / {summary.output_tokens:,}")
-    table.add_row("cost", f"${summary.cost_usd:.6f}" + (f" (+{summary.unpriced} unpriced)" if summary.unpriced else ""))
+    table.add_row(
+        "cost",
+        f"${summary.cost_usd:.6f}"
+        + (f" (+{summary.unpriced} unpriced)" if summary.unpriced else ""),
+    )
     table.add_row("sent one by one (same models)", f"${summary.naive_cost_usd:.6f}")
     table.add_row("saving", f"{summary.saving:.1%}")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f}s")
@@ -151,8 +163,10 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with _progress() as progress:
             submission = await _submit(client, args.file, args.strict, progress)
-            out.print(f"run {submission.run_id}: {submission.accepted} queued, "
-                      f"{submission.rejected} rejected")
+            out.print(
+                f"run {submission.run_id}: {submission.accepted} queued, "
+                f"{submission.rejected} rejected"
+            )
             if not args.wait:
                 return 0
             await _wait_with_progress(client, submission.run_id, progress)

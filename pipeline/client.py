@@ -68,8 +68,13 @@ class Summary:
 
 
 def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> dict[str, Any]:
-    return {"id": task_id, "status": "rejected", "error": {"code": code, "message": message},
-            "metadata": metadata, "cost_nusd": 0}
+    return {
+        "id": task_id,
+        "status": "rejected",
+        "error": {"code": code, "message": message},
+        "metadata": metadata,
+        "cost_nusd": 0,
+    }
 
 
 class BatchwiseClient:
@@ -90,7 +95,10 @@ class BatchwiseClient:
         await self.pipeline.redis.aclose()
 
     async def submit(
-        self, tasks: Iterable[Task | dict[str, Any]], *, run_id: str | None = None,
+        self,
+        tasks: Iterable[Task | dict[str, Any]],
+        *,
+        run_id: str | None = None,
         complete: bool = False,
     ) -> str:
         """Queue tasks; returns the run id. Invalid tasks raise `InputError` before any is queued.
@@ -104,18 +112,27 @@ class BatchwiseClient:
         for index, task in enumerate(tasks):
             obj = task.model_dump() if isinstance(task, Task) else task
             if isinstance(task, Task):
-                obj = {"id": task.id, "messages": [m.model_dump() for m in task.messages],
-                       "system": task.system or None, **_task_options(task)}
+                obj = {
+                    "id": task.id,
+                    "messages": [m.model_dump() for m in task.messages],
+                    "system": task.system or None,
+                    **_task_options(task),
+                }
             checked_task = validate(obj, index + 1, seen, source="task")
             if isinstance(checked_task, LineError):
-                raise InputError(checked_task.reason, where=f"task {index}",
-                                 field=checked_task.field)
+                raise InputError(
+                    checked_task.reason, where=f"task {index}", field=checked_task.field
+                )
             checked.append(checked_task)
         await self.submit_stream(run_id, checked, source="api", complete=complete)
         return run_id
 
     async def submit_file(
-        self, path: Path, *, strict: bool = False, run_id: str | None = None,
+        self,
+        path: Path,
+        *,
+        strict: bool = False,
+        run_id: str | None = None,
         on_progress: Progress | None = None,
     ) -> Submission:
         """Validate and queue a JSONL job file, streaming it. With `strict`, any bad line
@@ -126,16 +143,26 @@ class BatchwiseClient:
             if errors:
                 shown = "\n".join(f"  {e}" for e in errors[:20])
                 more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-                raise InputError(f"{len(errors)} invalid line(s); nothing was queued:\n{shown}{more}",
-                                 where=str(path))
+                raise InputError(
+                    f"{len(errors)} invalid line(s); nothing was queued:\n{shown}{more}",
+                    where=str(path),
+                )
         run_id = run_id or new_run_id()
         return await self.submit_stream(
-            run_id, read_file(path, max_line_bytes=limit), source=str(path), complete=True,
+            run_id,
+            read_file(path, max_line_bytes=limit),
+            source=str(path),
+            complete=True,
             on_progress=on_progress,
         )
 
     async def submit_stream(
-        self, run_id: str, items: Iterable[Task | LineError], *, source: str, complete: bool,
+        self,
+        run_id: str,
+        items: Iterable[Task | LineError],
+        *,
+        source: str,
+        complete: bool,
         on_progress: Progress | None = None,
     ) -> Submission:
         """Shape and queue validated tasks in chunks; refused ones get a `rejected` result."""
@@ -189,7 +216,7 @@ class BatchwiseClient:
                 await p.runs.write(run_id, rejection, pipe=pipe)
             items = [await p.packer.enqueue(task, pipe=pipe) for task in queued]
             replies = await pipe.execute()
-        for item, reply in zip(items, replies[-len(items):] if items else [], strict=True):
+        for item, reply in zip(items, replies[-len(items) :] if items else [], strict=True):
             groups[item.group] = max(groups.get(item.group, 0), int(reply[1]))
         full = [g for g, size in groups.items() if size >= self._max_items(g, queued, items)]
         await p.packer.mark_full(full)
@@ -235,9 +262,13 @@ class BatchwiseClient:
                 parts = batch_id.split(".")
                 batches.update(".".join(parts[: i + 1]) for i in range(len(parts)))
             if status == "ok" and record.get("model") and "naive_input_tokens" in record:
-                naive = p.prices.price(record["model"], Usage(
-                    input_tokens=int(record["naive_input_tokens"]),
-                    output_tokens=int(record.get("naive_output_tokens") or 0)))
+                naive = p.prices.price(
+                    record["model"],
+                    Usage(
+                        input_tokens=int(record["naive_input_tokens"]),
+                        output_tokens=int(record.get("naive_output_tokens") or 0),
+                    ),
+                )
                 summary.naive_cost_usd += naive or Decimal(0)
         if batches:
             ordered = sorted(batches)
@@ -253,8 +284,19 @@ def new_run_id() -> str:
 
 def _task_options(task: Task) -> dict[str, Any]:
     options = task.model_dump(
-        include={"task_type", "quality", "budget_sensitive", "temperature", "ttl_class", "ttl_s",
-                 "tenant", "user_id", "endpoint", "response_schema", "metadata"},
+        include={
+            "task_type",
+            "quality",
+            "budget_sensitive",
+            "temperature",
+            "ttl_class",
+            "ttl_s",
+            "tenant",
+            "user_id",
+            "endpoint",
+            "response_schema",
+            "metadata",
+        },
         mode="json",
     )
     if task.requested_model:

@@ -202,8 +202,8 @@ def load_settings(
         data.update(_read_toml(path))
 
     providers = {p["name"]: p for p in _env_providers(env)}
-    for name, spec in (data.pop("providers", None) or {}).items():
-        spec = dict(spec)
+    for name, raw_spec in (data.pop("providers", None) or {}).items():
+        spec = dict(raw_spec)
         key_env = spec.pop("api_key_env", None)
         if key_env:
             spec["api_key"] = env.get(key_env, "")

@@ -46,11 +46,13 @@ class EmbeddedRedis:
     def _alive(self) -> bool:
         if not self.socket.exists():
             return False
+        client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
         try:
-            client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
             return bool(client.ping())
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             return False
+        finally:
+            client.close()
 
     def start(self, timeout_s: float = 10.0) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -58,22 +60,38 @@ class EmbeddedRedis:
             return self.url
         self.socket.unlink(missing_ok=True)
         args = [
-            redis_server_binary(), "--port", "0", "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700", "--dir", str(self.dir), "--appendonly", "yes",
-            "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-            "--logfile", str(self.dir / "redis.log"),
+            redis_server_binary(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                err = (self.process.stderr.read() if self.process.stderr else b"").decode()
-                raise ConfigError(f"redis-server exited at start; see {self.dir / 'redis.log'} {err}")
+                raise ConfigError(f"redis-server exited at start; see {self.dir / 'redis.log'}")
             if self._alive():
                 return self.url
             time.sleep(0.05)
         self.stop()
-        raise ConfigError(f"redis-server did not start within {timeout_s}s; see {self.dir}/redis.log")
+        raise ConfigError(
+            f"redis-server did not start within {timeout_s}s; see {self.dir}/redis.log"
+        )
 
     def stop(self) -> None:
         if self.process is None:

@@ -1,13 +1,13 @@
 """Every error batchwise raises on purpose, split by what the caller must do.
 
-    PipelineError
-    ├── InputError            the job file or a task is wrong: fix it (file:line, field, reason)
-    ├── ConfigError           a setting is wrong: fix the env or TOML file
-    ├── TransientError        try again later (rate limit, 5xx, timeout, connection)
-    │   └── RateLimited       carries the provider's Retry-After
-    └── PermanentError        retrying the same thing will not help
-        ├── ProviderRefused   auth, bad request, unknown model, quota
-        └── ContextTooLong    split the batch instead of retrying it
+PipelineError
+├── InputError            the job file or a task is wrong: fix it (file:line, field, reason)
+├── ConfigError           a setting is wrong: fix the env or TOML file
+├── TransientError        try again later (rate limit, 5xx, timeout, connection)
+│   └── RateLimited       carries the provider's Retry-After
+└── PermanentError        retrying the same thing will not help
+    ├── ProviderRefused   auth, bad request, unknown model, quota
+    └── ContextTooLong    split the batch instead of retrying it
 """
 
 from __future__ import annotations

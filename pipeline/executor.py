@@ -55,7 +55,10 @@ class BatchExecutor:
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         k = self.keys
-        raw = {key.decode(): v.decode() for key, v in (await self.redis.hgetall(k.batch(batch_id))).items()}
+        raw = {
+            key.decode(): v.decode()
+            for key, v in (await self.redis.hgetall(k.batch(batch_id))).items()
+        }
         if not raw or raw.get("status") == "done":
             return None
         meta = orjson.loads(await self.redis.get(k.group(raw["group"])))
@@ -124,7 +127,9 @@ class BatchExecutor:
             if outcome.unknown_ids:
                 logger.warning("batch %s: ignored unknown ids %s", batch_id, outcome.unknown_ids)
         else:
-            ok, value, reason = parse_single(response.text, want_json=batch.response_schema is not None)
+            ok, value, reason = parse_single(
+                response.text, want_json=batch.response_schema is not None
+            )
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
@@ -172,8 +177,11 @@ class BatchExecutor:
             in_total = min(total, to_nano(in_cost or cost))
             nusd = [
                 a + b
-                for a, b in zip(split_int(in_total, in_weights),
-                                split_int(total - in_total, out_weights), strict=True)
+                for a, b in zip(
+                    split_int(in_total, in_weights),
+                    split_int(total - in_total, out_weights),
+                    strict=True,
+                )
             ]
             cost = Decimal(total) / NANO  # the recorded cost is exactly what was attributed
         shares = {
@@ -219,11 +227,15 @@ class BatchExecutor:
             "output_tokens": tout,
             "cost_nusd": nusd,
             "naive_input_tokens": naive_input_tokens(batch.system, item),
-            "naive_output_tokens": count_tokens(output if isinstance(output, str) else orjson.dumps(output).decode()),
+            "naive_output_tokens": count_tokens(
+                output if isinstance(output, str) else orjson.dumps(output).decode()
+            ),
         }
         await self.runs.finish_item(item.key, outcome)
 
-    async def _fail(self, batch: Batch, items: Sequence[Item], code: str, message: str) -> list[str]:
+    async def _fail(
+        self, batch: Batch, items: Sequence[Item], code: str, message: str
+    ) -> list[str]:
         for item in items:
             nusd, tin, tout = await self._spent(item.key)
             outcome = {
@@ -259,13 +271,24 @@ class BatchExecutor:
                 now = int(time.time() * 1000)
                 await self.redis.hset(
                     child,
-                    mapping={"group": batch.group, "items": ",".join(keys), "created_ms": now,
-                             "alone_attempts": attempts, "reason": reason, "status": "open"},
+                    mapping={
+                        "group": batch.group,
+                        "items": ",".join(keys),
+                        "created_ms": now,
+                        "alone_attempts": attempts,
+                        "reason": reason,
+                        "status": "open",
+                    },
                 )
                 await self.redis.zadd(self.keys.open_batches(), {child_id: now})
             children.append(child_id)
-        logger.info("batch %s: %d item(s) retried as %s (%s)", batch.id, len(item_keys),
-                    ", ".join(children), reason)
+        logger.info(
+            "batch %s: %d item(s) retried as %s (%s)",
+            batch.id,
+            len(item_keys),
+            ", ".join(children),
+            reason,
+        )
         return children
 
     async def _close(self, batch_id: str) -> None:

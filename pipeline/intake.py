@@ -206,8 +206,11 @@ def read_lines(path: Path, *, max_line_bytes: int) -> Iterator[tuple[int, bytes 
             if len(chunk) > max_line_bytes and not chunk.endswith(b"\n"):
                 while chunk and not chunk.endswith(b"\n"):  # drain the rest of the long line
                     chunk = fh.readline(1 << 20)
-                yield number, LineError(
-                    source, number, f"line longer than the limit of {max_line_bytes} bytes"
+                yield (
+                    number,
+                    LineError(
+                        source, number, f"line longer than the limit of {max_line_bytes} bytes"
+                    ),
                 )
                 continue
             if chunk.strip():

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-import orjson
 from redis.asyncio import Redis
 
 from .keys import Keys
@@ -73,8 +72,12 @@ class Ledger:
         """Write the record once; False when this call was already recorded."""
         k = self.keys
         keys = [k.ledger_ids(), k.ledger(), k.batch_response(record.batch_id)]
-        args: list[str | int | bytes] = [record.id, record.model_dump_json(), response_json,
-                                         self.response_ttl_s]
+        args: list[str | int | bytes] = [
+            record.id,
+            record.model_dump_json(),
+            response_json,
+            self.response_ttl_s,
+        ]
         for item_key, part in shares.items():
             keys.append(k.item_cost(item_key))
             args += ["x" if part.nusd is None else part.nusd, part.input_tokens, part.output_tokens]
@@ -89,6 +92,6 @@ class Ledger:
                 rows = rows[1:]
             if not rows:
                 return
-            for entry_id, fields in rows:
+            for _entry_id, fields in rows:
                 yield CallRecord.model_validate_json(fields[b"r"])
             last = rows[-1][0].decode()

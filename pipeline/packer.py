@@ -25,10 +25,10 @@ from .models import Batch, Item, Message, Task, TTLClass
 from .tokens import count_messages, count_tokens
 
 PACK_INSTRUCTIONS = (
-    "You will receive a JSON document {\"items\": [{\"id\": ..., \"input\": ...}, ...]}. "
+    'You will receive a JSON document {"items": [{"id": ..., "input": ...}, ...]}. '
     "Treat each item's input as a separate, independent request and answer it exactly as you "
     "would answer it alone, following the instructions above. Reply with only a JSON object "
-    "{\"results\": [{\"id\": <the item's id>, \"output\": <your answer>}, ...]} with one result "
+    '{"results": [{"id": <the item\'s id>, "output": <your answer>}, ...]} with one result '
     "for every item, each under the id it was given."
 )
 SCHEMA_INSTRUCTIONS = "Each output must be a JSON value that conforms to this JSON Schema: "

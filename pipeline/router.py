@@ -51,13 +51,16 @@ class Router:
     def choose(self, task: Task) -> str | Rejection:
         if task.requested_model:
             if not self.chain.serves(task.requested_model):
-                return Rejection(task, "no_provider",
-                                 f"no configured provider serves model {task.requested_model!r}; "
-                                 "configure one (see the README) or leave 'model' out to route")
+                return Rejection(
+                    task,
+                    "no_provider",
+                    f"no configured provider serves model {task.requested_model!r}; "
+                    "configure one (see the README) or leave 'model' out to route",
+                )
             return task.requested_model
         tier = self.tier(task)
         start = TIER_ORDER.index(tier) if tier in TIER_ORDER else 1
-        for name in (tier, *TIER_ORDER[start + 1:]):
+        for name in (tier, *TIER_ORDER[start + 1 :]):
             models = self.eligible(name)
             if models:
                 return min(models, key=self._cost_per_mtok) if task.budget_sensitive else models[0]

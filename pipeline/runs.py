@@ -69,8 +69,14 @@ class RunStore:
         now = time.time()
         await self.redis.hset(
             self.keys.run(run_id),
-            mapping={"created_at": now, "source": source, "simulated": int(simulated),
-                     "total": 0, "done": 0, "sealed": 0},
+            mapping={
+                "created_at": now,
+                "source": source,
+                "simulated": int(simulated),
+                "total": 0,
+                "done": 0,
+                "sealed": 0,
+            },
         )
         await self.redis.zadd(self.keys.runs(), {run_id: now})
 
@@ -89,8 +95,12 @@ class RunStore:
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(k.run(run_id), mapping={"total": total, "sealed": 1})
-            for key in (k.run(run_id), k.run_order(run_id), k.run_results(run_id),
-                        k.run_tasks(run_id)):
+            for key in (
+                k.run(run_id),
+                k.run_order(run_id),
+                k.run_results(run_id),
+                k.run_tasks(run_id),
+            ):
                 pipe.expire(key, self.ttl_s)
             await pipe.execute()
 
@@ -107,8 +117,12 @@ class RunStore:
         """Give an item's outcome to every task waiting on it; -1 if it was already given."""
         k = self.keys
         n: int = await self._finish(
-            keys=[k.item(item_key), k.item_waiters(item_key),
-                  f"{k.prefix}:outcome:{item_key}:{outcome['batch_id']}", k.item_cost(item_key)],
+            keys=[
+                k.item(item_key),
+                k.item_waiters(item_key),
+                f"{k.prefix}:outcome:{item_key}:{outcome['batch_id']}",
+                k.item_cost(item_key),
+            ],
             args=[orjson.dumps(outcome), k.prefix, self.ttl_s],
         )
         return n
@@ -124,7 +138,9 @@ class RunStore:
         raw = await self.redis.hgetall(self.keys.run(run_id))
         return {k.decode(): v.decode() for k, v in raw.items()}
 
-    async def wait(self, run_id: str, *, poll_s: float = 0.05, timeout_s: float | None = None) -> None:
+    async def wait(
+        self, run_id: str, *, poll_s: float = 0.05, timeout_s: float | None = None
+    ) -> None:
         """Return when every task of a sealed run has its result."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -140,8 +156,10 @@ class RunStore:
         k = self.keys
         start = 0
         while True:
-            ids = [i.decode() for i in await self.redis.lrange(k.run_order(run_id), start,
-                                                                 start + chunk - 1)]
+            ids = [
+                i.decode()
+                for i in await self.redis.lrange(k.run_order(run_id), start, start + chunk - 1)
+            ]
             if not ids:
                 return
             start += len(ids)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from arq import func
 from arq.connections import RedisSettings
@@ -36,7 +36,7 @@ class WorkerSettings:
     """For `arq workers.WorkerSettings`; reads the environment when arq imports it."""
 
     _settings = load_settings()
-    functions = [
+    functions: ClassVar[list[Any]] = [
         func(process_batch, timeout=_settings.job_timeout_s, max_tries=_settings.job_max_tries)
     ]
     on_startup = startup
@@ -46,4 +46,3 @@ class WorkerSettings:
     max_jobs = _settings.worker_max_jobs
     job_timeout = _settings.job_timeout_s
     max_tries = _settings.job_max_tries
-

@@ -43,8 +43,9 @@ class ProviderChain:
         """Answer `request` from the first provider that can; raise the last error otherwise."""
         candidates = self.serving(request.model)
         if not candidates:
-            raise ProviderRefused(f"no configured provider serves model {request.model!r}",
-                                  provider="router")
+            raise ProviderRefused(
+                f"no configured provider serves model {request.model!r}", provider="router"
+            )
         last: Exception | None = None
         for provider in candidates:
             retrying = AsyncRetrying(

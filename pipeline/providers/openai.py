@@ -20,7 +20,9 @@ class OpenAICompatible:
 
     simulated = False
 
-    def __init__(self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ):
         self.name = config.name
         self.config = config
         self._key = config.api_key.get_secret_value()
@@ -55,7 +57,8 @@ class OpenAICompatible:
         started = time.perf_counter()
         try:
             response = await self._client.post(
-                "/chat/completions", content=orjson.dumps(self.body(request)),
+                "/chat/completions",
+                content=orjson.dumps(self.body(request)),
                 headers={"content-type": "application/json"},
             )
         except httpx.TimeoutException:

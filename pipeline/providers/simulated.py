@@ -77,8 +77,13 @@ class SimulatedProvider:
             output_tokens=count_tokens(text),
         )
         return ChatResponse(
-            text=text, usage=usage, truncated=False, provider=self.name,
-            model=request.model, latency_ms=int(self.latency_s * 1000), simulated=True,
+            text=text,
+            usage=usage,
+            truncated=False,
+            provider=self.name,
+            model=request.model,
+            latency_ms=int(self.latency_s * 1000),
+            simulated=True,
         )
 
     async def aclose(self) -> None:

