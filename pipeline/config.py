@@ -106,6 +106,23 @@ class ModelLimits(BaseModel):
     output_tokens: int = 16_384
 
 
+class CascadeSpec(BaseModel):
+    """A task type's cascade: start on a cheap tier, escalate what fails its evaluators.
+
+    An evaluator is a name (`json`, `schema`, `non_empty`, or one registered with
+    `pipeline.cascade.register_evaluator`) or a table with `kind` and its parameters:
+    `{kind = "labels", labels = [...]}`, `{kind = "length", min_chars = 1, max_chars = 500}`,
+    `{kind = "schema", schema = {...}}`, `{kind = "callable", path = "module:function"}`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    evaluators: tuple[str | dict[str, Any], ...] = ("non_empty",)
+    start_tier: str = "fast_cheap"
+    max_tier: str = "best"
+    on_exhausted: Literal["answer", "fail"] = "fail"
+
+
 class Settings(BaseModel):
     """Everything batchwise can be told. See the README's configuration table."""
 
@@ -139,6 +156,17 @@ class Settings(BaseModel):
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
 
+    # routing and optimisation (issue 7): see docs/routing.md
+    quality_floors: dict[str, float] = Field(
+        default_factory=lambda: {"high_quality": 0.75, "best": 0.9}
+    )
+    cascades: dict[str, CascadeSpec] = Field(default_factory=dict)
+    audit_share: float = Field(0.02, ge=0, le=1)
+    audit_threshold: float = Field(0.9, ge=0, le=1)
+    audit_min_samples: int = Field(10, ge=1)
+    compress_task_types: tuple[str, ...] = ()
+    prompt_cache_min_tokens: int = Field(1024, ge=0)
+
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
 
@@ -165,6 +193,11 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_PROVIDER_RETRIES": "provider_retries",
     "BATCHWISE_BACKOFF_BASE_S": "backoff_base_s",
     "BATCHWISE_BACKOFF_CAP_S": "backoff_cap_s",
+    # routing and optimisation (issue 7)
+    "BATCHWISE_AUDIT_SHARE": "audit_share",
+    "BATCHWISE_AUDIT_THRESHOLD": "audit_threshold",
+    "BATCHWISE_AUDIT_MIN_SAMPLES": "audit_min_samples",
+    "BATCHWISE_PROMPT_CACHE_MIN_TOKENS": "prompt_cache_min_tokens",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")
