@@ -18,6 +18,7 @@ from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
 from .errors import PipelineError
+from .optimise_cli import add_cli as add_optimise_cli
 from .runs import RunStore
 
 err = Console(stderr=True)
@@ -220,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="print a run's results as JSONL")
     results.add_argument("run_id")
     results.add_argument("--out", help="write to this file instead of stdout")
+    add_optimise_cli(sub)
     return p
 
 
@@ -228,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(config_file=args.config)
+        if handler := getattr(args, "handler", None):
+            return int(handler(args, settings))
         if args.command == "worker":
             return cmd_worker(args, settings)
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]

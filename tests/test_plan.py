@@ -1,0 +1,62 @@
+"""`batchwise plan`: the lever table, and its estimate against what a run records."""
+
+from __future__ import annotations
+
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.plan import plan_file
+from tests.conftest import make_settings, pipeline_client, running_worker
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"
+
+
+async def test_plan_estimate_is_within_ten_percent_of_the_run(
+    tmp_path: Path, redis_url: str
+) -> None:
+    path = Path(shutil.copy(EXAMPLE, tmp_path / "jobs.jsonl"))
+    settings = make_settings(redis_url)  # no provider configured: the simulated one answers
+    plan = await plan_file(path, settings)
+    async with pipeline_client(settings) as client, running_worker(settings):
+        submission = await client.submit_file(path)
+        await client.wait(submission.run_id, timeout_s=30)
+        summary = await client.summary(submission.run_id)
+    assert summary.simulated and summary.ok == plan.tasks - plan.invalid - plan.rejected
+    assert summary.cost_usd > 0
+    assert abs(plan.run_estimate_usd - summary.cost_usd) <= Decimal("0.10") * summary.cost_usd
+    assert plan.lever("packing").calls and len(plan.lever("packing").calls) == (
+        summary.provider_calls
+    )
+
+
+async def test_levers_are_cumulative_and_each_one_is_measured(tmp_path: Path) -> None:
+    settings = make_settings("redis://unused")
+    plan = await plan_file(EXAMPLE, settings)
+    names = [lever.name for lever in plan.levers]
+    assert names[:4] == ["naive", "duplicates", "routing", "packing"]
+    assert names[-1] == "batch API"
+    naive, dupes, routing, packing = (plan.lever(n) for n in names[:4])
+    assert len(naive.calls) == plan.tasks  # every line of the example is valid
+    assert {c.model for c in naive.calls} == {"gpt-4o"}
+    # the example repeats questions: fewer calls, lower cost, on the same model
+    assert len(dupes.calls) < len(naive.calls) and dupes.cost_usd < naive.cost_usd
+    # routing moves tasks to cheaper models without changing the token counts much
+    assert routing.cost_usd < dupes.cost_usd / 5
+    assert "gpt-4o-mini" in {c.model for c in routing.calls}
+    # packing shares calls
+    assert len(packing.calls) < len(routing.calls)
+    assert plan.lever("batch API").cost_usd == pytest.approx(
+        plan.levers[-2].cost_usd / 2, rel=Decimal("0.01")
+    )
+
+
+def test_cli_prints_the_lever_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plan", str(EXAMPLE)]) == 0
+    shown = capsys.readouterr().out
+    for lever in ("naive", "duplicates", "routing", "packing", "batch API"):
+        assert lever in shown
+    assert "expected cost of `batchwise run`" in shown
