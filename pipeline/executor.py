@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from .audit import PackingAudit
+from .cascade import Cascade
 from .config import Settings
 from .errors import ContextTooLong, PermanentError, TransientError
 from .keys import Keys
@@ -27,6 +29,7 @@ from .packer import build_messages, naive_input_tokens, output_cap
 from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
+from .router import Router
 from .runs import RunStore
 from .splitter import parse_single, split
 from .tokens import count_tokens
@@ -52,6 +55,8 @@ class BatchExecutor:
         self.prices = prices
         self.runs = runs
         self.ledger = ledger
+        self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
+        self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         k = self.keys
@@ -214,6 +219,9 @@ class BatchExecutor:
     async def _answer(
         self, batch: Batch, item: Item, response: ChatResponse, output: Any, size: int
     ) -> None:
+        output = await self.audit.check(batch, item, output, size)
+        if await self.cascade.settle(batch, item, output, size):
+            return  # escalated to the next tier's model, or failed evaluation at the top
         nusd, tin, tout = await self._spent(item.key)
         outcome = {
             "status": "ok",

@@ -86,3 +86,24 @@ class Keys:
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
+
+    # routing and optimisation (issue 7)
+    def cascade_stats(self, task_type: str) -> str:
+        """Hash of cascade counters of a task type: passed, escalated a>b, exhausted."""
+        return f"{self.prefix}:cascade:{task_type}"
+
+    def audit_stats(self, task_type: str) -> str:
+        """Hash `size:n` / `size:sum` of packing-audit agreement of a task type by batch size."""
+        return f"{self.prefix}:audit:{task_type}"
+
+    def audit_types(self) -> str:
+        """Set of task types the packing audit has samples of."""
+        return f"{self.prefix}:audit:types"
+
+    def packing_limits(self) -> str:
+        """Hash task type -> maximum batch size lowered by the packing audit."""
+        return f"{self.prefix}:packing:limits"
+
+    def packing_events(self) -> str:
+        """List of JSON events: a task type's maximum batch size came down, and why."""
+        return f"{self.prefix}:packing:events"

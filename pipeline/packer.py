@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from .audit import batch_limit
 from .config import Settings
 from .fingerprint import group_key, item_key
 from .keys import Keys
@@ -126,9 +127,18 @@ class Packer:
         self.keys = keys
         self._enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
+        self._lowered: dict[str, int] = {}
 
     def max_items(self, task_type: str) -> int:
-        return max(1, self.settings.max_items.get(task_type, 8))
+        configured = max(1, self.settings.max_items.get(task_type, 8))
+        return min(configured, self._lowered.get(task_type, configured))
+
+    async def live_max_items(self, task_type: str) -> int:
+        """max_items, lowered by the packing audit when packed answers drift (see audit.py)."""
+        lowered = await batch_limit(self.redis, self.keys, task_type)
+        if lowered is not None:
+            self._lowered[task_type] = lowered
+        return self.max_items(task_type)
 
     def linger_ms(self, ttl_class: TTLClass) -> int:
         return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
@@ -206,7 +216,7 @@ class Packer:
             keys=[k.group_items(group), k.groups(), k.batch(batch_id), k.open_batches()],
             args=[
                 group,
-                self.max_items(meta["task_type"]),
+                await self.live_max_items(meta["task_type"]),
                 input_budget,
                 output_budget,
                 "1" if full_only else "0",

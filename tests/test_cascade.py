@@ -1,0 +1,180 @@
+"""Cascades: evaluators, and escalation of only the failing items on the fake provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.cascade import (
+    EvalContext,
+    build_evaluator,
+    evaluate,
+    register_evaluator,
+)
+from pipeline.config import CascadeSpec
+from pipeline.errors import ConfigError
+from tests.conftest import make_settings, pipeline_client, running_worker
+from tests.fake_provider import FakeProvider, expected_output
+
+CTX = EvalContext(task_type="classification", model="gpt-4o-mini", prompt="p")
+SCHEMA = {
+    "type": "object",
+    "properties": {"order": {"type": "string"}},
+    "required": ["order"],
+}
+
+
+def hard_fails_on_mini(output: Any, ctx: EvalContext) -> str | None:
+    """A test evaluator: prompts marked 'hard' are judged wrong when the mini model answers."""
+    if "hard" in ctx.prompt and ctx.model == "gpt-4o-mini":
+        return "too hard for the mini model"
+    return None
+
+
+def check(spec: str | dict[str, Any], output: Any, ctx: EvalContext = CTX) -> str | None:
+    return evaluate([build_evaluator(spec)], output, ctx)
+
+
+def test_json_evaluator() -> None:
+    assert check("json", {"a": 1}) is None
+    assert check("json", '{"a": 1}') is None
+    assert check("json", "[1, 2") == "json: output is not valid JSON"
+
+
+def test_schema_evaluator_uses_the_tasks_schema_or_its_own() -> None:
+    with_schema = EvalContext("extraction", "m", "p", response_schema=SCHEMA)
+    assert check("schema", {"order": "55120"}, with_schema) is None
+    assert check("schema", '{"order": "55120"}', with_schema) is None
+    failed = check("schema", {"order": 55120}, with_schema)
+    assert failed is not None and "does not conform" in failed
+    assert check("schema", {"x": 1}, CTX) is None  # no schema to check against
+    own = {"kind": "schema", "schema": SCHEMA}
+    assert check(own, {"order": "1"}) is None
+    assert check(own, {}) is not None
+    with pytest.raises(ConfigError):
+        build_evaluator({"kind": "schema", "schema": {"type": 12}})
+
+
+def test_labels_evaluator_ignores_case_spacing_quotes_and_full_stop() -> None:
+    spec = {"kind": "labels", "labels": ["positive", "negative", "neutral"]}
+    for ok in ("positive", " Positive.", '"NEUTRAL"', "negative\n"):
+        assert check(spec, ok) is None, ok
+    failed = check(spec, "mostly positive")
+    assert failed is not None and "not one of" in failed
+    with pytest.raises(ConfigError):
+        build_evaluator({"kind": "labels", "labels": []})
+
+
+def test_non_empty_and_length_evaluators() -> None:
+    for empty in (None, "", "   ", [], {}):
+        assert check("non_empty", empty) == "non_empty: output is empty"
+    assert check("non_empty", "x") is None
+    bounds = {"kind": "length", "min_chars": 3, "max_chars": 5}
+    assert check(bounds, "abcd") is None
+    assert check(bounds, "ab") == "length: output has 2 characters, fewer than 3"
+    assert check(bounds, "abcdef") == "length: output has 6 characters, more than 5"
+
+
+def test_callables_by_registration_and_by_path() -> None:
+    register_evaluator("short", lambda output, ctx: len(str(output)) < 4)
+    assert check("short", "abc") is None
+    assert check("short", "abcd") == "short: rejected"
+    path = "tests.test_cascade:hard_fails_on_mini"
+    assert check(path, "x", EvalContext("c", "gpt-4o-mini", "a hard one")) is not None
+    assert check(path, "x", EvalContext("c", "gpt-4o", "a hard one")) is None
+    assert check({"kind": "callable", "path": path}, "x", CTX) is None
+    with pytest.raises(ConfigError):
+        build_evaluator("no_such_evaluator")
+    with pytest.raises(ConfigError):
+        build_evaluator("tests.test_cascade:missing")
+
+
+def test_a_raising_evaluator_fails_the_output() -> None:
+    def broken(output: Any, ctx: EvalContext) -> bool:
+        raise RuntimeError("boom")
+
+    register_evaluator("broken", broken)
+    assert check("broken", "x") == "broken: evaluator raised RuntimeError: boom"
+
+
+def write_jobs(path: Path, lines: list[dict[str, Any]]) -> Path:
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return path
+
+
+def packed_prompts(body: dict[str, Any]) -> list[str]:
+    content = body["messages"][-1]["content"]
+    return [item["input"] for item in orjson.loads(content)["items"]]
+
+
+async def test_only_failing_items_of_a_packed_batch_escalate(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    spec = CascadeSpec(evaluators=("non_empty", "tests.test_cascade:hard_fails_on_mini"))
+    settings = make_settings(redis_url, fake, cascades={"classification": spec})
+    prompts = [f"{'hard' if i % 3 == 0 else 'easy'} ticket {i}" for i in range(10)]
+    lines = [
+        # quality 0.95 would route to the best tier; the cascade starts cheap regardless
+        {"id": f"c{i}", "task_type": "classification", "quality": 0.95, "prompt": p}
+        for i, p in enumerate(prompts)
+    ]
+    path = write_jobs(tmp_path / "jobs.jsonl", lines)
+    async with pipeline_client(settings) as client, running_worker(settings):
+        submission = await client.submit_file(path)
+        await client.wait(submission.run_id, timeout_s=20)
+        results = {r.id: r async for r in client.results(submission.run_id)}
+        stats = await client.pipeline.redis.hgetall(
+            client.pipeline.keys.cascade_stats("classification")
+        )
+
+    hard = {f"c{i}" for i, p in enumerate(prompts) if p.startswith("hard")}
+    assert len(hard) == 4
+    calls = fake.stats()["bodies"]
+    assert [b["model"] for b in calls] == ["gpt-4o-mini", "gpt-4.1-mini"]
+    assert sorted(packed_prompts(calls[0])) == sorted(prompts)
+    assert sorted(packed_prompts(calls[1])) == sorted(p for p in prompts if p.startswith("hard"))
+    for i, prompt in enumerate(prompts):
+        result = results[f"c{i}"]
+        assert result.status == "ok"
+        assert result.output == expected_output(prompt)
+        assert result.model == ("gpt-4.1-mini" if result.id in hard else "gpt-4o-mini")
+    # an escalated task carries the cost of both attempts
+    cheapest_hard = min(results[i].cost_usd or 0 for i in hard)
+    dearest_easy = max(results[i].cost_usd or 0 for i in results if i not in hard)
+    assert cheapest_hard > dearest_easy
+    assert stats == {
+        b"passed:gpt-4o-mini": b"6",
+        b"escalated:gpt-4o-mini>gpt-4.1-mini": b"4",
+        b"passed:gpt-4.1-mini": b"4",
+    }
+
+
+async def test_an_item_failing_at_the_top_of_the_cascade_ends_failed(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    spec = CascadeSpec(evaluators=("schema",), max_tier="balanced")
+    settings = make_settings(redis_url, fake, cascades={"extraction": spec})
+    lines = [
+        {
+            "id": f"x{i}",
+            "task_type": "extraction",
+            "prompt": f"order {i}",
+            "response_schema": SCHEMA,
+        }
+        for i in range(2)
+    ]
+    path = write_jobs(tmp_path / "jobs.jsonl", lines)
+    async with pipeline_client(settings) as client, running_worker(settings):
+        submission = await client.submit_file(path)
+        await client.wait(submission.run_id, timeout_s=20)
+        results = [r async for r in client.results(submission.run_id)]
+    # the fake answers plain strings, which never conform: mini, then the balanced model, then out
+    assert [b["model"] for b in fake.stats()["bodies"]] == ["gpt-4o-mini", "gpt-4.1-mini"]
+    assert [r.status for r in results] == ["failed", "failed"]
+    for result in results:
+        assert result.error is not None and result.error.code == "evaluation_failed"
+        assert "gpt-4.1-mini" in result.error.message
+        assert result.cost_usd and result.cost_usd > 0
