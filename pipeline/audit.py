@@ -29,6 +29,7 @@ from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
 from .splitter import parse_single
+from .tokens import count_tokens
 
 logger = logging.getLogger("batchwise.audit")
 
@@ -176,6 +177,7 @@ class PackingAudit:
                 temperature=batch.temperature,
                 json_mode=want_json,
                 response_schema=batch.response_schema,
+                cache_prefix=count_tokens(batch.system) >= self.settings.prompt_cache_min_tokens,
             )
             try:
                 response = await self.chain.complete(request)

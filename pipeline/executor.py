@@ -106,6 +106,7 @@ class BatchExecutor:
             temperature=batch.temperature,
             json_mode=packed or batch.response_schema is not None,
             response_schema=batch.response_schema,
+            cache_prefix=count_tokens(system) >= self.settings.prompt_cache_min_tokens,
         )
         stored = await self.redis.get(self.keys.batch_response(batch_id))
         if stored is not None:
