@@ -166,6 +166,7 @@ class Settings(BaseModel):
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
+    pack_only_when_cheaper: bool = True
 
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
@@ -198,6 +199,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_AUDIT_THRESHOLD": "audit_threshold",
     "BATCHWISE_AUDIT_MIN_SAMPLES": "audit_min_samples",
     "BATCHWISE_PROMPT_CACHE_MIN_TOKENS": "prompt_cache_min_tokens",
+    "BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "pack_only_when_cheaper",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

@@ -42,8 +42,10 @@ from .packer import (
     WRAPPER_OUTPUT_TOKENS,
     build_item,
     build_messages,
+    group_meta,
     output_cap,
 )
+from .packing_gain import packing_pays
 from .prices import PriceTable
 from .providers import build_providers
 from .providers.base import ChatRequest
@@ -301,6 +303,10 @@ class Planner:
         input_budget = max(1, int(limits.context_tokens * 0.8) - system_tokens)
         output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
         max_items = max(1, self.settings.max_items.get(first.task_type, 8))
+        if max_items > 1 and self.settings.pack_only_when_cheaper:
+            meta = group_meta(first)
+            if not packing_pays(meta, min(max_items, len(pending)), self.prices):
+                max_items = 1
         taken: list[Item] = []
         in_sum = out_sum = 0
         for item in pending[:max_items]:

@@ -15,12 +15,21 @@ from tests.conftest import make_settings, pipeline_client, running_worker
 EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"
 
 
+@pytest.mark.parametrize("only_when_cheaper", [True, False])
 async def test_plan_estimate_is_within_ten_percent_of_the_run(
-    tmp_path: Path, redis_url: str
+    tmp_path: Path, redis_url: str, only_when_cheaper: bool
 ) -> None:
     path = Path(shutil.copy(EXAMPLE, tmp_path / "jobs.jsonl"))
-    settings = make_settings(redis_url)  # no provider configured: the simulated one answers
+    # no provider configured: the simulated one answers; a third of packed items are audited
+    settings = make_settings(redis_url, audit_share=0.3, pack_only_when_cheaper=only_when_cheaper)
     plan = await plan_file(path, settings)
+    packing = plan.lever("packing")
+    if only_when_cheaper:  # the example's system prompts are too short for packing to pay
+        assert len(packing.calls) == len(plan.lever("routing").calls)
+        assert plan.run_estimate_usd == packing.cost_usd
+    else:
+        assert len(packing.calls) < len(plan.lever("routing").calls)
+        assert plan.run_estimate_usd > packing.cost_usd  # the audit's re-runs
     async with pipeline_client(settings) as client, running_worker(settings):
         submission = await client.submit_file(path)
         await client.wait(submission.run_id, timeout_s=30)
@@ -28,9 +37,7 @@ async def test_plan_estimate_is_within_ten_percent_of_the_run(
     assert summary.simulated and summary.ok == plan.tasks - plan.invalid - plan.rejected
     assert summary.cost_usd > 0
     assert abs(plan.run_estimate_usd - summary.cost_usd) <= Decimal("0.10") * summary.cost_usd
-    assert plan.lever("packing").calls and len(plan.lever("packing").calls) == (
-        summary.provider_calls
-    )
+    assert len(plan.lever("packing").calls) == summary.provider_calls
 
 
 async def test_levers_are_cumulative_and_each_one_is_measured(tmp_path: Path) -> None:
