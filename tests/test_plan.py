@@ -6,6 +6,7 @@ import shutil
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pipeline.cli import main
@@ -67,3 +68,20 @@ def test_cli_prints_the_lever_table(capsys: pytest.CaptureFixture[str]) -> None:
     for lever in ("naive", "duplicates", "routing", "packing", "batch API"):
         assert lever in shown
     assert "expected cost of `batchwise run`" in shown
+
+
+async def test_prompt_cache_reads_of_repeated_system_blocks_are_estimated(
+    tmp_path: Path,
+) -> None:
+    system = "Answer from the policy: returns within 30 days, refunds in 5 days. " * 6
+    lines = [{"task_type": "faq", "system": system, "prompt": f"question {i}"} for i in range(25)]
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    plan = await plan_file(path, make_settings("redis://unused", prompt_cache_min_tokens=50))
+    calls = plan.lever("packing").calls
+    assert [c.items for c in calls] == [10, 10, 5]
+    # the second and third calls read the group's system block from the provider's cache
+    assert plan.prompt_cache_tokens > 2 * 50
+    assert plan.prompt_cache_saving_usd > 0
+    never = await plan_file(path, make_settings("redis://unused", prompt_cache_min_tokens=10**6))
+    assert never.prompt_cache_tokens == 0
