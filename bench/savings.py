@@ -227,6 +227,7 @@ class Measured:
     cost_usd: Decimal
     ok: int
     elapsed_s: float
+    escalated: int = 0
 
 
 async def run_config(
@@ -255,15 +256,21 @@ async def run_config(
         await client.wait(submission.run_id, timeout_s=600)
         summary = await client.summary(submission.run_id)
         batch_api = Decimal(0)
-        async for record in pipeline.ledger.records():
+        calls = 0
+        async for record in pipeline.ledger.records():  # every call, audits and escalations too
+            calls += 1
             batch_api += pipeline.prices.price(record.model, record.usage, batch_api=True) or 0
+        escalated = 0
+        for task_type in CASCADED:
+            stats = await redis.hgetall(pipeline.keys.cascade_stats(task_type))
+            escalated += sum(int(v) for k, v in stats.items() if k.startswith(b"escalated:"))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await worker.close()
         await pipeline.aclose()
-    calls = summary.provider_calls
-    measured = Measured(tag, calls, summary.cost_usd, summary.ok, time.monotonic() - started)
+    elapsed = time.monotonic() - started
+    measured = Measured(tag, calls, summary.cost_usd, summary.ok, elapsed, escalated)
     return measured, settings, batch_api
 
 
@@ -317,7 +324,8 @@ async def main(argv: list[str] | None = None) -> int:
                 rows.append(measured)
                 print(
                     f"  {name:<12} {measured.calls:>6} calls  ${measured.cost_usd:.4f}  "
-                    f"({measured.elapsed_s:.1f}s)",
+                    f"({measured.elapsed_s:.1f}s)"
+                    + (f"  {measured.escalated} escalated" if measured.escalated else ""),
                     flush=True,
                 )
                 if name == "packing":

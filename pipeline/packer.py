@@ -138,7 +138,7 @@ class Packer:
     async def live_max_items(self, group: str, meta: dict[str, Any]) -> int:
         """max_items, lowered by the packing audit when packed answers drift (audit.py), and 1
         when packing this group would cost more than sending its items alone (packing_gain.py)."""
-        from .packing_gain import packing_pays
+        from .packing_gain import packing_pays  # it imports this module
 
         task_type = meta["task_type"]
         lowered = await batch_limit(self.redis, self.keys, task_type)
