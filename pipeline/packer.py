@@ -140,7 +140,14 @@ class Packer:
         ref = f"{task.run_id}\x1f{task.id}"
         entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
         due = now_ms() + self.linger_ms(task.ttl_class)
-        args = [item.model_dump_json(), ref, entry, due, orjson.dumps(group_meta(task)), item.group]
+        args: list[str | bytes | int] = [
+            item.model_dump_json(),
+            ref,
+            entry,
+            due,
+            orjson.dumps(group_meta(task)),
+            item.group,
+        ]
         keys = [
             k.item(item.key),
             k.item_waiters(item.key),
