@@ -30,7 +30,7 @@ async def test_submit_wait_results_and_result(redis_url: str, fake: FakeProvider
 async def test_invalid_api_task_raises_before_anything_is_queued(redis_url: str) -> None:
     settings = make_settings(redis_url)
     async with pipeline_client(settings) as client:
-        with pytest.raises(InputError, match="task 1.*max_tokens"):
+        with pytest.raises(InputError, match=r"task 1.*max_tokens"):
             await client.submit([{"prompt": "fine"}, {"prompt": "bad", "max_tokens": 0}])
         assert await client.pipeline.redis.zcard(client.pipeline.keys.groups()) == 0
 
