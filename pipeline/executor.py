@@ -156,6 +156,12 @@ class BatchExecutor:
         await self._close(batch_id)
         return children
 
+    async def fail_batch(self, batch_id: str, code: str, message: str) -> None:
+        """End every item of a batch as failed (the worker's last resort)."""
+        loaded = await self.load(batch_id)
+        if loaded is not None:
+            await self._fail(loaded[0], loaded[1], code, message)
+
     async def _record(
         self,
         batch: Batch,

@@ -48,6 +48,7 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[2])
 local n = redis.call('RPUSH', KEYS[3], ARGV[3])
 redis.call('SETNX', KEYS[5], ARGV[5])
+redis.call('EXPIRE', KEYS[5], 2592000)
 redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[6])
 return {1, n}
 """

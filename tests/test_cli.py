@@ -55,6 +55,6 @@ def test_bad_lines_are_reported_and_strict_refuses(tmp_path: Path) -> None:
     results = [orjson.loads(x) for x in (tmp_path / "jobs.results.jsonl").read_bytes().splitlines()]
     assert [(r["id"], r["status"]) for r in results] == [("a", "ok"), ("b", "rejected")]
     strict = subprocess.run(
-        run + ["--strict"], env=env, cwd=tmp_path, capture_output=True, timeout=120, check=False
+        [*run, "--strict"], env=env, cwd=tmp_path, capture_output=True, timeout=120, check=False
     )
     assert strict.returncode == 2 and "nothing was queued" in strict.stderr.decode()
