@@ -210,6 +210,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[5]
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[6]) end
 redis.call('RPUSH', KEYS[7], ARGV[2])
 redis.call('SETNX', KEYS[9], ARGV[3])
+redis.call('EXPIRE', KEYS[9], 2592000)
 redis.call('ZADD', KEYS[8], ARGV[5], ARGV[4])
 redis.call('DEL', KEYS[1])
 return 1
@@ -259,6 +260,9 @@ class Cascade:
                 reason,
             )
         return True
+
+    def _linger_ms(self, ttl_class: TTLClass) -> int:
+        return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
 
     async def _exhausted(
         self, spec: CascadeSpec, batch: Batch, item: Item, size: int, reason: str
@@ -330,7 +334,8 @@ class Cascade:
                 entry,
                 orjson.dumps(meta),
                 group,
-                int(time.time() * 1000),
+                # linger like a new item, so the batch's other failures join the same call
+                int(time.time() * 1000) + self._linger_ms(batch.ttl_class),
             ],
         )
         return bool(done == 1)

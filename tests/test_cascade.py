@@ -114,7 +114,8 @@ async def test_only_failing_items_of_a_packed_batch_escalate(
     tmp_path: Path, redis_url: str, fake: FakeProvider
 ) -> None:
     spec = CascadeSpec(evaluators=("non_empty", "tests.test_cascade:hard_fails_on_mini"))
-    settings = make_settings(redis_url, fake, cascades={"classification": spec})
+    # escalated items linger like new ones, so the batch's failures go up in one call
+    settings = make_settings(redis_url, fake, cascades={"classification": spec}, linger_ms=300)
     prompts = [f"{'hard' if i % 3 == 0 else 'easy'} ticket {i}" for i in range(10)]
     lines = [
         # quality 0.95 would route to the best tier; the cascade starts cheap regardless
@@ -155,26 +156,36 @@ async def test_only_failing_items_of_a_packed_batch_escalate(
 async def test_an_item_failing_at_the_top_of_the_cascade_ends_failed(
     tmp_path: Path, redis_url: str, fake: FakeProvider
 ) -> None:
-    spec = CascadeSpec(evaluators=("schema",), max_tier="balanced")
-    settings = make_settings(redis_url, fake, cascades={"extraction": spec})
-    lines = [
-        {
-            "id": f"x{i}",
-            "task_type": "extraction",
-            "prompt": f"order {i}",
-            "response_schema": SCHEMA,
-        }
-        for i in range(2)
-    ]
+    labels = {"kind": "labels", "labels": ["billing", "shipping"]}
+    spec = CascadeSpec(evaluators=(labels,), max_tier="balanced")
+    settings = make_settings(redis_url, fake, cascades={"classification": spec})
+    lines = [{"id": f"x{i}", "task_type": "classification", "prompt": f"t {i}"} for i in range(2)]
     path = write_jobs(tmp_path / "jobs.jsonl", lines)
     async with pipeline_client(settings) as client, running_worker(settings):
         submission = await client.submit_file(path)
         await client.wait(submission.run_id, timeout_s=20)
         results = [r async for r in client.results(submission.run_id)]
-    # the fake answers plain strings, which never conform: mini, then the balanced model, then out
+    # the fake never answers with a label: mini, then the balanced model, then out of tiers
     assert [b["model"] for b in fake.stats()["bodies"]] == ["gpt-4o-mini", "gpt-4.1-mini"]
     assert [r.status for r in results] == ["failed", "failed"]
     for result in results:
         assert result.error is not None and result.error.code == "evaluation_failed"
-        assert "gpt-4.1-mini" in result.error.message
+        assert "gpt-4.1-mini" in result.error.message and "not one of" in result.error.message
         assert result.cost_usd and result.cost_usd > 0
+
+
+async def test_on_exhausted_answer_gives_the_last_output(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    labels = {"kind": "labels", "labels": ["billing"]}
+    spec = CascadeSpec(evaluators=(labels,), max_tier="fast_cheap", on_exhausted="answer")
+    settings = make_settings(redis_url, fake, cascades={"classification": spec})
+    path = write_jobs(
+        tmp_path / "jobs.jsonl", [{"id": "x", "task_type": "classification", "prompt": "t"}]
+    )
+    async with pipeline_client(settings) as client, running_worker(settings):
+        submission = await client.submit_file(path)
+        await client.wait(submission.run_id, timeout_s=20)
+        (result,) = [r async for r in client.results(submission.run_id)]
+    assert result.status == "ok" and result.output == expected_output("t")
+    assert fake.stats()["requests"] == 1
