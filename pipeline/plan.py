@@ -211,9 +211,9 @@ class Planner:
             audit = Lever("audit", f"{self.settings.audit_share:.0%} of packed items re-run alone")
             audit.calls = list(packing.calls)
             audit.cost_usd, audit.unpriced_calls = packing.cost_usd, packing.unpriced_calls
-            for model, system, item in packed_items:
+            for task, item in packed_items:
                 if audited(item.key, self.settings.audit_share):
-                    await self._add_alone_call(audit, model, system, item)
+                    await self._add_alone_call(audit, task.model, task.system, item, task)
             levers.append(audit)
         last = levers[-1]
         batch_api = Lever("batch API", "the same calls at batch-API prices", calls=last.calls)
@@ -265,13 +265,13 @@ class Planner:
         else:
             lever.cost_usd += cost
 
-    async def _packed(self, tasks: Sequence[Task]) -> tuple[Lever, list[tuple[str, str, Item]]]:
+    async def _packed(self, tasks: Sequence[Task]) -> tuple[Lever, list[tuple[Task, Item]]]:
         """Pack as the packer does: per group in arrival order, up to max_items and budgets."""
         lever = Lever("packing", "tasks packed into shared calls (what `run` records)")
         groups: dict[str, list[Task]] = {}
         for task in tasks:
             groups.setdefault(group_key(task), []).append(task)
-        packed_items: list[tuple[str, str, Item]] = []
+        packed_items: list[tuple[Task, Item]] = []
         first_system: dict[str, str] = {}
         prefix_calls: dict[str, int] = {}
         for key, members in groups.items():
@@ -305,7 +305,7 @@ class Planner:
                 if request.system == first_system.setdefault(key, request.system):
                     prefix_calls[key] = prefix_calls.get(key, 0) + 1
                 if packed:
-                    packed_items += [(first.model, first.system, item) for item in taken]
+                    packed_items += [(first, item) for item in taken]
         self._cache_estimate(groups, first_system, prefix_calls)
         return lever, packed_items
 
