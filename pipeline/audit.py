@@ -127,9 +127,11 @@ class PackingAudit:
         """The output the task gets: the alone answer when the item is audited, else `output`."""
         if size <= 1 or not audited(item.key, self.settings.audit_share):
             return output
-        alone = await self._alone(batch, item)
+        alone, fresh = await self._alone(batch, item)
         if alone is None:
             return output
+        if not fresh:  # a re-run batch: this audit was recorded the first time
+            return alone
         score = agreement(output, alone)
         limit = await self._record(
             keys=[
@@ -160,8 +162,10 @@ class PackingAudit:
             )
         return alone
 
-    async def _alone(self, batch: Batch, item: Item) -> Any:
-        """The item's answer sent alone; recorded in the ledger and charged to the item."""
+    async def _alone(self, batch: Batch, item: Item) -> tuple[Any, bool]:
+        """The item's answer sent alone (None if none), and whether it was called just now.
+
+        The call is recorded in the ledger and charged to the item; a re-run reuses it."""
         call_id = f"{batch.id}.audit.{item.key[:16]}"
         want_json = batch.response_schema is not None
         stored = await self.redis.get(self.keys.batch_response(call_id))
@@ -183,10 +187,10 @@ class PackingAudit:
                 response = await self.chain.complete(request)
             except PipelineError as exc:  # the audit never costs a task its answer
                 logger.warning("audit of %s skipped: %s", item.key[:12], exc)
-                return None
+                return None, False
             await self._charge(call_id, batch, item, response)
         ok, value, _ = parse_single(response.text, want_json=want_json)
-        return value if ok else None
+        return (value if ok else None), stored is None
 
     async def _charge(self, call_id: str, batch: Batch, item: Item, response: ChatResponse) -> None:
         usage = response.usage

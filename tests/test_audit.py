@@ -103,3 +103,24 @@ async def test_agreeing_packed_answers_keep_the_batch_size(
     assert sorted(r.batch_size for r in ledger) == [1] * 10 + [10]
     total = sum(float(r.cost_usd or 0) for r in ledger)
     assert abs(sum(r.cost_usd or 0 for r in results) - total) < 1e-9
+
+
+async def test_a_rerun_batch_reuses_its_audit_calls(redis_url: str, fake: FakeProvider) -> None:
+    settings = make_settings(redis_url, fake, audit_share=1.0)
+    tasks = [{"id": f"q{i}", "task_type": "faq", "prompt": f"question {i}"} for i in range(3)]
+    async with pipeline_client(settings) as client:
+        p = client.pipeline
+        await client.submit(tasks, complete=True)
+        (batch_id,) = await p.packer.flush()
+        loaded = await p.executor.load(batch_id)
+        assert loaded is not None
+        batch, items = loaded
+        # a worker audits an item and dies before answering it; the job runs again
+        first = await p.executor.audit.check(batch, items[0], "a packed answer", 3)
+        again = await p.executor.audit.check(batch, items[0], "a packed answer", 3)
+        records = [r async for r in p.ledger.records()]
+        rows, _ = await audit_report(p.redis, p.keys, settings)
+    assert first == again == expected_output("question 0")
+    assert fake.stats()["requests"] == 1
+    assert [r.batch_size for r in records] == [1]
+    assert rows[0].by_size == {3: (1, 0.0)}  # recorded once

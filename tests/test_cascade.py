@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +190,34 @@ async def test_on_exhausted_answer_gives_the_last_output(
         (result,) = [r async for r in client.results(submission.run_id)]
     assert result.status == "ok" and result.output == expected_output("t")
     assert fake.stats()["requests"] == 1
+
+
+async def test_a_rerun_batch_never_escalates_or_charges_twice(redis_url: str) -> None:
+    spec = CascadeSpec(evaluators=("tests.test_cascade:hard_fails_on_mini",))
+    settings = make_settings(redis_url, cascades={"classification": spec})  # simulated provider
+    tasks = [{"id": f"c{i}", "task_type": "classification", "prompt": f"hard {i}"} for i in (1, 2)]
+    tasks.append({"id": "c3", "task_type": "classification", "prompt": "easy 3"})
+    async with pipeline_client(settings) as client:
+        p = client.pipeline
+        run_id = await client.submit(tasks, complete=True)
+        (first,) = await p.packer.flush()
+        assert await p.executor.run(first) == []
+        # a worker died before the batch was marked done: the job runs it again
+        await p.redis.hset(p.keys.batch(first), "status", "open")
+        assert await p.executor.run(first) == []
+        await asyncio.sleep(settings.linger_ms / 1000 + 0.05)  # escalations linger
+        escalated = await p.packer.flush()
+        assert len(escalated) == 1
+        for batch_id in escalated:
+            await p.executor.run(batch_id)
+        await client.wait(run_id, timeout_s=5)
+        results = {r.id: r async for r in client.results(run_id)}
+        records = [r async for r in p.ledger.records()]
+    assert [r.batch_size for r in records] == [3, 2]
+    assert {i: r.model for i, r in results.items()} == {
+        "c1": "gpt-4.1-mini",
+        "c2": "gpt-4.1-mini",
+        "c3": "gpt-4o-mini",
+    }
+    total = sum(float(r.cost_usd or 0) for r in records)
+    assert abs(sum(r.cost_usd or 0 for r in results.values()) - total) < 1e-9
