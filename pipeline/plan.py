@@ -65,6 +65,8 @@ class Call:
     input_tokens: int
     output_tokens: int
     items: int = 1
+    task_type: str = ""
+    cost_usd: Decimal | None = None  # at standard prices
 
 
 @dataclass
@@ -249,11 +251,17 @@ class Planner:
             json_mode=schema is not None,
             response_schema=schema,
         )
-        await self._call(lever, request, 1)
+        await self._call(lever, request, 1, item.task_type)
 
-    async def _call(self, lever: Lever, request: ChatRequest, items: int) -> None:
+    async def _call(
+        self, lever: Lever, request: ChatRequest, items: int, task_type: str = ""
+    ) -> None:
         response = await self.simulator.complete(request)
-        call = Call(request.model, response.usage.input_tokens, response.usage.output_tokens, items)
+        usage = Usage(
+            input_tokens=response.usage.input_tokens, output_tokens=response.usage.output_tokens
+        )
+        cost = self.prices.price(request.model, usage)
+        call = Call(request.model, usage.input_tokens, usage.output_tokens, items, task_type, cost)
         lever.calls.append(call)
         self._price(lever, call)
 
@@ -301,7 +309,7 @@ class Planner:
                     json_mode=packed or batch.response_schema is not None,
                     response_schema=batch.response_schema,
                 )
-                await self._call(lever, request, len(taken))
+                await self._call(lever, request, len(taken), first.task_type)
                 if request.system == first_system.setdefault(key, request.system):
                     prefix_calls[key] = prefix_calls.get(key, 0) + 1
                 if packed:
@@ -421,6 +429,48 @@ def render(plan: Plan, console: Console) -> None:
     )
 
 
+def by_type(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Per task type: items, calls and cost on the routed models alone and packed."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name in ("routing", "packing"):
+        for call in plan.lever(name).calls:
+            row = rows.setdefault(
+                call.task_type,
+                {
+                    "items": 0,
+                    "routing_calls": 0,
+                    "packing_calls": 0,
+                    "routing_usd": Decimal(0),
+                    "packing_usd": Decimal(0),
+                },
+            )
+            row[f"{name}_calls"] += 1
+            row[f"{name}_usd"] += call.cost_usd or Decimal(0)
+            if name == "routing":
+                row["items"] += call.items
+    return rows
+
+
+def render_by_type(plan: Plan, console: Console) -> None:
+    """Print where packing pays: each task type's cost alone and packed."""
+    table = Table(title="by task type: routed models, alone and packed")
+    table.add_column("task type", no_wrap=True)
+    for name in ("items", "calls alone", "cost alone", "calls packed", "cost packed", "packing"):
+        table.add_column(name, justify="right")
+    for task_type, row in sorted(by_type(plan).items()):
+        alone, packed = row["routing_usd"], row["packing_usd"]
+        table.add_row(
+            task_type,
+            f"{row['items']:,}",
+            f"{row['routing_calls']:,}",
+            f"${alone:.4f}",
+            f"{row['packing_calls']:,}",
+            f"${packed:.4f}",
+            f"{packed / alone - 1:+.1%}" if alone else "",
+        )
+    console.print(table)
+
+
 def add_cli(subparsers: Any) -> None:
     """Register `batchwise plan FILE`."""
     p = subparsers.add_parser("plan", help="estimate a job file's cost per lever, calling nothing")
@@ -428,6 +478,9 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument(
         "--per-task", action="store_true", help="list prompt tokens saved per task (compression)"
+    )
+    p.add_argument(
+        "--by-type", action="store_true", help="cost per task type with and without packing"
     )
     p.set_defaults(handler=cmd_plan)
 
@@ -440,6 +493,8 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         console.out(orjson.dumps(plan.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return 0
     render(plan, console)
+    if args.by_type:
+        render_by_type(plan, console)
     if args.per_task:
         for task_id, saved in plan.tokens_saved_by_compression.items():
             console.print(f"  {task_id}: {saved} prompt tokens saved", highlight=False)

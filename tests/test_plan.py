@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from pipeline.cli import main
-from pipeline.plan import plan_file
+from pipeline.plan import by_type, plan_file
 from tests.conftest import make_settings, pipeline_client, running_worker
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"
@@ -85,3 +85,13 @@ async def test_prompt_cache_reads_of_repeated_system_blocks_are_estimated(
     assert plan.prompt_cache_saving_usd > 0
     never = await plan_file(path, make_settings("redis://unused", prompt_cache_min_tokens=10**6))
     assert never.prompt_cache_tokens == 0
+
+
+async def test_by_type_splits_the_routing_and_packing_rows() -> None:
+    plan = await plan_file(EXAMPLE, make_settings("redis://unused"))
+    rows = by_type(plan)
+    assert sum(r["items"] for r in rows.values()) == len(plan.lever("routing").calls)
+    for name in ("routing", "packing"):
+        total = sum(r[f"{name}_usd"] for r in rows.values())
+        assert abs(total - plan.lever(name).cost_usd) < Decimal("1e-12")
+    assert rows["faq"]["packing_calls"] < rows["faq"]["routing_calls"]
