@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from pipeline.audit import agreement, audit_report, audited, batch_limit
+from pipeline.cli import main
 from tests.conftest import make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
 
@@ -124,3 +127,30 @@ async def test_a_rerun_batch_reuses_its_audit_calls(redis_url: str, fake: FakePr
     assert fake.stats()["requests"] == 1
     assert [r.batch_size for r in records] == [1]
     assert rows[0].by_size == {3: (1, 0.0)}  # recorded once
+
+
+async def test_audit_command_reports_agreement_and_limit_changes(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(redis_url)
+    async with pipeline_client(settings) as client:
+        redis, keys = client.pipeline.redis, client.pipeline.keys
+        await redis.hset(keys.audit_stats("faq"), mapping={"10:n": 10, "10:sum": 4.0})
+        await redis.sadd(keys.audit_types(), "faq")
+        await redis.hset(keys.packing_limits(), "faq", 5)
+        event = {
+            "task_type": "faq",
+            "from_items": 10,
+            "to_items": 5,
+            "agreement": 0.4,
+            "samples": 10,
+            "threshold": 0.9,
+            "at": 0,
+        }
+        await redis.rpush(keys.packing_events(), orjson.dumps(event))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("BATCHWISE_KEY_PREFIX", settings.key_prefix)
+    assert await asyncio.to_thread(main, ["audit"]) == 0
+    shown = capsys.readouterr().out
+    assert "10 → 5" in shown and "40.0%" in shown
+    assert "faq: max batch size 10 → 5 (agreement 40.0% over 10 audits" in shown
