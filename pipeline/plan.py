@@ -19,17 +19,11 @@ provider. Real models answer at other lengths; the estimate is as good as that l
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-import orjson
-from rich.console import Console
-from rich.table import Table
 
 from .audit import audited
 from .config import Settings
@@ -373,62 +367,6 @@ async def plan_file(path: Path, settings: Settings) -> Plan:
         await planner.aclose()
 
 
-def render(plan: Plan, console: Console) -> None:
-    """Print the lever table, its legend and notes."""
-    naive = plan.naive_usd
-    table = Table(title=f"plan for {plan.source}: {plan.tasks} tasks (no model was called)")
-    table.add_column("lever", no_wrap=True)
-    for name in ("calls", "tokens in", "tokens out", "cost", "vs naive", "this lever"):
-        table.add_column(name, justify="right")
-    previous: Decimal | None = None
-    for lever in plan.levers:
-        unpriced = f" (+{lever.unpriced_calls} unpriced)" if lever.unpriced_calls else ""
-        table.add_row(
-            lever.name,
-            f"{len(lever.calls):,}",
-            f"{lever.input_tokens:,}",
-            f"{lever.output_tokens:,}",
-            f"${lever.cost_usd:.6f}{unpriced}",
-            f"{lever.cost_usd / naive - 1:+.1%}" if naive else "",
-            f"{lever.cost_usd / previous - 1:+.1%}" if previous else "",
-        )
-        previous = lever.cost_usd
-    console.print(table)
-    for lever in plan.levers:
-        console.print(f"  {lever.name}: {lever.description}", highlight=False)
-    console.print(
-        f"expected cost of `batchwise run`: ${plan.run_estimate_usd:.6f} "
-        f"(naive ${naive:.6f}, {plan.run_estimate_usd / naive - 1:+.1%})"
-        if naive
-        else "nothing to run",
-        highlight=False,
-    )
-    if plan.invalid or plan.rejected:
-        console.print(
-            f"{plan.invalid} invalid line(s) and {plan.rejected} unroutable task(s) left out",
-            highlight=False,
-        )
-    if plan.tokens_saved_by_compression:
-        total = sum(plan.tokens_saved_by_compression.values())
-        console.print(
-            f"compression saves {total:,} prompt tokens over "
-            f"{len(plan.tokens_saved_by_compression)} task(s) sent alone",
-            highlight=False,
-        )
-    if plan.prompt_cache_tokens:
-        console.print(
-            f"provider prompt caches could read {plan.prompt_cache_tokens:,} repeated system "
-            f"tokens, saving about ${plan.prompt_cache_saving_usd:.6f} more (not in the table; "
-            "the simulated provider does not cache)",
-            highlight=False,
-        )
-    console.print(
-        "output lengths follow the simulated provider's length model; "
-        "cascades are costed as if nothing escalates",
-        highlight=False,
-    )
-
-
 def by_type(plan: Plan) -> dict[str, dict[str, Any]]:
     """Per task type: items, calls and cost on the routed models alone and packed."""
     rows: dict[str, dict[str, Any]] = {}
@@ -449,53 +387,3 @@ def by_type(plan: Plan) -> dict[str, dict[str, Any]]:
             if name == "routing":
                 row["items"] += call.items
     return rows
-
-
-def render_by_type(plan: Plan, console: Console) -> None:
-    """Print where packing pays: each task type's cost alone and packed."""
-    table = Table(title="by task type: routed models, alone and packed")
-    table.add_column("task type", no_wrap=True)
-    for name in ("items", "calls alone", "cost alone", "calls packed", "cost packed", "packing"):
-        table.add_column(name, justify="right")
-    for task_type, row in sorted(by_type(plan).items()):
-        alone, packed = row["routing_usd"], row["packing_usd"]
-        table.add_row(
-            task_type,
-            f"{row['items']:,}",
-            f"{row['routing_calls']:,}",
-            f"${alone:.4f}",
-            f"{row['packing_calls']:,}",
-            f"${packed:.4f}",
-            f"{packed / alone - 1:+.1%}" if alone else "",
-        )
-    console.print(table)
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register `batchwise plan FILE`."""
-    p = subparsers.add_parser("plan", help="estimate a job file's cost per lever, calling nothing")
-    p.add_argument("file", type=Path)
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.add_argument(
-        "--per-task", action="store_true", help="list prompt tokens saved per task (compression)"
-    )
-    p.add_argument(
-        "--by-type", action="store_true", help="cost per task type with and without packing"
-    )
-    p.set_defaults(handler=cmd_plan)
-
-
-def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
-    """Handler of `batchwise plan`."""
-    plan = asyncio.run(plan_file(args.file, settings))
-    console = Console()
-    if args.json:
-        console.out(orjson.dumps(plan.as_dict(), option=orjson.OPT_INDENT_2).decode())
-        return 0
-    render(plan, console)
-    if args.by_type:
-        render_by_type(plan, console)
-    if args.per_task:
-        for task_id, saved in plan.tokens_saved_by_compression.items():
-            console.print(f"  {task_id}: {saved} prompt tokens saved", highlight=False)
-    return 0
