@@ -204,7 +204,19 @@ _ESCALATE = """
 --       new group items, groups, new group meta
 -- ARGV: new item json, list entry, group meta json, group id, due ms
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('EXISTS', KEYS[4]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  -- the same request is already pending on the new model: join it, cost and all
+  for _, ref in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    redis.call('RPUSH', KEYS[5], ref)
+  end
+  local cost = redis.call('HGETALL', KEYS[3])
+  for i = 1, #cost, 2 do
+    if cost[i] == 'unknown' then redis.call('HSET', KEYS[6], 'unknown', 1)
+    else redis.call('HINCRBY', KEYS[6], cost[i], cost[i + 1]) end
+  end
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return 2
+end
 redis.call('SET', KEYS[4], ARGV[1])
 if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[5]) end
 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[6]) end
@@ -249,6 +261,8 @@ class Cascade:
         if target is None:
             return await self._exhausted(spec, batch, item, size, reason)
         moved = await self._move(batch, item, target)
+        if moved is None:  # the group's metadata is gone: nowhere to send it
+            return await self._exhausted(spec, batch, item, size, reason)
         if moved:
             await self.redis.hincrby(stats, f"escalated:{batch.model}>{target}", 1)
             logger.info(
@@ -293,11 +307,13 @@ class Cascade:
         )
         return True
 
-    async def _move(self, batch: Batch, item: Item, model: str) -> bool:
-        """Re-enqueue the item on `model`, taking its waiting tasks and cost so far along."""
+    async def _move(self, batch: Batch, item: Item, model: str) -> bool | None:
+        """Re-enqueue the item on `model`, taking its waiting tasks and cost so far along.
+
+        False when a re-run finds it already moved; None when it cannot be moved."""
         raw = await self.redis.get(self.keys.group(batch.group))
         if raw is None:
-            return False
+            return None
         meta: dict[str, Any] = orjson.loads(raw)
         meta["model"] = model
         shape = Task(
@@ -338,4 +354,4 @@ class Cascade:
                 int(time.time() * 1000) + self._linger_ms(batch.ttl_class),
             ],
         )
-        return bool(done == 1)
+        return bool(done in (1, 2))

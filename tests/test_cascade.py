@@ -221,3 +221,37 @@ async def test_a_rerun_batch_never_escalates_or_charges_twice(redis_url: str) ->
     }
     total = sum(float(r.cost_usd or 0) for r in records)
     assert abs(sum(r.cost_usd or 0 for r in results.values()) - total) < 1e-9
+
+
+async def test_an_escalation_joins_the_same_request_already_pending_upstairs(
+    redis_url: str,
+) -> None:
+    spec = CascadeSpec(evaluators=("tests.test_cascade:hard_fails_on_mini",))
+    # long linger: escalated items wait until the test flushes them
+    settings = make_settings(redis_url, cascades={"classification": spec}, linger_ms=60_000)
+    task = {"task_type": "classification", "prompt": "hard one"}
+    async with pipeline_client(settings) as client:
+        p = client.pipeline
+        run_a = await client.submit([{**task, "id": "a"}], complete=True)
+        for batch_id in await p.packer.flush():
+            await p.executor.run(batch_id)  # fails on mini, waits upstairs
+        run_b = await client.submit([{**task, "id": "b"}], complete=True)
+        for batch_id in await p.packer.flush():
+            await p.executor.run(batch_id)  # fails on mini, joins run a's pending item
+        pending = [g.decode() for g in await p.redis.zrange(p.keys.groups(), 0, -1)]
+        assert len(pending) == 1
+        await p.packer.mark_due(pending)
+        upstairs = await p.packer.flush()
+        assert len(upstairs) == 1
+        await p.executor.run(upstairs[0])
+        await client.wait(run_a, timeout_s=5)
+        await client.wait(run_b, timeout_s=5)
+        a = await client.result("a", run_a)
+        b = await client.result("b", run_b)
+        records = [r async for r in p.ledger.records()]
+    assert a is not None and b is not None
+    assert a.status == b.status == "ok" and a.model == b.model == "gpt-4.1-mini"
+    assert a.output == b.output
+    assert [r.model for r in records] == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4.1-mini"]
+    total = sum(float(r.cost_usd or 0) for r in records)
+    assert abs((a.cost_usd or 0) + (b.cost_usd or 0) - total) < 1e-9
