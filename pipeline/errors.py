@@ -7,6 +7,7 @@ PipelineError
 │   └── RateLimited       carries the provider's Retry-After
 └── PermanentError        retrying the same thing will not help
     ├── ProviderRefused   auth, bad request, unknown model, quota
+    │   └── AccountRefused  bad key, no permission, no quota: the provider is down for us
     └── ContextTooLong    split the batch instead of retrying it
 """
 
@@ -72,3 +73,8 @@ class ProviderRefused(PermanentError):
 
 class ContextTooLong(PermanentError):
     """The request exceeds the model's context: split the batch, don't retry it."""
+
+
+class AccountRefused(ProviderRefused):
+    """Issue 3: the provider refuses this account (bad key, no permission, no quota or credit):
+    every request would fail the same way, so the provider is marked down at once."""
