@@ -308,3 +308,26 @@ async def test_fallback_answer_is_recorded_and_priced_as_the_model_that_answered
     expected = PriceTable(settings.prices).price("gpt-4o-mini", record.usage)
     assert expected is not None and record.cost_usd is not None
     assert abs(record.cost_usd - expected) <= Decimal("1e-9")
+
+
+async def test_limits_learned_from_headers_keep_workers_under_an_unconfigured_limit(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    fake.set_rate_limit({"gpt-4o-mini": 4}, window_s=1.0)
+    settings = chain_settings(redis_url, fake, rate_window_s=1.0, rate_guard_s=0.1)
+    clients = [Redis.from_url(redis_url) for _ in range(2)]
+    chains = [ProviderChain(build_providers(settings), settings, redis=r) for r in clients]
+    try:
+        await chains[0].complete(ask("first", model="gpt-4o-mini"))  # teaches: 4 per window
+        answers = await asyncio.gather(
+            *(chains[i % 2].complete(ask(f"q{i}", model="gpt-4o-mini")) for i in range(12))
+        )
+    finally:
+        for chain in chains:
+            for provider in chain.providers:
+                await provider.aclose()
+        for client in clients:
+            await client.aclose()
+    assert [a.text for a in answers] == [expected_output(f"q{i}") for i in range(12)]
+    # the first call was not in the learned log yet, so one window may see one 429
+    assert fake.stats()["rate_limited"] <= 1

@@ -174,7 +174,6 @@ class RateLimiter:
         # a grant counts a little longer than the window: a request reaches the provider some
         # time after its grant, and providers meter arrivals
         self.window_ms = int((settings.rate_window_s + settings.rate_guard_s) * 1000)
-        self.window_s = settings.rate_window_s
         self.wait_max_s = settings.rate_wait_max_s
         self._acquire = redis.register_script(_ACQUIRE)
         self._block = redis.register_script(_BLOCK)
@@ -263,8 +262,7 @@ class RateLimiter:
         block_s = 0.0
         for measure, (limit, remaining, reset_s) in found.items():
             if limit is not None and limit > 0:
-                # providers count per minute; our window may be scaled
-                learned[measure] = max(1, int(limit * self.window_s / 60))
+                learned[measure] = limit  # per minute, which `rate_window_s` stands for
             if remaining == 0 and reset_s > 0:
                 block_s = max(block_s, reset_s)
         if learned:
