@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ from pipeline.errors import (
 from pipeline.models import Message
 from pipeline.providers import build_providers
 from pipeline.providers.anthropic import AnthropicMessages
-from pipeline.providers.base import ChatRequest, classify_http, error_fields
+from pipeline.providers.base import ChatRequest, classify_http, error_fields, retry_after_s
 from pipeline.providers.openai import OpenAICompatible
 from tests.conftest import FAKE_KEY
 from tests.fake_provider import FakeProvider, expected_output
@@ -237,3 +239,13 @@ async def test_rate_limit_headers_reach_the_response() -> None:
         "anthropic-ratelimit-requests-limit": "50",
         "anthropic-ratelimit-requests-remaining": "49",
     }
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after_s({"retry-after-ms": "250"}) == 0.25
+    assert retry_after_s({"retry-after": "3"}) == 3.0
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= (retry_after_s({"retry-after": soon}) or 0) <= 31
+    assert retry_after_s({}, "Rate limit reached. Please try again in 1.5s.") == 1.5
+    assert retry_after_s({}, "Please try again in 20ms") == pytest.approx(0.02)
+    assert retry_after_s({"retry-after": "soon"}) is None

@@ -7,9 +7,12 @@ message ever carries an API key: provider text passes through `redact` first.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import orjson
@@ -91,6 +94,8 @@ def retry_after_s(headers: Mapping[str, str], message: str = "") -> float | None
             return float(value)
         except ValueError:
             pass
+        with contextlib.suppress(TypeError, ValueError):  # the HTTP-date form
+            return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     if match := _TRY_AGAIN.search(message):
         amount = float(match.group(1))
         return amount / 1000 if match.group(2).lower() == "ms" else amount
