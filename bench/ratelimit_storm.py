@@ -8,9 +8,10 @@ in fixed windows like a real provider) with the same number of workers and calls
 - batchwise: each worker is a `ProviderChain` with its own Redis connection, sharing the Redis
   rate limiter (requests per window, Lua, atomic) and the 429 blocks.
 
-Time is scaled down so the run takes about two minutes: the fake's window is `--window-s` (default 20 s)
-standing for one minute, and the limiter is configured with the same window. Every task is sent
-as its own request (packing off), to put the whole load on the limit.
+Time is scaled down so the run takes about two minutes: the fake's window is `--window-s`
+(default 20 s) standing for one minute, and the limiter is configured with the same window. Every
+task is sent as its own request (packing off), to put the whole load on the limit. A much shorter
+window makes this client the bottleneck on a small machine, and then neither side meets the limit.
 
     python -m bench.ratelimit_storm [--tasks 2000] [--rpm 600] [--window-s 3] [--workers 4]
 """
@@ -205,7 +206,9 @@ def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rpm", type=int, default=600, help="requests per window")
-    parser.add_argument("--window-s", type=float, default=20.0, help="the window standing for 1 min")
+    parser.add_argument(
+        "--window-s", type=float, default=20.0, help="the window standing for 1 min"
+    )
     parser.add_argument("--guard-s", type=float, default=0.5, help="the limiter's rate_guard_s")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--in-flight", type=int, default=16, help="calls in flight per worker")

@@ -199,9 +199,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from workers.settings import worker_settings  # noqa: PLC0415
 
     # force: main() has already configured WARNING, which would hide the worker's INFO lines
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     Worker(**worker_settings(settings)).run()
     return 0
 

@@ -117,7 +117,8 @@ def classify_http(
     account), an oversized prompt (`ContextTooLong`: split the batch), any other 4xx.
     """
     lowered = f"{code} {message}".lower()
-    if status in (401, 402, 403) or any(m in lowered for m in _ACCOUNT_MARKERS):
+    refused = 400 <= status < 500 and any(m in lowered for m in _ACCOUNT_MARKERS)
+    if status in (401, 402, 403) or refused:
         return AccountRefused(message, provider=provider, status=status)
     if status == 429 or "resource_exhausted" in lowered:
         return RateLimited(
