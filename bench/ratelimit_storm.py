@@ -7,6 +7,8 @@ in fixed windows like a real provider) with the same number of workers and calls
   (what a well-behaved SDK does; no limiter shared between workers);
 - batchwise: each worker is a `ProviderChain` with its own Redis connection, sharing the Redis
   rate limiter (requests per window, Lua, atomic) and the 429 blocks.
+- per-process (`--per-process`): the same limiter, but each worker counts only its own calls,
+  as gateways that enforce limits per replica do.
 
 Time is scaled down so the run takes about two minutes: the fake's window is `--window-s`
 (default 20 s) standing for one minute, and the limiter is configured with the same window. Every
@@ -118,15 +120,17 @@ async def phase(
     name: str, fake: FakeProcess, args: argparse.Namespace, settings: Settings, redis_url: str
 ) -> Outcome:
     fake.control("reset")
-    limited = name == "batchwise"
+    limited = name != "naive"
     config = provider_config(fake.url, args.rpm if limited else None, args.in_flight)
     redis_clients: list[Redis] = []
     clients: list[Any] = []
-    for _ in range(args.workers):
+    for w in range(args.workers):
         if limited:
             redis = Redis.from_url(redis_url)
             redis_clients.append(redis)
-            with_config = settings.model_copy(update={"providers": (config,)})
+            # per-process: the same limiter, but each worker keeps its own count (own key prefix)
+            prefix = f"bench-{name}-{w}" if name == "per-process" else f"bench-{name}"
+            with_config = settings.model_copy(update={"providers": (config,), "key_prefix": prefix})
             clients.append(ProviderChain([OpenAICompatible(config)], with_config, redis=redis))
         else:
             clients.append(OpenAICompatible(config))
@@ -171,26 +175,24 @@ async def main(args: argparse.Namespace) -> None:
                 rate_window_s=args.window_s,
                 # the guard is for real transmission delay, which does not scale with the window
                 rate_guard_s=args.guard_s,
-                provider_retries=10,
+                provider_retries=50,
                 backoff_cap_s=args.window_s,
             )
-            outcomes = [
-                await phase("naive", fake, args, settings, redis_url),
-                await phase("batchwise", fake, args, settings, redis_url),
-            ]
+            names = ["naive", "batchwise"] + (["per-process"] if args.per_process else [])
+            outcomes = [await phase(name, fake, args, settings, redis_url) for name in names]
         finally:
             fake.stop()
             server.stop()
     floor_s = math.floor((args.tasks - 1) / args.rpm) * args.window_s
     print(
-        f"{'client':<10} {'429s':>6} {'requests':>9} {'answered':>9} {'max/window':>11} {'time':>9}"
+        f"{'client':<11} {'429s':>6} {'requests':>9} {'answered':>9} {'max/window':>11} {'time':>9}"
     )
     for o in outcomes:
         print(
-            f"{o.name:<10} {o.rate_limited:>6} {o.requests:>9} {o.answered:>9} "
+            f"{o.name:<11} {o.rate_limited:>6} {o.requests:>9} {o.answered:>9} "
             f"{o.max_per_window:>11} {o.seconds:>8.1f}s"
         )
-    naive, ours = outcomes
+    naive, ours = outcomes[:2]
     print(
         f"429s: {naive.rate_limited} naive vs {ours.rate_limited} batchwise; time: "
         f"{naive.seconds:.1f}s vs {ours.seconds:.1f}s (ratio {naive.seconds / ours.seconds:.2f}x; "
@@ -211,6 +213,11 @@ def cli(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--guard-s", type=float, default=0.5, help="the limiter's rate_guard_s")
     parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument(
+        "--per-process",
+        action="store_true",
+        help="also run the limiter with a separate count per worker (limits enforced per process)",
+    )
     parser.add_argument("--in-flight", type=int, default=16, help="calls in flight per worker")
     asyncio.run(main(parser.parse_args(argv)))
 
