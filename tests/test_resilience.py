@@ -210,8 +210,9 @@ async def test_auth_failure_opens_at_once(redis_url: str, redis: Redis) -> None:
     settings = make_settings(redis_url, health_failures=5)
     health = ProviderHealth(redis, Keys(settings.key_prefix), settings)
     await health.failed("p", "p HTTP 401: bad key", account=True)
+    await health.failed("p", "p HTTP 500: a straggler")  # must not shorten or relabel it
     admission = await health.admit("p")
-    assert not admission.allowed and admission.account
+    assert not admission.allowed and admission.account and "bad key" in admission.reason
     assert admission.retry_in_s > settings.health_auth_cooldown_s - 5
 
 

@@ -46,9 +46,12 @@ local until_ms = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]))
 if ARGV[3] == '1' or failures >= tonumber(ARGV[1]) or until_ms > 0 then
   local new_until = now + tonumber(ARGV[2])
-  if new_until > until_ms then redis.call('HSET', KEYS[1], 'open_until', new_until) end
-  redis.call('HSET', KEYS[1], 'reason', ARGV[4], 'account', ARGV[3])
-  redis.call('DEL', KEYS[2])
+  -- only a failure that sets the cool-down also sets its reason: a straggler's shorter one
+  -- neither shortens nor relabels an auth lock-out
+  if new_until > until_ms then
+    redis.call('HSET', KEYS[1], 'open_until', new_until, 'reason', ARGV[4], 'account', ARGV[3])
+    redis.call('DEL', KEYS[2])
+  end
   return 1
 end
 return 0
