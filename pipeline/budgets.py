@@ -1,0 +1,538 @@
+"""Budgets: the cost circuit breaker, plan admission and routing under budget pressure.
+
+The breaker holds per scope (`global`, and `tenant:NAME` for each tenant) with an hourly and a
+daily limit, across every worker. Before a provider call its worst-case cost (estimated input
+plus the full max_tokens of output, priced) is *reserved* in one Lua step that checks every limit
+of every scope and charges them all or none. After the call the reservation is *settled* to the
+actual cost (and the month's spend counter moves); on failure it is *released*. Concurrent calls
+therefore never take the recorded spend past a limit, whatever their timing.
+
+When a reservation would cross a limit the scope's breaker opens until the end of that window
+(or until an operator closes it): no call of the scope starts, and its batches wait (the worker
+re-queues them, `BreakerOpen`) or are rejected, by `breaker_policy`. Nothing is lost: a waiting
+batch keeps its items and, when its job runs out of tries, hands them to a continuation batch.
+
+Reservations are keyed by batch id, so a re-run batch never charges twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from redis.asyncio import Redis
+
+from .config import Settings
+from .errors import BreakerOpen, ConfigError
+from .keys import Keys
+from .ledger import NANO, to_nano
+from .models import Batch, Item, Task, Usage
+from .pace import MonthlyBudget, month_bounds
+from .plans import DEFAULT_PLANS, Plan, PlanStore, PlanVerdict, subject_of
+from .prices import PriceTable
+from .providers.base import ChatRequest, ChatResponse
+from .router import TIER_ORDER, Rejection, Router
+from .runs import RunStore
+from .tokens import count_messages
+
+logger = logging.getLogger("batchwise.budget")
+
+Clock = Callable[[], float]
+WINDOWS = ("hourly", "daily")
+WINDOW_S = {"hourly": 3600, "daily": 86400}
+_CONTINUATION = re.compile(r"\.w(\d+)$")
+
+_RESERVE = """
+-- KEYS: reservation, scope set, then per scope: open marker, hourly counter, daily counter
+-- ARGV: amount, now, scope count, then per scope: name, hourly limit, daily limit (-1: none),
+--       hourly window end, daily window end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state then return {1, state} end
+local amount, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 0, n - 1 do
+  local open, a = KEYS[3 + i * 3], 4 + i * 5
+  local until_s = redis.call('HGET', open, 'until')
+  if until_s and tonumber(until_s) > now then
+    return {0, ARGV[a], until_s, redis.call('HGET', open, 'window'), 'held',
+      redis.call('HGET', open, 'limit')}
+  end
+  for w = 0, 1 do
+    local limit, counter = tonumber(ARGV[a + 1 + w]), KEYS[4 + i * 3 + w]
+    if limit >= 0 then
+      local used = tonumber(redis.call('GET', counter) or '0')
+      if used + amount > limit then
+        local window = w == 0 and 'hourly' or 'daily'
+        redis.call('HSET', open, 'until', ARGV[a + 3 + w], 'window', window, 'limit', limit,
+          'used', used, 'wanted', amount, 'opened_at', ARGV[2])
+        redis.call('EXPIRE', open, math.ceil(tonumber(ARGV[a + 3 + w]) - now) + 86400)
+        redis.call('SADD', KEYS[2], ARGV[a])
+        return {0, ARGV[a], ARGV[a + 3 + w], window, 'opened', tostring(limit)}
+      end
+    end
+  end
+end
+local counters = {}
+for i = 0, n - 1 do
+  redis.call('SADD', KEYS[2], ARGV[4 + i * 5])
+  for w = 0, 1 do
+    local counter = KEYS[4 + i * 3 + w]
+    redis.call('INCRBY', counter, amount)
+    redis.call('EXPIRE', counter, w == 0 and 7200 or 172800)
+    counters[#counters + 1] = counter
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
+  table.concat(counters, ','))
+redis.call('EXPIRE', KEYS[1], 172800)
+return {1, 'new'}
+"""
+
+_SETTLE = """
+-- KEYS: reservation, month spend, month tenant spend
+-- ARGV: actual cost, tenant, settle (1) or release (0)
+if redis.call('HGET', KEYS[1], 'state') ~= 'held' then return -1 end
+local amount = tonumber(redis.call('HGET', KEYS[1], 'amount'))
+local actual = ARGV[3] == '1' and tonumber(ARGV[1]) or 0
+for counter in string.gmatch(redis.call('HGET', KEYS[1], 'counters'), '[^,]+') do
+  redis.call('INCRBY', counter, actual - amount)
+end
+if ARGV[3] == '0' then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
+redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', actual)
+redis.call('HINCRBY', KEYS[3], ARGV[2], actual)
+redis.call('EXPIRE', KEYS[3], 40 * 86400)
+local total = redis.call('INCRBY', KEYS[2], actual)
+redis.call('EXPIRE', KEYS[2], 40 * 86400)
+return total
+"""
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """An open breaker: which scope, until when, and the limit that the call would have crossed."""
+
+    scope: str
+    window: str
+    until: float
+    limit_usd: Decimal
+    used_usd: Decimal
+    wanted_usd: Decimal
+
+
+def usd(nusd: int | str | bytes) -> Decimal:
+    return Decimal(int(nusd)) / NANO
+
+
+class Budgets:
+    """The breaker, plan admission and budget-pressure routing over one Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        keys: Keys,
+        prices: PriceTable,
+        runs: RunStore,
+        router: Router | None = None,
+        *,
+        clock: Clock = time.time,
+        monthly: MonthlyBudget | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = keys
+        self.prices = prices
+        self.runs = runs
+        self.router = router
+        self.clock = clock
+        self.plans = {**DEFAULT_PLANS, **settings.plans}
+        named = [settings.plan_default, *settings.plan_assignments.values()]
+        unknown = sorted({p for p in named if p is not None and p not in self.plans})
+        if unknown:
+            raise ConfigError(f"unknown plan(s) {unknown}; defined: {sorted(self.plans)}")
+        self.plan_store = PlanStore(
+            redis,
+            keys,
+            self.plans,
+            dict(settings.plan_assignments),
+            settings.plan_default,
+            clock=clock,
+        )
+        self.monthly = monthly or MonthlyBudget(
+            redis,
+            keys,
+            settings.budget_monthly_usd,
+            alert_pcts=settings.budget_alert_pcts,
+            webhook_url=settings.budget_webhook_url,
+        )
+        self._reserve = redis.register_script(_RESERVE)
+        self._settle = redis.register_script(_SETTLE)
+
+    def set_clock(self, clock: Clock) -> None:
+        """Use another clock for windows, pace and plan counters (tests, replays)."""
+        self.clock = clock
+        self.plan_store.clock = clock
+
+    # -- limits ------------------------------------------------------------------------------
+
+    async def limits(self) -> dict[str, dict[str, int | None]]:
+        """Limits in nano-dollars by scope (`global`, `tenant`, `tenant:NAME`): overrides win."""
+        out: dict[str, dict[str, int | None]] = {}
+        for scope, lim in self.settings.breaker_limits.items():
+            out[scope] = {
+                "hourly": None if lim.hourly_usd is None else to_nano(lim.hourly_usd),
+                "daily": None if lim.daily_usd is None else to_nano(lim.daily_usd),
+            }
+        raw = await self.redis.hgetall(self.keys.budget_config())
+        for key, value in raw.items():
+            name = key.decode()
+            if name.startswith("limit:"):
+                scope, window = name[len("limit:") :].rsplit(":", 1)
+                entry = out.setdefault(scope, {"hourly": None, "daily": None})
+                entry[window] = None if value == b"none" else int(value)
+        return out
+
+    @staticmethod
+    def scope_limits(limits: dict[str, dict[str, int | None]], scope: str) -> dict[str, int | None]:
+        """A scope's limits; a tenant without its own takes the `tenant` defaults per window."""
+        own = limits.get(scope, {})
+        fallback = limits.get("tenant", {}) if scope.startswith("tenant:") else {}
+        return {w: own[w] if own.get(w) is not None else fallback.get(w) for w in WINDOWS}
+
+    async def set_limit(self, scope: str, window: str, limit_usd: Decimal | None) -> None:
+        """Operator override of a scope's limit (None: no limit)."""
+        if window not in WINDOWS:
+            raise ConfigError(f"window must be one of {WINDOWS}, not {window!r}")
+        value = "none" if limit_usd is None else str(to_nano(limit_usd))
+        await self.redis.hset(self.keys.budget_config(), f"limit:{scope}:{window}", value)
+
+    # -- the breaker -------------------------------------------------------------------------
+
+    def worst_case_nusd(self, model: str, request: ChatRequest) -> int:
+        """The most a call can cost: estimated input (plus the margin) and all of max_tokens."""
+        estimate = count_messages(request.system, [m.content for m in request.messages])
+        tokens_in = math.ceil(estimate * (1 + self.settings.breaker_input_margin))
+        usage = Usage(input_tokens=tokens_in, output_tokens=request.max_tokens)
+        cost = self.prices.price(model, usage)
+        return 0 if cost is None else to_nano(cost)
+
+    async def reserve(self, reservation_id: str, tenant: str, amount_nusd: int) -> None:
+        """Reserve `amount_nusd` in the global and the tenant scope, or raise `BreakerOpen`."""
+        now = self.clock()
+        limits = await self.limits()
+        keys = [self.keys.reservation(reservation_id), self.keys.breaker_scopes()]
+        args: list[str | int | float] = [amount_nusd, now, 2]
+        for scope in ("global", f"tenant:{tenant}"):
+            lim = self.scope_limits(limits, scope)
+            hour, day = int(now // 3600), int(now // 86400)
+            keys += [
+                self.keys.breaker_open(scope),
+                self.keys.breaker_spend(scope, f"h:{hour}"),
+                self.keys.breaker_spend(scope, f"d:{day}"),
+            ]
+            args += [scope, *(-1 if lim[w] is None else lim[w] for w in WINDOWS)]
+            args += [(hour + 1) * 3600, (day + 1) * 86400]
+        reply = await self._reserve(keys=keys, args=args)
+        if int(reply[0]) == 1:
+            return
+        scope, until, window, how, limit = (v.decode() for v in reply[1:])
+        until_s = float(until)
+        if how == "opened":
+            logger.warning(
+                "cost breaker %s opened: a call of $%s would cross its %s limit; closed at %s",
+                scope,
+                usd(amount_nusd),
+                window,
+                time.strftime("%H:%M:%S", time.gmtime(until_s)),
+            )
+        wait_s = max(min(until_s - now, self.settings.breaker_recheck_s), 0.05)
+        raise BreakerOpen(
+            f"cost breaker {scope} is open: its {window} limit of ${usd(limit)} would be crossed; "
+            f"calls wait until {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(until_s))} "
+            "or an operator closes it (batchwise budget close-breaker)",
+            scope=scope,
+            until=until_s,
+            retry_after_s=wait_s,
+        )
+
+    async def settle(self, reservation_id: str, tenant: str, actual_nusd: int) -> int | None:
+        """Turn a held reservation into the actual cost; returns the month's spend, or None when
+        it was already settled (a re-run)."""
+        month, _, _ = month_bounds(self.clock())
+        total = await self._settle(
+            keys=[
+                self.keys.reservation(reservation_id),
+                self.keys.month_spend(month),
+                self.keys.month_tenant_spend(month),
+            ],
+            args=[actual_nusd, tenant, 1],
+        )
+        if int(total) < 0:
+            return None
+        await self.monthly.alert(int(total), self.clock())
+        return int(total)
+
+    async def release(self, reservation_id: str) -> None:
+        """Give a held reservation back (the call failed): a retry reserves afresh."""
+        await self._settle(keys=[self.keys.reservation(reservation_id), "-", "-"], args=[0, "", 0])
+
+    async def spend(
+        self,
+        batch: Batch,
+        request: ChatRequest,
+        call: Callable[[ChatRequest], Awaitable[ChatResponse]],
+    ) -> ChatResponse:
+        """Reserve the call's worst case, make it, settle to its actual cost (release on error)."""
+        await self.reserve(batch.id, batch.tenant, self.worst_case_nusd(batch.model, request))
+        try:
+            response = await call(request)
+        except BaseException:
+            await self.release(batch.id)
+            raise
+        cost = self.prices.price(batch.model, response.usage)
+        await self.settle(batch.id, batch.tenant, 0 if cost is None else to_nano(cost))
+        return response
+
+    async def hold(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        exc: BreakerOpen,
+        *,
+        last_try: bool,
+        close: Callable[[str], Awaitable[None]],
+    ) -> list[str]:
+        """What a batch does while its breaker is open: wait (re-raise, or hand its items to a
+        continuation batch when its job is out of tries) or have its tasks rejected."""
+        if self.settings.breaker_policy == "reject":
+            for item in items:
+                raw = await self.redis.hget(self.keys.item_cost(item.key), "nusd")
+                await self.runs.finish_item(
+                    item.key,
+                    {
+                        "status": "rejected",
+                        "model": batch.model,
+                        "batch_id": batch.id,
+                        "batch_size": len(items),
+                        "cost_nusd": int(raw or 0),
+                        "error": {"code": "budget_exceeded", "message": str(exc)},
+                    },
+                )
+            await close(batch.id)
+            return []
+        if not last_try:
+            raise exc
+        match = _CONTINUATION.search(batch.id)
+        base = batch.id[: match.start()] if match else batch.id
+        child = f"{base}.w{int(match.group(1)) + 1 if match else 1}"
+        now_ms = int(time.time() * 1000)
+        await self.redis.hset(
+            self.keys.batch(child),
+            mapping={
+                "group": batch.group,
+                "items": ",".join(i.key for i in items),
+                "created_ms": now_ms,
+                "alone_attempts": batch.alone_attempts,
+                "reason": "waiting for the cost breaker",
+                "status": "open",
+            },
+        )
+        await self.redis.zadd(self.keys.open_batches(), {child: now_ms})
+        await close(batch.id)
+        logger.info("batch %s waits for breaker %s as %s", batch.id, exc.scope, child)
+        return [child]
+
+    async def open_breakers(self) -> list[BreakerState]:
+        """Every breaker that is open now."""
+        now = self.clock()
+        states = []
+        for raw_scope in sorted(await self.redis.smembers(self.keys.breaker_scopes())):
+            scope = raw_scope.decode()
+            raw = await self.redis.hgetall(self.keys.breaker_open(scope))
+            info = {k.decode(): v.decode() for k, v in raw.items()}
+            if info and float(info["until"]) > now:
+                states.append(
+                    BreakerState(
+                        scope,
+                        info["window"],
+                        float(info["until"]),
+                        usd(info["limit"]),
+                        usd(info["used"]),
+                        usd(info["wanted"]),
+                    )
+                )
+        return states
+
+    async def close_breaker(self, scope: str) -> bool:
+        """Operator command: close a scope's breaker now. Calls resume while they fit under the
+        limits; one that still does not fit opens it again. True if it was open."""
+        was_open = bool(await self.redis.delete(self.keys.breaker_open(scope)))
+        if was_open:
+            logger.warning("cost breaker %s closed by the operator", scope)
+        return was_open
+
+    async def window_spend(self, scope: str) -> dict[str, Decimal]:
+        """Reserved plus settled spend of a scope in the current hour and day."""
+        now = self.clock()
+        hour = self.keys.breaker_spend(scope, f"h:{int(now // 3600)}")
+        day = self.keys.breaker_spend(scope, f"d:{int(now // 86400)}")
+        h, d = await self.redis.mget([hour, day])
+        return {"hourly": usd(h or 0), "daily": usd(d or 0)}
+
+    # -- admission ---------------------------------------------------------------------------
+
+    async def admit(self, tasks: list[Task]) -> tuple[list[Task], list[Rejection]]:
+        """Budget pressure and plan limits for shaped tasks: (admitted, rejected)."""
+        if not tasks:
+            return tasks, []
+        if await self.degrading():
+            tasks = await self._degrade(tasks)
+        refused: list[Rejection] = []
+        if self.settings.breaker_policy == "reject":
+            open_scopes = {b.scope: b for b in await self.open_breakers()}
+            if open_scopes:
+                kept = []
+                for task in tasks:
+                    state = open_scopes.get("global") or open_scopes.get(f"tenant:{task.tenant}")
+                    if state is None:
+                        kept.append(task)
+                        continue
+                    refused.append(Rejection(task, "budget_exceeded", _open_message(state)))
+                tasks = kept
+        admitted, over_plan = await self._plan_check(tasks)
+        return admitted, refused + over_plan
+
+    async def _plan_check(self, tasks: list[Task]) -> tuple[list[Task], list[Rejection]]:
+        overrides = await self.plan_store.overrides()
+        if not (self.plan_store.enabled or overrides):
+            return tasks, []
+        refused: list[Rejection] = []
+        pending: list[tuple[Task, tuple[str, str, Plan, int]]] = []
+        admitted: list[Task] = []
+        for task in tasks:
+            name = self.plan_store.plan_name(task.user_id, task.tenant, overrides)
+            if name is None:
+                admitted.append(task)
+                continue
+            plan = self.plans.get(name)
+            if plan is None:
+                refused.append(Rejection(task, "plan_unknown", f"plan {name!r} is not defined"))
+                continue
+            shaped, problem = self._fit_plan(task, name, plan)
+            if problem is not None:
+                refused.append(Rejection(task, problem.code, problem.message))
+                continue
+            contents = [m.content for m in shaped.messages]
+            tokens = count_messages(shaped.system, contents) + shaped.max_tokens
+            pending.append((shaped, (subject_of(task.user_id, task.tenant), name, plan, tokens)))
+        verdicts = await self.plan_store.charge([req for _, req in pending])
+        for (task, _), problem in zip(pending, verdicts, strict=True):
+            if problem is None:
+                admitted.append(task)
+            else:
+                refused.append(Rejection(task, problem.code, problem.message))
+        return admitted, refused
+
+    def _fit_plan(self, task: Task, name: str, plan: Plan) -> tuple[Task, PlanVerdict | None]:
+        default_max = self.settings.default_max_tokens.get(task.task_type, 400)
+        problem, max_tokens = self.plan_store.static_check(
+            name,
+            plan,
+            task.system,
+            [m.content for m in task.messages],
+            task.max_tokens,
+            defaulted_max_tokens=task.max_tokens == default_max,
+        )
+        if problem is not None:
+            return task, problem
+        if max_tokens != task.max_tokens:
+            task = task.model_copy(update={"max_tokens": max_tokens})
+        if plan.allows(task.model):
+            return task, None
+        model = self.best_allowed(task, plan)
+        if model is None:
+            return task, PlanVerdict(
+                "plan_allowed_models",
+                "allowed_models",
+                1,
+                f"plan {name!r} limit allowed_models: model {task.model!r} is not allowed and no "
+                f"allowed model ({', '.join(plan.allowed_models)}) has a configured provider",
+            )
+        logger.info("task %s: plan %r runs it on %s, not %s", task.id, name, model, task.model)
+        return task.model_copy(update={"model": model}), None
+
+    def best_allowed(self, task: Task, plan: Plan) -> str | None:
+        """The allowed model closest below the task's tier (then above), in tier order."""
+        if self.router is None:
+            return None
+        tier = self.router.tier(task)
+        start = TIER_ORDER.index(tier) if tier in TIER_ORDER else 1
+        order = [*reversed(TIER_ORDER[: start + 1]), *TIER_ORDER[start + 1 :]]
+        for name in order:
+            for model in self.router.eligible(name):
+                if plan.allows(model):
+                    return model
+        return None
+
+    # -- budget pressure ---------------------------------------------------------------------
+
+    async def degrading(self) -> bool:
+        """True while the monthly budget is critical and `budget_degrade` is on; logs switches."""
+        if not self.settings.budget_degrade or self.router is None:
+            return False
+        pace = await self.monthly.pace(self.clock())
+        on = pace.status == "critical"
+        before = await self.redis.getset(self.keys.degrade_state(), "1" if on else "0")
+        if (before == b"1") != on:
+            if on:
+                logger.warning(
+                    "budget critical (%.2fx pace, $%s of $%s): routed tasks move to a cheaper tier",
+                    pace.ratio or 0.0,
+                    pace.spent_usd,
+                    pace.budget_usd,
+                )
+            elif before is not None:
+                logger.warning("budget no longer critical: routing back to normal tiers")
+            await self.redis.hset(self.keys.degraded(), "last_switch", f"{int(on)}@{self.clock()}")
+        return on
+
+    async def _degrade(self, tasks: list[Task]) -> list[Task]:
+        assert self.router is not None
+        out: list[Task] = []
+        switches: dict[str, int] = {}
+        for task in tasks:
+            cheaper = self.router.shape(task, degrade=True)
+            if isinstance(cheaper, Rejection) or cheaper.model == task.model:
+                out.append(task)
+                continue
+            switch = f"{task.model}>{cheaper.model}"
+            switches[switch] = switches.get(switch, 0) + 1
+            out.append(cheaper)
+        if switches:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self.keys.degraded(), "total", sum(switches.values()))
+                for name, n in switches.items():
+                    pipe.hincrby(self.keys.degraded(), name, n)
+                await pipe.execute()
+            moved = sum(switches.values())
+            logger.info("budget pressure: %d task(s) moved to a cheaper model %s", moved, switches)
+        return out
+
+    async def degraded_counts(self) -> dict[str, str]:
+        raw = await self.redis.hgetall(self.keys.degraded())
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def _open_message(state: BreakerState) -> str:
+    return (
+        f"cost breaker {state.scope} is open: its {state.window} limit of ${state.limit_usd} "
+        f"would be crossed; it closes at "
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(state.until))}"
+    )
