@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,7 +29,7 @@ from decimal import Decimal
 from redis.asyncio import Redis
 
 from .config import Settings
-from .errors import BreakerOpen, ConfigError
+from .errors import BreakerOpen, BudgetBusy, ConfigError
 from .keys import Keys
 from .ledger import NANO, to_nano
 from .models import Batch, Item, Task, Usage
@@ -48,46 +49,52 @@ WINDOW_S = {"hourly": 3600, "daily": 86400}
 _CONTINUATION = re.compile(r"\.w(\d+)$")
 
 _RESERVE = """
--- KEYS: reservation, scope set, then per scope: open marker, hourly counter, daily counter
+-- KEYS: reservation, scope set, then per scope: open marker, hourly and daily counters of
+--       reserved + settled spend, hourly and daily counters of settled spend
 -- ARGV: amount, now, scope count, then per scope: name, hourly limit, daily limit (-1: none),
 --       hourly window end, daily window end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return {1, state} end
 local amount, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 0, n - 1 do
-  local open, a = KEYS[3 + i * 3], 4 + i * 5
+  local open, k, a = KEYS[3 + i * 5], 3 + i * 5, 4 + i * 5
   local until_s = redis.call('HGET', open, 'until')
   if until_s and tonumber(until_s) > now then
     return {0, ARGV[a], until_s, redis.call('HGET', open, 'window'), 'held',
       redis.call('HGET', open, 'limit')}
   end
   for w = 0, 1 do
-    local limit, counter = tonumber(ARGV[a + 1 + w]), KEYS[4 + i * 3 + w]
+    local limit = tonumber(ARGV[a + 1 + w])
+    local window = w == 0 and 'hourly' or 'daily'
     if limit >= 0 then
-      local used = tonumber(redis.call('GET', counter) or '0')
-      if used + amount > limit then
-        local window = w == 0 and 'hourly' or 'daily'
+      local used = tonumber(redis.call('GET', KEYS[k + 1 + w]) or '0')
+      local settled = tonumber(redis.call('GET', KEYS[k + 3 + w]) or '0')
+      if settled + amount > limit then
         redis.call('HSET', open, 'until', ARGV[a + 3 + w], 'window', window, 'limit', limit,
-          'used', used, 'wanted', amount, 'opened_at', ARGV[2])
+          'used', settled, 'wanted', amount, 'opened_at', ARGV[2])
         redis.call('EXPIRE', open, math.ceil(tonumber(ARGV[a + 3 + w]) - now) + 86400)
         redis.call('SADD', KEYS[2], ARGV[a])
         return {0, ARGV[a], ARGV[a + 3 + w], window, 'opened', tostring(limit)}
       end
+      if used + amount > limit then  -- fits once calls in flight settle: wait, stay closed
+        return {0, ARGV[a], ARGV[a + 3 + w], window, 'busy', tostring(limit)}
+      end
     end
   end
 end
-local counters = {}
+local counters, settled = {}, {}
 for i = 0, n - 1 do
   redis.call('SADD', KEYS[2], ARGV[4 + i * 5])
   for w = 0, 1 do
-    local counter = KEYS[4 + i * 3 + w]
+    local counter, ttl = KEYS[4 + i * 5 + w], w == 0 and 7200 or 172800
     redis.call('INCRBY', counter, amount)
-    redis.call('EXPIRE', counter, w == 0 and 7200 or 172800)
+    redis.call('EXPIRE', counter, ttl)
     counters[#counters + 1] = counter
+    settled[#settled + 1] = KEYS[6 + i * 5 + w]
   end
 end
 redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
-  table.concat(counters, ','))
+  table.concat(counters, ','), 'settled', table.concat(settled, ','))
 redis.call('EXPIRE', KEYS[1], 172800)
 return {1, 'new'}
 """
@@ -104,6 +111,10 @@ end
 if ARGV[3] == '0' then
   redis.call('DEL', KEYS[1])
   return -1
+end
+for counter in string.gmatch(redis.call('HGET', KEYS[1], 'settled'), '[^,]+') do
+  redis.call('INCRBY', counter, actual)
+  redis.call('EXPIRE', counter, 172800)
 end
 redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', actual)
 redis.call('HINCRBY', KEYS[3], ARGV[2], actual)
@@ -236,6 +247,8 @@ class Budgets:
                 self.keys.breaker_open(scope),
                 self.keys.breaker_spend(scope, f"h:{hour}"),
                 self.keys.breaker_spend(scope, f"d:{day}"),
+                self.keys.breaker_spend(scope, f"hs:{hour}"),
+                self.keys.breaker_spend(scope, f"ds:{day}"),
             ]
             args += [scope, *(-1 if lim[w] is None else lim[w] for w in WINDOWS)]
             args += [(hour + 1) * 3600, (day + 1) * 86400]
@@ -244,6 +257,14 @@ class Budgets:
             return
         scope, until, window, how, limit = (v.decode() for v in reply[1:])
         until_s = float(until)
+        if how == "busy":
+            raise BudgetBusy(
+                f"cost breaker {scope}: its {window} limit of ${usd(limit)} has room only once "
+                "calls in flight settle; trying again shortly",
+                scope=scope,
+                until=until_s,
+                retry_after_s=min(self.settings.breaker_recheck_s, 1.0) * random.uniform(0.5, 1),
+            )
         if how == "opened":
             logger.warning(
                 "cost breaker %s opened: a call of $%s would cross its %s limit; closed at %s",
@@ -311,7 +332,7 @@ class Budgets:
     ) -> list[str]:
         """What a batch does while its breaker is open: wait (re-raise, or hand its items to a
         continuation batch when its job is out of tries) or have its tasks rejected."""
-        if self.settings.breaker_policy == "reject":
+        if self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy):
             for item in items:
                 raw = await self.redis.hget(self.keys.item_cost(item.key), "nusd")
                 await self.runs.finish_item(
@@ -379,12 +400,14 @@ class Budgets:
         return was_open
 
     async def window_spend(self, scope: str) -> dict[str, Decimal]:
-        """Reserved plus settled spend of a scope in the current hour and day."""
+        """A scope's spend in the current hour and day: `hourly` and `daily` count reserved plus
+        settled spend, `hourly_settled` and `daily_settled` only what calls actually cost."""
         now = self.clock()
-        hour = self.keys.breaker_spend(scope, f"h:{int(now // 3600)}")
-        day = self.keys.breaker_spend(scope, f"d:{int(now // 86400)}")
-        h, d = await self.redis.mget([hour, day])
-        return {"hourly": usd(h or 0), "daily": usd(d or 0)}
+        hour, day = int(now // 3600), int(now // 86400)
+        names = {"hourly": f"h:{hour}", "daily": f"d:{day}"}
+        names |= {"hourly_settled": f"hs:{hour}", "daily_settled": f"ds:{day}"}
+        values = await self.redis.mget([self.keys.breaker_spend(scope, w) for w in names.values()])
+        return {name: usd(v or 0) for name, v in zip(names, values, strict=True)}
 
     # -- admission ---------------------------------------------------------------------------
 

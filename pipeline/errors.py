@@ -6,6 +6,7 @@ PipelineError
 ├── TransientError        try again later (rate limit, 5xx, timeout, connection)
 │   ├── RateLimited       carries the provider's Retry-After
 │   └── BreakerOpen       a cost circuit breaker is open: wait until it closes (budgets.py)
+│       └── BudgetBusy    the limit has room only once calls in flight settle: wait briefly
 └── PermanentError        retrying the same thing will not help
     ├── ProviderRefused   auth, bad request, unknown model, quota
     └── ContextTooLong    split the batch instead of retrying it
@@ -82,3 +83,8 @@ class BreakerOpen(TransientError):
         super().__init__(message, provider="budget", retry_after_s=retry_after_s)
         self.scope = scope
         self.until = until
+
+
+class BudgetBusy(BreakerOpen):
+    """The call fits its limits only once reservations of calls in flight settle: retry soon.
+    The breaker stays closed, and the call waits whatever the breaker policy."""

@@ -93,7 +93,8 @@ class Keys:
         return f"{self.prefix}:budget:config"
 
     def breaker_spend(self, scope: str, window: str) -> str:
-        """Reserved plus settled spend of a scope in one window (`h:N` or `d:N`), nano-dollars."""
+        """A scope's spend in one window, nano-dollars: reserved plus settled (`h:N`, `d:N`:
+        hour or day number) or settled only (`hs:N`, `ds:N`)."""
         return f"{self.prefix}:breaker:spend:{scope}:{window}"
 
     def breaker_open(self, scope: str) -> str:
