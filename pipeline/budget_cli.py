@@ -94,9 +94,10 @@ async def _set(pipeline: Pipeline, args: argparse.Namespace) -> None:
         if not args.subject.startswith(("user:", "tenant:")):
             raise ConfigError(f"subject must be user:ID or tenant:NAME, not {args.subject!r}")
         name = None if args.plan.lower() == "none" else args.plan
-        if name is not None and name not in budgets.plans:
-            raise ConfigError(f"unknown plan {name!r}; defined: {sorted(budgets.plans)}")
-        await budgets.plan_store.assign(args.subject, name)
+        plans = pipeline.admission.plans
+        if name is not None and name not in plans:
+            raise ConfigError(f"unknown plan {name!r}; defined: {sorted(plans)}")
+        await pipeline.admission.plan_store.assign(args.subject, name)
         out.print(f"{args.subject}: plan {name or '(settings)'}")
 
 
@@ -131,7 +132,7 @@ async def status_report(pipeline: Pipeline) -> dict[str, Any]:
             }
             for b in await budgets.open_breakers()
         ],
-        "degraded": await budgets.degraded_counts(),
+        "degraded": await pipeline.admission.degraded_counts(),
     }
 
 

@@ -126,15 +126,15 @@ async def test_critical_budget_moves_routes_to_a_cheaper_tier_and_records_it(
         assert routed.model == "gpt-4o"
         await budgets.reserve("b1", "acme", 40 * USD)
         await budgets.settle("b1", "acme", 40 * USD)  # 40 of an expected 50: on track
-        admitted, _ = await budgets.admit([routed])
+        admitted, _ = await p.admission.admit([routed])
         assert admitted[0].model == "gpt-4o"
         await budgets.reserve("b2", "acme", 40 * USD)
         await budgets.settle("b2", "acme", 40 * USD)  # 80 of 50: 1.6x pace, critical
         with caplog.at_level(logging.INFO, "batchwise.budget"):
             for _ in range(2):
-                admitted, _ = await budgets.admit([routed, named])
+                admitted, _ = await p.admission.admit([routed, named])
                 assert [t.model for t in admitted] == ["gpt-4.1-mini", "gpt-4o"]
-        assert await budgets.degraded_counts() == {
+        assert await p.admission.degraded_counts() == {
             "total": "2",
             "gpt-4o>gpt-4.1-mini": "2",
             "last_switch": f"1@{MID_NOVEMBER}",
@@ -147,7 +147,7 @@ async def _check_overrides(redis_url: str, prefix: str) -> None:
     settings = make_settings(redis_url, key_prefix=prefix)
     async with pipeline_client(settings) as client:
         budgets = client.pipeline.budgets
-        assert await budgets.plan_store.overrides() == {"user:bob": "pro"}
+        assert await client.pipeline.admission.plan_store.overrides() == {"user:bob": "pro"}
         with pytest.raises(BreakerOpen, match="cost breaker global is open"):
             await budgets.reserve("x", "acme", 10_000)
 

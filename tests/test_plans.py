@@ -8,9 +8,17 @@ from typing import Any
 
 import pytest
 
+from pipeline.admission import Admission
+from pipeline.app import connect_redis
+from pipeline.budgets import Budgets
 from pipeline.client import BatchwiseClient
+from pipeline.errors import ConfigError
+from pipeline.keys import Keys
 from pipeline.models import Message, Result, Task
-from pipeline.router import Rejection
+from pipeline.prices import PriceTable
+from pipeline.providers.fallback import ProviderChain
+from pipeline.router import Rejection, Router
+from pipeline.runs import RunStore
 from pipeline.tokens import count_messages
 from tests.conftest import make_settings, pipeline_client
 from tests.fake_provider import FakeProvider
@@ -79,7 +87,7 @@ async def test_max_output_tokens_rejects_an_explicit_ask_and_caps_a_default(
         Task(id="a", messages=(Message(role="user", content="p"),), task_type="article")
     )
     assert isinstance(task, Task) and task.max_tokens == 1000
-    admitted, refused = await plan_client.pipeline.budgets.admit([task])
+    admitted, refused = await plan_client.pipeline.admission.admit([task])
     assert refused == [] and admitted[0].max_tokens == 100
 
 
@@ -99,7 +107,7 @@ async def test_a_model_outside_the_plan_runs_on_the_best_allowed_model(
     ]
     shaped = [p.router.shape(t) for t in asked]
     assert [t.model for t in shaped if isinstance(t, Task)] == ["gpt-4o", "gpt-4.1", "gpt-4o-mini"]
-    admitted, refused = await p.budgets.admit([t for t in shaped if isinstance(t, Task)])
+    admitted, refused = await p.admission.admit([t for t in shaped if isinstance(t, Task)])
     assert refused == []
     # high_quality falls to the best allowed tier below it (balanced); fast_cheap stays
     assert [t.model for t in admitted] == ["gpt-4.1-mini", "gpt-4.1-mini", "gpt-4o-mini"]
@@ -159,7 +167,7 @@ async def test_plan_assignment_precedence(redis_url: str, fake: FakeProvider) ->
         plan_assignments={"tenant:acme": "one", "user:vip": "one"},
     )
     async with pipeline_client(settings) as client:
-        await client.pipeline.budgets.plan_store.assign("user:bob", "enterprise")
+        await client.pipeline.admission.plan_store.assign("user:bob", "enterprise")
         jobs = [
             {"id": f"{who}{i}", "prompt": f"{who}{i}", "tenant": tenant, "user_id": user}
             for who, tenant, user in [
@@ -182,17 +190,20 @@ async def test_plan_assignment_precedence(redis_url: str, fake: FakeProvider) ->
 async def test_default_plans_and_an_unknown_plan(redis_url: str, fake: FakeProvider) -> None:
     settings = make_settings(redis_url, fake, plan_default="free")
     async with pipeline_client(settings) as client:
-        budgets = client.pipeline.budgets
-        assert set(budgets.plans) >= {"free", "starter", "pro", "enterprise"}
+        assert set(client.pipeline.admission.plans) >= {"free", "starter", "pro", "enterprise"}
         task = client.pipeline.router.shape(
             Task(id="x", messages=(Message(role="user", content="p"),), task_type="analysis")
         )
         assert isinstance(task, Task)
-        admitted, refused = await budgets.admit([task])
+        admitted, refused = await client.pipeline.admission.admit([task])
         assert not isinstance(admitted, Rejection) and refused == []
         assert admitted[0].model == "gpt-4o-mini"  # free plans run on the cheap models
         assert admitted[0].max_tokens == 500  # analysis asks 800 by default; free allows 500
-    with pytest.raises(Exception, match="unknown plan"):
-        bad = make_settings(redis_url, fake, plan_default="platinum")
-        async with pipeline_client(bad):
-            pass
+    bad = make_settings(redis_url, fake, plan_default="platinum")
+    redis = connect_redis(redis_url)
+    keys = Keys(bad.key_prefix)
+    budgets = Budgets(redis, bad, keys, PriceTable(), RunStore(redis, keys))
+    router = Router(bad, ProviderChain([], bad), PriceTable())
+    with pytest.raises(ConfigError, match="unknown plan"):
+        Admission(budgets, router)
+    await redis.aclose()
