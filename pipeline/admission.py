@@ -134,7 +134,7 @@ class Admission:
         for name in order:
             for model in self.router.eligible(name):
                 if plan.allows(model):
-                    return model
+                    return str(model)
         return None
 
     # -- budget pressure ---------------------------------------------------------------------
@@ -159,7 +159,7 @@ class Admission:
             await self.redis.hset(
                 self.keys.degraded(), "last_switch", f"{int(on)}@{self.budgets.clock()}"
             )
-        return on
+        return bool(on)
 
     async def _degrade(self, tasks: list[Task]) -> list[Task]:
         out: list[Task] = []

@@ -116,7 +116,8 @@ async def status_report(pipeline: Pipeline) -> dict[str, Any]:
             {
                 "scope": scope,
                 **{f"{w}_limit_usd": None if v is None else str(usd(v)) for w, v in lim.items()},
-                **{f"{w}_spent_usd": str(v) for w, v in spent.items()},
+                **{f"{w}_spent_usd": str(spent[f"{w}_settled"]) for w in lim},
+                **{f"{w}_in_flight_usd": str(spent[w] - spent[f"{w}_settled"]) for w in lim},
             }
         )
     return {
@@ -165,8 +166,8 @@ def print_status(report: dict[str, Any]) -> None:
             state = f"OPEN ({info['window']} limit) until {until}"
         breakers.add_row(
             b["scope"],
-            f"${b['hourly_spent_usd']} / {_limit(b['hourly_limit_usd'])}",
-            f"${b['daily_spent_usd']} / {_limit(b['daily_limit_usd'])}",
+            _window(b, "hourly"),
+            _window(b, "daily"),
             state,
         )
     out.print(breakers)
@@ -174,3 +175,10 @@ def print_status(report: dict[str, Any]) -> None:
 
 def _limit(value: str | None) -> str:
     return "none" if value is None else f"${value}"
+
+
+def _window(b: dict[str, Any], window: str) -> str:
+    text = f"${b[f'{window}_spent_usd']}"
+    if Decimal(b[f"{window}_in_flight_usd"]):
+        text += f" (+${b[f'{window}_in_flight_usd']} in flight)"
+    return f"{text} / {_limit(b[f'{window}_limit_usd'])}"

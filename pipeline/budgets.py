@@ -136,7 +136,9 @@ class BreakerState:
 
 
 def usd(nusd: int | str | bytes) -> Decimal:
-    return Decimal(int(nusd)) / NANO
+    """Nano-dollars (as Redis returns them) in USD."""
+    value: Decimal = Decimal(int(nusd)) / NANO
+    return value
 
 
 class Budgets:
@@ -232,7 +234,8 @@ class Budgets:
                 self.keys.breaker_spend(scope, f"hs:{hour}"),
                 self.keys.breaker_spend(scope, f"ds:{day}"),
             ]
-            args += [scope, *(-1 if lim[w] is None else lim[w] for w in WINDOWS)]
+            args.append(scope)
+            args += [-1 if (v := lim[w]) is None else v for w in WINDOWS]
             args += [(hour + 1) * 3600, (day + 1) * 86400]
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:
@@ -300,7 +303,10 @@ class Budgets:
             await self.release(batch.id)
             raise
         cost = self.prices.price(batch.model, response.usage)
-        await self.settle(batch.id, batch.tenant, 0 if cost is None else to_nano(cost))
+        try:
+            await self.settle(batch.id, batch.tenant, 0 if cost is None else to_nano(cost))
+        except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted
+            logger.exception("batch %s: settling its budget reservation failed", batch.id)
         return response
 
     async def hold(
