@@ -141,7 +141,7 @@ class Admission:
 
     async def degrading(self) -> bool:
         """True while the monthly budget is critical and `budget_degrade` is on; logs switches."""
-        if not self.settings.budget_degrade:
+        if not self.settings.budget_degrade or await self.budgets.monthly.budget_nusd() is None:
             return False
         pace = await self.budgets.monthly.pace(self.budgets.clock())
         on = pace.status == "critical"
