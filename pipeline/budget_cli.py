@@ -105,12 +105,9 @@ async def status_report(pipeline: Pipeline) -> dict[str, Any]:
     """Everything `budget status` shows, as plain JSON-ready data."""
     budgets = pipeline.budgets
     pace = await budgets.monthly.pace(budgets.clock())
-    limits = await budgets.limits()
-    scopes = {s for s in limits if s != "tenant"} | {"global"}
-    scopes |= {s.decode() for s in await pipeline.redis.smembers(pipeline.keys.breaker_scopes())}
     breakers = []
-    for scope in sorted(scopes):
-        lim = budgets.scope_limits(limits, scope)
+    for scope in await budgets.scopes():
+        lim = await budgets.limits(scope)
         spent = await budgets.window_spend(scope)
         breakers.append(
             {

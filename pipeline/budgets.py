@@ -43,52 +43,66 @@ logger = logging.getLogger("batchwise.budget")
 
 Clock = Callable[[], float]
 WINDOWS = ("hourly", "daily")
-WINDOW_S = {"hourly": 3600, "daily": 86400}
+UNSET = -2  # a limit the settings leave to the next rule
 _CONTINUATION = re.compile(r"\.w(\d+)$")
 
 _RESERVE = """
--- KEYS: reservation, scope set, then per scope: open marker, hourly and daily counters of
---       reserved + settled spend, hourly and daily counters of settled spend
--- ARGV: amount, now, scope count, then per scope: name, hourly limit, daily limit (-1: none),
---       hourly window end, daily window end
+-- KEYS: reservation, scope set, operator overrides, then per scope: open marker, hourly and
+--       daily counters of reserved + settled spend, hourly and daily counters of settled spend
+-- ARGV: amount, now, scope count, then per scope: name, its hourly and daily limits from the
+--       settings, the tenant defaults from the settings (-2: unset), hourly and daily window end
+-- Limits are resolved here, in the same atomic step: the scope's override, its setting, then
+-- (tenants only) the `tenant` override and setting; an override `none` means no limit.
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return {1, state} end
 local amount, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function limit_of(scope, window, own, default)
+  local v = redis.call('HGET', KEYS[3], 'limit:' .. scope .. ':' .. window)
+  if v then return v == 'none' and -1 or tonumber(v) end
+  if tonumber(own) ~= -2 then return tonumber(own) end
+  if string.sub(scope, 1, 7) ~= 'tenant:' then return -1 end
+  v = redis.call('HGET', KEYS[3], 'limit:tenant:' .. window)
+  if v then return v == 'none' and -1 or tonumber(v) end
+  if tonumber(default) ~= -2 then return tonumber(default) end
+  return -1
+end
 for i = 0, n - 1 do
-  local open, k, a = KEYS[3 + i * 5], 3 + i * 5, 4 + i * 5
+  local k, a = 4 + i * 5, 4 + i * 7
+  local open, scope = KEYS[k], ARGV[a]
   local until_s = redis.call('HGET', open, 'until')
   if until_s and tonumber(until_s) > now then
-    return {0, ARGV[a], until_s, redis.call('HGET', open, 'window'), 'held',
+    return {0, scope, until_s, redis.call('HGET', open, 'window'), 'held',
       redis.call('HGET', open, 'limit')}
   end
   for w = 0, 1 do
-    local limit = tonumber(ARGV[a + 1 + w])
     local window = w == 0 and 'hourly' or 'daily'
+    local limit = limit_of(scope, window, ARGV[a + 1 + w], ARGV[a + 3 + w])
     if limit >= 0 then
       local used = tonumber(redis.call('GET', KEYS[k + 1 + w]) or '0')
       local settled = tonumber(redis.call('GET', KEYS[k + 3 + w]) or '0')
+      local ends = ARGV[a + 5 + w]
       if settled + amount > limit then
-        redis.call('HSET', open, 'until', ARGV[a + 3 + w], 'window', window, 'limit', limit,
+        redis.call('HSET', open, 'until', ends, 'window', window, 'limit', limit,
           'used', settled, 'wanted', amount, 'opened_at', ARGV[2])
-        redis.call('EXPIRE', open, math.ceil(tonumber(ARGV[a + 3 + w]) - now) + 86400)
-        redis.call('SADD', KEYS[2], ARGV[a])
-        return {0, ARGV[a], ARGV[a + 3 + w], window, 'opened', tostring(limit)}
+        redis.call('EXPIRE', open, math.ceil(tonumber(ends) - now) + 86400)
+        redis.call('SADD', KEYS[2], scope)
+        return {0, scope, ends, window, 'opened', tostring(limit)}
       end
       if used + amount > limit then  -- fits once calls in flight settle: wait, stay closed
-        return {0, ARGV[a], ARGV[a + 3 + w], window, 'busy', tostring(limit)}
+        return {0, scope, ends, window, 'busy', tostring(limit)}
       end
     end
   end
 end
 local counters, settled = {}, {}
 for i = 0, n - 1 do
-  redis.call('SADD', KEYS[2], ARGV[4 + i * 5])
+  redis.call('SADD', KEYS[2], ARGV[4 + i * 7])
   for w = 0, 1 do
-    local counter, ttl = KEYS[4 + i * 5 + w], w == 0 and 7200 or 172800
+    local counter, ttl = KEYS[5 + i * 5 + w], w == 0 and 7200 or 172800
     redis.call('INCRBY', counter, amount)
     redis.call('EXPIRE', counter, ttl)
     counters[#counters + 1] = counter
-    settled[#settled + 1] = KEYS[6 + i * 5 + w]
+    settled[#settled + 1] = KEYS[7 + i * 5 + w]
   end
 end
 redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
@@ -177,29 +191,39 @@ class Budgets:
 
     # -- limits ------------------------------------------------------------------------------
 
-    async def limits(self) -> dict[str, dict[str, int | None]]:
-        """Limits in nano-dollars by scope (`global`, `tenant`, `tenant:NAME`): overrides win."""
-        out: dict[str, dict[str, int | None]] = {}
-        for scope, lim in self.settings.breaker_limits.items():
-            out[scope] = {
-                "hourly": None if lim.hourly_usd is None else to_nano(lim.hourly_usd),
-                "daily": None if lim.daily_usd is None else to_nano(lim.daily_usd),
-            }
-        raw = await self.redis.hgetall(self.keys.budget_config())
-        for key, value in raw.items():
-            name = key.decode()
-            if name.startswith("limit:"):
-                scope, window = name[len("limit:") :].rsplit(":", 1)
-                entry = out.setdefault(scope, {"hourly": None, "daily": None})
-                entry[window] = None if value == b"none" else int(value)
-        return out
+    def _setting(self, scope: str, window: str) -> int:
+        """A scope's limit from the settings in nano-dollars; UNSET when it has none."""
+        lim = self.settings.breaker_limits.get(scope)
+        value = None if lim is None else (lim.hourly_usd if window == "hourly" else lim.daily_usd)
+        return UNSET if value is None else to_nano(value)
 
-    @staticmethod
-    def scope_limits(limits: dict[str, dict[str, int | None]], scope: str) -> dict[str, int | None]:
-        """A scope's limits; a tenant without its own takes the `tenant` defaults per window."""
-        own = limits.get(scope, {})
-        fallback = limits.get("tenant", {}) if scope.startswith("tenant:") else {}
-        return {w: own[w] if own.get(w) is not None else fallback.get(w) for w in WINDOWS}
+    async def scopes(self) -> list[str]:
+        """Every scope with a limit or a reservation (`tenant` defaults are not a scope)."""
+        names = set(self.settings.breaker_limits) | {"global"}
+        for key in await self.redis.hkeys(self.keys.budget_config()):
+            if key.startswith(b"limit:"):
+                names.add(key.decode()[len("limit:") :].rsplit(":", 1)[0])
+        names |= {s.decode() for s in await self.redis.smembers(self.keys.breaker_scopes())}
+        return sorted(names - {"tenant"})
+
+    async def limits(self, scope: str) -> dict[str, int | None]:
+        """A scope's limits in nano-dollars (None: no limit), resolved as `reserve` does."""
+        raw = await self.redis.hgetall(self.keys.budget_config())
+        config = {k.decode(): v.decode() for k, v in raw.items()}
+        out: dict[str, int | None] = {}
+        for window in WINDOWS:
+            chain = [(f"limit:{scope}:{window}", self._setting(scope, window))]
+            if scope.startswith("tenant:"):
+                chain.append((f"limit:tenant:{window}", self._setting("tenant", window)))
+            out[window] = None
+            for field, setting in chain:
+                if field in config:
+                    out[window] = None if config[field] == "none" else int(config[field])
+                    break
+                if setting != UNSET:
+                    out[window] = setting
+                    break
+        return out
 
     async def set_limit(self, scope: str, window: str, limit_usd: Decimal | None) -> None:
         """Operator override of a scope's limit (None: no limit)."""
@@ -219,14 +243,17 @@ class Budgets:
         return 0 if cost is None else to_nano(cost)
 
     async def reserve(self, reservation_id: str, tenant: str, amount_nusd: int) -> None:
-        """Reserve `amount_nusd` in the global and the tenant scope, or raise `BreakerOpen`."""
+        """Reserve `amount_nusd` in the global and the tenant scope, or raise `BreakerOpen`
+        (`BudgetBusy` when only calls in flight are in the way)."""
         now = self.clock()
-        limits = await self.limits()
-        keys = [self.keys.reservation(reservation_id), self.keys.breaker_scopes()]
+        hour, day = int(now // 3600), int(now // 86400)
+        keys = [
+            self.keys.reservation(reservation_id),
+            self.keys.breaker_scopes(),
+            self.keys.budget_config(),
+        ]
         args: list[str | int | float] = [amount_nusd, now, 2]
         for scope in ("global", f"tenant:{tenant}"):
-            lim = self.scope_limits(limits, scope)
-            hour, day = int(now // 3600), int(now // 86400)
             keys += [
                 self.keys.breaker_open(scope),
                 self.keys.breaker_spend(scope, f"h:{hour}"),
@@ -235,7 +262,8 @@ class Budgets:
                 self.keys.breaker_spend(scope, f"ds:{day}"),
             ]
             args.append(scope)
-            args += [-1 if (v := lim[w]) is None else v for w in WINDOWS]
+            args += [self._setting(scope, w) for w in WINDOWS]
+            args += [self._setting("tenant", w) for w in WINDOWS]
             args += [(hour + 1) * 3600, (day + 1) * 86400]
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:

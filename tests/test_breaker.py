@@ -147,6 +147,25 @@ async def test_tenant_daily_limits_hold_per_tenant_until_the_next_day(
     assert [b.scope for b in await budgets.open_breakers()] == []
 
 
+async def test_limit_resolution_override_setting_then_tenant_default(
+    tenant_budgets: Budgets,
+) -> None:
+    b = tenant_budgets
+    assert await b.limits("tenant:zed") == {"hourly": None, "daily": USD}
+    assert await b.limits("tenant:big") == {"hourly": None, "daily": 5 * USD}
+    assert await b.limits("global") == {"hourly": None, "daily": None}
+    await b.set_limit("tenant", "daily", Decimal(2))  # every tenant's default, at run time
+    await b.set_limit("tenant:big", "daily", None)  # an explicit "no limit" for one tenant
+    assert await b.limits("tenant:zed") == {"hourly": None, "daily": 2 * USD}
+    assert await b.limits("tenant:big") == {"hourly": None, "daily": None}
+    await b.reserve("z1", "zed", 2 * USD)
+    await b.settle("z1", "zed", 2 * USD)
+    with pytest.raises(BreakerOpen):
+        await b.reserve("z2", "zed", 1)
+    await b.reserve("big", "big", 100 * USD)  # unlimited now
+    assert await b.scopes() == ["global", "tenant:big", "tenant:zed"]
+
+
 async def test_calls_in_flight_make_others_wait_without_opening_the_breaker(
     budgets: Budgets,
 ) -> None:
