@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ import pytest
 
 from pipeline.app import connect_redis
 from pipeline.cli import main
-from pipeline.errors import BreakerOpen
+from pipeline.config import load_settings
+from pipeline.errors import BreakerOpen, ConfigError
 from pipeline.keys import Keys
 from pipeline.models import Message, Task
 from pipeline.pace import MonthlyBudget, assess
@@ -130,6 +132,8 @@ async def test_critical_budget_moves_routes_to_a_cheaper_tier_and_records_it(
         assert admitted[0].model == "gpt-4o"
         await budgets.reserve("b2", "acme", 40 * USD)
         await budgets.settle("b2", "acme", 40 * USD)  # 80 of 50: 1.6x pace, critical
+        sent = [await p.redis.exists(p.keys.budget_alert("2026-11", pct)) for pct in (50, 80, 100)]
+        assert sent == [1, 1, 0]  # settling drives the alerts
         with caplog.at_level(logging.INFO, "batchwise.budget"):
             for _ in range(2):
                 admitted, _ = await p.admission.admit([routed, named])
@@ -179,3 +183,28 @@ def test_budget_commands(
     assert "closed" in capsys.readouterr().out
     assert main(["budget", "status", "--json"]) == 0
     assert orjson.loads(capsys.readouterr().out)["open_breakers"] == []
+
+
+def test_budget_settings_from_env_and_toml(tmp_path: Path) -> None:
+    config = tmp_path / "batchwise.toml"
+    config.write_text(
+        """
+[batchwise]
+plan_default = "team"
+[batchwise.breaker_limits.global]
+hourly_usd = 2.5
+[batchwise.plans.team]
+requests_per_min = 5
+allowed_models = ["gpt-4o-mini"]
+"""
+    )
+    env = {"BATCHWISE_BUDGET_MONTHLY_USD": "250.50", "BATCHWISE_BREAKER_POLICY": "reject"}
+    settings = load_settings(env=env, config_file=config)
+    assert settings.budget_monthly_usd == Decimal("250.50")
+    assert settings.breaker_policy == "reject"
+    assert settings.breaker_limits["global"].hourly_usd == Decimal("2.5")
+    assert settings.plans["team"].requests_per_min == 5
+    with pytest.raises(ConfigError, match="breaker_policy"):
+        load_settings(env={"BATCHWISE_BREAKER_POLICY": "maybe"}, config_file=config)
+    with pytest.raises(ConfigError, match="daily_usd"):
+        load_settings(env={}, breaker_limits={"global": {"daily_usd": -1}})
