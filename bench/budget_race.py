@@ -90,6 +90,26 @@ async def reserving(url: str, calls: list[tuple[int, float]], cap_usd: Decimal, 
     return spent
 
 
+async def overhead_ms(url: str, n: int) -> float:
+    """Milliseconds one reserve + settle pair adds to a call, run one after another."""
+    redis = connect_redis(url)
+    settings = load_settings(
+        env={},
+        redis_url=url,
+        key_prefix=f"bench{time.time_ns()}",
+        breaker_limits={"global": {"hourly_usd": Decimal(10**6)}, "tenant": {"daily_usd": 10**6}},
+    )
+    keys = Keys(settings.key_prefix)
+    budgets = Budgets(redis, settings, keys, PriceTable(), RunStore(redis, keys))
+    start = time.perf_counter()
+    for i in range(n):
+        await budgets.reserve(f"o{i}", "bench", 1000)
+        await budgets.settle(f"o{i}", "bench", 500)
+    elapsed = time.perf_counter() - start
+    await redis.aclose()
+    return elapsed / n * 1000
+
+
 def _month() -> str:
     return time.strftime("%Y-%m", time.gmtime())
 
@@ -109,6 +129,7 @@ async def main() -> None:
     try:
         naive = await check_then_record(url, calls, cap, args.concurrency)
         guarded = await reserving(url, calls, args.cap_usd, args.concurrency)
+        per_call_ms = await overhead_ms(url, 2000)
     finally:
         server.stop()
     print(f"{args.calls} calls, {args.concurrency} at a time, cap ${args.cap_usd}")
@@ -116,6 +137,9 @@ async def main() -> None:
     share = guarded / cap
     print(f"  reserving breaker: spent ${Decimal(guarded) / NANO:.4f} ({share:.0%} of the cap)")
     print(f"  overshoot ratio (baseline / breaker): {naive / max(guarded, 1):.2f}x")
+    print(
+        f"  breaker cost per call (reserve + settle, limits on both scopes): {per_call_ms:.3f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ class Settings(BaseModel):
     breaker_limits: dict[str, BreakerLimits] = Field(default_factory=dict)
     breaker_policy: Literal["wait", "reject"] = "wait"
     breaker_recheck_s: float = Field(default=30.0, gt=0)
-    breaker_input_margin: float = Field(default=0.1, ge=0)
+    breaker_input_margin: float = Field(default=0.25, ge=0)
     plans: dict[str, Plan] = Field(default_factory=dict)
     plan_default: str | None = None
     plan_assignments: dict[str, str] = Field(default_factory=dict)
