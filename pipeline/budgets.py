@@ -29,7 +29,7 @@ from decimal import Decimal
 from redis.asyncio import Redis
 
 from .config import Settings
-from .errors import BreakerOpen, BudgetBusy, ConfigError
+from .errors import BreakerOpen, BudgetBusy, CallOverLimit, ConfigError
 from .keys import Keys
 from .ledger import NANO, to_nano
 from .models import Batch, Item, Usage
@@ -77,6 +77,9 @@ for i = 0, n - 1 do
   for w = 0, 1 do
     local window = w == 0 and 'hourly' or 'daily'
     local limit = limit_of(scope, window, ARGV[a + 1 + w], ARGV[a + 3 + w])
+    if limit >= 0 and amount > limit then  -- could never fit: refuse it, keep the breaker shut
+      return {0, scope, ARGV[a + 5 + w], window, 'never', tostring(limit)}
+    end
     if limit >= 0 then
       local used = tonumber(redis.call('GET', KEYS[k + 1 + w]) or '0')
       local settled = tonumber(redis.call('GET', KEYS[k + 3 + w]) or '0')
@@ -270,6 +273,15 @@ class Budgets:
             return
         scope, until, window, how, limit = (v.decode() for v in reply[1:])
         until_s = float(until)
+        if how == "never":
+            raise CallOverLimit(
+                f"cost breaker {scope}: this call's worst case of ${usd(amount_nusd)} is more than "
+                f"the whole {window} limit of ${usd(limit)}; raise the limit or send fewer or "
+                "shorter tasks (lower max_tokens)",
+                scope=scope,
+                until=until_s,
+                retry_after_s=0.0,
+            )
         if how == "busy":
             raise BudgetBusy(
                 f"cost breaker {scope}: its {window} limit of ${usd(limit)} has room only once "
@@ -347,8 +359,19 @@ class Budgets:
         close: Callable[[str], Awaitable[None]],
     ) -> list[str]:
         """What a batch does while its breaker is open: wait (re-raise, or hand its items to a
-        continuation batch when its job is out of tries) or have its tasks rejected."""
-        if self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy):
+        continuation batch when its job is out of tries) or have its tasks rejected. A batch too
+        costly for a whole window is split in halves; a single task that is, is rejected."""
+        over = isinstance(exc, CallOverLimit)
+        if over and len(items) > 1:
+            half = (len(items) + 1) // 2
+            parts = [items[:half], items[half:]]
+            children = [f"{batch.id}.b{i}" for i in range(2)]
+            for child, part in zip(children, parts, strict=True):
+                await self._child(batch, child, part, "split to fit the cost limit")
+            await close(batch.id)
+            logger.info("batch %s split to fit %s: %s", batch.id, exc.scope, ", ".join(children))
+            return children
+        if over or (self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy)):
             for item in items:
                 raw = await self.redis.hget(self.keys.item_cost(item.key), "nusd")
                 await self.runs.finish_item(
@@ -369,6 +392,13 @@ class Budgets:
         match = _CONTINUATION.search(batch.id)
         base = batch.id[: match.start()] if match else batch.id
         child = f"{base}.w{int(match.group(1)) + 1 if match else 1}"
+        await self._child(batch, child, items, "waiting for the cost breaker")
+        await close(batch.id)
+        logger.info("batch %s waits for breaker %s as %s", batch.id, exc.scope, child)
+        return [child]
+
+    async def _child(self, batch: Batch, child: str, items: Sequence[Item], reason: str) -> None:
+        """A new open batch of the same group holding `items`, for the caller to enqueue."""
         now_ms = int(time.time() * 1000)
         await self.redis.hset(
             self.keys.batch(child),
@@ -377,14 +407,11 @@ class Budgets:
                 "items": ",".join(i.key for i in items),
                 "created_ms": now_ms,
                 "alone_attempts": batch.alone_attempts,
-                "reason": "waiting for the cost breaker",
+                "reason": reason,
                 "status": "open",
             },
         )
         await self.redis.zadd(self.keys.open_batches(), {child: now_ms})
-        await close(batch.id)
-        logger.info("batch %s waits for breaker %s as %s", batch.id, exc.scope, child)
-        return [child]
 
     async def open_breakers(self) -> list[BreakerState]:
         """Every breaker that is open now."""

@@ -6,7 +6,8 @@ PipelineError
 ├── TransientError        try again later (rate limit, 5xx, timeout, connection)
 │   ├── RateLimited       carries the provider's Retry-After
 │   └── BreakerOpen       a cost circuit breaker is open: wait until it closes (budgets.py)
-│       └── BudgetBusy    the limit has room only once calls in flight settle: wait briefly
+│       ├── BudgetBusy    the limit has room only once calls in flight settle: wait briefly
+│       └── CallOverLimit one call's worst case is more than a whole limit: its tasks are rejected
 └── PermanentError        retrying the same thing will not help
     ├── ProviderRefused   auth, bad request, unknown model, quota
     └── ContextTooLong    split the batch instead of retrying it
@@ -88,3 +89,8 @@ class BreakerOpen(TransientError):
 class BudgetBusy(BreakerOpen):
     """The call fits its limits only once reservations of calls in flight settle: retry soon.
     The breaker stays closed, and the call waits whatever the breaker policy."""
+
+
+class CallOverLimit(BreakerOpen):
+    """One call's worst case exceeds a whole window's limit: it can never run under it, so its
+    tasks are rejected (whatever the policy) and the breaker stays closed for the others."""

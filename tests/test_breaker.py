@@ -259,3 +259,31 @@ async def test_waiting_tasks_survive_an_open_breaker_and_run_when_closed(
     assert [r.output for r in results] == [expected_output(f"question {i}") for i in range(4)]
     assert all(r.batch_id and ".w" in r.batch_id for r in results)
     assert fake.stats()["requests"] == 1
+
+
+async def test_a_batch_too_costly_for_the_limit_splits_and_a_lone_one_is_rejected(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(
+        redis_url,
+        fake,
+        prices=PRICES,
+        breaker_limits={"global": {"hourly_usd": "0.0003"}},  # one small task fits, four do not
+    )
+    lines = [*jobs(4), {"id": "big", "prompt": "write a lot", "max_tokens": 400}]
+    async with pipeline_client(settings) as client, running_worker(settings):
+        run_id = await client.submit(lines, complete=True)
+        await client.wait(run_id, timeout_s=15)
+        results = {r.id: r async for r in client.results(run_id)}
+        assert await client.pipeline.budgets.open_breakers() == []  # it never opened
+    for i in range(4):
+        small = results[f"t{i}"]
+        assert small.status == "ok" and small.output == expected_output(f"question {i}")
+        assert small.batch_id is not None and ".b" in small.batch_id
+    big = results["big"]
+    assert big.status == "rejected" and big.error is not None
+    assert big.error.code == "budget_exceeded"
+    assert (
+        "worst case of $0.0008" in big.error.message
+        and "hourly limit of $0.0003" in big.error.message
+    )
