@@ -198,6 +198,12 @@ async def test_racing_reservations_never_pass_the_limit(budgets: Budgets) -> Non
 PRICES = {"gpt-*": {"input": "1", "output": "2"}}
 
 
+async def spend_earlier(budgets: Budgets, usd: Decimal) -> None:
+    """Settled spend from calls made before the test's tasks arrive."""
+    await budgets.reserve("earlier", "default", int(usd * USD))
+    await budgets.settle("earlier", "default", int(usd * USD))
+
+
 def jobs(n: int) -> list[dict[str, Any]]:
     return [{"id": f"t{i}", "prompt": f"question {i}", "max_tokens": 50} for i in range(n)]
 
@@ -210,9 +216,10 @@ async def test_open_breaker_rejects_by_policy_and_makes_no_call(
         fake,
         prices=PRICES,
         breaker_policy="reject",
-        breaker_limits={"global": {"hourly_usd": "0.000001"}},
+        breaker_limits={"global": {"hourly_usd": "0.01"}},
     )
     async with pipeline_client(settings) as client, running_worker(settings):
+        await spend_earlier(client.pipeline.budgets, Decimal("0.0099"))
         run_id = await client.submit(jobs(3), complete=True)
         await client.wait(run_id, timeout_s=15)
         first = [r async for r in client.results(run_id)]
@@ -238,9 +245,10 @@ async def test_waiting_tasks_survive_an_open_breaker_and_run_when_closed(
         breaker_policy="wait",
         breaker_recheck_s=0.05,
         job_max_tries=2,  # runs out of tries quickly: items move to continuation batches
-        breaker_limits={"global": {"hourly_usd": "0.000001"}},
+        breaker_limits={"global": {"hourly_usd": "0.01"}},
     )
     async with pipeline_client(settings) as client, running_worker(settings):
+        await spend_earlier(client.pipeline.budgets, Decimal("0.0099"))
         run_id = await client.submit(jobs(4), complete=True)
         budgets = client.pipeline.budgets
         for _ in range(200):

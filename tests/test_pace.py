@@ -152,8 +152,10 @@ async def _check_overrides(redis_url: str, prefix: str) -> None:
     async with pipeline_client(settings) as client:
         budgets = client.pipeline.budgets
         assert await client.pipeline.admission.plan_store.overrides() == {"user:bob": "pro"}
+        await budgets.reserve("x", "acme", 8_000)  # of the 10,000 nano-dollars an hour
+        await budgets.settle("x", "acme", 8_000)
         with pytest.raises(BreakerOpen, match="cost breaker global is open"):
-            await budgets.reserve("x", "acme", 10_000)
+            await budgets.reserve("y", "acme", 5_000)
 
 
 def test_budget_commands(
@@ -164,7 +166,7 @@ def test_budget_commands(
     monkeypatch.setenv("BATCHWISE_KEY_PREFIX", prefix)
     monkeypatch.delenv("BATCHWISE_CONFIG", raising=False)
     assert main(["budget", "set", "monthly", "250"]) == 0
-    assert main(["budget", "set", "limit", "global", "hourly", "0.000001"]) == 0
+    assert main(["budget", "set", "limit", "global", "hourly", "0.00001"]) == 0
     assert main(["budget", "set", "limit", "tenant:acme", "daily", "3"]) == 0
     assert main(["budget", "set", "plan", "user:bob", "pro"]) == 0
     assert main(["budget", "set", "plan", "user:bob", "platinum"]) == 2  # unknown plan
@@ -174,7 +176,7 @@ def test_budget_commands(
     report = orjson.loads(capsys.readouterr().out)
     assert report["pace"]["budget_usd"] == "250"
     scopes = {b["scope"]: b for b in report["breakers"]}
-    assert scopes["global"]["hourly_limit_usd"] == "0.000001"
+    assert scopes["global"]["hourly_limit_usd"] == "0.00001"
     assert scopes["tenant:acme"]["daily_limit_usd"] == "3"
     assert [b["scope"] for b in report["open_breakers"]] == ["global"]
     assert main(["budget", "status"]) == 0
