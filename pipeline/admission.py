@@ -123,7 +123,7 @@ class Admission:
                 f"plan {name!r} limit allowed_models: model {task.model!r} is not allowed and no "
                 f"allowed model ({', '.join(plan.allowed_models)}) has a configured provider",
             )
-        logger.info("task %s: plan %r runs it on %s, not %s", task.id, name, model, task.model)
+        logger.debug("task %s: plan %r runs it on %s, not %s", task.id, name, model, task.model)
         return task.model_copy(update={"model": model}), None
 
     def best_allowed(self, task: Task, plan: Plan) -> str | None:
