@@ -131,6 +131,13 @@ async def status_report(pipeline: Pipeline) -> dict[str, Any]:
             for b in await budgets.open_breakers()
         ],
         "degraded": await pipeline.admission.degraded_counts(),
+        "plans": {
+            "default": pipeline.settings.plan_default,
+            "assignments": {
+                **pipeline.settings.plan_assignments,
+                **await pipeline.admission.plan_store.overrides(),
+            },
+        },
     }
 
 
@@ -168,6 +175,11 @@ def print_status(report: dict[str, Any]) -> None:
             state,
         )
     out.print(breakers)
+    plans = report["plans"]
+    assigned = ", ".join(f"{k}={v}" for k, v in sorted(plans["assignments"].items()))
+    out.print(
+        f"plans: default {plans['default'] or '(none: unlimited)'}; {assigned or 'no assignments'}"
+    )
 
 
 def _limit(value: str | None) -> str:

@@ -179,6 +179,7 @@ def test_budget_commands(
     assert scopes["global"]["hourly_limit_usd"] == "0.00001"
     assert scopes["tenant:acme"]["daily_limit_usd"] == "3"
     assert [b["scope"] for b in report["open_breakers"]] == ["global"]
+    assert report["plans"] == {"default": None, "assignments": {"user:bob": "pro"}}
     assert main(["budget", "status"]) == 0
     assert "OPEN (hourly limit)" in capsys.readouterr().out
     assert main(["budget", "close-breaker", "global"]) == 0
