@@ -295,3 +295,25 @@ async def test_a_batch_too_costly_for_the_limit_splits_and_a_lone_one_is_rejecte
         "worst case of $0.0008" in big.error.message
         and "hourly limit of $0.0003" in big.error.message
     )
+
+
+async def test_a_failed_call_gives_its_reservation_back(redis_url: str, fake: FakeProvider) -> None:
+    settings = make_settings(
+        redis_url,
+        fake,
+        prices=PRICES,
+        job_max_tries=1,
+        provider_retries=0,
+        breaker_limits={"global": {"hourly_usd": "1"}},
+    )
+    fake.add_faults({"kind": "500", "times": 1})
+    async with pipeline_client(settings) as client, running_worker(settings):
+        run_id = await client.submit(jobs(1), complete=True)
+        await client.wait(run_id, timeout_s=15)
+        [result] = [r async for r in client.results(run_id)]
+        spent = await client.pipeline.budgets.window_spend("global")
+        pace = await client.pipeline.budgets.monthly.pace()
+    assert result.status == "failed" and result.error is not None
+    assert result.error.code == "provider_unavailable"
+    assert set(spent.values()) == {Decimal(0)}  # reserved, then released: nothing held
+    assert pace.spent_usd == 0
