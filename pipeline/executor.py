@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from .budgets import Budgets
 from .config import Settings
-from .errors import ContextTooLong, PermanentError, TransientError
+from .errors import BreakerOpen, ContextTooLong, PermanentError, TransientError
 from .keys import Keys
 from .ledger import NANO, Ledger, Share, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass, Usage
@@ -28,7 +29,7 @@ from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
 from .runs import RunStore
-from .splitter import parse_single, split
+from .splitter import enforce_schema, matches_schema_type, parse_single, split
 from .tokens import count_tokens
 
 logger = logging.getLogger("batchwise.executor")
@@ -44,6 +45,7 @@ class BatchExecutor:
         prices: PriceTable,
         runs: RunStore,
         ledger: Ledger,
+        budgets: Budgets | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -52,6 +54,7 @@ class BatchExecutor:
         self.prices = prices
         self.runs = runs
         self.ledger = ledger
+        self.budgets = budgets or Budgets(redis, settings, keys, prices, runs)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         k = self.keys
@@ -108,7 +111,11 @@ class BatchExecutor:
             response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
         else:
             try:
-                response = await self.chain.complete(request)
+                response = await self.budgets.spend(batch, request, self.chain.complete)
+            except BreakerOpen as exc:
+                return await self.budgets.hold(
+                    batch, items, exc, last_try=last_try, close=self._close
+                )
             except ContextTooLong as exc:
                 if len(items) > 1:
                     return await self._retry(batch, [i.key for i in items], str(exc))
@@ -122,7 +129,9 @@ class BatchExecutor:
 
         ids = [str(i + 1) for i in range(len(items))]
         if packed:
-            outcome = split(response.text, ids, truncated=response.truncated)
+            outcome = enforce_schema(
+                split(response.text, ids, truncated=response.truncated), batch.response_schema
+            )
             outputs, failures = outcome.outputs, outcome.failures
             if outcome.unknown_ids:
                 logger.warning("batch %s: ignored unknown ids %s", batch_id, outcome.unknown_ids)
@@ -130,6 +139,12 @@ class BatchExecutor:
             ok, value, reason = parse_single(
                 response.text, want_json=batch.response_schema is not None
             )
+            if (
+                ok
+                and batch.response_schema
+                and not matches_schema_type(value, batch.response_schema)
+            ):
+                ok, reason = False, "output is not of the schema's type"
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
@@ -147,6 +162,12 @@ class BatchExecutor:
             children = await self._retry(batch, retry, reason)
         await self._close(batch_id)
         return children
+
+    async def fail_batch(self, batch_id: str, code: str, message: str) -> None:
+        """End every item of a batch as failed (the worker's last resort)."""
+        loaded = await self.load(batch_id)
+        if loaded is not None:
+            await self._fail(loaded[0], loaded[1], code, message)
 
     async def _record(
         self,
