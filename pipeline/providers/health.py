@@ -85,6 +85,7 @@ class ProviderHealth:
 
     def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
         self.keys = keys
+        self._redis = redis
         self.threshold = settings.health_failures
         self.cooldown_ms = int(settings.health_cooldown_s * 1000)
         self.auth_cooldown_ms = int(settings.health_auth_cooldown_s * 1000)
@@ -123,3 +124,29 @@ class ProviderHealth:
         """A success closes the circuit and resets the failure count."""
         if admission.probe or admission.failures:  # else there is nothing to reset
             await self._succeed(keys=self._keys(provider))
+
+    async def status(self, provider: str) -> dict[str, object]:
+        """The circuit as an operator sees it: state, failures, seconds left open, reason."""
+        raw = await self._redis.hgetall(self.keys.provider_health(provider))
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        seconds, micros = await self._redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        until_ms = int(fields.get("open_until", 0))
+        probing = bool(await self._redis.exists(self.keys.provider_probe(provider)))
+        if not until_ms:
+            state = "closed"
+        elif now_ms < until_ms:
+            state = "open"
+        else:
+            state = "probing" if probing else "half-open"
+        return {
+            "state": state,
+            "failures": int(fields.get("failures", 0)),
+            "open_for_s": round(max(until_ms - now_ms, 0) / 1000, 1),
+            "reason": fields.get("reason", ""),
+            "account": fields.get("account") == "1",
+        }
+
+    async def reset(self, provider: str) -> bool:
+        """Close a provider's circuit now (after fixing its key, say). True if it was not closed."""
+        return bool(await self._succeed(keys=self._keys(provider)))

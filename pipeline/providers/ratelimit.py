@@ -282,3 +282,22 @@ class RateLimiter:
         learned = {k.decode(): int(v) for k, v in raw.items()}
         self._learned[scope] = (time.monotonic() + LEARNED_REFRESH_S, learned)
         return learned
+
+    async def usage(self, scope: str) -> dict[str, object]:
+        """What a scope has used of its window now, its learned limits, and any block left."""
+        seconds, micros = await self.redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        used: dict[str, int] = {}
+        for measure in ("req", "tok"):
+            grants = await self.redis.zrangebyscore(
+                self.keys.rate_log(scope, measure), now_ms - self.window_ms, "+inf"
+            )
+            used[measure] = sum(int(g.rsplit(b":", 1)[1]) for g in grants)
+        block = await self.redis.get(self.keys.rate_block(scope))
+        learned = await self.redis.hgetall(self.keys.rate_learned(scope))
+        return {
+            "requests": used["req"],
+            "tokens": used["tok"],
+            "blocked_for_s": round(max(int(block or 0) - now_ms, 0) / 1000, 1),
+            "learned": {k.decode(): int(v) for k, v in learned.items()},
+        }
