@@ -9,6 +9,7 @@ from arq.connections import RedisSettings
 
 from pipeline.config import Settings, load_settings
 
+from .cron import cron_jobs as batch_api_cron_jobs
 from .jobs import process_batch, shutdown, startup
 
 
@@ -29,6 +30,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "max_tries": settings.job_max_tries,
         "keep_result": 3600,
         "ctx": {"settings": settings},
+        "cron_jobs": batch_api_cron_jobs(settings),
     }
 
 
@@ -46,3 +48,4 @@ class WorkerSettings:
     max_jobs = _settings.worker_max_jobs
     job_timeout = _settings.job_timeout_s
     max_tries = _settings.job_max_tries
+    cron_jobs = batch_api_cron_jobs(_settings)
