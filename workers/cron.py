@@ -22,11 +22,14 @@ from pipeline.nightly import Nightly
 logger = logging.getLogger("batchwise.worker")
 
 
+def open_batch_api(ctx: dict[str, Any]) -> None:
+    """Build the worker's batch-API route at start-up (arq copies ctx for every job)."""
+    p: Pipeline = ctx["pipeline"]
+    ctx["batchapi"] = BatchApi(p.redis, p.settings, p.keys, p.executor)
+
+
 def batch_api(ctx: dict[str, Any]) -> BatchApi:
-    """The worker's batch-API route, built on first use."""
-    if "batchapi" not in ctx:
-        p: Pipeline = ctx["pipeline"]
-        ctx["batchapi"] = BatchApi(p.redis, p.settings, p.keys, p.executor)
+    """The worker's batch-API route."""
     route: BatchApi = ctx["batchapi"]
     return route
 

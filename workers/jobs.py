@@ -15,7 +15,7 @@ from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
 from pipeline.errors import TransientError
 
-from .cron import batch_api
+from .cron import batch_api, open_batch_api
 from .cron import close as close_batch_api
 
 logger = logging.getLogger("batchwise.worker")
@@ -81,6 +81,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
     ctx["pipeline"] = Pipeline(settings, ctx["redis"])
+    open_batch_api(ctx)
     ctx["flusher"] = asyncio.create_task(_flusher(ctx))
     logger.info("worker ready: providers %s", ", ".join(p.name for p in ctx["pipeline"].providers))
 
