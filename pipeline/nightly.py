@@ -29,7 +29,7 @@ import orjson
 
 from .client import BatchwiseClient, new_run_id
 from .config import Settings
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .intake import LineError, read_file
 from .models import Task, Usage
 from .runs import NANO, to_result
@@ -109,7 +109,7 @@ class Nightly:
             submission = await self.client.submit_stream(
                 run_id, self._tasks(path), source=f"nightly:{path.name}", complete=True
             )
-        except OSError as exc:
+        except (OSError, InputError) as exc:
             await self._fail(tag, path, f"cannot read the file: {exc}")
             return
         if submission.accepted == 0 and submission.total == 0:
