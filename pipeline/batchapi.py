@@ -30,6 +30,7 @@ from .config import Settings
 from .errors import PermanentError, TransientError
 from .executor import BatchExecutor
 from .keys import Keys
+from .leases import Lease
 from .providers.batches import BatchOutcome, BatchProvider, BatchStatus, build_batch_provider
 
 logger = logging.getLogger("batchwise.batchapi")
@@ -37,17 +38,18 @@ logger = logging.getLogger("batchwise.batchapi")
 SYNC_SUFFIX = ".s"
 
 _CLAIM = """
--- KEYS: pending, subs, sub, lease;  ARGV: sub id, now ms, lease ms, token, provider, model, ids...
-for i = 7, #ARGV do
+-- KEYS: pending, subs, sub;  ARGV: sub id, now ms, provider, model, batch ids...
+for i = 5, #ARGV do
   if not redis.call('ZSCORE', KEYS[1], ARGV[i]) then return 0 end
 end
-for i = 7, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
 local ids = {}
-for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
-redis.call('HSET', KEYS[3], 'provider', ARGV[5], 'model', ARGV[6], 'ids', table.concat(ids, ','),
+for i = 5, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  ids[#ids + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[3], 'provider', ARGV[3], 'model', ARGV[4], 'ids', table.concat(ids, ','),
   'state', 'submitting', 'created_ms', ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[3])
 return 1
 """
 
@@ -67,11 +69,6 @@ redis.call('EXPIRE', KEYS[1], 86400)
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('ZREM', KEYS[4], ARGV[4])
 return 1
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 """
 
 
@@ -125,7 +122,6 @@ class BatchApi:
         self.providers = providers
         self._claim = redis.register_script(_CLAIM)
         self._to_sync_script = redis.register_script(_TO_SYNC)
-        self._release = redis.register_script(_RELEASE)
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
@@ -222,31 +218,19 @@ class BatchApi:
                     to_sync += await self.to_sync(chunk[0].batch_id, "too big for a batch file")
                     continue
                 sub_id = uuid.uuid4().hex[:20]
-                token = uuid.uuid4().hex
-                claimed = await self._claim(
-                    keys=[
-                        k.bapi_pending(),
-                        k.bapi_subs(),
-                        k.bapi_sub(sub_id),
-                        k.bapi_lease(sub_id),
-                    ],
-                    args=[
-                        sub_id,
-                        _now_ms(),
-                        self.settings.batch_api_lease_s * 1000,
-                        token,
-                        name,
-                        model,
-                        *[e.batch_id for e in chunk],
-                    ],
-                )
-                if not claimed:  # another worker took some of these; the next tick sees the rest
-                    continue
+                lease = Lease(self.redis, k.bapi_lease(sub_id), self.settings.batch_api_lease_s)
+                await lease.acquire()  # a new id: nobody else can hold it
                 try:
+                    claimed = await self._claim(
+                        keys=[k.bapi_pending(), k.bapi_subs(), k.bapi_sub(sub_id)],
+                        args=[sub_id, _now_ms(), name, model, *[e.batch_id for e in chunk]],
+                    )
+                    if not claimed:  # another worker took some of these; the next tick sees them
+                        continue
                     to_sync += await self._send(sub_id, provider, [e.line for e in chunk])
                     created += 1
                 finally:
-                    await self._release(keys=[k.bapi_lease(sub_id)], args=[token])
+                    await lease.release()
         return created, to_sync
 
     async def _send(self, sub_id: str, provider: BatchProvider, lines: list[bytes]) -> list[str]:
@@ -283,16 +267,15 @@ class BatchApi:
         children: list[str] = []
         for raw in await self.redis.zrange(k.bapi_subs(), 0, -1):
             sub_id = raw.decode()
-            token = uuid.uuid4().hex
-            lease_ms = self.settings.batch_api_lease_s * 1000
-            if not await self.redis.set(k.bapi_lease(sub_id), token, nx=True, px=lease_ms):
+            lease = Lease(self.redis, k.bapi_lease(sub_id), self.settings.batch_api_lease_s)
+            if not await lease.acquire():
                 continue  # another worker is on it
             try:
                 children += await self._poll_one(sub_id)
             except TransientError as exc:
                 logger.warning("submission %s: %s; polled again later", sub_id, exc)
             finally:
-                await self._release(keys=[k.bapi_lease(sub_id)], args=[token])
+                await lease.release()
         return children
 
     async def tick(self) -> list[str]:
@@ -372,14 +355,14 @@ class BatchApi:
             latency_ms = max(0, int((status.ended_at - status.created_at) * 1000))
         children: list[str] = []
         for batch_id in ids:
-            outcome = by_id.get(batch_id)
-            if outcome is not None and outcome.response is not None:
-                answer = replace(outcome.response, latency_ms=latency_ms)
+            found = by_id.get(batch_id)
+            if found is not None and found.response is not None:
+                answer = replace(found.response, latency_ms=latency_ms)
                 children += await self.executor.run(batch_id, answer=answer, batch_api=True)
             else:
                 reason = "missing from the results"
-                if outcome is not None:
-                    reason = f"{outcome.error_code}: {outcome.error_message}"[:300]
+                if found is not None:
+                    reason = f"{found.error_code}: {found.error_message}"[:300]
                 children += await self.to_sync(batch_id, f"batch API: {reason}")
         await self._settled(sub_id, status.detail)
         return children

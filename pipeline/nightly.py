@@ -31,6 +31,7 @@ from .client import BatchwiseClient, new_run_id
 from .config import Settings
 from .errors import ConfigError, InputError
 from .intake import LineError, read_file
+from .leases import Lease
 from .models import Task, Usage
 from .runs import NANO, to_result
 
@@ -54,7 +55,7 @@ class Nightly:
         self.processing = self.inbox / PROCESSING
         self.done = self.inbox / "done"
         self.failed = self.inbox / "failed"
-        self.lease_s = max(600, settings.job_timeout_s * 2)
+        self.lease_s = settings.batch_api_lease_s
 
     def _dirs(self) -> None:
         for directory in (self.inbox, self.outbox, self.processing, self.done, self.failed):
@@ -77,29 +78,29 @@ class Nightly:
 
     async def _claim(self, path: Path) -> bool:
         redis, k = self.pipeline.redis, self.pipeline.keys
-        token = uuid.uuid4().hex
-        if not await redis.set(k.nightly_claim(path.name), token, nx=True, ex=self.lease_s):
+        claim = Lease(redis, k.nightly_claim(path.name), self.lease_s)
+        if not await claim.acquire():
             return False
         tag = new_run_id()
-        target = self.processing / f"{tag}.{path.name}"
+        lease = Lease(redis, k.nightly_lease(tag), self.lease_s)
         try:
-            if not await redis.set(k.nightly_lease(tag), token, nx=True, ex=self.lease_s):
+            if not await lease.acquire():
                 return False
             try:
-                os.rename(path, target)
+                os.rename(path, self.processing / f"{tag}.{path.name}")
             except FileNotFoundError:  # another worker moved it first
-                await redis.delete(k.nightly_lease(tag))
                 return False
             await redis.hset(
                 k.nightly_file(tag),
                 mapping={"name": path.name, "state": "submitting", "claimed_at": time.time()},
             )
+            await claim.release()  # the rename is done: the name is free for tomorrow's file
             logger.info("nightly: claimed %s as %s", path.name, tag)
-            await self._submit(tag, target)
-            await redis.delete(k.nightly_lease(tag))
+            await self._submit(tag, self.processing / f"{tag}.{path.name}")
             return True
         finally:
-            await redis.delete(k.nightly_claim(path.name))
+            await lease.release()
+            await claim.release()
 
     async def _submit(self, tag: str, path: Path) -> None:
         redis, k = self.pipeline.redis, self.pipeline.keys
@@ -130,14 +131,12 @@ class Nightly:
     async def _advance(self, path: Path) -> str:
         redis, k = self.pipeline.redis, self.pipeline.keys
         tag, _, name = path.name.partition(".")
-        token = uuid.uuid4().hex
-        if not await redis.set(k.nightly_lease(tag), token, nx=True, ex=self.lease_s):
+        lease = Lease(redis, k.nightly_lease(tag), self.lease_s)
+        if not await lease.acquire():
             return "busy"
         try:
-            state = {
-                a.decode(): b.decode()
-                for a, b in (await redis.hgetall(k.nightly_file(tag))).items()
-            }
+            raw = await redis.hgetall(k.nightly_file(tag))
+            state = {a.decode(): b.decode() for a, b in raw.items()}
             if state.get("state") in (None, "submitting"):
                 # the worker that claimed it died mid-submission: submit it again as a new run;
                 # identical pending tasks join the items already queued (single flight)
@@ -146,7 +145,7 @@ class Nightly:
                 await self._submit(tag, path)
                 return "resubmitted"
             if state["state"] != "submitted":
-                return state["state"]
+                return str(state["state"])
             run_id = state["run_id"]
             done, total, sealed = await self.pipeline.runs.progress(run_id)
             if not (sealed and done >= total):
@@ -155,25 +154,29 @@ class Nightly:
                     await self._fail(tag, path, f"not finished after {age_s:.0f}s ({done}/{total})")
                     return "failed"
                 return "waiting"
-            await self._finish(tag, path, name, run_id)
+            await self._finish(tag, path, name, state)
             return "finished"
         finally:
-            if await redis.get(k.nightly_lease(tag)) == token.encode():
-                await redis.delete(k.nightly_lease(tag))
+            await lease.release()
 
-    async def _finish(self, tag: str, path: Path, name: str, run_id: str) -> None:
-        stem = name.removesuffix(".jsonl")
-        results = _free(self.outbox / f"{stem}.results.jsonl", tag)
-        report_path = results.with_name(results.name.removesuffix(".results.jsonl") + ".cost.json")
-        await self._write_results(run_id, results)
-        report = await self.cost_report(run_id)
+    async def _finish(self, tag: str, path: Path, name: str, state: dict[str, str]) -> None:
+        redis, k = self.pipeline.redis, self.pipeline.keys
+        if "results" in state:  # a pass that died half-way chose these names: keep them
+            results, report_path = Path(state["results"]), Path(state["report"])
+        else:
+            results = _free(self.outbox / f"{name.removesuffix('.jsonl')}.results.jsonl", tag)
+            report_path = results.with_name(
+                results.name.removesuffix(".results.jsonl") + ".cost.json"
+            )
+            await redis.hset(
+                k.nightly_file(tag), mapping={"results": str(results), "report": str(report_path)}
+            )
+        await self._write_results(state["run_id"], results)
+        report = await self.cost_report(state["run_id"])
         report.update({"file": name, "results": str(results)})
         _write_atomic(report_path, orjson.dumps(report, option=orjson.OPT_INDENT_2))
         os.rename(path, _free(self.done / name, tag))
-        await self.pipeline.redis.hset(
-            self.pipeline.keys.nightly_file(tag),
-            mapping={"state": "done", "results": str(results), "report": str(report_path)},
-        )
+        await redis.hset(k.nightly_file(tag), "state", "done")
         logger.info("nightly: %s done: %s", name, results)
 
     async def _fail(self, tag: str, path: Path, reason: str) -> None:

@@ -98,7 +98,7 @@ async def test_inbox_file_through_the_nightly_route(
     settings = nightly_settings(redis_url, fake, tmp_path)
     write_jobs(tmp_path / "inbox" / "jobs.jsonl", 25)
     async with running_worker(settings):
-        await until(lambda: (tmp_path / "inbox" / "done" / "jobs.jsonl").exists(), 20, "done/")
+        await until((tmp_path / "inbox" / "done" / "jobs.jsonl").exists, 20, "done/")
     report = check_outbox(tmp_path, 25)
     assert not (tmp_path / "inbox" / "jobs.jsonl").exists()
     assert not list((tmp_path / "inbox" / ".processing").iterdir())
@@ -137,7 +137,7 @@ async def test_two_workers_one_inbox_file_processed_once(
     settings = nightly_settings(redis_url, fake, tmp_path)
     write_jobs(tmp_path / "inbox" / "jobs.jsonl", 25)
     async with running_worker(settings), running_worker(settings):
-        await until(lambda: (tmp_path / "inbox" / "done" / "jobs.jsonl").exists(), 20, "done/")
+        await until((tmp_path / "inbox" / "done" / "jobs.jsonl").exists, 20, "done/")
         await asyncio.sleep(1.5)  # another pass of both workers finds nothing more to do
     assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [
         "jobs.cost.json",
@@ -226,3 +226,20 @@ async def test_worker_killed_while_a_provider_batch_is_open(
     records = await ledger_of(settings)
     assert len(records) == 3
     check_ledger(records, settings, report)
+
+
+def test_nightly_once_claims_and_submits(
+    tmp_path: Path, redis_url: str, fake: FakeProvider, monkeypatch: Any, capsys: Any
+) -> None:
+    from pipeline.cli import main
+
+    settings = nightly_settings(redis_url, fake, tmp_path)
+    config = write_config(tmp_path / "batchwise.toml", settings, fake)
+    write_jobs(tmp_path / "inbox" / "jobs.jsonl", 5)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert main(["--config", str(config), "nightly", "--once"]) == 0
+    assert "claimed 1, finished 0, failed 0" in capsys.readouterr().out
+    claimed = list((tmp_path / "inbox" / ".processing").iterdir())
+    assert [p.name.partition(".")[2] for p in claimed] == ["jobs.jsonl"]
+    assert main(["--config", str(config), "nightly", "--once"]) == 0
+    assert "claimed 0, finished 0, failed 0" in capsys.readouterr().out

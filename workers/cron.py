@@ -21,6 +21,10 @@ from pipeline.nightly import Nightly
 
 logger = logging.getLogger("batchwise.worker")
 
+# Settling a 50,000-request provider batch or submitting a large inbox file takes a while; the
+# leases they hold are renewed meanwhile, so a long tick is safe and a dead one is taken over.
+LONG_TICK_S = 3600
+
 
 def open_batch_api(ctx: dict[str, Any]) -> None:
     """Build the worker's batch-API route at start-up (arq copies ctx for every job)."""
@@ -72,7 +76,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
             poll_provider_batches,
             second=_seconds(settings.batch_api_poll_s),
             run_at_startup=True,
-            timeout=settings.job_timeout_s,
+            timeout=max(settings.job_timeout_s, LONG_TICK_S),
         )
     ]
     if settings.nightly_inbox is not None:
@@ -81,7 +85,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
                 nightly_inbox,
                 second=_seconds(settings.nightly_poll_s),
                 run_at_startup=True,
-                timeout=settings.job_timeout_s,
+                timeout=max(settings.job_timeout_s, LONG_TICK_S),
             )
         )
     return jobs
