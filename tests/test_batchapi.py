@@ -212,3 +212,44 @@ async def test_tasks_without_the_flag_stay_synchronous(redis_url: str, fake: Fak
     assert [r.status for r in results] == ["ok"] * 5
     assert fake.batch_api.stats()["created"] == 0
     assert not any(r.batch_api for r in records)
+
+
+@pytest.mark.parametrize("created_before_crash", [True, False])
+async def test_interrupted_submission_is_adopted_or_made_once(
+    redis_url: str, fake: FakeProvider, created_before_crash: bool
+) -> None:
+    settings = make_settings(redis_url, fake, **FAST)
+    async with pipeline_client(settings) as client:
+        p = client.pipeline
+        route = BatchApi(p.redis, settings, p.keys, p.executor)
+        try:
+            run_id = await client.submit(faq(12), complete=True)
+            batch_ids = await p.packer.flush()
+            for batch_id in batch_ids:
+                assert await route.divert(batch_id)
+            # a worker claims the pending batches, then dies before it stores the provider's id
+            sub_id = "crashed-sub"
+            k = p.keys
+            await route._claim(
+                keys=[k.bapi_pending(), k.bapi_subs(), k.bapi_sub(sub_id)],
+                args=[sub_id, 1, "fake-openai", "gpt-4o-mini", *batch_ids],
+            )
+            assert await p.redis.zcard(k.bapi_pending()) == 0
+            if created_before_crash:
+                provider = route.providers["fake-openai"]
+                lines = []
+                for batch_id in batch_ids:
+                    loaded = await p.executor.load(batch_id)
+                    assert loaded is not None
+                    lines.append(provider.entry(batch_id, p.executor.request_for(*loaded)[0]))
+                await provider.submit(lines, tag=sub_id)
+            assert await route.poll() == []  # adopts, or submits now
+            assert await route.poll() == []  # settles
+            await client.wait(run_id, timeout_s=5)
+            results = [r async for r in client.results(run_id)]
+            records = await ledger(client)
+        finally:
+            await route.aclose()
+    assert fake.batch_api.stats()["created"] == 1
+    assert [r.status for r in results] == ["ok"] * 12
+    assert sorted(r.id for r in records) == sorted(batch_ids)
