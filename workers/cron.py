@@ -21,10 +21,6 @@ from pipeline.nightly import Nightly
 
 logger = logging.getLogger("batchwise.worker")
 
-# Settling a 50,000-request provider batch or submitting a large inbox file takes a while; the
-# leases they hold are renewed meanwhile, so a long tick is safe and a dead one is taken over.
-LONG_TICK_S = 3600
-
 
 def open_batch_api(ctx: dict[str, Any]) -> None:
     """Build the worker's batch-API route at start-up (arq copies ctx for every job)."""
@@ -70,13 +66,18 @@ def _seconds(every_s: int) -> set[int]:
 
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
-    """The poller always runs (it is idle without open batches); the inbox job when one is set."""
+    """The poller always runs (it is idle without open batches); the inbox job when one is set.
+
+    Their timeout is the batch jobs' own: arq keeps a killed worker's jobs locked for the longest
+    function timeout, so a longer one would delay crash recovery of every batch. A tick cut short
+    is resumed by the next (settling skips finished batches; leases run out).
+    """
     jobs = [
         cron(
             poll_provider_batches,
             second=_seconds(settings.batch_api_poll_s),
             run_at_startup=True,
-            timeout=max(settings.job_timeout_s, LONG_TICK_S),
+            timeout=settings.job_timeout_s,
         )
     ]
     if settings.nightly_inbox is not None:
@@ -85,7 +86,7 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
                 nightly_inbox,
                 second=_seconds(settings.nightly_poll_s),
                 run_at_startup=True,
-                timeout=max(settings.job_timeout_s, LONG_TICK_S),
+                timeout=settings.job_timeout_s,
             )
         )
     return jobs
