@@ -38,6 +38,7 @@ from .runs import NANO, to_result
 logger = logging.getLogger("batchwise.nightly")
 
 PROCESSING = ".processing"
+MAX_SUBMIT_ATTEMPTS = 2
 
 
 class Nightly:
@@ -104,6 +105,16 @@ class Nightly:
 
     async def _submit(self, tag: str, path: Path) -> None:
         redis, k = self.pipeline.redis, self.pipeline.keys
+        attempts = await redis.hincrby(k.nightly_file(tag), "attempts", 1)
+        if attempts > MAX_SUBMIT_ATTEMPTS:
+            # every restart re-asks what the cut-short runs already answered: stop paying twice
+            await self._fail(
+                tag,
+                path,
+                f"submission was cut short {attempts - 1} times; split the file or raise "
+                "job_timeout_s (a pass must submit the whole file)",
+            )
+            return
         run_id = f"{tag}-{uuid.uuid4().hex[:4]}"
         await redis.hset(k.nightly_file(tag), mapping={"run_id": run_id, "state": "submitting"})
         try:

@@ -243,3 +243,24 @@ def test_nightly_once_claims_and_submits(
     assert [p.name.partition(".")[2] for p in claimed] == ["jobs.jsonl"]
     assert main(["--config", str(config), "nightly", "--once"]) == 0
     assert "claimed 0, finished 0, failed 0" in capsys.readouterr().out
+
+
+async def test_interrupted_submission_is_retried_then_failed(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = nightly_settings(redis_url, fake, tmp_path)
+    processing = tmp_path / "inbox" / ".processing"
+    processing.mkdir(parents=True)
+    write_jobs(processing / "20261128-000000-abcdef.jobs.jsonl", 3)  # claimed by a dead worker
+    async with pipeline_client(settings) as client:
+        k = client.pipeline.keys
+        record = k.nightly_file("20261128-000000-abcdef")
+        await client.pipeline.redis.hset(record, mapping={"state": "submitting", "attempts": 1})
+        await Nightly(client).tick()
+        state = await client.pipeline.redis.hget(record, "state")
+        assert state == b"submitted"  # the second attempt went through
+        await client.pipeline.redis.hset(record, "state", "submitting")  # and was cut short too
+        counts = await Nightly(client).tick()
+    assert counts["failed"] == 0  # failing happens inside the resubmission
+    reason = (tmp_path / "inbox" / "failed" / "jobs.jsonl.reason.txt").read_text()
+    assert "cut short 2 times" in reason
