@@ -48,7 +48,7 @@ class Lease:
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
             try:
-                held = await self.redis.eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
+                held = await self.redis.eval(_RENEW, 1, self.key, self.token, str(self.ttl_ms))
             except Exception:  # a Redis hiccup: try again at the next beat
                 logger.warning("lease %s: renewal failed", self.key, exc_info=True)
                 continue
