@@ -253,3 +253,53 @@ async def test_interrupted_submission_is_adopted_or_made_once(
     assert fake.batch_api.stats()["created"] == 1
     assert [r.status for r in results] == ["ok"] * 12
     assert sorted(r.id for r in records) == sorted(batch_ids)
+
+
+async def test_provider_limits_split_into_several_provider_batches(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake, **FAST, batch_api_max_requests=2)
+    results, records, _ = await run_tasks(settings, faq(25))
+    assert [r.status for r in results] == ["ok"] * 25
+    assert fake.batch_api.stats()["created"] == 2  # three packed batches, two per provider batch
+    assert len(records) == 3 and all(r.batch_api for r in records)
+
+
+async def test_anthropic_message_batches_route_with_expiry(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake, **FAST)
+    anthropic = config(fake, "anthropic")
+    # the synchronous side stays on the fake's OpenAI endpoint; the batch route uses Anthropic
+    route_settings = settings.model_copy(update={"providers": (anthropic,)})
+    fake.batch_api.configure(outcome="expired", answered=1)
+    async with pipeline_client(settings) as client:
+        p = client.pipeline
+        route = BatchApi(
+            p.redis,
+            route_settings,
+            p.keys,
+            p.executor,
+            {anthropic.name: AnthropicBatches(anthropic)},
+        )
+        try:
+            run_id = await client.submit(faq(12), complete=True)
+            batch_ids = await p.packer.flush()
+            assert all([await route.divert(b) for b in batch_ids])
+            assert (await route.submit_pending(force=True))[0] == 1
+            children = await route.poll()
+            (child,) = children  # one answered, the other expired and goes synchronous
+            assert child.removesuffix(".s") in batch_ids
+            assert await p.executor.run(child) == []
+            await client.wait(run_id, timeout_s=5)
+            results = [r async for r in client.results(run_id)]
+            records = [r async for r in p.ledger.records()]
+        finally:
+            await route.aclose()
+    assert [r.status for r in results] == ["ok"] * 12
+    assert all(r.output == expected_output(f"question {i}") for i, r in enumerate(results))
+    assert sorted((r.batch_api, r.id.endswith(".s")) for r in records) == [
+        (False, True),
+        (True, False),
+    ]
+    assert fake.stats()["by_path"] == {"anthropic": 1, "openai": 1}
