@@ -197,7 +197,8 @@ class BatchApi:
         for raw_id, _score in rows:
             batch_id = raw_id.decode()
             loaded = await self.executor.load(batch_id)
-            if loaded is None or not loaded[1]:
+            if loaded is None or not loaded[1]:  # finished, or nothing left to ask: close it
+                await self.executor.run(batch_id, last_try=True)
                 await self.redis.zrem(k.bapi_pending(), batch_id)
                 continue
             batch, items = loaded
