@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import nightly
+from . import budget_cli, nightly
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
@@ -221,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="print a run's results as JSONL")
     results.add_argument("run_id")
     results.add_argument("--out", help="write to this file instead of stdout")
+    budget_cli.add_cli(sub)
     nightly.add_cli(sub)
     return p
 
@@ -230,10 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(config_file=args.config)
-        if handler := getattr(args, "handler", None):
-            return int(handler(args, settings))
         if args.command == "worker":
             return cmd_worker(args, settings)
+        if handler := getattr(args, "handler", None):  # subcommands that register their own
+            return int(asyncio.run(handler(args, settings)))
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:

@@ -15,7 +15,6 @@ state change in Redis, so a worker that dies mid-way leaves work the next pass p
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import time
@@ -273,15 +272,14 @@ def add_cli(subparsers: Any) -> None:
     nightly.set_defaults(handler=cmd_nightly)
 
 
-def cmd_nightly(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_nightly(args: argparse.Namespace, settings: Settings) -> int:
     """One pass over the inbox and the open provider batches; prints what it did."""
     overrides: dict[str, Any] = {}
     if args.inbox:
         overrides["nightly_inbox"] = args.inbox
     if args.outbox:
         overrides["nightly_outbox"] = args.outbox
-    settings = settings.model_copy(update=overrides)
-    return asyncio.run(_once(settings))
+    return await _once(settings.model_copy(update=overrides))
 
 
 async def _once(settings: Settings) -> int:
