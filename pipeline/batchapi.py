@@ -27,10 +27,12 @@ import orjson
 from redis.asyncio import Redis
 
 from .config import Settings
-from .errors import PermanentError, TransientError
+from .errors import BreakerOpen, CallOverLimit, PermanentError, TransientError
 from .executor import BatchExecutor
 from .keys import Keys
 from .leases import Lease
+from .ledger import to_nano
+from .providers.base import ChatResponse
 from .providers.batches import BatchOutcome, BatchProvider, BatchStatus, build_batch_provider
 
 logger = logging.getLogger("batchwise.batchapi")
@@ -173,6 +175,7 @@ class BatchApi:
             keys=[k.batch(batch_id), k.batch(child), k.open_batches(), k.bapi_pending()],
             args=[child, _now_ms(), reason, batch_id],
         )
+        await self.executor.budgets.release(batch_id)  # `.s` reserves for itself
         if made:
             logger.info("batch %s goes synchronous as %s (%s)", batch_id, child, reason)
             return [child]
@@ -207,6 +210,16 @@ class BatchApi:
                 to_sync += await self.to_sync(batch_id, "no batch API serves the model")
                 continue
             request, _ = self.executor.request_for(batch, items)
+            try:  # the budget holds the batch price of the worst case until the batch settles
+                budgets = self.executor.budgets
+                worst_nusd = budgets.worst_case_nusd(batch.model, request)
+                await budgets.reserve(batch_id, batch.tenant, (worst_nusd + 1) // 2)
+            except CallOverLimit as exc:  # the synchronous route splits or rejects it
+                to_sync += await self.to_sync(batch_id, str(exc))
+                continue
+            except BreakerOpen as exc:
+                logger.info("batch %s waits for the budget: %s", batch_id, exc)
+                continue
             line = provider.entry(batch_id, request)
             targets.setdefault((provider.name, batch.model), []).append(Entry(batch_id, line))
         created = 0
@@ -360,6 +373,7 @@ class BatchApi:
             if found is not None and found.response is not None:
                 answer = replace(found.response, latency_ms=latency_ms)
                 children += await self.executor.run(batch_id, answer=answer, batch_api=True)
+                await self._settle_budget(batch_id, answer)
             else:
                 reason = "missing from the results"
                 if found is not None:
@@ -367,6 +381,22 @@ class BatchApi:
                 children += await self.to_sync(batch_id, f"batch API: {reason}")
         await self._settled(sub_id, status.detail)
         return children
+
+    async def _settle_budget(self, batch_id: str, answer: ChatResponse) -> None:
+        """Turn the batch's budget reservation into its cost at batch prices (once)."""
+        k = self.keys
+        group = await self.redis.hget(k.batch(batch_id), "group")
+        blob = await self.redis.get(k.group(group.decode())) if group else None
+        if blob is None:
+            return
+        meta = orjson.loads(blob)
+        cost = self.executor.prices.price(meta["model"], answer.usage, batch_api=True)
+        try:
+            await self.executor.budgets.settle(
+                batch_id, meta["tenant"], 0 if cost is None else to_nano(cost)
+            )
+        except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted
+            logger.exception("batch %s: settling its budget reservation failed", batch_id)
 
     async def _ids(self, sub_id: str) -> list[str]:
         raw = await self.redis.hget(self.keys.bapi_sub(sub_id), "ids")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -303,3 +305,33 @@ async def test_anthropic_message_batches_route_with_expiry(
         (True, False),
     ]
     assert fake.stats()["by_path"] == {"anthropic": 1, "openai": 1}
+
+
+async def test_budget_holds_the_batch_until_it_settles_at_batch_prices(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    from pipeline.ledger import to_nano
+    from pipeline.pace import month_bounds
+
+    settings = make_settings(redis_url, fake, **FAST)
+    fake.batch_api.configure(hold=True)
+    async with pipeline_client(settings) as client, running_worker(settings):
+        p = client.pipeline
+        run_id = await client.submit(faq(12), complete=True)
+        for _ in range(200):
+            if fake.batch_api.stats()["created"]:
+                break
+            await asyncio.sleep(0.05)
+        (sub,) = await BatchApi(p.redis, settings, p.keys, p.executor, {}).open_submissions()
+        batch_ids = sub["ids"].split(",")
+        held = [await p.redis.hget(p.keys.reservation(b), "state") for b in batch_ids]
+        assert held == [b"held", b"held"]  # the open provider batch counts against the budget
+        fake.batch_api.configure(hold=False)
+        await client.wait(run_id, timeout_s=15)
+        records = await ledger(client)
+        month = month_bounds(time.time())[0]
+        spent = int(await p.redis.get(p.keys.month_spend(month)) or 0)
+        states = [await p.redis.hget(p.keys.reservation(b), "state") for b in batch_ids]
+    assert states == [b"settled", b"settled"]
+    assert spent == sum(to_nano(r.cost_usd or Decimal(0)) for r in records)
+    assert all(r.batch_api for r in records)
