@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import budget_cli, nightly, provider_cli
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
@@ -199,7 +200,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.settings import worker_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # force: main() has already configured WARNING, which would hide the worker's INFO lines
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     Worker(**worker_settings(settings)).run()
     return 0
 
@@ -221,6 +223,9 @@ def parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="print a run's results as JSONL")
     results.add_argument("run_id")
     results.add_argument("--out", help="write to this file instead of stdout")
+    budget_cli.add_cli(sub)
+    provider_cli.add_cli(sub)
+    nightly.add_cli(sub)
     add_optimise_cli(sub)
     return p
 
@@ -230,10 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(config_file=args.config)
-        if handler := getattr(args, "handler", None):
-            return int(handler(args, settings))
         if args.command == "worker":
             return cmd_worker(args, settings)
+        if handler := getattr(args, "handler", None):  # subcommands that register their own
+            return int(asyncio.run(handler(args, settings)))
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:

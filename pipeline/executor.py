@@ -19,9 +19,10 @@ import orjson
 from redis.asyncio import Redis
 
 from .audit import PackingAudit
+from .budgets import Budgets
 from .cascade import Cascade
 from .config import Settings
-from .errors import ContextTooLong, PermanentError, TransientError
+from .errors import BreakerOpen, ContextTooLong, PermanentError, TransientError
 from .keys import Keys
 from .ledger import NANO, Ledger, Share, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass, Usage
@@ -47,6 +48,7 @@ class BatchExecutor:
         prices: PriceTable,
         runs: RunStore,
         ledger: Ledger,
+        budgets: Budgets | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -55,6 +57,7 @@ class BatchExecutor:
         self.prices = prices
         self.runs = runs
         self.ledger = ledger
+        self.budgets = budgets or Budgets(redis, settings, keys, prices, runs)
         self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
         self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
 
@@ -85,18 +88,8 @@ class BatchExecutor:
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
         return batch, items
 
-    async def run(self, batch_id: str, *, last_try: bool = False) -> list[str]:
-        """Run a batch; return the ids of child batches the caller must enqueue.
-
-        Raises `TransientError` when the provider is unavailable and this is not the last try.
-        """
-        loaded = await self.load(batch_id)
-        if loaded is None:
-            return []
-        batch, items = loaded
-        if not items:
-            await self._close(batch_id)
-            return []
+    def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
+        """The provider request for a batch, and whether it is packed."""
         system, messages, packed = build_messages(batch, items)
         request = ChatRequest(
             model=batch.model,
@@ -108,13 +101,43 @@ class BatchExecutor:
             response_schema=batch.response_schema,
             cache_prefix=count_tokens(system) >= self.settings.prompt_cache_min_tokens,
         )
+        return request, packed
+
+    async def run(
+        self,
+        batch_id: str,
+        *,
+        last_try: bool = False,
+        answer: ChatResponse | None = None,
+        batch_api: bool = False,
+    ) -> list[str]:
+        """Run a batch; return the ids of child batches the caller must enqueue.
+
+        `answer` is the provider's answer when it came another way (a provider batch API,
+        `batch_api=True` prices it so); the batch is then split and recorded without a call.
+        Raises `TransientError` when the provider is unavailable and this is not the last try.
+        """
+        loaded = await self.load(batch_id)
+        if loaded is None:
+            return []
+        batch, items = loaded
+        if not items:
+            await self._close(batch_id)
+            return []
+        request, packed = self.request_for(batch, items)
         stored = await self.redis.get(self.keys.batch_response(batch_id))
         if stored is not None:
             data = orjson.loads(stored)
             response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
+        elif answer is not None:
+            response = answer
         else:
             try:
-                response = await self.chain.complete(request)
+                response = await self.budgets.spend(batch, request, self.chain.complete)
+            except BreakerOpen as exc:
+                return await self.budgets.hold(
+                    batch, items, exc, last_try=last_try, close=self._close
+                )
             except ContextTooLong as exc:
                 if len(items) > 1:
                     return await self._retry(batch, [i.key for i in items], str(exc))
@@ -147,7 +170,7 @@ class BatchExecutor:
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
-            await self._record(batch, items, request, response, outputs)
+            await self._record(batch, items, request, response, outputs, batch_api=batch_api)
 
         retry: list[str] = []
         for item_id, item in zip(ids, items, strict=True):
@@ -175,6 +198,8 @@ class BatchExecutor:
         request: ChatRequest,
         response: ChatResponse,
         outputs: dict[str, Any],
+        *,
+        batch_api: bool = False,
     ) -> None:
         """The ledger record of the call, with its cost split over the items exactly."""
         usage = response.usage
@@ -186,14 +211,17 @@ class BatchExecutor:
             count_tokens(orjson.dumps(outputs[str(i + 1)]).decode()) if str(i + 1) in outputs else 0
             for i in range(n)
         ]
-        cost = self.prices.price(batch.model, usage)
+        # a fallback may have answered: price the model that did
+        cost = self.prices.price(response.model, usage, batch_api=batch_api)
         in_tokens = split_int(usage.input_tokens, in_weights)
         out_tokens = split_int(usage.output_tokens, out_weights)
         if cost is None:
             nusd: list[int | None] = [None] * n
         else:
             total = to_nano(cost)
-            in_cost = self.prices.price(batch.model, usage.model_copy(update={"output_tokens": 0}))
+            in_cost = self.prices.price(
+                response.model, usage.model_copy(update={"output_tokens": 0}), batch_api=batch_api
+            )
             in_total = min(total, to_nano(in_cost or cost))
             nusd = [
                 a + b
@@ -212,8 +240,9 @@ class BatchExecutor:
             at=time.time(),
             batch_id=batch.id,
             provider=response.provider,
-            model=batch.model,
+            model=response.model,
             simulated=response.simulated,
+            batch_api=batch_api,
             status="ok",
             usage=usage,
             cost_usd=cost,
@@ -241,7 +270,7 @@ class BatchExecutor:
         outcome = {
             "status": "ok",
             "output": output,
-            "model": batch.model,
+            "model": response.model,
             "provider": response.provider,
             "cache": "miss",
             "batch_id": batch.id,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from .plan import Plan, by_type, plan_file
 
 
 def add_cli(subparsers: Any) -> None:
-    """Register this issue's subcommands; each sets `handler(args, settings) -> int`."""
+    """Register this issue's subcommands; each sets an async `handler(args, settings) -> int`."""
     _add_plan_cli(subparsers)
     selfhost.add_cli(subparsers)
     p = subparsers.add_parser(
@@ -31,9 +30,9 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_audit)
 
 
-def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     """Handler of `batchwise audit`: reads REDIS_URL, else the embedded Redis of the state dir."""
-    return asyncio.run(_audit(settings))
+    return await _audit(settings)
 
 
 async def _audit(settings: Settings) -> int:
@@ -170,9 +169,9 @@ def _add_plan_cli(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_plan)
 
 
-def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     """Handler of `batchwise plan`."""
-    plan = asyncio.run(plan_file(args.file, settings))
+    plan = await plan_file(args.file, settings)
     console = Console()
     if args.json:
         console.out(orjson.dumps(plan.as_dict(), option=orjson.OPT_INDENT_2).decode())

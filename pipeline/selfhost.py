@@ -162,7 +162,7 @@ def add_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(handler=cmd_selfhost)
 
 
-def cmd_selfhost(args: argparse.Namespace, settings: Settings) -> int:
+async def cmd_selfhost(args: argparse.Namespace, settings: Settings) -> int:
     """Handler of `batchwise selfhost`."""
     price = args.api_usd_per_mtok
     label = f"{price} $/Mtok"
