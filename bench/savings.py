@@ -12,7 +12,7 @@ Levers are switched on one after another, so each row is measured with every lev
     duplicates   identical tasks answered once (single-flight)
     routing      each task on its routed model
     compression  shorter instructions for every task type
-    packing      tasks packed into shared calls
+    packing      tasks packed into shared calls where packing pays (pack_only_when_cheaper)
     audit        2% of packed items also run alone (the quality guard's cost)
     cascade      summaries, translations and analyses start on the cheap tier; a stand-in
                  judge fails 20% of the cheap model's answers, which escalate a tier
@@ -297,17 +297,23 @@ async def main(argv: list[str] | None = None) -> int:
         every_type = tuple(TASK_TYPES)
         register_evaluator("stand_in_judge", stand_in_judge)
         cascades = {t: CascadeSpec(evaluators=("non_empty", "stand_in_judge")) for t in CASCADED}
+        squeeze: dict[str, Any] = {"compress_task_types": every_type}
         steps: list[tuple[str, Path, dict[str, Any]]] = [
             ("naive", naive_path, {"max_items": alone}),
             ("duplicates", naive_path, {"max_items": alone}),  # replaced below: own file
             ("routing", path, {"max_items": alone}),
-            ("compression", path, {"max_items": alone, "compress_task_types": every_type}),
-            ("packing", path, {"compress_task_types": every_type}),
-            ("audit", path, {"compress_task_types": every_type, "audit_share": 0.02}),
+            ("compression", path, {"max_items": alone, **squeeze}),
+            ("packing", path, {**squeeze, "pack_only_when_cheaper": True}),
+            ("audit", path, {**squeeze, "pack_only_when_cheaper": True, "audit_share": 0.02}),
             (
                 "cascade",
                 path,
-                {"compress_task_types": every_type, "audit_share": 0.02, "cascades": cascades},
+                {
+                    **squeeze,
+                    "pack_only_when_cheaper": True,
+                    "audit_share": 0.02,
+                    "cascades": cascades,
+                },
             ),
         ]
         dup_lines = [{**line, "model": "gpt-4o"} for line in lines]

@@ -201,12 +201,12 @@ class Settings(BaseModel):
         default_factory=lambda: {"high_quality": 0.75, "best": 0.9}
     )
     cascades: dict[str, CascadeSpec] = Field(default_factory=dict)
-    audit_share: float = Field(0.02, ge=0, le=1)
+    audit_share: float = Field(0.0, ge=0, le=1)
     audit_threshold: float = Field(0.9, ge=0, le=1)
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
-    pack_only_when_cheaper: bool = True
+    pack_only_when_cheaper: bool = False
 
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())

@@ -70,10 +70,6 @@ def make_settings(redis_url: str, fake: FakeProvider | None = None, **overrides:
         "backoff_cap_s": 0.2,
         "job_timeout_s": 20,
         "providers": providers,
-        # issue 7's cost guards only where a test asks for them: the packing audit's extra
-        # calls, and sending alone the groups whose packing would cost more than it saves
-        "audit_share": 0.0,
-        "pack_only_when_cheaper": False,
     }
     values.update(overrides)
     return load_settings(env={}, **values)

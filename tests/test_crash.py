@@ -46,8 +46,6 @@ async def test_worker_killed_mid_batch_loses_nothing_and_records_once(
         "BATCHWISE_QUEUE": settings.queue_name,
         "BATCHWISE_JOB_TIMEOUT_S": "2",
         "BATCHWISE_LINGER_MS": "20",
-        "BATCHWISE_AUDIT_SHARE": "0",  # as make_settings: no audit calls, pack regardless
-        "BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "0",
     }
     fake.add_faults({"kind": "latency", "delay_s": 4, "times": 1})
     prompts = [f"crash question {i}" for i in range(10)]
