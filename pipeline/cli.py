@@ -18,6 +18,8 @@ from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
 from .errors import PipelineError
+from .export import add_cli as add_export_cli
+from .reports import add_cli as add_report_cli
 from .runs import RunStore
 
 err = Console(stderr=True)
@@ -220,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="print a run's results as JSONL")
     results.add_argument("run_id")
     results.add_argument("--out", help="write to this file instead of stdout")
+    add_report_cli(sub)
+    add_export_cli(sub)
     return p
 
 
@@ -230,6 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(config_file=args.config)
         if args.command == "worker":
             return cmd_worker(args, settings)
+        if getattr(args, "handler", None) is not None:
+            return int(asyncio.run(args.handler(args, settings)))
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:

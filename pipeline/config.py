@@ -139,6 +139,12 @@ class Settings(BaseModel):
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
 
+    # issue 5: ledger reports, anomaly alerts, worker metrics
+    metrics_port: int = Field(0, ge=0, le=65535)  # 0: no Prometheus endpoint
+    metrics_host: str = "0.0.0.0"
+    anomaly_sigma_warning: float = Field(3.0, gt=0)
+    anomaly_sigma_critical: float = Field(5.0, gt=0)
+
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
 
@@ -165,6 +171,11 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_PROVIDER_RETRIES": "provider_retries",
     "BATCHWISE_BACKOFF_BASE_S": "backoff_base_s",
     "BATCHWISE_BACKOFF_CAP_S": "backoff_cap_s",
+    # issue 5
+    "BATCHWISE_METRICS_PORT": "metrics_port",
+    "BATCHWISE_METRICS_HOST": "metrics_host",
+    "BATCHWISE_ANOMALY_SIGMA_WARNING": "anomaly_sigma_warning",
+    "BATCHWISE_ANOMALY_SIGMA_CRITICAL": "anomaly_sigma_critical",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

@@ -18,16 +18,18 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from . import metrics
 from .config import Settings
-from .errors import ContextTooLong, PermanentError, TransientError
+from .errors import ContextTooLong, PermanentError, ProviderError, TransientError
 from .keys import Keys
-from .ledger import NANO, Ledger, Share, split_int, to_nano
+from .ledger import NANO, Ledger, Share, error_record, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass, Usage
 from .packer import build_messages, naive_input_tokens, output_cap
 from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
 from .runs import RunStore
+from .savings import Answered, batch_api_saving, call_savings, cost_shares
 from .splitter import parse_single, split
 from .tokens import count_tokens
 
@@ -80,7 +82,7 @@ class BatchExecutor:
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
         return batch, items
 
-    async def run(self, batch_id: str, *, last_try: bool = False) -> list[str]:
+    async def run(self, batch_id: str, *, last_try: bool = False, attempt: int = 1) -> list[str]:
         """Run a batch; return the ids of child batches the caller must enqueue.
 
         Raises `TransientError` when the provider is unavailable and this is not the last try.
@@ -110,14 +112,17 @@ class BatchExecutor:
             try:
                 response = await self.chain.complete(request)
             except ContextTooLong as exc:
+                await self._record_error(batch, exc, attempt)
                 if len(items) > 1:
                     return await self._retry(batch, [i.key for i in items], str(exc))
                 return await self._fail(batch, items, "context_length", str(exc))
             except TransientError as exc:
+                await self._record_error(batch, exc, attempt)
                 if not last_try:
                     raise
                 return await self._fail(batch, items, "provider_unavailable", str(exc))
             except PermanentError as exc:
+                await self._record_error(batch, exc, attempt)
                 return await self._fail(batch, items, "provider_refused", str(exc))
 
         ids = [str(i + 1) for i in range(len(items))]
@@ -133,14 +138,20 @@ class BatchExecutor:
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
-            await self._record(batch, items, request, response, outputs)
+            await self._record(batch, items, request, response, outputs, attempt)
 
         retry: list[str] = []
+        answered: list[Answered] = []
         for item_id, item in zip(ids, items, strict=True):
             if item_id in outputs:
-                await self._answer(batch, item, response, outputs[item_id], len(items))
+                answered.append(
+                    await self._answer(batch, item, response, outputs[item_id], len(items))
+                )
             else:
                 retry.append(item.key)
+        for saving in call_savings(self.prices, batch, answered):
+            await self.ledger.record_saving(saving)
+        metrics.observe_batch(batch.model)
         children: list[str] = []
         if retry:
             reason = "; ".join(sorted({failures[i] for i in ids if i in failures}))
@@ -155,6 +166,7 @@ class BatchExecutor:
         request: ChatRequest,
         response: ChatResponse,
         outputs: dict[str, Any],
+        attempt: int = 1,
     ) -> None:
         """The ledger record of the call, with its cost split over the items exactly."""
         usage = response.usage
@@ -166,14 +178,16 @@ class BatchExecutor:
             count_tokens(orjson.dumps(outputs[str(i + 1)]).decode()) if str(i + 1) in outputs else 0
             for i in range(n)
         ]
-        cost = self.prices.price(batch.model, usage)
+        batch_api = bool(getattr(response, "batch_api", False))  # set by batch-API providers
+        cost = self.prices.price(batch.model, usage, batch_api=batch_api)
         in_tokens = split_int(usage.input_tokens, in_weights)
         out_tokens = split_int(usage.output_tokens, out_weights)
         if cost is None:
             nusd: list[int | None] = [None] * n
         else:
             total = to_nano(cost)
-            in_cost = self.prices.price(batch.model, usage.model_copy(update={"output_tokens": 0}))
+            in_usage = usage.model_copy(update={"output_tokens": 0})
+            in_cost = self.prices.price(batch.model, in_usage, batch_api=batch_api)
             in_total = min(total, to_nano(in_cost or cost))
             nusd = [
                 a + b
@@ -194,6 +208,7 @@ class BatchExecutor:
             provider=response.provider,
             model=batch.model,
             simulated=response.simulated,
+            batch_api=batch_api,
             status="ok",
             usage=usage,
             cost_usd=cost,
@@ -201,9 +216,12 @@ class BatchExecutor:
             batch_size=n,
             tenant=batch.tenant,
             attribution={k: str(s.nusd) for k, s in shares.items()},
+            attempt=attempt,
+            shares=cost_shares(items, shares),
         )
         blob = orjson.dumps({**asdict(response), "usage": usage.model_dump()})
-        await self.ledger.record(record, blob, shares)
+        if await self.ledger.record(record, blob, shares) and batch_api:
+            await self.ledger.record_saving(batch_api_saving(self.prices, record))
 
     async def _spent(self, item_key: str) -> tuple[int | None, int, int]:
         raw = await self.redis.hgetall(self.keys.item_cost(item_key))
@@ -211,9 +229,13 @@ class BatchExecutor:
         nusd = None if get.get("unknown") else get.get("nusd", 0)
         return nusd, get.get("in", 0), get.get("out", 0)
 
+    async def _record_error(self, batch: Batch, exc: ProviderError, attempt: int) -> None:
+        """A failed call in the ledger: nothing billed, the error and which try it was."""
+        await self.ledger.record_error(error_record(batch, exc, attempt))
+
     async def _answer(
         self, batch: Batch, item: Item, response: ChatResponse, output: Any, size: int
-    ) -> None:
+    ) -> Answered:
         nusd, tin, tout = await self._spent(item.key)
         outcome = {
             "status": "ok",
@@ -231,7 +253,9 @@ class BatchExecutor:
                 output if isinstance(output, str) else orjson.dumps(output).decode()
             ),
         }
-        await self.runs.finish_item(item.key, outcome)
+        tasks = await self.runs.finish_item(item.key, outcome)
+        naive_in, naive_out = outcome["naive_input_tokens"], outcome["naive_output_tokens"]
+        return Answered(item, tasks, nusd, naive_in, naive_out)
 
     async def _fail(
         self, batch: Batch, items: Sequence[Item], code: str, message: str
@@ -248,7 +272,7 @@ class BatchExecutor:
                 "cost_nusd": nusd,
                 "error": {"code": code, "message": message},
             }
-            await self.runs.finish_item(item.key, outcome)
+            metrics.observe_failed(await self.runs.finish_item(item.key, outcome))
         await self._close(batch.id)
         return []
 

@@ -86,3 +86,20 @@ class Keys:
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
+
+    # ledger rollups (issue 5): integer counters per hour and day, written with each record
+    def ledger_hour(self, hour: str) -> str:
+        """Hash of an hour's totals and low-cardinality breakdowns (`hour` is YYYYMMDDHH, UTC)."""
+        return f"{self.prefix}:ledger:h:{hour}"
+
+    def ledger_hour_users(self, hour: str) -> str:
+        """Hash of an hour's cost per user (read only to explain an anomaly)."""
+        return f"{self.prefix}:ledger:hu:{hour}"
+
+    def ledger_day(self, day: str) -> str:
+        """Hash of a day's totals and every breakdown (`day` is YYYYMMDD, UTC)."""
+        return f"{self.prefix}:ledger:d:{day}"
+
+    def ledger_hours(self) -> str:
+        """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
+        return f"{self.prefix}:ledger:hours"

@@ -1,40 +1,85 @@
 """The cost ledger: one immutable record per provider call, written exactly once.
 
-A call's record, the stored provider answer and the per-item cost attribution are written in one
-atomic step keyed by the call id, so a batch that runs again (worker killed, job retried) reuses
-the stored answer and adds nothing: no second record, no second charge on any item.
+A call's record, the stored provider answer, the per-item cost attribution and the hourly and
+daily rollups (`rollup.py`) are written in one atomic step keyed by the call id, so a batch that
+runs again (worker killed, job retried) reuses the stored answer and adds nothing: no second
+record, no second charge on any item, no second count in a report.
+
+Failed calls are recorded too (status `error`, nothing billed, id `batch#try`). Savings are
+`Saving` entries in the same stream, apart from spend, written once per id the same way.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, field_validator
 from redis.asyncio import Redis
 
+from . import metrics
+from .errors import ProviderError
 from .keys import Keys
-from .models import CallRecord
+from .models import Batch, CallRecord
 from .prices import allocate
+from .rollup import HSET, INCR, SETEX, Ops, call_rollups, saving_rollups
 
-_RECORD = """
--- KEYS: ledger ids, ledger stream, response;  then one item-cost key per item
--- ARGV: record id, record json, response json, ttl s;  then (nusd|'x', in, out) per item
+_APPEND = """
+-- KEYS: ledger ids, ledger stream, then the keys the ops name
+-- ARGV: record id, stream field, record json, then (op, key index, a, b) per op
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
-for i = 4, #KEYS do
-  local base = 4 + (i - 4) * 3
-  if ARGV[base + 1] == 'x' then
-    redis.call('HSET', KEYS[i], 'unknown', 1)
-  else
-    redis.call('HINCRBY', KEYS[i], 'nusd', ARGV[base + 1])
+redis.call('XADD', KEYS[2], '*', ARGV[2], ARGV[3])
+for i = 4, #ARGV, 4 do
+  local op, key, a, b = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
+  if op == 'i' then
+    redis.call('HINCRBY', key, a, b)
+  elseif op == 's' then
+    redis.call('HSET', key, a, b)
+  elseif op == 'z' then
+    redis.call('ZADD', key, a, b)
+  elseif op == 'x' then
+    redis.call('SET', key, a, 'EX', b)
   end
-  redis.call('HINCRBY', KEYS[i], 'in', ARGV[base + 2])
-  redis.call('HINCRBY', KEYS[i], 'out', ARGV[base + 3])
 end
 return 1
 """
+
+LEVERS: tuple[str, ...] = ("cache", "packing", "single_flight", "routing", "batch_api")
+
+
+class Saving(BaseModel):
+    """What one lever saved against the naive baseline (each task alone on its requested model).
+
+    Written to the ledger stream beside the call records but apart from spend: it never changes
+    a cost. `id` makes it idempotent like a call record (use a stable id, e.g. the task or batch
+    id plus the lever). `tasks` is how many tasks the saving concerns (for `cache`: the hits).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["saving"] = "saving"
+    id: str
+    at: float
+    lever: str
+    saved_nusd: int
+    tasks: int = 0
+    tenant: str = "default"
+    user_id: str = ""
+    endpoint: str = ""
+    model: str = ""
+    baseline_nusd: int | None = None
+    batch_id: str | None = None
+
+    @field_validator("lever")
+    @classmethod
+    def _known_lever(cls, value: str) -> str:
+        if value not in LEVERS:
+            raise ValueError(f"unknown lever {value!r}; use one of: {', '.join(LEVERS)}")
+        return value
+
 
 NANO = Decimal(1_000_000_000)
 
@@ -57,34 +102,80 @@ def split_int(total: int, weights: Sequence[float]) -> list[int]:
     return [int(p) for p in allocate(Decimal(total), list(weights), quantum=Decimal(1))]
 
 
+def error_record(batch: Batch, exc: ProviderError, attempt: int) -> CallRecord:
+    """The record of a call that failed: nothing billed; the provider, the error and the try."""
+    code = type(exc).__name__ if exc.status is None else f"http_{exc.status}"
+    return CallRecord(
+        id=f"{batch.id}#{attempt}",
+        at=time.time(),
+        batch_id=batch.id,
+        provider=exc.provider,
+        model=batch.model,
+        status="error",
+        error=f"{code}: {str(exc)[:300]}",
+        cost_usd=Decimal(0),
+        batch_size=len(batch.item_keys),
+        tenant=batch.tenant,
+        attempt=attempt,
+    )
+
+
 class Ledger:
-    """Writes call records with their attribution; reads them back in order."""
+    """Writes call and saving records with their attribution and rollups; reads them back."""
 
     def __init__(self, redis: Redis, keys: Keys, *, response_ttl_s: int = 86400) -> None:
         self.redis = redis
         self.keys = keys
         self.response_ttl_s = response_ttl_s
-        self._record = redis.register_script(_RECORD)
+        self._append = redis.register_script(_APPEND)
 
     async def record(
         self, record: CallRecord, response_json: bytes, shares: dict[str, Share]
     ) -> bool:
-        """Write the record once; False when this call was already recorded."""
-        k = self.keys
-        keys = [k.ledger_ids(), k.ledger(), k.batch_response(record.batch_id)]
-        args: list[str | int | bytes] = [
-            record.id,
-            record.model_dump_json(),
-            response_json,
-            self.response_ttl_s,
-        ]
+        """Write the record once, with the stored answer and each item's share; False when this
+        call was already recorded (then nothing at all is written)."""
+        ops = Ops()
+        response_key = self.keys.batch_response(record.batch_id)
+        ops.add(SETEX, response_key, response_json, self.response_ttl_s)
         for item_key, part in shares.items():
-            keys.append(k.item_cost(item_key))
-            args += ["x" if part.nusd is None else part.nusd, part.input_tokens, part.output_tokens]
-        return bool(await self._record(keys=keys, args=args))
+            cost_key = self.keys.item_cost(item_key)
+            if part.nusd is None:
+                ops.add(HSET, cost_key, "unknown", 1)
+            else:
+                ops.add(INCR, cost_key, "nusd", part.nusd)
+            ops.add(INCR, cost_key, "in", part.input_tokens)
+            ops.add(INCR, cost_key, "out", part.output_tokens)
+        return await self._write(record.id, "r", record.model_dump_json().encode(), ops, record)
 
-    async def records(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord]:
-        """Every call record, oldest first."""
+    async def record_error(self, record: CallRecord) -> bool:
+        """Write a failed call (status `error`, nothing billed) once; False if already written."""
+        return await self._write(record.id, "r", record.model_dump_json().encode(), Ops(), record)
+
+    async def record_saving(self, saving: Saving) -> bool:
+        """Write a saving once, apart from spend; False when its id was already recorded."""
+        ops = Ops()
+        saving_rollups(self.keys, saving, ops)
+        written = await self._run(f"s:{saving.id}", "s", saving.model_dump_json().encode(), ops)
+        if written:
+            metrics.observe_saving(saving)
+        return written
+
+    async def _write(
+        self, record_id: str, stream_field: str, blob: bytes, ops: Ops, record: CallRecord
+    ) -> bool:
+        call_rollups(self.keys, record, ops)
+        written = await self._run(record_id, stream_field, blob, ops)
+        if written:
+            metrics.observe_call(record)
+        return written
+
+    async def _run(self, record_id: str, stream_field: str, blob: bytes, ops: Ops) -> bool:
+        keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
+        args: list[str | int | bytes] = [record_id, stream_field, blob, *ops.args()]
+        return bool(await self._append(keys=keys, args=args))
+
+    async def entries(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord | Saving]:
+        """Every ledger entry, call records and savings, oldest first."""
         last = "-"
         while True:
             rows = await self.redis.xrange(self.keys.ledger(), min=last, count=chunk)
@@ -93,5 +184,14 @@ class Ledger:
             if not rows:
                 return
             for _entry_id, fields in rows:
-                yield CallRecord.model_validate_json(fields[b"r"])
+                if b"r" in fields:
+                    yield CallRecord.model_validate_json(fields[b"r"])
+                elif b"s" in fields:
+                    yield Saving.model_validate_json(fields[b"s"])
             last = rows[-1][0].decode()
+
+    async def records(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord]:
+        """Every call record, oldest first."""
+        async for entry in self.entries(chunk=chunk):
+            if isinstance(entry, CallRecord):
+                yield entry

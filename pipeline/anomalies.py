@@ -1,0 +1,329 @@
+"""Spend spikes: daily and hourly, overall and per tenant and per endpoint.
+
+A period is compared with the periods just before it (never with itself): its spend is anomalous
+when it lies more than k standard deviations above their mean, `warning` from `sigma_warning`
+and `critical` from `sigma_critical`. The deviation is floored at 5% of the mean (and a
+micro-dollar), so a flat baseline does not turn a small wobble into an alert. Each anomaly says how
+far above normal it is and what grew: the models, endpoints, tenants and users whose spend rose
+most against their own baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from .keys import Keys
+from .rollup import NANO, SEP, merge, parse_field
+
+Level = Literal["warning", "critical"]
+Granularity = Literal["day", "hour"]
+
+MIN_BASELINE = 3
+
+
+@dataclass(frozen=True)
+class Growth:
+    """One contributor to a spike: its spend in the period against its baseline mean."""
+
+    dimension: str
+    name: str
+    cost_usd: Decimal
+    baseline_usd: Decimal
+
+    @property
+    def delta_usd(self) -> Decimal:
+        return self.cost_usd - self.baseline_usd
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """A period whose spend lies k·σ above the mean of the periods before it."""
+
+    granularity: Granularity
+    period: str
+    scope: str  # "all", "tenant", "endpoint"
+    name: str
+    level: Level
+    cost_usd: Decimal
+    baseline_usd: Decimal
+    sigma_usd: Decimal
+    z: float
+    grew: tuple[Growth, ...] = field(default=())
+
+    @property
+    def ratio(self) -> float | None:
+        return float(self.cost_usd / self.baseline_usd) if self.baseline_usd else None
+
+    def describe(self) -> str:
+        """One line a person can act on."""
+        who = "all spend" if self.scope == "all" else f"{self.scope} {self.name or '(none)'}"
+        times = f"{self.ratio:.1f}x normal, " if self.ratio else ""
+        text = (
+            f"{self.level.upper()} {self.granularity} {self.period}: {who} "
+            f"${self.cost_usd:.4f} vs ${self.baseline_usd:.4f} normal ({times}"
+            f"{self.z:.1f} sigma above)"
+        )
+        if self.grew:
+            grew = ", ".join(
+                f"{g.dimension} {g.name or '(none)'} +${g.delta_usd:.4f}" for g in self.grew
+            )
+            text += f"; grew: {grew}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "granularity": self.granularity,
+            "period": self.period,
+            "scope": self.scope,
+            "name": self.name,
+            "level": self.level,
+            "cost_usd": str(self.cost_usd),
+            "baseline_usd": str(self.baseline_usd),
+            "sigma_usd": str(self.sigma_usd),
+            "z": round(self.z, 2),
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "grew": [
+                {
+                    "dimension": g.dimension,
+                    "name": g.name,
+                    "cost_usd": str(g.cost_usd),
+                    "baseline_usd": str(g.baseline_usd),
+                    "delta_usd": str(g.delta_usd),
+                }
+                for g in self.grew
+            ],
+            "message": self.describe(),
+        }
+
+
+@dataclass(frozen=True)
+class Spike:
+    index: int
+    level: Level
+    value: int
+    mean: float
+    sigma: float
+    z: float
+
+
+def spikes(
+    values: Sequence[int],
+    *,
+    window: int,
+    sigma_warning: float,
+    sigma_critical: float,
+    min_baseline: int = MIN_BASELINE,
+) -> list[Spike]:
+    """Every index whose value lies k·σ above the mean of the `window` values before it."""
+    found: list[Spike] = []
+    total = 0.0
+    squares = 0.0
+    for i, value in enumerate(values):
+        start = i - window
+        n = min(i, window)
+        if n >= min_baseline:
+            mean = total / n
+            var = max(squares / n - mean * mean, 0.0)
+            sigma = max(math.sqrt(var), 0.05 * mean, 1000.0)
+            z = (value - mean) / sigma
+            if z >= sigma_warning:
+                level: Level = "critical" if z >= sigma_critical else "warning"
+                found.append(Spike(i, level, value, mean, sigma, z))
+        total += value
+        squares += float(value) * value
+        if start >= 0:
+            total -= values[start]
+            squares -= float(values[start]) * values[start]
+    return found
+
+
+def _periods(names: Sequence[str], granularity: Granularity) -> list[str]:
+    """Every day or hour from the first to the last name, gaps included."""
+    if not names:
+        return []
+    fmt, step = (
+        ("%Y%m%d", timedelta(days=1)) if granularity == "day" else ("%Y%m%d%H", timedelta(hours=1))
+    )
+    first = datetime.strptime(min(names), fmt).replace(tzinfo=UTC)
+    last = datetime.strptime(max(names), fmt).replace(tzinfo=UTC)
+    out = []
+    while first <= last:
+        out.append(first.strftime(fmt))
+        first += step
+    return out
+
+
+def _label(period: str) -> str:
+    if len(period) == 8:
+        return f"{period[:4]}-{period[4:6]}-{period[6:]}"
+    return f"{period[:4]}-{period[4:6]}-{period[6:8]} {period[8:]}:00 UTC"
+
+
+def _series(table: dict[str, dict[str, int]]) -> dict[tuple[str, str], str]:
+    """The series to watch: all spend, and spend per tenant and per endpoint."""
+    found: dict[tuple[str, str], str] = {("all", ""): "cost"}
+    for fields in table.values():
+        for name in fields:
+            parts = parse_field(name)
+            if len(parts) == 3 and parts[0] == "cost" and parts[1] in ("t", "e"):
+                scope = "tenant" if parts[1] == "t" else "endpoint"
+                found[(scope, parts[2])] = name
+    return found
+
+
+# what to break a spike down by: scope -> [(dimension label, field prefix, field suffix)]
+def _explainers(scope: str, name: str) -> list[tuple[str, str, str]]:
+    if scope == "all":
+        return [
+            ("model", f"cost{SEP}m{SEP}", ""),
+            ("endpoint", f"cost{SEP}e{SEP}", ""),
+            ("tenant", f"cost{SEP}t{SEP}", ""),
+            ("user", f"cost{SEP}u{SEP}", ""),
+        ]
+    code = "t" if scope == "tenant" else "e"
+    other = ("endpoint", "e") if scope == "tenant" else ("tenant", "t")
+    suffix = f"{SEP}{code}{SEP}{name}"
+    return [
+        ("model", f"cost{SEP}m{SEP}", suffix),
+        (other[0], f"cost{SEP}{other[1]}{SEP}", suffix),
+        ("user", f"cost{SEP}u{SEP}", suffix),
+    ]
+
+
+def _growth(
+    current: dict[str, int],
+    baseline: Sequence[dict[str, int]],
+    scope: str,
+    name: str,
+    *,
+    limit: int = 3,
+) -> tuple[Growth, ...]:
+    grew: list[Growth] = []
+    n = max(len(baseline), 1)
+    for dimension, prefix, suffix in _explainers(scope, name):
+        sums: dict[str, int] = {}
+        for fields in baseline:
+            for key, value in fields.items():
+                if (
+                    key.startswith(prefix)
+                    and key.endswith(suffix)
+                    and SEP not in key[len(prefix) : len(key) - len(suffix)]
+                ):
+                    label = key[len(prefix) : len(key) - len(suffix)]
+                    sums[label] = sums.get(label, 0) + value
+        rows = []
+        for key, value in current.items():
+            if key.startswith(prefix) and key.endswith(suffix):
+                label = key[len(prefix) : len(key) - len(suffix)]
+                if SEP in label:
+                    continue
+                base = sums.get(label, 0) / n
+                if value > base:
+                    rows.append((value - base, label, value, base))
+        rows.sort(reverse=True)
+        for _delta, label, value, base in rows[:limit]:
+            grew.append(
+                Growth(dimension, label, Decimal(value) / NANO, Decimal(round(base)) / NANO)
+            )
+    grew.sort(key=lambda g: -g.delta_usd)
+    return tuple(grew[: limit * 2])
+
+
+def scan(
+    table: dict[str, dict[str, int]],
+    granularity: Granularity,
+    *,
+    window: int,
+    sigma_warning: float,
+    sigma_critical: float,
+) -> list[tuple[Anomaly, list[str], str]]:
+    """Anomalies in one table of rollups; each with its baseline periods (to explain it)."""
+    periods = _periods(list(table), granularity)
+    empty: dict[str, int] = {}
+    found: list[tuple[Anomaly, list[str], str]] = []
+    for (scope, name), key in _series(table).items():
+        values = [table.get(p, empty).get(key, 0) for p in periods]
+        for s in spikes(
+            values, window=window, sigma_warning=sigma_warning, sigma_critical=sigma_critical
+        ):
+            anomaly = Anomaly(
+                granularity=granularity,
+                period=_label(periods[s.index]),
+                scope=scope,
+                name=name,
+                level=s.level,
+                cost_usd=Decimal(s.value) / NANO,
+                baseline_usd=Decimal(round(s.mean)) / NANO,
+                sigma_usd=Decimal(round(s.sigma)) / NANO,
+                z=s.z,
+            )
+            base = periods[max(0, s.index - window) : s.index]
+            found.append((anomaly, base, periods[s.index]))
+    return found
+
+
+async def detect(
+    redis: Redis,
+    keys: Keys,
+    rollups: Any,
+    *,
+    sigma_warning: float = 3.0,
+    sigma_critical: float = 5.0,
+    baseline_days: int = 14,
+    baseline_hours: int = 72,
+    limit: int = 50,
+) -> list[Anomaly]:
+    """Daily and hourly spikes in loaded rollups (`reports.Rollups`), most recent first, each
+    explained by what grew. Hourly user growth is read from the hour-user hashes."""
+    daily = scan(
+        rollups.days,
+        "day",
+        window=baseline_days,
+        sigma_warning=sigma_warning,
+        sigma_critical=sigma_critical,
+    )
+    hourly = scan(
+        rollups.hours,
+        "hour",
+        window=baseline_hours,
+        sigma_warning=sigma_warning,
+        sigma_critical=sigma_critical,
+    )
+    daily.sort(key=lambda f: f[2], reverse=True)
+    hourly.sort(key=lambda f: f[2], reverse=True)
+    daily, hourly = daily[:limit], hourly[:limit]
+    wanted = sorted({h for _, base, period in hourly for h in [*base, period]})
+    users: dict[str, dict[str, int]] = {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for hour in wanted:
+            pipe.hgetall(keys.ledger_hour_users(hour))
+        rows = await pipe.execute() if wanted else []
+    for hour, raw in zip(wanted, rows, strict=True):
+        fields: dict[str, int] = {}
+        merge(fields, raw.items())
+        users[hour] = {**rollups.hours.get(hour, {}), **fields}
+    out: list[Anomaly] = []
+    for anomaly, base, period in daily:
+        current = rollups.days.get(period, {})
+        grew = _growth(
+            current, [rollups.days.get(p, {}) for p in base], anomaly.scope, anomaly.name
+        )
+        out.append(_with(anomaly, grew))
+    for anomaly, base, period in hourly:
+        grew = _growth(
+            users.get(period, {}), [users.get(p, {}) for p in base], anomaly.scope, anomaly.name
+        )
+        out.append(_with(anomaly, grew))
+    out.sort(key=lambda a: (a.period, a.level == "critical", a.z), reverse=True)
+    return out
+
+
+def _with(anomaly: Anomaly, grew: tuple[Growth, ...]) -> Anomaly:
+    return Anomaly(**{**anomaly.__dict__, "grew": grew})
