@@ -2,10 +2,11 @@
 
 A period is compared with the periods just before it (never with itself): its spend is anomalous
 when it lies more than k standard deviations above their mean, `warning` from `sigma_warning`
-and `critical` from `sigma_critical`. The deviation is floored at 5% of the mean (and a
-micro-dollar), so a flat baseline does not turn a small wobble into an alert. Each anomaly says how
-far above normal it is and what grew: the models, endpoints, tenants and users whose spend rose
-most against their own baseline.
+and `critical` from `sigma_critical`, and at least 20% above the mean. The deviation is floored
+at 5% of the mean (and a micro-dollar), so a flat baseline does not turn a small wobble into an
+alert. Baselines: the 14 days, or the 72 hours, before the period (missing periods count as 0).
+Each anomaly says how far above normal it is and what grew: the models, endpoints, tenants and
+users whose spend rose most against their own baseline.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from .keys import Keys
-from .rollup import NANO, SEP, merge, parse_field
+from .rollup import NANO, SEP, parse_field
 
 Level = Literal["warning", "critical"]
 Granularity = Literal["day", "hour"]
 
 MIN_BASELINE = 3
+EXPLAINED_HOURS = 10  # hourly anomalies whose user growth is looked up (the latest)
+MIN_RATIO = 1.2  # a spike is at least 20% above normal, however flat the baseline
 
 
 @dataclass(frozen=True)
@@ -120,8 +123,10 @@ def spikes(
     sigma_warning: float,
     sigma_critical: float,
     min_baseline: int = MIN_BASELINE,
+    min_ratio: float = MIN_RATIO,
 ) -> list[Spike]:
-    """Every index whose value lies k·σ above the mean of the `window` values before it."""
+    """Every index whose value lies k·σ above the mean of the `window` values before it (and
+    at least `min_ratio` times that mean)."""
     found: list[Spike] = []
     total = 0.0
     squares = 0.0
@@ -133,7 +138,7 @@ def spikes(
             var = max(squares / n - mean * mean, 0.0)
             sigma = max(math.sqrt(var), 0.05 * mean, 1000.0)
             z = (value - mean) / sigma
-            if z >= sigma_warning:
+            if z >= sigma_warning and value >= min_ratio * mean:
                 level: Level = "critical" if z >= sigma_critical else "warning"
                 found.append(Spike(i, level, value, mean, sigma, z))
         total += value
@@ -171,6 +176,8 @@ def _series(table: dict[str, dict[str, int]]) -> dict[tuple[str, str], str]:
     found: dict[tuple[str, str], str] = {("all", ""): "cost"}
     for fields in table.values():
         for name in fields:
+            if not name.startswith(SERIES_PREFIXES):
+                continue
             parts = parse_field(name)
             if len(parts) == 3 and parts[0] == "cost" and parts[1] in ("t", "e"):
                 scope = "tenant" if parts[1] == "t" else "endpoint"
@@ -178,59 +185,62 @@ def _series(table: dict[str, dict[str, int]]) -> dict[tuple[str, str], str]:
     return found
 
 
-# what to break a spike down by: scope -> [(dimension label, field prefix, field suffix)]
+Index = dict[tuple[str, str, str], dict[str, int]]  # (dim, scope dim, scope) -> name -> nusd
+
+
+def index_fields(fields: dict[str, int]) -> Index:
+    """A rollup hash's cost breakdowns, by dimension and scope, parsed once."""
+    out: Index = {}
+    for key, value in fields.items():
+        if not key.startswith(COST) or key.startswith(USER_COST):
+            continue  # users are looked up apart, only for the scope an anomaly is in
+        parts = parse_field(key)
+        if len(parts) == 3:
+            out.setdefault((parts[1], "", ""), {})[parts[2]] = value
+        elif len(parts) == 5:
+            out.setdefault((parts[1], parts[3], parts[4]), {})[parts[2]] = value
+    return out
+
+
+COST = f"cost{SEP}"
+USER_COST = f"cost{SEP}u{SEP}"
+SERIES_PREFIXES = (f"cost{SEP}t{SEP}", f"cost{SEP}e{SEP}")
+DIMENSION_NAMES = {"m": "model", "e": "endpoint", "t": "tenant", "u": "user"}
+
+
 def _explainers(scope: str, name: str) -> list[tuple[str, str, str]]:
+    """What to break a spike down by: (dimension, scope dimension, scope value)."""
     if scope == "all":
-        return [
-            ("model", f"cost{SEP}m{SEP}", ""),
-            ("endpoint", f"cost{SEP}e{SEP}", ""),
-            ("tenant", f"cost{SEP}t{SEP}", ""),
-            ("user", f"cost{SEP}u{SEP}", ""),
-        ]
-    code = "t" if scope == "tenant" else "e"
-    other = ("endpoint", "e") if scope == "tenant" else ("tenant", "t")
-    suffix = f"{SEP}{code}{SEP}{name}"
-    return [
-        ("model", f"cost{SEP}m{SEP}", suffix),
-        (other[0], f"cost{SEP}{other[1]}{SEP}", suffix),
-        ("user", f"cost{SEP}u{SEP}", suffix),
-    ]
+        return [("m", "", ""), ("e", "", ""), ("t", "", ""), ("u", "", "")]
+    if scope == "tenant":
+        return [("m", "t", name), ("e", "t", name), ("u", "t", name)]
+    return [("m", "e", name), ("t", "e", name), ("u", "e", name)]
 
 
 def _growth(
-    current: dict[str, int],
-    baseline: Sequence[dict[str, int]],
-    scope: str,
-    name: str,
-    *,
-    limit: int = 3,
+    current: Index, baseline: Sequence[Index], scope: str, name: str, *, limit: int = 3
 ) -> tuple[Growth, ...]:
     grew: list[Growth] = []
     n = max(len(baseline), 1)
-    for dimension, prefix, suffix in _explainers(scope, name):
+    for explainer in _explainers(scope, name):
         sums: dict[str, int] = {}
-        for fields in baseline:
-            for key, value in fields.items():
-                if (
-                    key.startswith(prefix)
-                    and key.endswith(suffix)
-                    and SEP not in key[len(prefix) : len(key) - len(suffix)]
-                ):
-                    label = key[len(prefix) : len(key) - len(suffix)]
-                    sums[label] = sums.get(label, 0) + value
+        for index in baseline:
+            for label, value in index.get(explainer, {}).items():
+                sums[label] = sums.get(label, 0) + value
         rows = []
-        for key, value in current.items():
-            if key.startswith(prefix) and key.endswith(suffix):
-                label = key[len(prefix) : len(key) - len(suffix)]
-                if SEP in label:
-                    continue
-                base = sums.get(label, 0) / n
-                if value > base:
-                    rows.append((value - base, label, value, base))
+        for label, value in current.get(explainer, {}).items():
+            base = sums.get(label, 0) / n
+            if value > base:
+                rows.append((value - base, label, value, base))
         rows.sort(reverse=True)
         for _delta, label, value, base in rows[:limit]:
             grew.append(
-                Growth(dimension, label, Decimal(value) / NANO, Decimal(round(base)) / NANO)
+                Growth(
+                    DIMENSION_NAMES[explainer[0]],
+                    label,
+                    Decimal(value) / NANO,
+                    Decimal(round(base)) / NANO,
+                )
             )
     grew.sort(key=lambda g: -g.delta_usd)
     return tuple(grew[: limit * 2])
@@ -240,6 +250,7 @@ def scan(
     table: dict[str, dict[str, int]],
     granularity: Granularity,
     *,
+    series: dict[tuple[str, str], str] | None = None,
     window: int,
     sigma_warning: float,
     sigma_critical: float,
@@ -248,7 +259,7 @@ def scan(
     periods = _periods(list(table), granularity)
     empty: dict[str, int] = {}
     found: list[tuple[Anomaly, list[str], str]] = []
-    for (scope, name), key in _series(table).items():
+    for (scope, name), key in (series or _series(table)).items():
         values = [table.get(p, empty).get(key, 0) for p in periods]
         for s in spikes(
             values, window=window, sigma_warning=sigma_warning, sigma_critical=sigma_critical
@@ -282,9 +293,11 @@ async def detect(
 ) -> list[Anomaly]:
     """Daily and hourly spikes in loaded rollups (`reports.Rollups`), most recent first, each
     explained by what grew. Hourly user growth is read from the hour-user hashes."""
+    series = _series(rollups.days)  # every tenant and endpoint appears in some day
     daily = scan(
         rollups.days,
         "day",
+        series=series,
         window=baseline_days,
         sigma_warning=sigma_warning,
         sigma_critical=sigma_critical,
@@ -292,6 +305,7 @@ async def detect(
     hourly = scan(
         rollups.hours,
         "hour",
+        series=series,
         window=baseline_hours,
         sigma_warning=sigma_warning,
         sigma_critical=sigma_critical,
@@ -299,30 +313,55 @@ async def detect(
     daily.sort(key=lambda f: f[2], reverse=True)
     hourly.sort(key=lambda f: f[2], reverse=True)
     daily, hourly = daily[:limit], hourly[:limit]
-    wanted = sorted({h for _, base, period in hourly for h in [*base, period]})
-    users: dict[str, dict[str, int]] = {}
-    async with redis.pipeline(transaction=False) as pipe:
-        for hour in wanted:
-            pipe.hgetall(keys.ledger_hour_users(hour))
-        rows = await pipe.execute() if wanted else []
-    for hour, raw in zip(wanted, rows, strict=True):
-        fields: dict[str, int] = {}
-        merge(fields, raw.items())
-        users[hour] = {**rollups.hours.get(hour, {}), **fields}
+    indexes: dict[str, Index] = {}
+
+    def index_of(period: str) -> Index:
+        if period not in indexes:
+            table = rollups.days if len(period) == 8 else rollups.hours
+            indexes[period] = index_fields(table.get(period, {}))
+        return indexes[period]
+
     out: list[Anomaly] = []
-    for anomaly, base, period in daily:
-        current = rollups.days.get(period, {})
-        grew = _growth(
-            current, [rollups.days.get(p, {}) for p in base], anomaly.scope, anomaly.name
-        )
+    for rank, (anomaly, window_periods, period) in enumerate([*daily, *hourly]):
+        hourly_one = anomaly.granularity == "hour"
+        # an hour is explained against the day before it
+        base = window_periods[-24:] if hourly_one else window_periods
+        current = dict(index_of(period))
+        baseline = [dict(index_of(p)) for p in base]
+        if not hourly_one or rank - len(daily) < EXPLAINED_HOURS:
+            scope_dim = {"all": "", "tenant": "t", "endpoint": "e"}[anomaly.scope]
+            user_key = ("u", scope_dim, anomaly.name if scope_dim else "")
+            periods = [*base, period]
+            if scope_dim or hourly_one:
+                scope = f"{scope_dim}:{anomaly.name}" if scope_dim else ""
+                hashes = [
+                    keys.ledger_hour_users(p, scope)
+                    if hourly_one
+                    else keys.ledger_day_users(p, scope)
+                    for p in periods
+                ]
+                found = await _user_costs(redis, hashes)
+            else:  # overall cost per user per day: already loaded with the day
+                found = [_day_users(rollups.days.get(p, {})) for p in periods]
+            for index, users in zip([*baseline, current], found, strict=True):
+                index[user_key] = users
+        grew = _growth(current, baseline, anomaly.scope, anomaly.name)
         out.append(_with(anomaly, grew))
-    for anomaly, base, period in hourly:
-        grew = _growth(
-            users.get(period, {}), [users.get(p, {}) for p in base], anomaly.scope, anomaly.name
-        )
-        out.append(_with(anomaly, grew))
-    out.sort(key=lambda a: (a.period, a.level == "critical", a.z), reverse=True)
+    out.sort(key=lambda a: (a.level == "critical", a.granularity == "day", a.period), reverse=True)
     return out
+
+
+def _day_users(fields: dict[str, int]) -> dict[str, int]:
+    return {k[len(USER_COST) :]: v for k, v in fields.items() if k.startswith(USER_COST)}
+
+
+async def _user_costs(redis: Redis, hashes: list[str]) -> list[dict[str, int]]:
+    """user -> cost of each user hash, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in hashes:
+            pipe.hgetall(name)
+        rows = await pipe.execute()
+    return [{k.decode(): int(v) for k, v in row.items()} for row in rows]
 
 
 def _with(anomaly: Anomaly, grew: tuple[Growth, ...]) -> Anomaly:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, field_validator
 from redis.asyncio import Redis
 
@@ -25,16 +26,20 @@ from .errors import ProviderError
 from .keys import Keys
 from .models import Batch, CallRecord
 from .prices import allocate
-from .rollup import HSET, INCR, SETEX, Ops, call_rollups, saving_rollups
+from .rollup import HSET, INCR, SETEX, Ops, call_counts, call_rollups, saving_rollups
 
 _APPEND = """
 -- KEYS: ledger ids, ledger stream, then the keys the ops name
--- ARGV: record id, stream field, record json, then (op, key index, a, b) per op
+-- ARGV: record id, stream field, record json, JSON list of [op, key index, a, b]
+-- (one JSON argument, not four per op: packing hundreds of arguments costs the client more
+-- than the whole script costs the server)
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', ARGV[2], ARGV[3])
-for i = 4, #ARGV, 4 do
-  local op, key, a, b = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
-  if op == 'i' then
+for _, o in ipairs(cjson.decode(ARGV[4])) do
+  local op, key, a, b = o[1], KEYS[o[2]], o[3], o[4]
+  if op == 'h' then
+    for f, n in pairs(a) do redis.call('HINCRBY', key, f, n) end
+  elseif op == 'i' then
     redis.call('HINCRBY', key, a, b)
   elseif op == 's' then
     redis.call('HSET', key, a, b)
@@ -44,6 +49,12 @@ for i = 4, #ARGV, 4 do
     redis.call('SET', key, a, 'EX', b)
   end
 end
+return 1
+"""
+
+_INCR_ALL = """
+-- KEYS: a hash;  ARGV: JSON object field -> amount
+for f, n in pairs(cjson.decode(ARGV[1])) do redis.call('HINCRBY', KEYS[1], f, n) end
 return 1
 """
 
@@ -128,15 +139,74 @@ class Ledger:
         self.keys = keys
         self.response_ttl_s = response_ttl_s
         self._append = redis.register_script(_APPEND)
+        self._incr_all = redis.register_script(_INCR_ALL)
 
     async def record(
         self, record: CallRecord, response_json: bytes, shares: dict[str, Share]
     ) -> bool:
         """Write the record once, with the stored answer and each item's share; False when this
         call was already recorded (then nothing at all is written)."""
+        ops = self._call_ops(record, response_json, shares)
+        return await self._write(record.id, "r", record.model_dump_json().encode(), ops, record)
+
+    async def record_many(self, records: Sequence[CallRecord], *, chunk: int = 500) -> int:
+        """Write already-finished call records (an import or backfill) in pipelined chunks,
+        each once; returns how many were new. No stored answer or item share is written."""
+        written = 0
+        for start in range(0, len(records), chunk):
+            part = records[start : start + chunk]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for record in part:
+                    ops = Ops()
+                    call_rollups(self.keys, record, ops)
+                    args = [record.id, "r", record.model_dump_json().encode(), ops.args()]
+                    keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
+                    await self._append(keys=keys, args=args, client=pipe)
+                flags = await pipe.execute()
+            for record, flag in zip(part, flags, strict=True):
+                if flag:
+                    written += 1
+                    metrics.observe_call(record)
+        return written
+
+    async def import_records(self, records: Sequence[CallRecord], *, chunk: int = 20_000) -> int:
+        """Bulk-load finished call records (a backfill, a migration, a benchmark): the same
+        records, id guard and rollups as `record_many`, with each chunk's rollups summed in
+        memory first. Records already in the ledger are skipped. Not atomic per record: run it
+        while nothing else writes these records."""
+        written = 0
+        for start in range(0, len(records), chunk):
+            part = list({r.id: r for r in records[start : start + chunk]}.values())
+            known = await self.redis.smismember(self.keys.ledger_ids(), [r.id for r in part])
+            fresh = [r for r, seen in zip(part, known, strict=True) if not seen]
+            if not fresh:
+                continue
+            sums: dict[str, dict[str, int]] = {}
+            hours: dict[str, int] = {}
+            for record in fresh:
+                counts, hour, hour_start = call_counts(self.keys, record)
+                hours[hour] = hour_start
+                for key, fields in counts.items():
+                    into = sums.setdefault(key, {})
+                    for name, amount in fields.items():
+                        if amount:
+                            into[name] = into.get(name, 0) + amount
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(self.keys.ledger_ids(), *[r.id for r in fresh])
+                for record in fresh:
+                    pipe.xadd(self.keys.ledger(), {"r": record.model_dump_json()})
+                for key, fields in sums.items():
+                    blob = orjson.dumps({k: str(v) for k, v in fields.items()})
+                    await self._incr_all(keys=[key], args=[blob], client=pipe)
+                pipe.zadd(self.keys.ledger_hours(), hours)
+                await pipe.execute()
+            written += len(fresh)
+        return written
+
+    def _call_ops(self, record: CallRecord, response_json: bytes, shares: dict[str, Share]) -> Ops:
         ops = Ops()
         response_key = self.keys.batch_response(record.batch_id)
-        ops.add(SETEX, response_key, response_json, self.response_ttl_s)
+        ops.add(SETEX, response_key, response_json.decode(), self.response_ttl_s)
         for item_key, part in shares.items():
             cost_key = self.keys.item_cost(item_key)
             if part.nusd is None:
@@ -145,7 +215,7 @@ class Ledger:
                 ops.add(INCR, cost_key, "nusd", part.nusd)
             ops.add(INCR, cost_key, "in", part.input_tokens)
             ops.add(INCR, cost_key, "out", part.output_tokens)
-        return await self._write(record.id, "r", record.model_dump_json().encode(), ops, record)
+        return ops
 
     async def record_error(self, record: CallRecord) -> bool:
         """Write a failed call (status `error`, nothing billed) once; False if already written."""
@@ -170,8 +240,8 @@ class Ledger:
         return written
 
     async def _run(self, record_id: str, stream_field: str, blob: bytes, ops: Ops) -> bool:
+        args: list[str | int | bytes] = [record_id, stream_field, blob, ops.args()]
         keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
-        args: list[str | int | bytes] = [record_id, stream_field, blob, *ops.args()]
         return bool(await self._append(keys=keys, args=args))
 
     async def entries(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord | Saving]:
