@@ -4,7 +4,8 @@ A period is compared with the periods just before it (never with itself): its sp
 when it lies more than k standard deviations above their mean, `warning` from `sigma_warning`
 and `critical` from `sigma_critical`, and at least 20% above the mean. The deviation is floored
 at 5% of the mean (and a micro-dollar), so a flat baseline does not turn a small wobble into an
-alert. Baselines: the 14 days, or the 72 hours, before the period (missing periods count as 0).
+alert. Baselines: the 14 days before a day; the same hour of the 7 days before an hour (spend
+follows the clock, so 14:00 is compared with 14:00). Missing periods count as 0.
 Each anomaly says how far above normal it is and what grew: the models, endpoints, tenants and
 users whose spend rose most against their own baseline.
 """
@@ -116,36 +117,37 @@ class Spike:
     z: float
 
 
+def _baseline_indexes(i: int, window: int, stride: int) -> list[int]:
+    """The `window` indexes before `i`, `stride` apart, nearest first."""
+    return [j for j in range(i - stride, -1, -stride)][:window]
+
+
 def spikes(
     values: Sequence[int],
     *,
     window: int,
     sigma_warning: float,
     sigma_critical: float,
+    stride: int = 1,
     min_baseline: int = MIN_BASELINE,
     min_ratio: float = MIN_RATIO,
 ) -> list[Spike]:
-    """Every index whose value lies k·σ above the mean of the `window` values before it (and
-    at least `min_ratio` times that mean)."""
+    """Every index whose value lies k·σ above the mean of its baseline (and at least
+    `min_ratio` times that mean). The baseline is the `window` values before it, `stride` apart:
+    stride 24 over hours compares an hour with the same hour of the days before."""
     found: list[Spike] = []
-    total = 0.0
-    squares = 0.0
     for i, value in enumerate(values):
-        start = i - window
-        n = min(i, window)
-        if n >= min_baseline:
-            mean = total / n
-            var = max(squares / n - mean * mean, 0.0)
-            sigma = max(math.sqrt(var), 0.05 * mean, 1000.0)
-            z = (value - mean) / sigma
-            if z >= sigma_warning and value >= min_ratio * mean:
-                level: Level = "critical" if z >= sigma_critical else "warning"
-                found.append(Spike(i, level, value, mean, sigma, z))
-        total += value
-        squares += float(value) * value
-        if start >= 0:
-            total -= values[start]
-            squares -= float(values[start]) * values[start]
+        base = [values[j] for j in _baseline_indexes(i, window, stride)]
+        if len(base) < min_baseline or value <= 0:
+            continue
+        n = len(base)
+        mean = sum(base) / n
+        var = sum((b - mean) ** 2 for b in base) / n
+        sigma = max(math.sqrt(var), 0.05 * mean, 1000.0)
+        z = (value - mean) / sigma
+        if z >= sigma_warning and value >= min_ratio * mean:
+            level: Level = "critical" if z >= sigma_critical else "warning"
+            found.append(Spike(i, level, value, mean, sigma, z))
     return found
 
 
@@ -251,6 +253,7 @@ def scan(
     granularity: Granularity,
     *,
     series: dict[tuple[str, str], str] | None = None,
+    stride: int = 1,
     window: int,
     sigma_warning: float,
     sigma_critical: float,
@@ -262,7 +265,11 @@ def scan(
     for (scope, name), key in (series or _series(table)).items():
         values = [table.get(p, empty).get(key, 0) for p in periods]
         for s in spikes(
-            values, window=window, sigma_warning=sigma_warning, sigma_critical=sigma_critical
+            values,
+            window=window,
+            stride=stride,
+            sigma_warning=sigma_warning,
+            sigma_critical=sigma_critical,
         ):
             anomaly = Anomaly(
                 granularity=granularity,
@@ -275,7 +282,7 @@ def scan(
                 sigma_usd=Decimal(round(s.sigma)) / NANO,
                 z=s.z,
             )
-            base = periods[max(0, s.index - window) : s.index]
+            base = [periods[j] for j in _baseline_indexes(s.index, window, stride)]
             found.append((anomaly, base, periods[s.index]))
     return found
 
@@ -288,7 +295,7 @@ async def detect(
     sigma_warning: float = 3.0,
     sigma_critical: float = 5.0,
     baseline_days: int = 14,
-    baseline_hours: int = 72,
+    baseline_hour_days: int = 7,
     limit: int = 50,
 ) -> list[Anomaly]:
     """Daily and hourly spikes in loaded rollups (`reports.Rollups`), most recent first, each
@@ -306,7 +313,8 @@ async def detect(
         rollups.hours,
         "hour",
         series=series,
-        window=baseline_hours,
+        window=baseline_hour_days,
+        stride=24,
         sigma_warning=sigma_warning,
         sigma_critical=sigma_critical,
     )
@@ -324,8 +332,7 @@ async def detect(
     out: list[Anomaly] = []
     for rank, (anomaly, window_periods, period) in enumerate([*daily, *hourly]):
         hourly_one = anomaly.granularity == "hour"
-        # an hour is explained against the day before it
-        base = window_periods[-24:] if hourly_one else window_periods
+        base = window_periods
         current = dict(index_of(period))
         baseline = [dict(index_of(p)) for p in base]
         if not hourly_one or rank - len(daily) < EXPLAINED_HOURS:

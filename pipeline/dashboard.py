@@ -94,9 +94,11 @@ _SCRIPT = r"""
       const v = value(r), y = 8 + i * 22;
       text(s, 4, y + 13, label(r).slice(0, 34));
       const bw = Math.abs(v) / max * 420;
-      const bar = el('rect', {class: 'mark', x: 230, y: y, width: Math.max(bw, 1), height: 16,
-                              fill: v < 0 ? '#e15759' : COLORS[i % COLORS.length]}, s);
-      el('title', {}, bar).textContent = `${label(r)}: ${format(r)}`;
+      if (v !== 0) {  // a lever that saved nothing gets its label, not a bar
+        const bar = el('rect', {class: 'mark', x: 230, y: y, width: Math.max(bw, 1), height: 16,
+                                fill: v < 0 ? '#e15759' : COLORS[i % COLORS.length]}, s);
+        el('title', {}, bar).textContent = `${label(r)}: ${format(r)}`;
+      }
       text(s, 236 + bw, y + 13, format(r));
     });
     return finish(holder, s);
