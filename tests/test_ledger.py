@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline import metrics
 from pipeline.app import Pipeline
 from pipeline.export import export
 from pipeline.ledger import Saving
@@ -317,6 +318,8 @@ async def test_failed_provider_call_is_recorded_as_an_error(
 ) -> None:
     settings = make_settings(redis_url, fake, provider_retries=0)
     fake.add_faults({"kind": "400", "times": 5})
+    errors = metrics.ERRORS.labels("fake-openai", "http_400")
+    errors_before = errors._value.get()
     async with pipeline_client(settings) as client:
         p = client.pipeline
         run_id = await client.submit([{"id": "a", "prompt": "hi"}], complete=True)
@@ -330,3 +333,4 @@ async def test_failed_provider_call_is_recorded_as_an_error(
     assert calls[0].error is not None and calls[0].error.startswith("http_400")
     assert calls[0].cost_usd == 0
     assert report.errors == 1 and report.cost_usd == 0
+    assert errors._value.get() == errors_before + 1  # and Prometheus counted it
