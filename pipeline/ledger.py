@@ -159,7 +159,12 @@ class Ledger:
                 for record in part:
                     ops = Ops()
                     call_rollups(self.keys, record, ops)
-                    args = [record.id, "r", record.model_dump_json().encode(), ops.args()]
+                    args: list[str | bytes] = [
+                        record.id,
+                        "r",
+                        record.model_dump_json().encode(),
+                        ops.args(),
+                    ]
                     keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
                     await self._append(keys=keys, args=args, client=pipe)
                 flags = await pipe.execute()
@@ -177,7 +182,9 @@ class Ledger:
         written = 0
         for start in range(0, len(records), chunk):
             part = list({r.id: r for r in records[start : start + chunk]}.values())
-            known = await self.redis.smismember(self.keys.ledger_ids(), [r.id for r in part])
+            known: list[int] = await self.redis.smismember(  # type: ignore[misc]
+                self.keys.ledger_ids(), [r.id for r in part]
+            )
             fresh = [r for r, seen in zip(part, known, strict=True) if not seen]
             if not fresh:
                 continue

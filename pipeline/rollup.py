@@ -200,7 +200,7 @@ def parse_field(name: str) -> tuple[str, ...]:
     return tuple(name.split(SEP))
 
 
-def merge(into: dict[str, int], rows: Iterable[tuple[bytes | str, bytes | str]]) -> None:
+def merge(into: dict[str, int], rows: Iterable[tuple[bytes | str, bytes | str | int]]) -> None:
     """Add HGETALL rows into a running total."""
     for raw_name, raw_value in rows:
         name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name

@@ -213,8 +213,35 @@ async def test_cli_report_json_and_ledger_export(
     out = tmp_path / "ledger.csv"
     assert await _run_cli(["ledger", "export", "--format", "csv", "--out", str(out)]) == 0
     assert out.read_text().count("\n") == 3  # header and two calls
+    page = tmp_path / "report.html"
+    assert await _run_cli(["report", "--html", str(page)]) == 0
+    assert "gpt-4o-mini" in page.read_text() and "dashboard written" in capsys.readouterr().out
 
 
 async def _run_cli(argv: list[str]) -> int:
     # the CLI runs its own event loop: give it a thread of its own
     return await asyncio.to_thread(main, argv)
+
+
+async def test_bulk_import_writes_what_the_record_script_writes(redis: Redis) -> None:
+    records = [
+        call(1, DAY0, NANO),
+        call(2, DAY0 + 3600, 2 * NANO, shares=[("a", "/x", NANO), ("b", "/y", NANO)]),
+        call(3, DAY0 + 86400, 3, tenant="beta", model="gpt-4o"),
+    ]
+    one, bulk = Keys(make_settings("redis://x").key_prefix), Keys(make_settings("x").key_prefix)
+    assert await Ledger(redis, one).record_many(records) == 3
+    assert await Ledger(redis, bulk).import_records(records) == 3
+    assert await Ledger(redis, bulk).import_records(records) == 0  # already there
+
+    async def rollups(k: Keys) -> dict[str, dict[bytes, bytes]]:
+        names = await redis.keys(f"{k.prefix}:ledger:[hd]:*") + await redis.keys(
+            f"{k.prefix}:ledger:[hd]u:*"
+        )
+        return {n.decode()[len(k.prefix) :]: await redis.hgetall(n) for n in names}
+
+    assert await rollups(one) == await rollups(bulk)
+    assert len(await rollups(one)) >= 4
+    assert await redis.zrange(one.ledger_hours(), 0, -1) == await redis.zrange(
+        bulk.ledger_hours(), 0, -1
+    )
