@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider
+from tests.test_ledger import patient
 
 
 def _free_port() -> int:
@@ -47,7 +48,7 @@ async def test_worker_serves_calls_tokens_cost_latency_and_tasks(
     redis_url: str, fake: FakeProvider
 ) -> None:
     port = _free_port()
-    settings = make_settings(redis_url, fake, metrics_port=port, metrics_host="127.0.0.1")
+    settings = patient(make_settings(redis_url, fake, metrics_port=port, metrics_host="127.0.0.1"))
     tasks = [{"id": f"t{i}", "task_type": "faq", "prompt": f"question {i}"} for i in range(12)]
     async with pipeline_client(settings) as client, running_worker(settings):
         before = await _scrape(port)
