@@ -164,6 +164,7 @@ class Item(BaseModel):
     # who asked, for the ledger's attribution (the first task of a single-flight item)
     user_id: str = ""
     endpoint: str = ""
+    requested_model: str = ""  # when the router chose another model: the routing baseline
 
 
 class Batch(BaseModel):

@@ -116,6 +116,7 @@ def build_item(task: Task) -> Item:
         task_type=task.task_type,
         user_id=task.user_id,
         endpoint=task.endpoint,
+        requested_model=task.requested_model,
     )
 
 

@@ -7,8 +7,10 @@ model it asked for. Each lever's saving is recorded apart from spend (a `Saving`
   charged (its share of this call and of any earlier call it failed in). Its `tasks` count every
   task answered by a provider call.
 - `single_flight`: identical tasks that shared one item: the naive cost of every task but one.
-- `cache`, `routing`, `batch_api`: written by the stages that pull those levers (see
-  docs/ledger.md); `batch_api_saving` prices the batch discount of one call.
+- `routing`: a task that named a model but was answered on another: its naive cost on the
+  model it asked for less its naive cost on the model that answered (negative if upgraded).
+- `batch_api`: `batch_api_saving` prices the batch discount of one call.
+- `cache`: written by the cache stage (see docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def naive_nusd(prices: PriceTable, model: str, input_tokens: int, output_tokens:
 def call_savings(
     prices: PriceTable, batch: Batch, answered: Sequence[Answered], *, at: float | None = None
 ) -> list[Saving]:
-    """The `packing` and `single_flight` savings of one call, one entry per (user, endpoint)."""
+    """The `packing`, `single_flight` and `routing` savings of one call, one entry per lever and
+    (user, endpoint)."""
     at = time.time() if at is None else at
     totals: dict[tuple[str, str, str], list[int]] = {}  # -> [saved, tasks, baseline]
     for a in answered:
@@ -76,6 +79,14 @@ def call_savings(
             continue
         packing[0] += naive - a.spent_nusd
         packing[2] += naive
+        wanted = a.item.requested_model
+        if wanted and wanted != batch.model:
+            asked = naive_nusd(prices, wanted, a.naive_input_tokens, a.naive_output_tokens)
+            if asked is not None:  # the router answered on another model than the one asked
+                routing = totals.setdefault(("routing", *who), [0, 0, 0])
+                routing[0] += (asked - naive) * a.tasks
+                routing[1] += a.tasks
+                routing[2] += asked * a.tasks
         if a.tasks > 1:
             flight = totals.setdefault(("single_flight", *who), [0, 0, 0])
             flight[0] += naive * (a.tasks - 1)

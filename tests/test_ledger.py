@@ -17,8 +17,10 @@ from pipeline.config import Settings
 from pipeline.export import export
 from pipeline.ledger import Saving
 from pipeline.models import Batch, CallRecord, Item, Message, TTLClass
+from pipeline.prices import PriceTable
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.reports import build_report
+from pipeline.savings import Answered, call_savings
 from pipeline.usage import from_anthropic, from_openai
 from tests.conftest import make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider
@@ -343,3 +345,18 @@ async def test_failed_provider_call_is_recorded_as_an_error(
     assert calls[0].cost_usd == 0
     assert report.errors == 1 and report.cost_usd == 0
     assert errors._value.get() == errors_before + 1  # and Prometheus counted it
+
+
+def test_routing_saving_against_the_model_the_task_asked_for() -> None:
+    prices = PriceTable()
+    item = _items(1, ["u1"], ["/x"])[0].model_copy(update={"requested_model": "gpt-4o"})
+    batch = _batch("b-routed", "gpt-4o-mini", [item])
+    answered = Answered(
+        item, tasks=2, spent_nusd=150_000, naive_input_tokens=1000, naive_output_tokens=0
+    )
+    savings = {s.lever: s for s in call_savings(prices, batch, [answered], at=1.0)}
+    # alone on gpt-4o-mini: 1000 x $0.15 per million = 150,000 nano-dollars, all spent
+    assert savings["packing"].saved_nusd == 0 and savings["packing"].tasks == 2
+    # asked for gpt-4o at $2.50: 2,500,000 per task, two tasks
+    assert savings["routing"].saved_nusd == 2 * (2_500_000 - 150_000)
+    assert savings["single_flight"].saved_nusd == 150_000
