@@ -1,13 +1,14 @@
 """Spend spikes: daily and hourly, overall and per tenant and per endpoint.
 
-A period is compared with the periods just before it (never with itself): its spend is anomalous
-when it lies more than k standard deviations above their mean, `warning` from `sigma_warning`
-and `critical` from `sigma_critical`, and at least 20% above the mean. The deviation is floored
-at 5% of the mean (and a micro-dollar), so a flat baseline does not turn a small wobble into an
-alert. Baselines: the 14 days before a day; the same hour of the 7 days before an hour (spend
-follows the clock, so 14:00 is compared with 14:00). Missing periods count as 0.
-Each anomaly says how far above normal it is and what grew: the models, endpoints, tenants and
-users whose spend rose most against their own baseline.
+A period is compared with its baseline, never with itself: the 14 days before a day; the same
+hour of the 7 days before an hour (spend follows the clock, so 14:00 is compared with 14:00);
+missing periods count as 0. It is anomalous when it lies k standard deviations above the
+baseline mean (`warning` from `sigma_warning`, `critical` from `sigma_critical`), at least 20%
+above that mean, and by at least 1% of an average period's total spend (a cent-sized wobble of a
+tiny tenant is not an alert). σ is floored at 5% of the mean (and a micro-dollar), so a flat
+baseline does not turn a small wobble into an alert. Each anomaly says how far above normal it
+is and what grew: the models, endpoints, tenants and users whose spend rose most against their
+own baseline.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ Granularity = Literal["day", "hour"]
 MIN_BASELINE = 3
 EXPLAINED_HOURS = 10  # hourly anomalies whose user growth is looked up (the latest)
 MIN_RATIO = 1.2  # a spike is at least 20% above normal, however flat the baseline
+MIN_EXCESS_SHARE = 0.01  # ... and its excess at least 1% of an average period's total spend
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def spikes(
     stride: int = 1,
     min_baseline: int = MIN_BASELINE,
     min_ratio: float = MIN_RATIO,
+    min_excess: float = 0.0,
 ) -> list[Spike]:
     """Every index whose value lies k·σ above the mean of its baseline (and at least
     `min_ratio` times that mean). The baseline is the `window` values before it, `stride` apart:
@@ -145,7 +148,7 @@ def spikes(
         var = sum((b - mean) ** 2 for b in base) / n
         sigma = max(math.sqrt(var), 0.05 * mean, 1000.0)
         z = (value - mean) / sigma
-        if z >= sigma_warning and value >= min_ratio * mean:
+        if z >= sigma_warning and value >= min_ratio * mean and value - mean >= min_excess:
             level: Level = "critical" if z >= sigma_critical else "warning"
             found.append(Spike(i, level, value, mean, sigma, z))
     return found
@@ -261,6 +264,8 @@ def scan(
     """Anomalies in one table of rollups; each with its baseline periods (to explain it)."""
     periods = _periods(list(table), granularity)
     empty: dict[str, int] = {}
+    # an alert must matter: its excess is at least 1% of an average period's total spend
+    overall = sum(table.get(p, empty).get("cost", 0) for p in periods) / max(len(periods), 1)
     found: list[tuple[Anomaly, list[str], str]] = []
     for (scope, name), key in (series or _series(table)).items():
         values = [table.get(p, empty).get(key, 0) for p in periods]
@@ -270,6 +275,7 @@ def scan(
             stride=stride,
             sigma_warning=sigma_warning,
             sigma_critical=sigma_critical,
+            min_excess=MIN_EXCESS_SHARE * overall,
         ):
             anomaly = Anomaly(
                 granularity=granularity,
