@@ -22,8 +22,7 @@ from redis.asyncio import Redis
 from .config import Settings
 from .errors import ConfigError
 from .keys import Keys
-from .ledger import Ledger, Saving
-from .models import CallRecord
+from .ledger import Ledger
 
 CSV_COLUMNS = (
     "type",
@@ -68,67 +67,62 @@ def _usd(nusd: int | None) -> str:
     return f"{sign}{nusd // 1_000_000_000}.{nusd % 1_000_000_000:09d}"
 
 
-def csv_rows(entry: CallRecord | Saving) -> list[dict[str, Any]]:
-    """The CSV rows of one ledger entry."""
-    if isinstance(entry, Saving):
+def csv_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CSV rows of one ledger entry (as `Ledger.raw_entries` gives it)."""
+    if entry["type"] == "saving":
         return [
             {
                 "type": "saving",
-                "id": entry.id,
-                "time": _iso(entry.at),
-                "batch_id": entry.batch_id or "",
-                "model": entry.model,
-                "tenant": entry.tenant,
-                "user_id": entry.user_id,
-                "endpoint": entry.endpoint,
-                "lever": entry.lever,
-                "saved_usd": _usd(entry.saved_nusd),
-                "tasks": entry.tasks,
+                "id": entry["id"],
+                "time": _iso(entry["at"]),
+                "batch_id": entry.get("batch_id") or "",
+                "model": entry.get("model", ""),
+                "tenant": entry.get("tenant", ""),
+                "user_id": entry.get("user_id", ""),
+                "endpoint": entry.get("endpoint", ""),
+                "lever": entry["lever"],
+                "saved_usd": _usd(entry["saved_nusd"]),
+                "tasks": entry.get("tasks", 0),
             }
         ]
-    usage = entry.usage
+    usage = entry.get("usage") or {}
+    cost = entry.get("cost_usd")
     base = {
         "type": "call",
-        "id": entry.id,
-        "time": _iso(entry.at),
-        "batch_id": entry.batch_id,
-        "provider": entry.provider,
-        "model": entry.model,
-        "simulated": int(entry.simulated),
-        "batch_api": int(entry.batch_api),
-        "status": entry.status,
-        "error": entry.error or "",
-        "attempt": entry.attempt,
-        "tenant": entry.tenant,
-        "call_cost_usd": "" if entry.cost_usd is None else str(entry.cost_usd),
-        "call_input_tokens": usage.input_tokens,
-        "call_cached_input_tokens": usage.cached_input_tokens,
-        "call_cache_write_tokens": usage.cache_write_tokens,
-        "call_output_tokens": usage.output_tokens,
-        "latency_ms": entry.latency_ms,
-        "batch_size": entry.batch_size,
+        "id": entry["id"],
+        "time": _iso(entry["at"]),
+        "batch_id": entry.get("batch_id", ""),
+        "provider": entry.get("provider", ""),
+        "model": entry.get("model", ""),
+        "simulated": int(bool(entry.get("simulated"))),
+        "batch_api": int(bool(entry.get("batch_api"))),
+        "status": entry.get("status", ""),
+        "error": entry.get("error") or "",
+        "attempt": entry.get("attempt", 1),
+        "tenant": entry.get("tenant", ""),
+        "call_cost_usd": "" if cost is None else cost,
+        "call_input_tokens": usage.get("input_tokens", 0),
+        "call_cached_input_tokens": usage.get("cached_input_tokens", 0),
+        "call_cache_write_tokens": usage.get("cache_write_tokens", 0),
+        "call_output_tokens": usage.get("output_tokens", 0),
+        "latency_ms": entry.get("latency_ms", 0),
+        "batch_size": entry.get("batch_size", 0),
     }
-    if not entry.shares:
-        cost = "" if entry.cost_usd is None else str(entry.cost_usd)
-        return [base | {"cost_usd": cost, "items": entry.batch_size}]
+    shares = entry.get("shares") or []
+    if not shares:
+        return [base | {"cost_usd": "" if cost is None else cost, "items": base["batch_size"]}]
     return [
         base
         | {
-            "user_id": s.user_id,
-            "endpoint": s.endpoint,
-            "items": s.items,
-            "cost_usd": _usd(s.cost_nusd),
-            "input_tokens": s.input_tokens,
-            "output_tokens": s.output_tokens,
+            "user_id": share.get("user_id", ""),
+            "endpoint": share.get("endpoint", ""),
+            "items": share.get("items", 0),
+            "cost_usd": _usd(share.get("cost_nusd")),
+            "input_tokens": share.get("input_tokens", 0),
+            "output_tokens": share.get("output_tokens", 0),
         }
-        for s in entry.shares
+        for share in shares
     ]
-
-
-def json_line(entry: CallRecord | Saving) -> bytes:
-    data = entry.model_dump(mode="json")
-    data.setdefault("type", "call")
-    return orjson.dumps(data) + b"\n"
 
 
 async def export(
@@ -153,7 +147,7 @@ async def export(
             if writer is not None:
                 writer.writerows(csv_rows(entry))
             else:
-                fh.write(json_line(entry).decode())
+                fh.write(orjson.dumps(entry).decode() + "\n")
             written += 1
     tmp.replace(out)
     return written
@@ -161,11 +155,11 @@ async def export(
 
 async def _entries(
     ledger: Ledger, since: date | None, until: date | None
-) -> AsyncIterator[CallRecord | Saving]:
+) -> AsyncIterator[dict[str, Any]]:
     low = _ms(since) if since else None
     high = _ms(until + timedelta(days=1)) if until else None
-    async for entry in ledger.entries():
-        at_ms = entry.at * 1000
+    async for entry in ledger.raw_entries():
+        at_ms = entry["at"] * 1000
         if (low is not None and at_ms < low) or (high is not None and at_ms >= high):
             continue
         yield entry

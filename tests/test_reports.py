@@ -213,6 +213,10 @@ async def test_cli_report_json_and_ledger_export(
     out = tmp_path / "ledger.csv"
     assert await _run_cli(["ledger", "export", "--format", "csv", "--out", str(out)]) == 0
     assert out.read_text().count("\n") == 3  # header and two calls
+    later = tmp_path / "later.jsonl"
+    argv = ["ledger", "export", "--out", str(later), "--since", "2026-03-02"]
+    assert await _run_cli(argv) == 0
+    assert later.read_text() == ""  # both calls were on 2026-03-01
     page = tmp_path / "report.html"
     assert await _run_cli(["report", "--html", str(page)]) == 0
     assert "gpt-4o-mini" in page.read_text() and "dashboard written" in capsys.readouterr().out
