@@ -4,8 +4,8 @@ A period is compared with its baseline, never with itself: the 14 days before a 
 hour of the 7 days before an hour (spend follows the clock, so 14:00 is compared with 14:00);
 missing periods count as 0. It is anomalous when it lies k standard deviations above the
 baseline mean (`warning` from `sigma_warning`, `critical` from `sigma_critical`), at least 20%
-above that mean, and by at least 1% of an average period's total spend (a cent-sized wobble of a
-tiny tenant is not an alert). σ is floored at 5% of the mean (and a micro-dollar), so a flat
+above that mean, and by at least 5% of an average period's total spend (a cent-sized wobble of
+a tiny tenant is not an alert). σ is floored at 5% of the mean (and a micro-dollar), so a flat
 baseline does not turn a small wobble into an alert. Each anomaly says how far above normal it
 is and what grew: the models, endpoints, tenants and users whose spend rose most against their
 own baseline.
@@ -31,7 +31,7 @@ Granularity = Literal["day", "hour"]
 MIN_BASELINE = 3
 EXPLAINED_HOURS = 10  # hourly anomalies whose user growth is looked up (the latest)
 MIN_RATIO = 1.2  # a spike is at least 20% above normal, however flat the baseline
-MIN_EXCESS_SHARE = 0.01  # ... and its excess at least 1% of an average period's total spend
+MIN_EXCESS_SHARE = 0.05  # ... and its excess at least 5% of an average period's total spend
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def scan(
     """Anomalies in one table of rollups; each with its baseline periods (to explain it)."""
     periods = _periods(list(table), granularity)
     empty: dict[str, int] = {}
-    # an alert must matter: its excess is at least 1% of an average period's total spend
+    # an alert must matter: its excess is at least 5% of an average period's total spend
     overall = sum(table.get(p, empty).get("cost", 0) for p in periods) / max(len(periods), 1)
     found: list[tuple[Anomaly, list[str], str]] = []
     for (scope, name), key in (series or _series(table)).items():

@@ -75,7 +75,7 @@ _SCRIPT = r"""
                               height: bh, fill: COLORS[j % COLORS.length]}, s);
         el('title', {}, r).textContent = `${d.day} ${m}: ${money(v)}`;
       });
-      if (days.length <= 31 || i % Math.ceil(days.length / 15) === 0)
+      if (i % Math.ceil(days.length / 12) === 0)
         text(s, left + i * bw, top + h + 14, d.day.slice(5), {'font-size': 9});
     });
     models.forEach((m, j) => {
@@ -93,7 +93,7 @@ _SCRIPT = r"""
     rows.forEach((r, i) => {
       const v = value(r), y = 8 + i * 22;
       text(s, 4, y + 13, label(r).slice(0, 34));
-      const bw = Math.abs(v) / max * 420;
+      const bw = Math.abs(v) / max * 340;
       if (v !== 0) {  // a lever that saved nothing gets its label, not a bar
         const bar = el('rect', {class: 'mark', x: 230, y: y, width: Math.max(bw, 1), height: 16,
                                 fill: v < 0 ? '#e15759' : COLORS[i % COLORS.length]}, s);
