@@ -157,7 +157,7 @@ async def main() -> None:
     )
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bw-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bw-reports-bench-") as tmp:
         sock = Path(tmp) / "redis.sock"
         server = subprocess.Popen(
             [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--dir", tmp,
