@@ -199,6 +199,7 @@ td { border-bottom: 1px solid #eee; padding: 3px 8px; font-size: 12px; }
 tr.critical td:first-child { color: #c00; font-weight: bold; }
 tr.warning td:first-child { color: #c60; }
 .empty { color: #888; }
+.simulated { color: #a60; font-weight: bold; }
 """
 
 
@@ -232,6 +233,12 @@ def render_html(report: Report) -> str:
     ]
     if margin is not None:
         figures.append(_figure("gross margin", f"{margin:.1%}"))
+    simulated = (
+        f'<p class="simulated">SIMULATED provider: {report.simulated_calls:,} of '
+        f"{report.calls:,} calls; their costs are estimates, not real spend</p>"
+        if report.simulated_calls
+        else ""
+    )
     sections = [
         ("Spend per day by model", "chart-daily"),
         ("Savings by lever", "chart-savings"),
@@ -253,7 +260,7 @@ def render_html(report: Report) -> str:
 </head>
 <body data-charts-drawn="0">
 <h1>batchwise cost report <small>{html.escape(period)} (UTC)</small></h1>
-<div class="figures">{"".join(figures)}</div>
+{simulated}<div class="figures">{"".join(figures)}</div>
 {charts}
 <h2>Anomalies</h2><div class="chart" id="chart-anomalies"></div><div id="anomalies"></div>
 <script type="application/json" id="report-data">{blob}</script>

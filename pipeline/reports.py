@@ -78,6 +78,7 @@ class Report:
     calls: int = 0
     errors: int = 0
     unpriced_calls: int = 0
+    simulated_calls: int = 0
     items: int = 0
     tasks: int = 0
     input_tokens: int = 0
@@ -158,6 +159,7 @@ class Report:
             "calls": self.calls,
             "errors": self.errors,
             "unpriced_calls": self.unpriced_calls,
+            "simulated_calls": self.simulated_calls,
             "items": self.items,
             "tasks": self.tasks,
             "input_tokens": self.input_tokens,
@@ -294,6 +296,7 @@ def summarise(
     report.calls = totals.get("calls", 0)
     report.errors = totals.get("errors", 0)
     report.unpriced_calls = totals.get("unpriced", 0)
+    report.simulated_calls = totals.get("simulated", 0)
     report.items = totals.get("items", 0)
     report.input_tokens = totals.get("in", 0)
     report.output_tokens = totals.get("out", 0)
@@ -399,6 +402,11 @@ def render_text(report: Report, *, top: int = 10) -> str:
     lines: list[str] = []
     period = f"{report.since or 'start'} .. {report.until or 'now'}"
     lines.append(f"Cost report {period} (UTC)")
+    if report.simulated_calls:
+        lines.append(
+            f"  SIMULATED provider: {report.simulated_calls:,} of {report.calls:,} calls; "
+            "their costs are estimates, not real spend"
+        )
     lines.append(
         f"  spend {_money(report.cost_usd)} over {report.calls:,} calls "
         f"({report.errors} failed, {report.unpriced_calls} unpriced), {report.tasks:,} tasks"

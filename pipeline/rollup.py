@@ -116,6 +116,7 @@ def call_counts(keys: Keys, record: CallRecord) -> tuple[dict[str, Counts], str,
         "cached_in": usage.cached_input_tokens,
         "cache_write": usage.cache_write_tokens,
         "latency_ms": record.latency_ms,
+        "simulated": 1 if record.simulated else 0,
     }
     d: Counts = dict(h)
     out: dict[str, Counts] = {keys.ledger_hour(hour): h, keys.ledger_day(day): d}

@@ -15,6 +15,7 @@ model it asked for. Each lever's saving is recorded apart from spend (a `Saving`
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,7 +95,7 @@ def call_savings(
             flight[2] += naive * (a.tasks - 1)
     return [
         Saving(
-            id=f"{batch.id}\x1f{lever}\x1f{user}\x1f{endpoint}",
+            id=f"{batch.id}:{lever}:{_who(user, endpoint)}",
             at=at,
             lever=lever,
             saved_nusd=saved,
@@ -122,7 +123,7 @@ def batch_api_saving(prices: PriceTable, record: CallRecord) -> Saving:
         else ("", "")
     )
     return Saving(
-        id=f"{record.id}\x1fbatch_api",
+        id=f"{record.id}:batch_api",
         at=record.at,
         lever="batch_api",
         saved_nusd=saved,
@@ -134,6 +135,11 @@ def batch_api_saving(prices: PriceTable, record: CallRecord) -> Saving:
         baseline_nusd=None if standard is None else to_nano(standard),
         batch_id=record.batch_id,
     )
+
+
+def _who(user: str, endpoint: str) -> str:
+    """A short stable id for a (user, endpoint) pair, whatever characters they hold."""
+    return hashlib.sha256(f"{user}\x1f{endpoint}".encode()).hexdigest()[:16]
 
 
 def usd(nusd: int | None) -> Decimal | None:

@@ -249,3 +249,12 @@ async def test_bulk_import_writes_what_the_record_script_writes(redis: Redis) ->
     assert await redis.zrange(one.ledger_hours(), 0, -1) == await redis.zrange(
         bulk.ledger_hours(), 0, -1
     )
+
+
+async def test_simulated_calls_are_labelled_in_the_report(redis: Redis) -> None:
+    k = Keys(make_settings("redis://x").key_prefix)
+    simulated = call(1, DAY0, NANO).model_copy(update={"simulated": True})
+    await Ledger(redis, k).record_many([simulated, call(2, DAY0, NANO)])
+    report = await build_report(redis, k, anomalies=False)
+    assert report.simulated_calls == 1
+    assert "SIMULATED provider: 1 of 2 calls" in render_text(report)
