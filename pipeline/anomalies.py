@@ -1,7 +1,7 @@
 """Spend spikes: daily and hourly, overall and per tenant and per endpoint.
 
 A period is compared with its baseline, never with itself: the 14 days before a day; the same
-hour of the 7 days before an hour (spend follows the clock, so 14:00 is compared with 14:00);
+hour of the 14 days before an hour (spend follows the clock, so 14:00 is compared with 14:00);
 missing periods count as 0. It is anomalous when it lies k standard deviations above the
 baseline mean (`warning` from `sigma_warning`, `critical` from `sigma_critical`), at least 20%
 above that mean, and by at least 5% of an average period's total spend (a cent-sized wobble of
@@ -301,7 +301,7 @@ async def detect(
     sigma_warning: float = 3.0,
     sigma_critical: float = 5.0,
     baseline_days: int = 14,
-    baseline_hour_days: int = 7,
+    baseline_hour_days: int = 14,
     limit: int = 50,
 ) -> list[Anomaly]:
     """Daily and hourly spikes in loaded rollups (`reports.Rollups`), most recent first, each
