@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from .admission import Admission
+from .budgets import Budgets
 from .config import Settings
 from .executor import BatchExecutor
 from .keys import Keys
@@ -25,14 +27,17 @@ class Pipeline:
         self.keys = Keys(settings.key_prefix)
         self.prices = PriceTable(settings.prices)
         self.providers = build_providers(settings)
-        self.chain = ProviderChain(self.providers, settings)
+        self.chain = ProviderChain(self.providers, settings, redis=redis, keys=self.keys)
         self.router = Router(settings, self.chain, self.prices)
         self.packer = Packer(redis, settings, self.keys)
         self.runs = RunStore(redis, self.keys, ttl_s=settings.results_ttl_s)
         self.ledger = Ledger(redis, self.keys)
+        self.budgets = Budgets(redis, settings, self.keys, self.prices, self.runs)
+        self.admission = Admission(self.budgets, self.router)
         self.executor = BatchExecutor(
             redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
         )
+        self.executor.budgets = self.budgets
 
     @property
     def simulated(self) -> bool:
@@ -45,4 +50,5 @@ class Pipeline:
 
 def connect_redis(url: str) -> Redis:
     """A client for `url` (redis://, rediss:// or unix://)."""
-    return Redis.from_url(url)
+    client: Redis = Redis.from_url(url)
+    return client

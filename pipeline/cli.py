@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from . import budget_cli, nightly, provider_cli
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
@@ -41,7 +42,7 @@ def default_out(path: Path) -> Path:
 
 async def write_results(runs: RunStore, run_id: str, out_path: Path) -> int:
     """Stream the run's results to a JSONL file in input order; returns the line count."""
-    from .runs import to_result  # noqa: PLC0415
+    from .runs import to_result
 
     written = 0
     tmp = out_path.with_name(out_path.name + ".part")
@@ -92,7 +93,7 @@ def _report_errors(submission: Submission) -> None:
         return
     err.print(f"[yellow]{len(submission.errors)} invalid line(s) were rejected:[/yellow]")
     for error in submission.errors[:20]:
-        err.print(f"  {error}", markup=False, highlight=False)
+        err.print(f"  {error}", markup=False, highlight=False, soft_wrap=True)
     if len(submission.errors) > 20:
         err.print(f"  ... and {len(submission.errors) - 20} more (see the results file)")
 
@@ -124,11 +125,11 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from arq import Worker  # noqa: PLC0415
-    from arq.connections import RedisSettings, create_pool  # noqa: PLC0415
+    from arq import Worker
+    from arq.connections import RedisSettings, create_pool
 
-    from pipeline.embedded import EmbeddedRedis  # noqa: PLC0415
-    from workers.settings import worker_settings  # noqa: PLC0415
+    from pipeline.embedded import EmbeddedRedis
+    from workers.settings import worker_settings
 
     embedded = None
     if not settings.redis_url:
@@ -196,11 +197,12 @@ async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from arq import Worker  # noqa: PLC0415
+    from arq import Worker
 
-    from workers.settings import worker_settings  # noqa: PLC0415
+    from workers.settings import worker_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # force: main() has already configured WARNING, which would hide the worker's INFO lines
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     Worker(**worker_settings(settings)).run()
     return 0
 
@@ -224,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("--out", help="write to this file instead of stdout")
     add_report_cli(sub)
     add_export_cli(sub)
+    budget_cli.add_cli(sub)
+    provider_cli.add_cli(sub)
+    nightly.add_cli(sub)
     return p
 
 
@@ -234,12 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(config_file=args.config)
         if args.command == "worker":
             return cmd_worker(args, settings)
-        if getattr(args, "handler", None) is not None:
-            return int(asyncio.run(args.handler(args, settings)))
+        if handler := getattr(args, "handler", None):  # subcommands that register their own
+            return int(asyncio.run(handler(args, settings)))
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted; queued work stays in Redis and resumes with the next worker")

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError
+from .plans import BreakerLimits, Plan
 
 ProviderKind = Literal["openai", "anthropic", "simulated"]
 
@@ -91,6 +93,11 @@ class ProviderConfig(BaseModel):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
     max_in_flight: int = 16
+    # issue 3: shared rate limits per `Settings.rate_window_s` (a minute by default)
+    rpm: int | None = None
+    tpm: int | None = None
+    model_rpm: dict[str, int] = Field(default_factory=dict)
+    model_tpm: dict[str, int] = Field(default_factory=dict)
 
     def serves(self, model: str) -> bool:
         for pattern in self.models:
@@ -139,6 +146,39 @@ class Settings(BaseModel):
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
 
+    # issue 6: budgets, plans and the cost circuit breaker (docs/budgets.md)
+    breaker_limits: dict[str, BreakerLimits] = Field(default_factory=dict)
+    breaker_policy: Literal["wait", "reject"] = "wait"
+    breaker_recheck_s: float = Field(default=30.0, gt=0)
+    breaker_input_margin: float = Field(default=0.25, ge=0)
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    plan_default: str | None = None
+    plan_assignments: dict[str, str] = Field(default_factory=dict)
+    budget_monthly_usd: Decimal | None = Field(default=None, ge=0)
+    budget_alert_pcts: tuple[int, ...] = (50, 80, 100)
+    budget_webhook_url: str | None = None
+    budget_degrade: bool = True
+
+    # issue 3: providers and resilience (docs/providers.md)
+    fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    health_failures: int = Field(default=5, ge=1)
+    health_cooldown_s: float = Field(default=30.0, gt=0)
+    health_auth_cooldown_s: float = Field(default=600.0, gt=0)
+    rate_window_s: float = Field(default=60.0, gt=0)
+    rate_guard_s: float = Field(default=0.5, ge=0)
+    rate_wait_max_s: float = Field(default=120.0, ge=0)
+    # issue 8: provider batch APIs and nightly runs (docs/nightly.md)
+    batch_api: bool = False
+    batch_api_poll_s: int = 30
+    batch_api_linger_s: float = 10.0
+    batch_api_max_requests: int = 50_000
+    batch_api_max_bytes: int = 190 * 1024 * 1024
+    batch_api_lease_s: int = 120
+    nightly_inbox: Path | None = None
+    nightly_outbox: Path | None = None
+    nightly_poll_s: int = 60
+    nightly_max_age_s: int = 26 * 3600
+
     # issue 5: ledger reports, anomaly alerts, worker metrics
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no Prometheus endpoint
     metrics_host: str = "0.0.0.0"
@@ -171,6 +211,29 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_PROVIDER_RETRIES": "provider_retries",
     "BATCHWISE_BACKOFF_BASE_S": "backoff_base_s",
     "BATCHWISE_BACKOFF_CAP_S": "backoff_cap_s",
+    # issue 6: budgets, plans and the cost circuit breaker
+    "BATCHWISE_BREAKER_POLICY": "breaker_policy",
+    "BATCHWISE_BREAKER_RECHECK_S": "breaker_recheck_s",
+    "BATCHWISE_PLAN_DEFAULT": "plan_default",
+    "BATCHWISE_BUDGET_MONTHLY_USD": "budget_monthly_usd",
+    "BATCHWISE_BUDGET_WEBHOOK_URL": "budget_webhook_url",
+    "BATCHWISE_BUDGET_DEGRADE": "budget_degrade",
+    # issue 3: providers and resilience
+    "BATCHWISE_HEALTH_FAILURES": "health_failures",
+    "BATCHWISE_HEALTH_COOLDOWN_S": "health_cooldown_s",
+    "BATCHWISE_HEALTH_AUTH_COOLDOWN_S": "health_auth_cooldown_s",
+    "BATCHWISE_RATE_WINDOW_S": "rate_window_s",
+    "BATCHWISE_RATE_GUARD_S": "rate_guard_s",
+    "BATCHWISE_RATE_WAIT_MAX_S": "rate_wait_max_s",
+    # issue 8: provider batch APIs and nightly runs
+    "BATCHWISE_BATCH_API": "batch_api",
+    "BATCHWISE_BATCH_API_POLL_S": "batch_api_poll_s",
+    "BATCHWISE_BATCH_API_LINGER_S": "batch_api_linger_s",
+    "BATCHWISE_BATCH_API_MAX_REQUESTS": "batch_api_max_requests",
+    "BATCHWISE_BATCH_API_MAX_BYTES": "batch_api_max_bytes",
+    "BATCHWISE_NIGHTLY_INBOX": "nightly_inbox",
+    "BATCHWISE_NIGHTLY_OUTBOX": "nightly_outbox",
+    "BATCHWISE_NIGHTLY_POLL_S": "nightly_poll_s",
     # issue 5
     "BATCHWISE_METRICS_PORT": "metrics_port",
     "BATCHWISE_METRICS_HOST": "metrics_host",
@@ -179,6 +242,9 @@ ENV_FIELDS: dict[str, str] = {
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")
+ANTHROPIC_MODELS = ("claude-*",)
+GEMINI_MODELS = ("gemini-*",)
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
 
 
 def _env_providers(env: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -192,6 +258,27 @@ def _env_providers(env: Mapping[str, str]) -> list[dict[str, Any]]:
                 "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
                 "api_key": env["OPENAI_API_KEY"],
                 "models": OPENAI_MODELS,
+            }
+        )
+    # issue 3: Anthropic (native Messages API) and Gemini (its OpenAI-compatible endpoint)
+    if env.get("ANTHROPIC_API_KEY"):
+        found.append(
+            {
+                "name": "anthropic",
+                "kind": "anthropic",
+                "base_url": env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                "api_key": env["ANTHROPIC_API_KEY"],
+                "models": ANTHROPIC_MODELS,
+            }
+        )
+    if env.get("GEMINI_API_KEY"):
+        found.append(
+            {
+                "name": "gemini",
+                "kind": "openai",
+                "base_url": env.get("GEMINI_BASE_URL") or GEMINI_BASE_URL,
+                "api_key": env["GEMINI_API_KEY"],
+                "models": GEMINI_MODELS,
             }
         )
     return found

@@ -19,8 +19,9 @@ import orjson
 from redis.asyncio import Redis
 
 from . import metrics
+from .budgets import Budgets
 from .config import Settings
-from .errors import ContextTooLong, PermanentError, ProviderError, TransientError
+from .errors import BreakerOpen, ContextTooLong, PermanentError, ProviderError, TransientError
 from .keys import Keys
 from .ledger import NANO, Ledger, Share, error_record, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass, Usage
@@ -30,7 +31,7 @@ from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
 from .runs import RunStore
 from .savings import Answered, batch_api_saving, call_savings, cost_shares
-from .splitter import parse_single, split
+from .splitter import enforce_schema, matches_schema_type, parse_single, split
 from .tokens import count_tokens
 
 logger = logging.getLogger("batchwise.executor")
@@ -46,6 +47,7 @@ class BatchExecutor:
         prices: PriceTable,
         runs: RunStore,
         ledger: Ledger,
+        budgets: Budgets | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -54,6 +56,7 @@ class BatchExecutor:
         self.prices = prices
         self.runs = runs
         self.ledger = ledger
+        self.budgets = budgets or Budgets(redis, settings, keys, prices, runs)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         k = self.keys
@@ -82,18 +85,8 @@ class BatchExecutor:
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
         return batch, items
 
-    async def run(self, batch_id: str, *, last_try: bool = False, attempt: int = 1) -> list[str]:
-        """Run a batch; return the ids of child batches the caller must enqueue.
-
-        Raises `TransientError` when the provider is unavailable and this is not the last try.
-        """
-        loaded = await self.load(batch_id)
-        if loaded is None:
-            return []
-        batch, items = loaded
-        if not items:
-            await self._close(batch_id)
-            return []
+    def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
+        """The provider request for a batch, and whether it is packed."""
         system, messages, packed = build_messages(batch, items)
         request = ChatRequest(
             model=batch.model,
@@ -104,13 +97,44 @@ class BatchExecutor:
             json_mode=packed or batch.response_schema is not None,
             response_schema=batch.response_schema,
         )
+        return request, packed
+
+    async def run(
+        self,
+        batch_id: str,
+        *,
+        last_try: bool = False,
+        answer: ChatResponse | None = None,
+        batch_api: bool = False,
+        attempt: int = 1,
+    ) -> list[str]:
+        """Run a batch; return the ids of child batches the caller must enqueue.
+
+        `answer` is the provider's answer when it came another way (a provider batch API,
+        `batch_api=True` prices it so); the batch is then split and recorded without a call.
+        Raises `TransientError` when the provider is unavailable and this is not the last try.
+        """
+        loaded = await self.load(batch_id)
+        if loaded is None:
+            return []
+        batch, items = loaded
+        if not items:
+            await self._close(batch_id)
+            return []
+        request, packed = self.request_for(batch, items)
         stored = await self.redis.get(self.keys.batch_response(batch_id))
         if stored is not None:
             data = orjson.loads(stored)
             response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
+        elif answer is not None:
+            response = answer
         else:
             try:
-                response = await self.chain.complete(request)
+                response = await self.budgets.spend(batch, request, self.chain.complete)
+            except BreakerOpen as exc:
+                return await self.budgets.hold(
+                    batch, items, exc, last_try=last_try, close=self._close
+                )
             except ContextTooLong as exc:
                 await self._record_error(batch, exc, attempt)
                 if len(items) > 1:
@@ -127,7 +151,9 @@ class BatchExecutor:
 
         ids = [str(i + 1) for i in range(len(items))]
         if packed:
-            outcome = split(response.text, ids, truncated=response.truncated)
+            outcome = enforce_schema(
+                split(response.text, ids, truncated=response.truncated), batch.response_schema
+            )
             outputs, failures = outcome.outputs, outcome.failures
             if outcome.unknown_ids:
                 logger.warning("batch %s: ignored unknown ids %s", batch_id, outcome.unknown_ids)
@@ -135,10 +161,18 @@ class BatchExecutor:
             ok, value, reason = parse_single(
                 response.text, want_json=batch.response_schema is not None
             )
+            if (
+                ok
+                and batch.response_schema
+                and not matches_schema_type(value, batch.response_schema)
+            ):
+                ok, reason = False, "output is not of the schema's type"
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
-            await self._record(batch, items, request, response, outputs, attempt)
+            await self._record(
+                batch, items, request, response, outputs, batch_api=batch_api, attempt=attempt
+            )
 
         retry: list[str] = []
         answered: list[Answered] = []
@@ -159,6 +193,12 @@ class BatchExecutor:
         await self._close(batch_id)
         return children
 
+    async def fail_batch(self, batch_id: str, code: str, message: str) -> None:
+        """End every item of a batch as failed (the worker's last resort)."""
+        loaded = await self.load(batch_id)
+        if loaded is not None:
+            await self._fail(loaded[0], loaded[1], code, message)
+
     async def _record(
         self,
         batch: Batch,
@@ -166,6 +206,8 @@ class BatchExecutor:
         request: ChatRequest,
         response: ChatResponse,
         outputs: dict[str, Any],
+        *,
+        batch_api: bool = False,
         attempt: int = 1,
     ) -> None:
         """The ledger record of the call, with its cost split over the items exactly."""
@@ -178,16 +220,17 @@ class BatchExecutor:
             count_tokens(orjson.dumps(outputs[str(i + 1)]).decode()) if str(i + 1) in outputs else 0
             for i in range(n)
         ]
-        batch_api = bool(getattr(response, "batch_api", False))  # set by batch-API providers
-        cost = self.prices.price(batch.model, usage, batch_api=batch_api)
+        # a fallback may have answered: price the model that did
+        cost = self.prices.price(response.model, usage, batch_api=batch_api)
         in_tokens = split_int(usage.input_tokens, in_weights)
         out_tokens = split_int(usage.output_tokens, out_weights)
         if cost is None:
             nusd: list[int | None] = [None] * n
         else:
             total = to_nano(cost)
-            in_usage = usage.model_copy(update={"output_tokens": 0})
-            in_cost = self.prices.price(batch.model, in_usage, batch_api=batch_api)
+            in_cost = self.prices.price(
+                response.model, usage.model_copy(update={"output_tokens": 0}), batch_api=batch_api
+            )
             in_total = min(total, to_nano(in_cost or cost))
             nusd = [
                 a + b
@@ -206,7 +249,7 @@ class BatchExecutor:
             at=time.time(),
             batch_id=batch.id,
             provider=response.provider,
-            model=batch.model,
+            model=response.model,
             simulated=response.simulated,
             batch_api=batch_api,
             status="ok",
@@ -240,7 +283,7 @@ class BatchExecutor:
         outcome = {
             "status": "ok",
             "output": output,
-            "model": batch.model,
+            "model": response.model,
             "provider": response.provider,
             "cache": "miss",
             "batch_id": batch.id,

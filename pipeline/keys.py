@@ -22,12 +22,8 @@ class Keys:
         return f"{self.prefix}:run:{run_id}:results"
 
     def run_tasks(self, run_id: str) -> str:
-        """Hash task id -> shaped task JSON (kept until the result is written)."""
+        """Hash task id -> the task's metadata JSON, echoed back in its result."""
         return f"{self.prefix}:run:{run_id}:tasks"
-
-    def run_stats(self, run_id: str) -> str:
-        """Hash of integer counters for the run summary (costs in nano-dollars)."""
-        return f"{self.prefix}:run:{run_id}:stats"
 
     def runs(self) -> str:
         """Sorted set of run ids by creation time."""
@@ -108,3 +104,107 @@ class Keys:
     def ledger_hours(self) -> str:
         """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
         return f"{self.prefix}:ledger:hours"
+
+    # issue 6: budgets, plans and the cost circuit breaker
+    def budget_config(self) -> str:
+        """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars)."""
+        return f"{self.prefix}:budget:config"
+
+    def breaker_spend(self, scope: str, window: str) -> str:
+        """A scope's spend in one window, nano-dollars: reserved plus settled (`h:N`, `d:N`:
+        hour or day number) or settled only (`hs:N`, `ds:N`)."""
+        return f"{self.prefix}:breaker:spend:{scope}:{window}"
+
+    def breaker_open(self, scope: str) -> str:
+        """Hash describing an open breaker (until, window, limit, used, wanted)."""
+        return f"{self.prefix}:breaker:open:{scope}"
+
+    def breaker_scopes(self) -> str:
+        """Set of scopes that have had a reservation: what `budget status` shows."""
+        return f"{self.prefix}:breaker:scopes"
+
+    def reservation(self, batch_id: str) -> str:
+        """Hash of a batch's budget reservation: amount, state (held | settled), counters."""
+        return f"{self.prefix}:breaker:res:{batch_id}"
+
+    def month_spend(self, month: str) -> str:
+        """Settled spend of a calendar month (`YYYY-MM`, UTC) in nano-dollars."""
+        return f"{self.prefix}:spend:{month}"
+
+    def month_tenant_spend(self, month: str) -> str:
+        """Hash tenant -> settled spend of the month in nano-dollars."""
+        return f"{self.prefix}:spend:{month}:tenants"
+
+    def budget_alert(self, month: str, pct: int) -> str:
+        """Set once when the month's spend first reaches `pct`% of the budget."""
+        return f"{self.prefix}:budget:alert:{month}:{pct}"
+
+    def degraded(self) -> str:
+        """Hash of routing switches made under budget pressure: `total`, `FROM>TO` counts."""
+        return f"{self.prefix}:budget:degraded"
+
+    def degrade_state(self) -> str:
+        """`1` while routes are degraded, `0` otherwise: logs each switch once."""
+        return f"{self.prefix}:budget:degrade_state"
+
+    def plan_assignments(self) -> str:
+        """Hash subject (`user:ID` or `tenant:NAME`) -> plan name: operator overrides."""
+        return f"{self.prefix}:plans:assign"
+
+    def plan_used(self, subject: str, limit: str, window: int) -> str:
+        """A plan counter of a subject in one window (minute or day number)."""
+        return f"{self.prefix}:plans:used:{subject}:{limit}:{window}"
+
+    # issue 3: provider health and shared rate limits
+    def provider_health(self, provider: str) -> str:
+        """Hash of a provider's circuit: failures, open_until_ms, reason."""
+        return f"{self.prefix}:health:{provider}"
+
+    def provider_probe(self, provider: str) -> str:
+        """Lease held by the one half-open probe of a provider."""
+        return f"{self.prefix}:health:{provider}:probe"
+
+    def rate_log(self, scope: str, measure: str) -> str:
+        """Sorted set of grants in the current window (`measure`: req or tok) of a scope."""
+        return f"{self.prefix}:rate:{scope}:{measure}"
+
+    def rate_sum(self, scope: str, measure: str) -> str:
+        """Running total of the grants in `rate_log`."""
+        return f"{self.prefix}:rate:{scope}:{measure}:sum"
+
+    def rate_block(self, scope: str) -> str:
+        """Epoch ms before which nobody may call the scope (Retry-After, exhausted headers)."""
+        return f"{self.prefix}:rate:{scope}:block"
+
+    def rate_learned(self, scope: str) -> str:
+        """Hash of limits learned from the provider's rate-limit headers: req, tok."""
+        return f"{self.prefix}:rate:{scope}:learned"
+
+    # issue 8: provider batch APIs and nightly runs
+    def bapi_pending(self) -> str:
+        """Sorted set batch id -> ms it was handed to the batch API, awaiting a provider batch."""
+        return f"{self.prefix}:bapi:pending"
+
+    def bapi_subs(self) -> str:
+        """Sorted set of open provider-batch submissions by creation time."""
+        return f"{self.prefix}:bapi:subs"
+
+    def bapi_sub(self, sub_id: str) -> str:
+        """Hash: provider, model, batch ids, state, the provider's batch id."""
+        return f"{self.prefix}:bapi:sub:{sub_id}"
+
+    def bapi_lease(self, sub_id: str) -> str:
+        """Held by the one worker that submits or settles a submission right now."""
+        return f"{self.prefix}:bapi:lease:{sub_id}"
+
+    def nightly_claim(self, name: str) -> str:
+        """SET NX claim on an inbox file name while it is moved to processing."""
+        return f"{self.prefix}:nightly:claim:{name}"
+
+    def nightly_lease(self, tag: str) -> str:
+        """Held by the one worker advancing a claimed nightly file right now."""
+        return f"{self.prefix}:nightly:lease:{tag}"
+
+    def nightly_file(self, tag: str) -> str:
+        """Hash: state, run id, name of a claimed nightly file."""
+        return f"{self.prefix}:nightly:file:{tag}"

@@ -286,8 +286,10 @@ class Ledger:
                     yield orjson.loads(fields[b"s"])
             last = rows[-1][0].decode()
 
-    async def records(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord]:
-        """Every call record, oldest first."""
+    async def records(
+        self, *, chunk: int = 5000, errors: bool = False
+    ) -> AsyncIterator[CallRecord]:
+        """Every billed call record, oldest first; with `errors`, failed calls too."""
         async for entry in self.entries(chunk=chunk):
-            if isinstance(entry, CallRecord):
+            if isinstance(entry, CallRecord) and (errors or entry.status == "ok"):
                 yield entry

@@ -26,6 +26,9 @@ Control API (no auth): `POST /_control/faults` (a spec or a list), `POST /_contr
 `POST /_control/rate_limit` (`{"rpm": int | {model: int} | null, "window_s": 60}`),
 `GET /_control/stats` (`?bodies=0` leaves out request bodies), `GET /_control/health`.
 
+While a request limit applies to a model, its answers carry the limit headers the real APIs send
+(`x-ratelimit-*-requests` for OpenAI, `anthropic-ratelimit-requests-*` for Anthropic).
+
 Run it with `with FakeProvider() as fake: ...` or `python -m tests.fake_provider --port 8089`.
 """
 
@@ -42,9 +45,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from tests.fake_batches import FakeBatchAPI
 
 DEFAULT_KEY = "test-key"
 STATUS_KINDS = frozenset({"429", "500", "503", "529", "401", "400", "404"})
@@ -223,8 +229,7 @@ class FakeProvider:
     ) -> None:
         self.key = key
         self.port = port
-        self.rate_limit_rpm = rate_limit_rpm
-        self.window_s = window_s
+        self._initial_rate_limit = (rate_limit_rpm, window_s)
         self.cache_min_tokens = cache_min_tokens
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -233,6 +238,7 @@ class FakeProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
+        self._generation = 0
         self.reset()
 
     # ---- public API -------------------------------------------------------------------------
@@ -263,8 +269,11 @@ class FakeProvider:
             self._rate_counts.clear()
 
     def reset(self) -> None:
-        """Forget queued faults, counters, rate-limit windows, simulated caches and bodies."""
+        """Back to the state at construction: no faults, counters, caches, or rate-limit change."""
         with self._lock:
+            self.rate_limit_rpm, self.window_s = self._initial_rate_limit
+            # A delayed answer to a request from before the reset must not count after it.
+            self._generation += 1
             self._faults = []
             self._requests = 0
             self._items = 0
@@ -278,6 +287,7 @@ class FakeProvider:
             self._rate_counts: Counter[tuple[str, float]] = Counter()
             self._prefixes: set[tuple[str, str, str]] = set()
             self._bodies: list[Any] = []
+            self.batch_api = FakeBatchAPI(self)
 
     def stats(self, *, bodies: bool = True) -> dict[str, Any]:
         """Counters since the last reset; the same dict `GET /_control/stats` returns."""
@@ -310,7 +320,7 @@ class FakeProvider:
             self._loop = loop
             try:
                 loop.run_until_complete(self._bind())
-            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            except BaseException as exc:  # handed to the starting thread
                 failure.append(exc)
                 ready.set()
                 loop.close()
@@ -385,7 +395,7 @@ class FakeProvider:
                     body = await reader.readexactly(length) if length else b""
                 try:
                     status, extra, payload = await self._dispatch(method, target, headers, body)
-                except Exception as exc:  # noqa: BLE001 - a fake must answer, not hang
+                except Exception as exc:  # a fake must answer, not hang
                     status, extra, payload = 500, {}, json.dumps({"error": repr(exc)}).encode()
                 connection = headers.get("connection", "").lower()
                 close = connection == "close" or (
@@ -415,6 +425,9 @@ class FakeProvider:
         self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> Response:
         split = urlsplit(target)
+        if self.batch_api.handles(split.path):  # batch APIs: tests/fake_batches.py
+            query = parse_qs(split.query)
+            return await self.batch_api.dispatch(method, split.path, query, headers, body)
         path = PATHS.get(split.path)
         if path and method == "POST":
             return await self._provider_call(path, headers, body)
@@ -441,6 +454,8 @@ class FakeProvider:
                 return _json(200, {"ok": True})
             if method == "GET" and path == "/_control/stats":
                 return _json(200, self.stats(bodies=query.get("bodies", ["1"])[0] != "0"))
+            if path == "/_control/batches":
+                return self.batch_api.control(method, doc)
             if method == "GET" and path == "/_control/health":
                 return _json(200, {"ok": True})
         except (ValueError, TypeError, AttributeError) as exc:
@@ -464,6 +479,7 @@ class FakeProvider:
                 break
         items = _packed_items(last_user)
         with self._lock:
+            generation = self._generation
             self._requests += 1
             self._by_path[path] += 1
             self._by_model[model] += 1
@@ -495,14 +511,39 @@ class FakeProvider:
         usage = self._usage(path, req, model, messages)
         usage["output"] = estimate_tokens(content)
         with self._lock:
-            self._by_status["200"] += 1
-            self._items_answered += len(items) if items is not None else 1
+            if generation == self._generation:
+                self._by_status["200"] += 1
+                self._items_answered += len(items) if items is not None else 1
         n = next(self._ids)
+        limits = self._limit_headers(path, model, now)
         if path == "openai":
             doc = _openai_body(n, model, content, finished, usage)
-            return _json(200, doc, {"x-request-id": f"req_fake{n}"})
+            return _json(200, doc, {"x-request-id": f"req_fake{n}", **limits})
         doc = _anthropic_body(n, model, content, finished, usage)
-        return _json(200, doc, {"request-id": f"req_fake{n}"})
+        return _json(200, doc, {"request-id": f"req_fake{n}", **limits})
+
+    def _limit_headers(self, path: str, model: str, now: float) -> dict[str, str]:
+        """The rate-limit headers the real APIs send, when a request limit applies to `model`."""
+        with self._lock:
+            limit = self.rate_limit_rpm
+            cap = limit.get(model) if isinstance(limit, dict) else limit
+            if cap is None:
+                return {}
+            window = now - now % self.window_s
+            used = self._rate_counts[(model if isinstance(limit, dict) else "*", window)]
+        remaining, reset_s = max(cap - used, 0), window + self.window_s - now
+        if path == "openai":
+            return {
+                "x-ratelimit-limit-requests": str(cap),
+                "x-ratelimit-remaining-requests": str(remaining),
+                "x-ratelimit-reset-requests": f"{reset_s:.3f}s",
+            }
+        reset_at = datetime.fromtimestamp(window + self.window_s, tz=UTC)
+        return {
+            "anthropic-ratelimit-requests-limit": str(cap),
+            "anthropic-ratelimit-requests-remaining": str(remaining),
+            "anthropic-ratelimit-requests-reset": reset_at.isoformat(),
+        }
 
     def _admit(
         self,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,6 @@ def patient(settings: Settings) -> Settings:
     turn into a retried call, which these tests count."""
     providers = tuple(p.model_copy(update={"read_timeout_s": 30.0}) for p in settings.providers)
     return settings.model_copy(update={"providers": providers})
-
-
-@dataclass(frozen=True)
-class BatchAPIResponse(ChatResponse):
-    """A provider answer that went through the provider's batch API."""
-
-    batch_api: bool = True
 
 
 def _items(n: int, users: list[str], endpoints: list[str], tokens: int = 100) -> list[Item]:
@@ -77,9 +69,9 @@ async def _record_call(
     items: list[Item],
     usage_block: Any,
     *,
-    response_type: type[ChatResponse] = ChatResponse,
+    batch_api: bool = False,
 ) -> CallRecord:
-    response = response_type(
+    response = ChatResponse(
         text="{}",
         usage=usage_block,
         truncated=False,
@@ -89,7 +81,7 @@ async def _record_call(
     )
     request = ChatRequest(model=batch.model, system="", messages=(), max_tokens=100)
     outputs = {str(i + 1): f"answer {i}" for i in range(len(items))}
-    await pipeline.executor._record(batch, items, request, response, outputs)
+    await pipeline.executor._record(batch, items, request, response, outputs, batch_api=batch_api)
     records = [r async for r in pipeline.ledger.records()]
     return next(r for r in records if r.id == batch.id)
 
@@ -166,7 +158,7 @@ async def test_batch_api_call_priced_at_batch_rates_and_saving_recorded(redis_ur
             }
         )
         batch = _batch("b-batchapi", "gpt-4o-mini", items)
-        record = await _record_call(p, batch, items, usage, response_type=BatchAPIResponse)
+        record = await _record_call(p, batch, items, usage, batch_api=True)  # a provider batch
         # batch table: (176 + 1024) x $0.075 + 300 x $0.30 per million; standard is 0.0002832
         assert record.batch_api is True
         assert record.cost_usd == Decimal("0.00018")
@@ -337,9 +329,10 @@ async def test_failed_provider_call_is_recorded_as_an_error(
         for batch_id in await p.packer.flush():
             await p.executor.run(batch_id, attempt=3)
         await client.wait(run_id, timeout_s=5)
-        calls = [r async for r in p.ledger.records()]
+        calls = [r async for r in p.ledger.records(errors=True)]
+        billed = [r async for r in p.ledger.records()]
         report = await build_report(p.redis, p.keys, anomalies=False)
-    assert len(calls) == 1
+    assert len(calls) == 1 and billed == []
     assert calls[0].status == "error" and calls[0].attempt == 3
     assert calls[0].error is not None and calls[0].error.startswith("http_400")
     assert calls[0].cost_usd == 0

@@ -16,6 +16,9 @@ from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
 from pipeline.errors import TransientError
 
+from .cron import batch_api, open_batch_api
+from .cron import close as close_batch_api
+
 logger = logging.getLogger("batchwise.worker")
 
 FLUSH_TICK_S = 0.05
@@ -35,15 +38,26 @@ async def process_batch(ctx: dict[str, Any], batch_id: str) -> int:
     pipeline: Pipeline = ctx["pipeline"]
     settings: Settings = ctx["settings"]
     last_try = ctx["job_try"] >= settings.job_max_tries
+    if await batch_api(ctx).divert(batch_id):  # issue 8: answered later by a provider batch
+        return 0
+    ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
     try:
         children = await pipeline.executor.run(
             batch_id, last_try=last_try, attempt=ctx["job_try"]
         )
     except TransientError as exc:
-        ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
         defer = exc.retry_after_s if exc.retry_after_s is not None else random.uniform(0, ceiling)
         logger.warning("batch %s: %s; retrying in %.1fs", batch_id, exc, defer)
         raise Retry(defer=defer) from None
+    except Exception as exc:  # a bug or a Redis hiccup: retry, and never leave tasks unanswered
+        if not last_try:
+            logger.exception("batch %s failed unexpectedly; retrying", batch_id)
+            raise Retry(defer=random.uniform(0, ceiling)) from None
+        logger.exception("batch %s failed on its last try; failing its tasks", batch_id)
+        await pipeline.executor.fail_batch(
+            batch_id, "internal_error", f"{type(exc).__name__}: {exc}"
+        )
+        return 0
     await enqueue_batches(ctx, children)
     return len(children)
 
@@ -79,6 +93,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
     ctx["pipeline"] = Pipeline(settings, ctx["redis"])
+    open_batch_api(ctx)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
     ctx["flusher"] = asyncio.create_task(_flusher(ctx))
@@ -91,5 +106,6 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+    await close_batch_api(ctx)
     if "pipeline" in ctx:
         await ctx["pipeline"].aclose()
