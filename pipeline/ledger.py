@@ -182,7 +182,7 @@ class Ledger:
         written = 0
         for start in range(0, len(records), chunk):
             part = list({r.id: r for r in records[start : start + chunk]}.values())
-            known: list[int] = await self.redis.smismember(  # type: ignore[misc]
+            known: list[int] = await self.redis.smismember(
                 self.keys.ledger_ids(), [r.id for r in part]
             )
             fresh = [r for r, seen in zip(part, known, strict=True) if not seen]
