@@ -196,6 +196,12 @@ class Settings(BaseModel):
     nightly_poll_s: int = 60
     nightly_max_age_s: int = 26 * 3600
 
+    # issue 5: ledger reports, anomaly alerts, worker metrics
+    metrics_port: int = Field(0, ge=0, le=65535)  # 0: no Prometheus endpoint
+    metrics_host: str = "0.0.0.0"
+    anomaly_sigma_warning: float = Field(3.0, gt=0)
+    anomaly_sigma_critical: float = Field(5.0, gt=0)
+
     # routing and optimisation (issue 7): see docs/routing.md
     quality_floors: dict[str, float] = Field(
         default_factory=lambda: {"high_quality": 0.75, "best": 0.9}
@@ -257,6 +263,12 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_NIGHTLY_INBOX": "nightly_inbox",
     "BATCHWISE_NIGHTLY_OUTBOX": "nightly_outbox",
     "BATCHWISE_NIGHTLY_POLL_S": "nightly_poll_s",
+    # issue 5
+    "BATCHWISE_METRICS_PORT": "metrics_port",
+    "BATCHWISE_METRICS_HOST": "metrics_host",
+    "BATCHWISE_ANOMALY_SIGMA_WARNING": "anomaly_sigma_warning",
+    "BATCHWISE_ANOMALY_SIGMA_CRITICAL": "anomaly_sigma_critical",
+
     # routing and optimisation (issue 7)
     "BATCHWISE_AUDIT_SHARE": "audit_share",
     "BATCHWISE_AUDIT_THRESHOLD": "audit_threshold",

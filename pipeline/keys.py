@@ -83,6 +83,28 @@ class Keys:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
 
+    # ledger rollups (issue 5): integer counters per hour and day, written with each record
+    def ledger_hour(self, hour: str) -> str:
+        """Hash of an hour's totals and low-cardinality breakdowns (`hour` is YYYYMMDDHH, UTC)."""
+        return f"{self.prefix}:ledger:h:{hour}"
+
+    def ledger_hour_users(self, hour: str, scope: str = "") -> str:
+        """Hash user -> an hour's cost, overall or inside a scope (`t:tenant`, `e:endpoint`);
+        read only to explain an anomaly."""
+        return f"{self.prefix}:ledger:hu:{hour}" + (f":{scope}" if scope else "")
+
+    def ledger_day(self, day: str) -> str:
+        """Hash of a day's totals and every breakdown (`day` is YYYYMMDD, UTC)."""
+        return f"{self.prefix}:ledger:d:{day}"
+
+    def ledger_day_users(self, day: str, scope: str) -> str:
+        """Hash user -> a day's cost inside a scope (`t:tenant`, `e:endpoint`)."""
+        return f"{self.prefix}:ledger:du:{day}:{scope}"
+
+    def ledger_hours(self) -> str:
+        """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
+        return f"{self.prefix}:ledger:hours"
+
     # issue 6: budgets, plans and the cost circuit breaker
     def budget_config(self) -> str:
         """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars)."""

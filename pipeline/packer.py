@@ -118,6 +118,9 @@ def build_item(task: Task) -> Item:
         max_tokens=task.max_tokens,
         input_tokens=sum(count_tokens(m.content) for m in task.messages) + ITEM_OVERHEAD_TOKENS,
         task_type=task.task_type,
+        user_id=task.user_id,
+        endpoint=task.endpoint,
+        requested_model=task.requested_model,
     )
 
 
