@@ -42,9 +42,7 @@ async def process_batch(ctx: dict[str, Any], batch_id: str) -> int:
         return 0
     ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
     try:
-        children = await pipeline.executor.run(
-            batch_id, last_try=last_try, attempt=ctx["job_try"]
-        )
+        children = await pipeline.executor.run(batch_id, last_try=last_try, attempt=ctx["job_try"])
     except TransientError as exc:
         defer = exc.retry_after_s if exc.retry_after_s is not None else random.uniform(0, ceiling)
         logger.warning("batch %s: %s; retrying in %.1fs", batch_id, exc, defer)
