@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from .cache import ResponseCache
 from .config import Settings
 from .executor import BatchExecutor
 from .keys import Keys
@@ -30,9 +31,11 @@ class Pipeline:
         self.packer = Packer(redis, settings, self.keys)
         self.runs = RunStore(redis, self.keys, ttl_s=settings.results_ttl_s)
         self.ledger = Ledger(redis, self.keys)
+        self.cache = ResponseCache(redis, settings, self.keys)
         self.executor = BatchExecutor(
             redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
         )
+        self.executor.cache = self.cache
 
     @property
     def simulated(self) -> bool:
@@ -41,6 +44,7 @@ class Pipeline:
     async def aclose(self) -> None:
         for provider in self.providers:
             await provider.aclose()
+        await self.cache.aclose()
 
 
 def connect_redis(url: str) -> Redis:

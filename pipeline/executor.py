@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from .cache import ResponseCache
 from .config import Settings
 from .errors import ContextTooLong, PermanentError, TransientError
 from .keys import Keys
@@ -52,6 +53,7 @@ class BatchExecutor:
         self.prices = prices
         self.runs = runs
         self.ledger = ledger
+        self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         k = self.keys
@@ -231,6 +233,8 @@ class BatchExecutor:
                 output if isinstance(output, str) else orjson.dumps(output).decode()
             ),
         }
+        if self.cache is not None:  # before the tasks see it: a run that follows finds it
+            await self.cache.store(item.key, outcome)
         await self.runs.finish_item(item.key, outcome)
 
     async def _fail(

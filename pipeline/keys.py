@@ -86,3 +86,24 @@ class Keys:
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
+
+    # response cache (issue 4)
+    def cache_entry(self, cache_key: str) -> str:
+        """Hash of one cached answer (exact key); expires with its TTL."""
+        return f"{self.prefix}:cache:e:{cache_key}"
+
+    def cache_intent(self, item_key: str) -> str:
+        """Hash: how to cache an item's answer (key, TTL, semantic vector) once it comes."""
+        return f"{self.prefix}:cache:intent:{item_key}"
+
+    def cache_entries(self) -> str:
+        """Sorted set `tenant\\x1fmodel\\x1fkey` -> expiry time: live entries per tenant, model."""
+        return f"{self.prefix}:cache:entries"
+
+    def cache_stats(self) -> str:
+        """Hash `tenant\\x1fmodel\\x1fmetric` -> integer counter (money in nano-dollars)."""
+        return f"{self.prefix}:cache:stats"
+
+    def cache_vectors(self, scope_id: str) -> str:
+        """Stream of (key, vector, prompt) of one semantic scope, read by every process."""
+        return f"{self.prefix}:cache:v:{scope_id}"

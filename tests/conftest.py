@@ -70,6 +70,7 @@ def make_settings(redis_url: str, fake: FakeProvider | None = None, **overrides:
         "backoff_cap_s": 0.2,
         "job_timeout_s": 20,
         "providers": providers,
+        "cache_semantic": False,  # semantic hits only where a test asks for them (issue 4)
     }
     values.update(overrides)
     return load_settings(env={}, **values)

