@@ -1,9 +1,9 @@
 """Exact and semantic response caches with TTL classes, tenant scopes and analytics.
 
-    store.py     ResponseCache: L1 exact + L2 semantic lookups at submit, stores on answer
-    semantic.py  embedder choice, semantic scopes, the per-process index synced from Redis
-    ttl.py       TTL classes for tasks that name none; adaptive TTL within a class's bounds
-    stats.py     per tenant and model analytics; `batchwise cache stats`
+store.py     ResponseCache: L1 exact + L2 semantic lookups at submit, stores on answer
+semantic.py  embedder choice, semantic scopes, the per-process index synced from Redis
+ttl.py       TTL classes for tasks that name none; adaptive TTL within a class's bounds
+stats.py     per tenant and model analytics; `batchwise cache stats`
 """
 
 from __future__ import annotations

