@@ -150,14 +150,14 @@ class ScopeIndex:
             return found
         for start in range(0, len(queries), QUERY_BLOCK):
             block = queries[start : start + QUERY_BLOCK]
-            scores = self.vectors[:n] @ block.T  # (n, q): unit vectors, so cosine similarity
-            if n > CANDIDATES:
-                top = np.argpartition(-scores, CANDIDATES - 1, axis=0)[:CANDIDATES]
-            else:
-                top = np.tile(np.arange(n)[:, None], (1, len(block)))
-            for j in range(len(block)):
-                pairs = sorted(((float(scores[r, j]), int(r)) for r in top[:, j]), reverse=True)
-                found[start + j] = [(s, r) for s, r in pairs if s >= threshold and self.alive[r]]
+            scores = block @ self.vectors[:n].T  # (q, n): unit vectors, so cosine similarity
+            above = scores >= threshold  # most queries have no row above it: no sorting at all
+            for j in np.flatnonzero(above.any(axis=1)):
+                rows = np.flatnonzero(above[j])
+                if len(rows) > CANDIDATES:
+                    rows = rows[np.argpartition(-scores[j, rows], CANDIDATES - 1)[:CANDIDATES]]
+                pairs = sorted(((float(scores[j, r]), int(r)) for r in rows), reverse=True)
+                found[start + j] = [(s, r) for s, r in pairs if self.alive[r]]
         return found
 
 
@@ -209,18 +209,31 @@ class SemanticIndex:
                 index.keep_last(self.max_entries)
             pending = more
 
-    def candidates(self, scope_id: str, query: str, vector: Vectors) -> list[Candidate]:
-        """Cached prompts of the scope that may answer `query`, best first."""
+    def candidates(
+        self, scope_id: str, queries: Sequence[str], vectors: Vectors
+    ) -> tuple[list[list[Candidate]], list[int]]:
+        """For each query of one scope: the cached prompts that may answer it, best first, and
+        how many above the threshold the guard refused.
+
+        The queries are scored together (one matrix product per block of queries), so the
+        index is read once per block rather than once per query.
+        """
         index = self.scopes.get(scope_id)
         if index is None:
-            return []
-        found = []
-        for score, row in index.best(vector[None, :], self.threshold)[0]:
-            if blocks_semantic_hit(query, index.texts[row]) is not None:
-                self.blocked += 1
-                continue
-            found.append(Candidate(scope_id, row, index.keys[row], score))
-        return found
+            return [[] for _ in queries], [0] * len(queries)
+        found: list[list[Candidate]] = []
+        refused: list[int] = []
+        for query, best in zip(queries, index.best(vectors, self.threshold), strict=True):
+            passed, blocked = [], 0
+            for score, row in best:
+                if blocks_semantic_hit(query, index.texts[row]) is not None:
+                    blocked += 1
+                    continue
+                passed.append(Candidate(scope_id, row, index.keys[row], score))
+            found.append(passed)
+            refused.append(blocked)
+        self.blocked += sum(refused)
+        return found, refused
 
     def forget(self, candidate: Candidate) -> None:
         """The candidate's entry expired: never offer it again in this process."""

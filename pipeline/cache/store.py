@@ -211,14 +211,20 @@ class ResponseCache:
                 probes[i].scope_id = None
             return found
         await index.sync([probes[i].scope_id or "" for i in asking])
+        vectors = np.asarray(vectors, dtype=np.float32)
+        by_scope: dict[str, list[int]] = {}
+        for row, i in enumerate(asking):
+            probes[i].vector = vectors[row].tobytes()
+            by_scope.setdefault(probes[i].scope_id or "", []).append(row)
         choices: dict[int, list[Candidate]] = {}
-        for i, vector in zip(asking, vectors, strict=True):
-            probe = probes[i]
-            probe.vector = np.asarray(vector, dtype=np.float32).tobytes()
-            blocked_before = index.blocked
-            choices[i] = index.candidates(probe.scope_id or "", probe.task.prompt, vector)
-            if index.blocked > blocked_before:
-                counts[(probe.task.tenant, probe.task.model, "semantic_blocked")] += 1
+        for scope_id, rows in by_scope.items():
+            texts = [probes[asking[r]].task.prompt for r in rows]
+            passed, refused = index.candidates(scope_id, texts, vectors[rows])
+            for r, cands, blocked in zip(rows, passed, refused, strict=True):
+                choices[asking[r]] = cands
+                if blocked:
+                    task = probes[asking[r]].task
+                    counts[(task.tenant, task.model, "semantic_blocked")] += 1
         for _round in range(CANDIDATES):  # a candidate whose entry expired yields to the next
             want = {i: c[0] for i, c in choices.items() if c and found[i] is None}
             if not want:
