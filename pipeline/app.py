@@ -49,4 +49,5 @@ class Pipeline:
 
 def connect_redis(url: str) -> Redis:
     """A client for `url` (redis://, rediss:// or unix://)."""
-    return Redis.from_url(url)
+    client: Redis = Redis.from_url(url)
+    return client

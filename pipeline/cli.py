@@ -40,7 +40,7 @@ def default_out(path: Path) -> Path:
 
 async def write_results(runs: RunStore, run_id: str, out_path: Path) -> int:
     """Stream the run's results to a JSONL file in input order; returns the line count."""
-    from .runs import to_result  # noqa: PLC0415
+    from .runs import to_result
 
     written = 0
     tmp = out_path.with_name(out_path.name + ".part")
@@ -91,7 +91,7 @@ def _report_errors(submission: Submission) -> None:
         return
     err.print(f"[yellow]{len(submission.errors)} invalid line(s) were rejected:[/yellow]")
     for error in submission.errors[:20]:
-        err.print(f"  {error}", markup=False, highlight=False)
+        err.print(f"  {error}", markup=False, highlight=False, soft_wrap=True)
     if len(submission.errors) > 20:
         err.print(f"  ... and {len(submission.errors) - 20} more (see the results file)")
 
@@ -123,11 +123,11 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from arq import Worker  # noqa: PLC0415
-    from arq.connections import RedisSettings, create_pool  # noqa: PLC0415
+    from arq import Worker
+    from arq.connections import RedisSettings, create_pool
 
-    from pipeline.embedded import EmbeddedRedis  # noqa: PLC0415
-    from workers.settings import worker_settings  # noqa: PLC0415
+    from pipeline.embedded import EmbeddedRedis
+    from workers.settings import worker_settings
 
     embedded = None
     if not settings.redis_url:
@@ -195,9 +195,9 @@ async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from arq import Worker  # noqa: PLC0415
+    from arq import Worker
 
-    from workers.settings import worker_settings  # noqa: PLC0415
+    from workers.settings import worker_settings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     Worker(**worker_settings(settings)).run()
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         err.print("interrupted; queued work stays in Redis and resumes with the next worker")

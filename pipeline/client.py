@@ -110,7 +110,7 @@ class BatchwiseClient:
         seen: set[str] = set()
         checked: list[Task] = []
         for index, task in enumerate(tasks):
-            obj = task.model_dump() if isinstance(task, Task) else task
+            obj = task
             if isinstance(task, Task):
                 obj = {
                     "id": task.id,
@@ -191,18 +191,17 @@ class BatchwiseClient:
         self, run_id: str, chunk: list[Task | LineError], report: Submission
     ) -> set[str]:
         p = self.pipeline
-        ordered: list[Task] = []
+        ordered: list[tuple[str, Any]] = []  # (task id, metadata) in input order
         rejections: list[dict[str, Any]] = []
         queued: list[Task] = []
         for entry in chunk:
             if isinstance(entry, LineError):
                 report.errors.append(entry)
-                placeholder = Task(id=result_id(entry), messages=())
-                ordered.append(placeholder)
-                rejections.append(_rejection(placeholder.id, "invalid_input", str(entry)))
+                ordered.append((result_id(entry), None))
+                rejections.append(_rejection(result_id(entry), "invalid_input", str(entry)))
                 continue
+            ordered.append((entry.id, entry.metadata))
             shaped = p.router.shape(entry.model_copy(update={"run_id": run_id}))
-            ordered.append(entry)
             if isinstance(shaped, Rejection):
                 rejections.append(_rejection(entry.id, shaped.code, shaped.message))
             else:
@@ -211,7 +210,6 @@ class BatchwiseClient:
         report.accepted += len(queued)
         cached = await p.cache.lookup(queued)  # hits are answered now; misses go on
         queued = cached.misses
-        groups: dict[str, int] = {}
         async with p.redis.pipeline(transaction=False) as pipe:
             p.runs.add_tasks(pipe, run_id, ordered)
             for rejection in rejections + cached.hits:
@@ -219,17 +217,15 @@ class BatchwiseClient:
             p.cache.remember(pipe, cached)
             items = [await p.packer.enqueue(task, pipe=pipe) for task in queued]
             replies = await pipe.execute()
-        for item, reply in zip(items, replies[-len(items) :] if items else [], strict=True):
-            groups[item.group] = max(groups.get(item.group, 0), int(reply[1]))
-        full = [g for g, size in groups.items() if size >= self._max_items(g, queued, items)]
-        await p.packer.mark_full(full)
-        return set(groups)
-
-    def _max_items(self, group: str, tasks: list[Task], items: list[Any]) -> int:
-        for task, item in zip(tasks, items, strict=True):
-            if item.group == group:
-                return self.pipeline.packer.max_items(task.task_type)
-        return 1
+        sizes: dict[str, int] = {}
+        limits: dict[str, int] = {}
+        for task, item, reply in zip(
+            queued, items, replies[len(replies) - len(items) :], strict=True
+        ):
+            sizes[item.group] = max(sizes.get(item.group, 0), int(reply[1]))
+            limits[item.group] = p.packer.max_items(task.task_type)
+        await p.packer.mark_full([g for g, size in sizes.items() if size >= limits[g]])
+        return set(sizes)
 
     async def wait(self, run_id: str, *, timeout_s: float | None = None) -> None:
         """Return when every task of the run has its result."""

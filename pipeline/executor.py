@@ -29,7 +29,7 @@ from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
 from .runs import RunStore
-from .splitter import parse_single, split
+from .splitter import enforce_schema, matches_schema_type, parse_single, split
 from .tokens import count_tokens
 
 logger = logging.getLogger("batchwise.executor")
@@ -124,7 +124,9 @@ class BatchExecutor:
 
         ids = [str(i + 1) for i in range(len(items))]
         if packed:
-            outcome = split(response.text, ids, truncated=response.truncated)
+            outcome = enforce_schema(
+                split(response.text, ids, truncated=response.truncated), batch.response_schema
+            )
             outputs, failures = outcome.outputs, outcome.failures
             if outcome.unknown_ids:
                 logger.warning("batch %s: ignored unknown ids %s", batch_id, outcome.unknown_ids)
@@ -132,6 +134,12 @@ class BatchExecutor:
             ok, value, reason = parse_single(
                 response.text, want_json=batch.response_schema is not None
             )
+            if (
+                ok
+                and batch.response_schema
+                and not matches_schema_type(value, batch.response_schema)
+            ):
+                ok, reason = False, "output is not of the schema's type"
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
@@ -149,6 +157,12 @@ class BatchExecutor:
             children = await self._retry(batch, retry, reason)
         await self._close(batch_id)
         return children
+
+    async def fail_batch(self, batch_id: str, code: str, message: str) -> None:
+        """End every item of a batch as failed (the worker's last resort)."""
+        loaded = await self.load(batch_id)
+        if loaded is not None:
+            await self._fail(loaded[0], loaded[1], code, message)
 
     async def _record(
         self,

@@ -22,12 +22,8 @@ class Keys:
         return f"{self.prefix}:run:{run_id}:results"
 
     def run_tasks(self, run_id: str) -> str:
-        """Hash task id -> shaped task JSON (kept until the result is written)."""
+        """Hash task id -> the task's metadata JSON, echoed back in its result."""
         return f"{self.prefix}:run:{run_id}:tasks"
-
-    def run_stats(self, run_id: str) -> str:
-        """Hash of integer counters for the run summary (costs in nano-dollars)."""
-        return f"{self.prefix}:run:{run_id}:stats"
 
     def runs(self) -> str:
         """Sorted set of run ids by creation time."""

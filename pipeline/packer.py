@@ -48,6 +48,7 @@ redis.call('SET', KEYS[1], ARGV[1])
 redis.call('RPUSH', KEYS[2], ARGV[2])
 local n = redis.call('RPUSH', KEYS[3], ARGV[3])
 redis.call('SETNX', KEYS[5], ARGV[5])
+redis.call('EXPIRE', KEYS[5], 2592000)
 redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[6])
 return {1, n}
 """
@@ -140,7 +141,14 @@ class Packer:
         ref = f"{task.run_id}\x1f{task.id}"
         entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
         due = now_ms() + self.linger_ms(task.ttl_class)
-        args = [item.model_dump_json(), ref, entry, due, orjson.dumps(group_meta(task)), item.group]
+        args: list[str | bytes | int] = [
+            item.model_dump_json(),
+            ref,
+            entry,
+            due,
+            orjson.dumps(group_meta(task)),
+            item.group,
+        ]
         keys = [
             k.item(item.key),
             k.item_waiters(item.key),

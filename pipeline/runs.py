@@ -17,12 +17,13 @@ import orjson
 from redis.asyncio import Redis
 
 from .keys import Keys
-from .models import Result, Task
+from .models import Result
 
 _WRITE = """
--- KEYS: run results, run;  ARGV: task id, result json
+-- KEYS: run results, run;  ARGV: task id, result json, ttl s
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'done', 1)
+  if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
   return 1
 end
 return 0
@@ -40,6 +41,7 @@ for i, ref in ipairs(waiters) do
   local results = ARGV[2] .. ':run:' .. run .. ':results'
   if redis.call('HSETNX', results, tid, '@' .. KEYS[3] .. '|' .. (i - 1)) == 1 then
     redis.call('HINCRBY', ARGV[2] .. ':run:' .. run, 'done', 1)
+    if redis.call('TTL', results) == -1 then redis.call('EXPIRE', results, ARGV[3]) end
   end
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
@@ -80,15 +82,15 @@ class RunStore:
         )
         await self.redis.zadd(self.keys.runs(), {run_id: now})
 
-    def add_tasks(self, pipe: Any, run_id: str, tasks: Sequence[Task]) -> None:
-        """Queue the writes that register tasks in input order (on a caller's pipeline)."""
+    def add_tasks(self, pipe: Any, run_id: str, tasks: Sequence[tuple[str, Any]]) -> None:
+        """Queue the writes that register (task id, metadata) pairs in input order."""
         k = self.keys
-        pipe.rpush(k.run_order(run_id), *[t.id for t in tasks])
-        echo = {t.id: orjson.dumps(t.metadata) for t in tasks if t.metadata is not None}
+        pipe.rpush(k.run_order(run_id), *[task_id for task_id, _ in tasks])
+        echo = {task_id: orjson.dumps(meta) for task_id, meta in tasks if meta is not None}
         if echo:
             pipe.hset(k.run_tasks(run_id), mapping=echo)
-        for t in tasks:
-            pipe.set(k.task_run(t.id), run_id, ex=self.ttl_s)
+        for task_id, _ in tasks:
+            pipe.set(k.task_run(task_id), run_id, ex=self.ttl_s)
 
     async def seal(self, run_id: str, total: int) -> None:
         """Mark the submission complete: the run is done when `done` reaches `total`."""
@@ -109,7 +111,7 @@ class RunStore:
         k = self.keys
         await self._write(
             keys=[k.run_results(run_id), k.run(run_id)],
-            args=[result["id"], orjson.dumps(result)],
+            args=[result["id"], orjson.dumps(result), self.ttl_s],
             client=pipe,
         )
 

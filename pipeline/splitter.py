@@ -117,3 +117,42 @@ def parse_single(text: str, *, want_json: bool) -> tuple[bool, Any, str]:
     for candidate in _candidates(text):
         return True, candidate, ""
     return False, None, "answer is not valid JSON"
+
+
+def enforce_schema(outcome: Split, schema: dict[str, Any] | None) -> Split:
+    """Move outputs whose JSON type differs from the schema's into the failures."""
+    if schema is None:
+        return outcome
+    for item_id, value in list(outcome.outputs.items()):
+        if not matches_schema_type(value, schema):
+            del outcome.outputs[item_id]
+            outcome.failures[item_id] = f"output is not of the schema's type {schema.get('type')!r}"
+    return outcome
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def matches_schema_type(value: Any, schema: dict[str, Any]) -> bool:
+    """Whether `value` has the JSON type the schema's top level asks for (no deeper check)."""
+    kinds = schema.get("type")
+    if kinds is None:
+        return True
+    names = [kinds] if isinstance(kinds, str) else list(kinds)
+    for name in names:
+        allowed = _JSON_TYPES.get(name)
+        if allowed is None:
+            return True
+        if isinstance(value, bool) and name in ("integer", "number"):
+            continue
+        if isinstance(value, allowed):
+            return True
+    return False

@@ -223,8 +223,7 @@ class FakeProvider:
     ) -> None:
         self.key = key
         self.port = port
-        self.rate_limit_rpm = rate_limit_rpm
-        self.window_s = window_s
+        self._initial_rate_limit = (rate_limit_rpm, window_s)
         self.cache_min_tokens = cache_min_tokens
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -233,6 +232,7 @@ class FakeProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
+        self._generation = 0
         self.reset()
 
     # ---- public API -------------------------------------------------------------------------
@@ -263,8 +263,11 @@ class FakeProvider:
             self._rate_counts.clear()
 
     def reset(self) -> None:
-        """Forget queued faults, counters, rate-limit windows, simulated caches and bodies."""
+        """Back to the state at construction: no faults, counters, caches, or rate-limit change."""
         with self._lock:
+            self.rate_limit_rpm, self.window_s = self._initial_rate_limit
+            # A delayed answer to a request from before the reset must not count after it.
+            self._generation += 1
             self._faults = []
             self._requests = 0
             self._items = 0
@@ -310,7 +313,7 @@ class FakeProvider:
             self._loop = loop
             try:
                 loop.run_until_complete(self._bind())
-            except BaseException as exc:  # noqa: BLE001 - handed to the starting thread
+            except BaseException as exc:  # handed to the starting thread
                 failure.append(exc)
                 ready.set()
                 loop.close()
@@ -385,7 +388,7 @@ class FakeProvider:
                     body = await reader.readexactly(length) if length else b""
                 try:
                     status, extra, payload = await self._dispatch(method, target, headers, body)
-                except Exception as exc:  # noqa: BLE001 - a fake must answer, not hang
+                except Exception as exc:  # a fake must answer, not hang
                     status, extra, payload = 500, {}, json.dumps({"error": repr(exc)}).encode()
                 connection = headers.get("connection", "").lower()
                 close = connection == "close" or (
@@ -464,6 +467,7 @@ class FakeProvider:
                 break
         items = _packed_items(last_user)
         with self._lock:
+            generation = self._generation
             self._requests += 1
             self._by_path[path] += 1
             self._by_model[model] += 1
@@ -495,8 +499,9 @@ class FakeProvider:
         usage = self._usage(path, req, model, messages)
         usage["output"] = estimate_tokens(content)
         with self._lock:
-            self._by_status["200"] += 1
-            self._items_answered += len(items) if items is not None else 1
+            if generation == self._generation:
+                self._by_status["200"] += 1
+                self._items_answered += len(items) if items is not None else 1
         n = next(self._ids)
         if path == "openai":
             doc = _openai_body(n, model, content, finished, usage)

@@ -34,13 +34,22 @@ async def process_batch(ctx: dict[str, Any], batch_id: str) -> int:
     pipeline: Pipeline = ctx["pipeline"]
     settings: Settings = ctx["settings"]
     last_try = ctx["job_try"] >= settings.job_max_tries
+    ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
     try:
         children = await pipeline.executor.run(batch_id, last_try=last_try)
     except TransientError as exc:
-        ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
         defer = exc.retry_after_s if exc.retry_after_s is not None else random.uniform(0, ceiling)
         logger.warning("batch %s: %s; retrying in %.1fs", batch_id, exc, defer)
         raise Retry(defer=defer) from None
+    except Exception as exc:  # a bug or a Redis hiccup: retry, and never leave tasks unanswered
+        if not last_try:
+            logger.exception("batch %s failed unexpectedly; retrying", batch_id)
+            raise Retry(defer=random.uniform(0, ceiling)) from None
+        logger.exception("batch %s failed on its last try; failing its tasks", batch_id)
+        await pipeline.executor.fail_batch(
+            batch_id, "internal_error", f"{type(exc).__name__}: {exc}"
+        )
+        return 0
     await enqueue_batches(ctx, children)
     return len(children)
 

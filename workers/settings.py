@@ -27,7 +27,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "max_jobs": settings.worker_max_jobs,
         "job_timeout": settings.job_timeout_s,
         "max_tries": settings.job_max_tries,
-        "keep_result": 3600,
+        # short, so recover_batches can re-enqueue a batch whose job arq gave up on (timeout)
+        "keep_result": 60,
         "ctx": {"settings": settings},
     }
 
@@ -46,3 +47,4 @@ class WorkerSettings:
     max_jobs = _settings.worker_max_jobs
     job_timeout = _settings.job_timeout_s
     max_tries = _settings.job_max_tries
+    keep_result = 60
