@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return cmd_worker(args, settings)
         if getattr(args, "handler", None):  # subcommands registered by their modules
-            return asyncio.run(args.handler(args, settings))
+            return int(asyncio.run(args.handler(args, settings)))
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:

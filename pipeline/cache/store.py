@@ -112,7 +112,7 @@ class ResponseCache:
         touched: list[tuple[str, dict[bytes, bytes]]] = []  # (key, entry) of every hit
         async with self.redis.pipeline(transaction=False) as pipe:
             for probe in probes:
-                pipe.hmget(self.keys.cache_entry(probe.key), _ENTRY_FIELDS)
+                pipe.hmget(self.keys.cache_entry(probe.key), list(_ENTRY_FIELDS))
             rows = await pipe.execute()
         missed: list[_Probe] = []
         for probe, row in zip(probes, rows, strict=True):
@@ -231,9 +231,9 @@ class ResponseCache:
                 break
             async with self.redis.pipeline(transaction=False) as pipe:
                 for cand in want.values():
-                    pipe.hmget(self.keys.cache_entry(cand.key), _ENTRY_FIELDS)
-                rows = await pipe.execute()
-            for (i, cand), row in zip(want.items(), rows, strict=True):
+                    pipe.hmget(self.keys.cache_entry(cand.key), list(_ENTRY_FIELDS))
+                entries = await pipe.execute()
+            for (i, cand), row in zip(want.items(), entries, strict=True):
                 choices[i] = choices[i][1:]
                 if row[0] is None:
                     index.forget(cand)
@@ -261,7 +261,7 @@ class ResponseCache:
                 remaining = policy.remaining_s(
                     age_s=now - float(entry[b"created"]), hits=total_hits
                 )
-                pipe.hset(self.keys.cache_entry(key), "hits", total_hits)
+                pipe.hset(self.keys.cache_entry(key), mapping={"hits": total_hits})
                 if remaining > 0:
                     pipe.expire(self.keys.cache_entry(key), remaining)
                     member = SEP.join((entry[b"owner"].decode(), key))
