@@ -9,6 +9,7 @@ are counted from a sorted set scored by expiry time, pruned as it is read.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -117,6 +118,7 @@ def add_cli(subparsers: Any) -> None:
 async def cmd_cache_stats(args: argparse.Namespace, settings: Any) -> int:
     """Print the cache's analytics (the embedded Redis of `batchwise run` unless REDIS_URL)."""
     import orjson
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -135,35 +137,29 @@ async def cmd_cache_stats(args: argparse.Namespace, settings: Any) -> int:
         await redis.aclose()
         if embedded:
             embedded.stop()
-    out = Console()
+    out = Console() if sys.stdout.isatty() else Console(width=120)  # piped: never cut numbers
     if args.json:
         for r in [*rows, total(rows)]:
             out.file.write(orjson.dumps(r.as_dict()).decode() + "\n")
         return 0
-    table = Table(title="response cache")
-    for name in (
-        "tenant",
-        "model",
-        "entries",
-        "lookups",
-        "exact",
-        "semantic",
-        "blocked",
-        "tokens saved",
-        "saved",
-    ):
-        table.add_column(name, justify="left" if name in ("tenant", "model") else "right")
+    table = Table(title="response cache", box=box.SIMPLE, pad_edge=False)
+    table.add_column("tenant", no_wrap=True, max_width=24)
+    table.add_column("model", no_wrap=True, max_width=24)
+    for name in ("entries", "lookups", "exact", "semantic", "blocked", "tokens", "saved"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 7))
     for r in [*rows, total(rows)] if rows else []:
         table.add_row(
             r.tenant,
             r.model,
             f"{r.entries:,}",
             f"{r.lookups:,}",
-            f"{r.exact_hits:,} ({r.exact_hit_rate:.1%})",
-            f"{r.semantic_hits:,} ({r.semantic_hit_rate:.1%})",
+            f"{r.exact_hit_rate:.0%}",
+            f"{r.semantic_hit_rate:.0%}",
             f"{r.semantic_blocked:,}",
             f"{r.saved_input_tokens + r.saved_output_tokens:,}",
-            f"${r.saved_usd:.6f}" + (f" (+{r.unpriced_hits} unpriced)" if r.unpriced_hits else ""),
+            f"${r.saved_usd:.4f}" + ("+" if r.unpriced_hits else ""),
         )
     out.print(table if rows else "the cache has no entries or lookups yet")
+    if rows:
+        out.print("exact, semantic: hit rates; tokens, saved: not spent thanks to hits; --json")
     return 0
