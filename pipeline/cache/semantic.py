@@ -14,6 +14,7 @@ tests/test_semantic.py measure on the labelled pairs, so their figures hold for 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import logging
 from collections.abc import Sequence
@@ -182,13 +183,17 @@ class SemanticIndex:
         self.max_entries = max_entries
         self.scopes: dict[str, ScopeIndex] = {}
         self.blocked = 0  # candidates above the threshold that the guard refused
+        self._syncing = asyncio.Lock()  # concurrent submits must not read a page twice
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         return await self.embedder.embed(texts)
 
     async def sync(self, scope_ids: Sequence[str]) -> None:
         """Read the stream entries these scopes gained since this process last looked."""
-        pending = sorted(set(scope_ids))
+        async with self._syncing:
+            await self._sync(sorted(set(scope_ids)))
+
+    async def _sync(self, pending: list[str]) -> None:
         while pending:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for scope_id in pending:

@@ -308,6 +308,7 @@ class ResponseCache:
             )
             pipe.expire(entry, base_s)
             pipe.zadd(self.keys.cache_entries(), {SEP.join((tenant, model, key)): now + base_s})
+            pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
             pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, "stores")), 1)
             scope_id = intent["sem"].decode()
             if scope_id and self.semantic is not None and intent["vec"]:

@@ -1,4 +1,5 @@
-"""TTL policy: classes inferred from task type and keywords (English, Japanese); adaptive TTL."""
+"""Cache units: TTL classes inferred from task type and keywords (English, Japanese), adaptive
+TTL, and the in-process semantic index."""
 
 from __future__ import annotations
 
@@ -71,3 +72,30 @@ def test_explicit_ttl_and_real_time_do_not_grow_and_no_cache_is_not_cached() -> 
     assert not TTLPolicy.for_task(TTLClass.semi_static, 0, adaptive=True).cacheable
     fixed = TTLPolicy.for_task(TTLClass.static_knowledge, None, adaptive=False)
     assert fixed.remaining_s(age_s=0, hits=9) == 30 * DAY
+
+
+# the in-process semantic index
+
+
+def test_index_returns_the_best_rows_above_the_threshold_best_first() -> None:
+    import numpy as np
+
+    from pipeline.cache.semantic import CANDIDATES, ScopeIndex
+
+    index = ScopeIndex(dim=3)
+    rows = np.eye(3, dtype=np.float32)
+    for i in range(100):  # grows past its first capacity
+        index.add(f"k{i}", rows[i % 3], f"text {i}")
+    query = np.array([[0.8, 0.6, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]], dtype=np.float32)
+    first, second, none = index.best(query, threshold=0.75)
+    assert len(first) == CANDIDATES and all(
+        index.keys[r] in {f"k{i}" for i in range(0, 100, 3)} for _s, r in first
+    )
+    assert [s for s, _r in first] == sorted((s for s, _r in first), reverse=True)
+    assert all(
+        index.keys[r].startswith("k") and int(index.keys[r][1:]) % 3 == 2 for _s, r in second
+    )
+    assert none == []
+    index.keep_last(2)
+    assert index.keys == ["k98", "k99"]
+    assert [index.keys[r] for _s, r in index.best(query[1:2], threshold=0.75)[0]] == ["k98"]
