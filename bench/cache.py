@@ -64,6 +64,9 @@ class Precomputed:
     dim = DIM
     threshold = 0.80
 
+    def threshold_for(self, query: str) -> float:
+        return self.threshold
+
     def __init__(self) -> None:
         self.vectors: dict[str, np.ndarray] = {}
 

@@ -9,9 +9,10 @@ For every pair of tests/data/semantic_pairs.jsonl it embeds both prompts, takes 
 similarity and asks pipeline.semantic_guard whether a hit would be refused. A pair is a *hit* at
 threshold t when similarity >= t and the guard lets it through. For a sweep of t it prints the
 paraphrase hit rate and the near-miss false-hit rate (with and without the guard), plus the hit
-rate on unrelated prompts (pairs of prompts from different rows, same language), and picks the
-lowest t whose near-miss false hits are <= 1% and unrelated hits are 0. That t is what belongs
-in the embedder class's `threshold` default.
+rate on unrelated prompts (prompts of different rows, same language, 16 per row), and picks the
+lowest t whose near-miss false hits are <= 1% and that lets no unrelated pair through, separately
+for English (`threshold`) and Japanese (`threshold_ja`). Those two values belong in the
+THRESHOLD_* constants of pipeline/embedders.py.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.embedders import (  # noqa: E402
+from pipeline.embedders import (
     Embedder,
     HashingEmbedder,
     LocalE5,
     LocalMiniLM,
     OpenAIEmbeddings,
+    Vectors,
 )
-from pipeline.semantic_guard import blocks_semantic_hit  # noqa: E402
+from pipeline.semantic_guard import blocks_semantic_hit
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "semantic_pairs.jsonl"
 MAX_FALSE_HIT_RATE = 0.01
@@ -60,35 +62,38 @@ def load_pairs(path: Path = DATA) -> list[dict[str, str]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-async def score_pairs(embedder: Embedder, pairs: list[dict[str, str]]) -> list[Scored]:
-    """Embed every distinct prompt once and score each pair."""
+async def embed_all(embedder: Embedder, pairs: list[dict[str, str]]) -> dict[str, Vectors]:
+    """Embed every distinct prompt of `pairs` once."""
     texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
-    vectors = await embedder.embed(texts)
-    index = {t: i for i, t in enumerate(texts)}
-    return [
-        Scored(p["label"], p["kind"], p["lang"],
-               float(vectors[index[p["a"]]] @ vectors[index[p["b"]]]),
-               blocks_semantic_hit(p["a"], p["b"]) is not None)
-        for p in pairs
-    ]
+    return dict(zip(texts, await embedder.embed(texts), strict=True))
 
 
-async def score_unrelated(embedder: Embedder, pairs: list[dict[str, str]],
-                          per_row: int = 8, seed: int = 4) -> list[Scored]:
+def _score(label: str, kind: str, lang: str, a: str, b: str, vectors: dict[str, Vectors]) -> Scored:
+    blocked = blocks_semantic_hit(a, b) is not None
+    return Scored(label, kind, lang, float(vectors[a] @ vectors[b]), blocked)
+
+
+def score_pairs(pairs: list[dict[str, str]], vectors: dict[str, Vectors]) -> list[Scored]:
+    """Similarity and guard verdict of every labelled pair."""
+    return [_score(p["label"], p["kind"], p["lang"], p["a"], p["b"], vectors) for p in pairs]
+
+
+def score_unrelated(
+    pairs: list[dict[str, str]], vectors: dict[str, Vectors], per_row: int = 16, seed: int = 4
+) -> list[Scored]:
     """Prompts of different rows (same language, no shared text): none of these should hit."""
     rng = random.Random(seed)
-    out: list[tuple[str, str, str]] = []
+    out = []
     for i, row in enumerate(pairs):
-        others = [p for j, p in enumerate(pairs) if j != i and p["lang"] == row["lang"]
-                  and not {p["a"], p["b"]} & {row["a"], row["b"]}]
-        out += [(row["a"], rng.choice(others)[rng.choice("ab")], row["lang"])
-                for _ in range(per_row)]
-    texts = sorted({a for a, _, _ in out} | {b for _, b, _ in out})
-    vectors = await embedder.embed(texts)
-    index = {t: i for i, t in enumerate(texts)}
-    return [Scored("unrelated", "unrelated", lang,
-                   float(vectors[index[a]] @ vectors[index[b]]),
-                   blocks_semantic_hit(a, b) is not None) for a, b, lang in out]
+        others = [
+            p
+            for j, p in enumerate(pairs)
+            if j != i and p["lang"] == row["lang"] and not {p["a"], p["b"]} & {row["a"], row["b"]}
+        ]
+        for _ in range(per_row):
+            other = rng.choice(others)[rng.choice("ab")]
+            out.append(_score("unrelated", "unrelated", row["lang"], row["a"], other, vectors))
+    return out
 
 
 def hit_rate(rows: list[Scored], threshold: float, *, guard: bool = True) -> float:
@@ -108,31 +113,50 @@ def choose_threshold(scored: list[Scored], unrelated: list[Scored]) -> float:
     return 1.0
 
 
-def report(name: str, scored: list[Scored], unrelated: list[Scored]) -> float:
-    """Print the sweep and the per-language figures at the chosen threshold; return it."""
-    para = [r for r in scored if r.label == "paraphrase"]
-    near = [r for r in scored if r.label == "near_miss"]
-    chosen = choose_threshold(scored, unrelated)
-    print(f"\n== {name}: {len(para)} paraphrases, {len(near)} near-misses, "
-          f"{len(unrelated)} unrelated pairs")
-    print(f"guard alone refuses {sum(r.blocked for r in near) / len(near):.1%} of near-misses "
-          f"and {sum(r.blocked for r in para) / len(para):.1%} of paraphrases")
-    print("threshold  para-hit  near-false  near-false(no guard)  unrelated-hit")
-    sweep = sorted({round(float(t), 3) for t in np.arange(0.50, 1.0, 0.025)} | {chosen})
-    for t in sweep:
-        mark = "  <- chosen" if t == chosen else ""
-        print(f"  {t:7.3f}   {hit_rate(para, t):6.1%}    {hit_rate(near, t):6.1%}"
-              f"        {hit_rate(near, t, guard=False):6.1%}            "
-              f"{hit_rate(unrelated, t):6.1%}{mark}")
+def _line(label: str, rows: list[Scored], thresholds: dict[str, float]) -> str:
+    para = [r for r in rows if r.label == "paraphrase"]
+    near = [r for r in rows if r.label == "near_miss"]
+
+    def hits(sel: list[Scored]) -> int:
+        return sum(r.similarity >= thresholds[r.lang] and not r.blocked for r in sel)
+
+    p, n = hits(para), hits(near)
+    return (
+        f"  [{label}] paraphrase hits {p / max(len(para), 1):.1%} ({p}/{len(para)}), "
+        f"near-miss false hits {n / max(len(near), 1):.1%} ({n}/{len(near)})"
+    )
+
+
+def report(name: str, scored: list[Scored], unrelated: list[Scored]) -> dict[str, float]:
+    """Print a sweep per language and the figures at the chosen thresholds; return them."""
+    chosen: dict[str, float] = {}
+    for lang in ("en", "ja"):
+        rows = [r for r in scored if r.lang == lang]
+        unrel = [r for r in unrelated if r.lang == lang]
+        para = [r for r in rows if r.label == "paraphrase"]
+        near = [r for r in rows if r.label == "near_miss"]
+        chosen[lang] = choose_threshold(rows, unrel)
+        print(
+            f"\n== {name} [{lang}]: {len(para)} paraphrases, {len(near)} near-misses, "
+            f"{len(unrel)} unrelated pairs"
+        )
+        print(
+            f"guard alone refuses {sum(r.blocked for r in near) / len(near):.1%} of near-misses"
+            f" and {sum(r.blocked for r in para) / len(para):.1%} of paraphrases"
+        )
+        print("threshold  para-hit  near-false  near-false(no guard)  unrelated-hit")
+        sweep = {round(float(t), 3) for t in np.arange(0.50, 1.0, 0.025)} | {chosen[lang]}
+        for t in sorted(sweep):
+            mark = "  <- chosen" if t == chosen[lang] else ""
+            print(
+                f"  {t:7.3f}   {hit_rate(para, t):6.1%}    {hit_rate(near, t):6.1%}"
+                f"        {hit_rate(near, t, guard=False):6.1%}            "
+                f"{hit_rate(unrel, t):6.1%}{mark}"
+            )
+    print(f"\n{name} at threshold={chosen['en']:.3f}, threshold_ja={chosen['ja']:.3f}:")
     for lang in ("all", "en", "ja"):
-        sel = [r for r in scored if lang == "all" or r.lang == lang]
-        p = [r for r in sel if r.label == "paraphrase"]
-        n = [r for r in sel if r.label == "near_miss"]
-        print(f"  at {chosen:.3f} [{lang}] paraphrase hits {hit_rate(p, chosen):.1%} "
-              f"({sum(r.similarity >= chosen and not r.blocked for r in p)}/{len(p)}), "
-              f"near-miss false hits {hit_rate(n, chosen):.1%} "
-              f"({sum(r.similarity >= chosen and not r.blocked for r in n)}/{len(n)})")
-    return chosen
+        print(_line(lang, [r for r in scored if lang in ("all", r.lang)], chosen))
+    return {"threshold": chosen["en"], "threshold_ja": chosen["ja"]}
 
 
 def make_embedder(kind: str, args: argparse.Namespace) -> Embedder:
@@ -152,8 +176,12 @@ def make_embedder(kind: str, args: argparse.Namespace) -> Embedder:
 async def main() -> None:
     """Calibrate the embedders named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--embedder", choices=["minilm", "e5", "hashing", "openai", "local"],
-                        default="local", help="'local' = minilm, e5 and hashing")
+    parser.add_argument(
+        "--embedder",
+        choices=["minilm", "e5", "hashing", "openai", "local"],
+        default="local",
+        help="'local' = minilm, e5 and hashing",
+    )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--base-url", default="https://api.openai.com/v1")
     parser.add_argument("--model", default="text-embedding-3-small")
@@ -162,15 +190,16 @@ async def main() -> None:
     args = parser.parse_args()
     pairs = load_pairs(args.data)
     kinds = ["minilm", "e5", "hashing"] if args.embedder == "local" else [args.embedder]
-    chosen = {}
+    chosen: dict[str, dict[str, float]] = {}
     for kind in kinds:
         embedder = make_embedder(kind, args)
         started = time.perf_counter()
-        scored = await score_pairs(embedder, pairs)
-        unrelated = await score_unrelated(embedder, pairs)
+        vectors = await embed_all(embedder, pairs)
+        scored, unrelated = score_pairs(pairs, vectors), score_unrelated(pairs, vectors)
         elapsed_s = time.perf_counter() - started
-        chosen[embedder.name] = report(f"{embedder.name} ({elapsed_s:.1f}s incl. load)",
-                                       scored, unrelated)
+        chosen[embedder.name] = report(
+            f"{embedder.name} ({elapsed_s:.1f}s incl. load)", scored, unrelated
+        )
         if isinstance(embedder, OpenAIEmbeddings):
             await embedder.aclose()
     print("\nchosen thresholds:", json.dumps(chosen))

@@ -146,6 +146,7 @@ class Settings(BaseModel):
     cache_semantic: bool = True
     cache_embedder: Literal["minilm", "e5", "openai", "hashing"] = "minilm"
     cache_semantic_threshold: float | None = Field(None, gt=0, le=1)
+    cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
     cache_semantic_task_types: tuple[str, ...] = ("faq", "short_answer", "general")
     cache_semantic_ttl_classes: tuple[str, ...] = ("static_knowledge", "semi_static")
     cache_semantic_max_entries: int = Field(100_000, gt=0)
@@ -186,6 +187,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_SEMANTIC": "cache_semantic",
     "BATCHWISE_CACHE_EMBEDDER": "cache_embedder",
     "BATCHWISE_CACHE_SEMANTIC_THRESHOLD": "cache_semantic_threshold",
+    "BATCHWISE_CACHE_SEMANTIC_THRESHOLD_JA": "cache_semantic_threshold_ja",
     "BATCHWISE_CACHE_SEMANTIC_MAX_ENTRIES": "cache_semantic_max_entries",
     "BATCHWISE_CACHE_EMBEDDING_BASE_URL": "cache_embedding_base_url",
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",

@@ -87,7 +87,7 @@ def test_index_returns_the_best_rows_above_the_threshold_best_first() -> None:
     for i in range(100):  # grows past its first capacity
         index.add(f"k{i}", rows[i % 3], f"text {i}")
     query = np.array([[0.8, 0.6, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]], dtype=np.float32)
-    first, second, none = index.best(query, threshold=0.75)
+    first, second, none = index.best(query, [0.75, 0.75, 0.75])
     assert len(first) == CANDIDATES and all(
         index.keys[r] in {f"k{i}" for i in range(0, 100, 3)} for _s, r in first
     )
@@ -98,4 +98,4 @@ def test_index_returns_the_best_rows_above_the_threshold_best_first() -> None:
     assert none == []
     index.keep_last(2)
     assert index.keys == ["k98", "k99"]
-    assert [index.keys[r] for _s, r in index.best(query[1:2], threshold=0.75)[0]] == ["k98"]
+    assert [index.keys[r] for _s, r in index.best(query[1:2], [0.75])[0]] == ["k98"]

@@ -6,7 +6,8 @@ everything but their wording is the same). Every process keeps an in-process cop
 it has searched (numpy, brute force over unit vectors) and reads only the stream entries it has
 not seen yet before each search, so all workers and producers share what any of them cached.
 
-A candidate is a hit when its cosine similarity reaches the embedder's calibrated threshold AND
+A candidate is a hit when its cosine similarity reaches the embedder's calibrated threshold for
+the query (`Embedder.threshold_for`: English-centric models get a higher one for Japanese) AND
 `pipeline.semantic_guard.blocks_semantic_hit` finds no differing number, id, date, negation,
 opposite term or name between the two prompts: the same rule bench/calibrate_semantic.py and
 tests/test_semantic.py measure on the labelled pairs, so their figures hold for this cache.
@@ -43,6 +44,7 @@ def build_embedder(settings: Settings) -> Embedder | None:
     """The configured embedder, or None (semantic cache off) when the default local model is
     not installed. An explicitly chosen embedder that cannot work is a `ConfigError`."""
     threshold = settings.cache_semantic_threshold
+    threshold_ja = settings.cache_semantic_threshold_ja
     kind = settings.cache_embedder
     if kind == "minilm":
         missing = [
@@ -57,11 +59,11 @@ def build_embedder(settings: Settings) -> Embedder | None:
                 ", ".join(missing),
             )
             return None
-        return LocalMiniLM(threshold=threshold)
+        return LocalMiniLM(threshold=threshold, threshold_ja=threshold_ja)
     if kind == "e5":
-        return LocalE5(threshold=threshold)
+        return LocalE5(threshold=threshold, threshold_ja=threshold_ja)
     if kind == "hashing":
-        return HashingEmbedder(threshold=threshold)
+        return HashingEmbedder(threshold=threshold, threshold_ja=threshold_ja)
     if not settings.cache_embedding_base_url:
         raise ConfigError(
             "cache_embedder 'openai' needs cache_embedding_base_url "
@@ -73,6 +75,7 @@ def build_embedder(settings: Settings) -> Embedder | None:
         model=settings.cache_embedding_model,
         dim=settings.cache_embedding_dim,
         threshold=threshold,
+        threshold_ja=threshold_ja,
     )
 
 
@@ -143,8 +146,9 @@ class ScopeIndex:
             self.alive[drop:],
         )
 
-    def best(self, queries: Vectors, threshold: float) -> list[list[tuple[float, int]]]:
-        """For each query, up to CANDIDATES (score, row) at or above `threshold`, best first."""
+    def best(self, queries: Vectors, thresholds: Sequence[float]) -> list[list[tuple[float, int]]]:
+        """For each query, up to CANDIDATES (score, row) at or above its threshold, best first."""
+        limits = np.asarray(thresholds, dtype=np.float32)[:, None]
         n = self.size
         found: list[list[tuple[float, int]]] = [[] for _ in range(len(queries))]
         if n == 0:
@@ -152,7 +156,8 @@ class ScopeIndex:
         for start in range(0, len(queries), QUERY_BLOCK):
             block = queries[start : start + QUERY_BLOCK]
             scores = block @ self.vectors[:n].T  # (q, n): unit vectors, so cosine similarity
-            above = scores >= threshold  # most queries have no row above it: no sorting at all
+            # most queries have no row above their threshold: no sorting at all
+            above = scores >= limits[start : start + QUERY_BLOCK]
             for j in np.flatnonzero(above.any(axis=1)):
                 rows = np.flatnonzero(above[j])
                 if len(rows) > CANDIDATES:
@@ -179,7 +184,6 @@ class SemanticIndex:
         self.redis = redis
         self.keys = keys
         self.embedder = embedder
-        self.threshold = float(embedder.threshold)
         self.max_entries = max_entries
         self.scopes: dict[str, ScopeIndex] = {}
         self.blocked = 0  # candidates above the threshold that the guard refused
@@ -187,6 +191,10 @@ class SemanticIndex:
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
         return await self.embedder.embed(texts)
+
+    def threshold_for(self, query: str) -> float:
+        """The similarity a cached prompt needs to answer `query` (calibrated per embedder)."""
+        return float(self.embedder.threshold_for(query))
 
     async def sync(self, scope_ids: Sequence[str]) -> None:
         """Read the stream entries these scopes gained since this process last looked."""
@@ -228,7 +236,8 @@ class SemanticIndex:
             return [[] for _ in queries], [0] * len(queries)
         found: list[list[Candidate]] = []
         refused: list[int] = []
-        for query, best in zip(queries, index.best(vectors, self.threshold), strict=True):
+        thresholds = [self.threshold_for(q) for q in queries]
+        for query, best in zip(queries, index.best(vectors, thresholds), strict=True):
             passed, blocked = [], 0
             for score, row in best:
                 if blocks_semantic_hit(query, index.texts[row]) is not None:
