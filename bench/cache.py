@@ -130,7 +130,9 @@ async def populate(cache: ResponseCache, texts: list[str], vectors: np.ndarray) 
                 )
                 pipe.expire(entry, 7 * 86400)
                 pipe.zadd(cache.keys.cache_entries(), {SEP.join(("bench", t.model, key)): now})
-                cache.semantic.publish(pipe, scope or "", key, vectors[i].tobytes(), texts[i])
+                cache.semantic.publish(
+                    pipe, scope or "", key, vectors[i].tobytes(), texts[i], "bench"
+                )
             await pipe.execute()
 
 

@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pipeline.cache import ResponseCache
-from pipeline.cache.stats import cmd_cache_stats
+from pipeline.cache.cli import cmd_cache_clear, cmd_cache_stats
 from pipeline.config import Settings
 from pipeline.embedders import HashingEmbedder
 from pipeline.fingerprint import item_key
@@ -343,6 +343,27 @@ async def test_cache_stats_command_prints_json_rows(
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[0]["tenant"] == "acme" and lines[0]["exact_hits"] == 1
     assert lines[-1]["tenant"] == "*" and lines[-1]["entries"] == 1
+
+
+async def test_clear_deletes_one_tenants_answers_and_prompts_only(redis_url: str) -> None:
+    import argparse
+
+    settings = semantic_settings(redis_url)
+    async with cache_on(settings) as cache:
+        for tenant in ("acme", "globex"):
+            assert await answer(cache, task(prompt=QUESTION, task_type="faq", tenant=tenant), "A")
+        args = argparse.Namespace(tenant="acme", all=False)
+        assert await cmd_cache_clear(args, settings) == 0
+        near = {"prompt": QUESTION.lower(), "task_type": "faq"}
+        assert await served(cache, task(prompt=QUESTION, task_type="faq", tenant="acme")) is None
+        assert await served(cache, task(**near, tenant="acme")) is None
+        assert await served(cache, task(**near, tenant="globex")) is not None
+        owners = set()
+        async for stream in cache.redis.scan_iter(cache.keys.cache_vectors("*")):
+            owners |= {f[b"o"].decode() for _i, f in await cache.redis.xrange(stream)}
+        assert owners == {"globex"}  # acme's prompt text is gone from Redis too
+        assert await cache.clear() == 1
+        assert await served(cache, task(prompt=QUESTION, task_type="faq", tenant="globex")) is None
 
 
 # end to end: workers, the fake provider, job files

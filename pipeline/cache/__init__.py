@@ -3,12 +3,14 @@
 store.py     ResponseCache: L1 exact + L2 semantic lookups at submit, stores on answer
 semantic.py  embedder choice, semantic scopes, the per-process index synced from Redis
 ttl.py       TTL classes for tasks that name none; adaptive TTL within a class's bounds
-stats.py     per tenant and model analytics; `batchwise cache stats`
+stats.py     per tenant and model analytics
+cli.py       `batchwise cache stats | clear`
 """
 
 from __future__ import annotations
 
-from .stats import CacheStatsRow, add_cli
+from .cli import add_cli
+from .stats import CacheStatsRow
 from .store import Lookup, ResponseCache
 from .ttl import TTLPolicy, infer_ttl_class
 

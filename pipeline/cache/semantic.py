@@ -255,11 +255,14 @@ class SemanticIndex:
         if index is not None and candidate.row < index.size:
             index.alive[candidate.row] = False
 
-    def publish(self, pipe: Any, scope_id: str, key: str, vector: bytes, text: str) -> None:
-        """Queue the write that shares a new entry's vector with every process."""
+    def publish(
+        self, pipe: Any, scope_id: str, key: str, vector: bytes, text: str, owner: str
+    ) -> None:
+        """Queue the write that shares a new entry's vector with every process; `owner` is
+        the tenant whose answer it is (for `ResponseCache.clear`)."""
         pipe.xadd(
             self.keys.cache_vectors(scope_id),
-            {"k": key, "v": vector, "t": text},
+            {"k": key, "v": vector, "t": text, "o": owner},
             maxlen=self.max_entries,
             approximate=True,
         )

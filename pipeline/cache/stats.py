@@ -8,8 +8,6 @@ are counted from a sorted set scored by expiry time, pruned as it is read.
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -100,66 +98,3 @@ def total(rows: list[CacheStatsRow]) -> CacheStatsRow:
         for name in _COUNTERS | {"entries"}:
             setattr(summed, name, getattr(summed, name) + getattr(r, name))
     return summed
-
-
-# command line: `batchwise cache stats`
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register `batchwise cache ...` on the main parser's subcommands."""
-    cache = subparsers.add_parser("cache", help="response cache: analytics")
-    sub = cache.add_subparsers(dest="cache_command", required=True)
-    stats = sub.add_parser("stats", help="entries, hit rates and savings per tenant and model")
-    stats.add_argument("--tenant", help="only this tenant")
-    stats.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    stats.set_defaults(handler=cmd_cache_stats)
-
-
-async def cmd_cache_stats(args: argparse.Namespace, settings: Any) -> int:
-    """Print the cache's analytics (the embedded Redis of `batchwise run` unless REDIS_URL)."""
-    import orjson
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-
-    from ..app import connect_redis
-    from ..embedded import EmbeddedRedis
-
-    embedded = None
-    url = settings.redis_url
-    if not url:
-        embedded = EmbeddedRedis(settings.state_dir)
-        url = embedded.start()
-    redis = connect_redis(url)
-    try:
-        rows = await read_stats(redis, Keys(settings.key_prefix), tenant=args.tenant)
-    finally:
-        await redis.aclose()
-        if embedded:
-            embedded.stop()
-    out = Console() if sys.stdout.isatty() else Console(width=120)  # piped: never cut numbers
-    if args.json:
-        for r in [*rows, total(rows)]:
-            out.file.write(orjson.dumps(r.as_dict()).decode() + "\n")
-        return 0
-    table = Table(title="response cache", box=box.SIMPLE, pad_edge=False)
-    table.add_column("tenant", no_wrap=True, max_width=24)
-    table.add_column("model", no_wrap=True, max_width=24)
-    for name in ("entries", "lookups", "exact", "semantic", "blocked", "tokens", "saved"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 7))
-    for r in [*rows, total(rows)] if rows else []:
-        table.add_row(
-            r.tenant,
-            r.model,
-            f"{r.entries:,}",
-            f"{r.lookups:,}",
-            f"{r.exact_hit_rate:.0%}",
-            f"{r.semantic_hit_rate:.0%}",
-            f"{r.semantic_blocked:,}",
-            f"{r.saved_input_tokens + r.saved_output_tokens:,}",
-            f"${r.saved_usd:.4f}" + ("+" if r.unpriced_hits else ""),
-        )
-    out.print(table if rows else "the cache has no entries or lookups yet")
-    if rows:
-        out.print("exact, semantic: hit rates; tokens, saved: not spent thanks to hits; --json")
-    return 0

@@ -312,9 +312,49 @@ class ResponseCache:
             pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, "stores")), 1)
             scope_id = intent["sem"].decode()
             if scope_id and self.semantic is not None and intent["vec"]:
-                self.semantic.publish(pipe, scope_id, key, intent["vec"], intent["text"].decode())
+                text = intent["text"].decode()
+                self.semantic.publish(pipe, scope_id, key, intent["vec"], text, tenant)
             await pipe.execute()
         return True
+
+    async def clear(self, *, tenant: str | None = None) -> int:
+        """Delete the cached answers (entries, vectors with their prompts, pending intents) of
+        one tenant, or of all tenants; returns the number of entries deleted. Counters stay.
+
+        Other processes keep the deleted prompts' rows in memory until they restart, but can
+        no longer serve them: a row whose entry is gone is never a hit."""
+        k = self.keys
+        mine = (lambda owner: True) if tenant is None else (lambda owner: owner == tenant)
+        members = [
+            m.decode()
+            async for m, _score in self.redis.zscan_iter(k.cache_entries(), count=1000)
+            if mine(m.decode().split(SEP, 1)[0])
+        ]
+        for start in range(0, len(members), 1000):
+            part = members[start : start + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*[k.cache_entry(m.rsplit(SEP, 1)[1]) for m in part])
+                pipe.zrem(k.cache_entries(), *part)
+                await pipe.execute()
+        async for stream in self.redis.scan_iter(k.cache_vectors("*"), count=1000):
+            if tenant is None:
+                await self.redis.delete(stream)
+                continue
+            last = "-"
+            while rows := await self.redis.xrange(stream, min=last, count=5000):
+                drop = [i for i, fields in rows if fields.get(b"o", b"").decode() == tenant]
+                if drop:
+                    await self.redis.xdel(stream, *drop)
+                if len(rows) < 5000:
+                    break
+                last = "(" + rows[-1][0].decode()
+        async for intent in self.redis.scan_iter(k.cache_intent("*"), count=1000):
+            if (
+                tenant is None
+                or (await self.redis.hget(intent, "tenant") or b"").decode() == tenant
+            ):
+                await self.redis.delete(intent)
+        return len(members)
 
     # read side
     async def stats(self, *, tenant: str | None = None) -> list[CacheStatsRow]:
