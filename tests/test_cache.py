@@ -387,12 +387,12 @@ async def test_repeated_tasks_reach_the_provider_once_per_tenant(
     async with pipeline_client(settings) as client, running_worker(settings):
         first = await client.submit_file(path)
         await client.wait(first.run_id, timeout_s=20)
-        assert fake.stats()["items"] == 2  # once per tenant, though asked 14 times
+        assert fake.stats()["requests"] == 2  # once per tenant, though asked 14 times
         second = await client.submit_file(path)
         await client.wait(second.run_id, timeout_s=20)
         results = [r async for r in client.results(second.run_id)]
         stats = await client.pipeline.cache.stats()
-    assert fake.stats()["items"] == 2  # the second run came from the cache alone
+    assert fake.stats()["requests"] == 2  # the second run came from the cache alone
     assert [r.id for r in results] == [line["id"] for line in lines]
     assert {r.cache for r in results} == {"exact"}
     assert all(r.output == expected_output("Refund policy?") for r in results)
