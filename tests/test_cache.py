@@ -17,6 +17,7 @@ from pipeline.cache import ResponseCache
 from pipeline.cache.cli import cmd_cache_clear, cmd_cache_stats
 from pipeline.config import Settings
 from pipeline.embedders import HashingEmbedder
+from pipeline.errors import TransientError
 from pipeline.fingerprint import item_key
 from pipeline.intake import validate
 from pipeline.keys import Keys
@@ -298,17 +299,54 @@ async def test_an_expired_semantic_entry_is_not_served(redis_url: str) -> None:
         assert await served(cache, task(prompt="where is my parcel", task_type="faq")) is None
 
 
-async def test_a_failing_embedder_costs_savings_not_answers(redis_url: str) -> None:
-    class Down(HashingEmbedder):
-        async def embed(self, texts: Any) -> Any:
-            from pipeline.errors import TransientError
+class Counting(HashingEmbedder):
+    """The test embedder, counting the texts it was asked to embed."""
 
-            raise TransientError("embedding endpoint down", provider="emb")
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
 
+    async def embed(self, texts: Any) -> Any:
+        self.texts += list(texts)
+        return await super().embed(texts)
+
+
+class Down(HashingEmbedder):
+    """The test embedder's name and scope, but every call fails like an endpoint outage."""
+
+    async def embed(self, texts: Any) -> Any:
+        raise TransientError("embedding endpoint down", provider="emb")
+
+
+async def test_prompts_are_embedded_once_and_only_when_there_is_something_to_search(
+    redis_url: str,
+) -> None:
     settings = semantic_settings(redis_url)
-    async with cache_on(settings, embedder=Down()) as cache:
-        found = await cache.lookup([task(prompt="Where is my parcel?", task_type="faq")])
-        assert len(found.misses) == 1 and len(found.intents) == 1  # still cached exactly
+    embedder = Counting()
+    async with cache_on(settings, embedder=embedder) as cache:
+        first = task(prompt="Where is my parcel?", task_type="faq")
+        assert await answer(cache, first, "B")  # empty scope: embedded when stored, not before
+        assert embedder.texts == ["Where is my parcel?"]
+        second = task(prompt="Can I change my delivery address?", task_type="faq")
+        assert await answer(cache, second, "C")  # now searched: embedded at submit, stored as is
+        assert embedder.texts == ["Where is my parcel?", "Can I change my delivery address?"]
+        assert await served(cache, first) is not None  # an exact hit embeds nothing
+        assert len(embedder.texts) == 2
+
+
+async def test_a_failing_embedder_costs_savings_not_answers(redis_url: str) -> None:
+    settings = semantic_settings(redis_url)
+    parcel = task(prompt="Where is my parcel?", task_type="faq")
+    async with cache_on(settings) as working, cache_on(settings, embedder=Down()) as broken:
+        assert await answer(working, parcel, "B")
+        found = await broken.lookup([task(prompt="where is my parcel", task_type="faq")])
+        assert found.hits == [] and len(found.intents) == 1  # a miss, still cached exactly
+        hit = await served(broken, parcel)
+        assert hit is not None and hit["cache"] == "exact"
+        other = task(prompt="Do you ship abroad?", task_type="faq")
+        assert await answer(broken, other, "D")  # stored without a vector
+        assert await served(working, other) is not None
+        assert await served(working, task(prompt="do you ship abroad", task_type="faq")) is None
 
 
 # analytics

@@ -203,14 +203,16 @@ class ResponseCache:
                 asking.append(i)
         if not asking:
             return found
+        await index.sync([probes[i].scope_id or "" for i in asking])
+        # An empty scope has nothing to search: the worker embeds the prompt when it stores it.
+        asking = [i for i in asking if index.has_entries(probes[i].scope_id or "")]
+        if not asking:
+            return found
         try:
             vectors = await index.embed([probes[i].task.prompt for i in asking])
         except PipelineError as exc:  # an embedder outage costs savings, never answers
-            logger.warning("semantic cache skipped for %d task(s): %s", len(asking), exc)
-            for i in asking:
-                probes[i].scope_id = None
+            logger.warning("semantic lookup skipped for %d task(s): %s", len(asking), exc)
             return found
-        await index.sync([probes[i].scope_id or "" for i in asking])
         vectors = np.asarray(vectors, dtype=np.float32)
         by_scope: dict[str, list[int]] = {}
         for row, i in enumerate(asking):
@@ -291,6 +293,9 @@ class ResponseCache:
             "naive_in": outcome.get("naive_input_tokens", 0),
             "naive_out": outcome.get("naive_output_tokens", 0),
         }
+        scope_id, text, vector = intent["sem"].decode(), intent["text"].decode(), intent["vec"]
+        if scope_id and self.semantic is not None and not vector:
+            vector = await self._embed_one(text)
         now = time.time()
         entry = self.keys.cache_entry(key)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -310,12 +315,21 @@ class ResponseCache:
             pipe.zadd(self.keys.cache_entries(), {SEP.join((tenant, model, key)): now + base_s})
             pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
             pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, "stores")), 1)
-            scope_id = intent["sem"].decode()
-            if scope_id and self.semantic is not None and intent["vec"]:
-                text = intent["text"].decode()
-                self.semantic.publish(pipe, scope_id, key, intent["vec"], text, tenant)
+            if scope_id and self.semantic is not None and vector:
+                self.semantic.publish(pipe, scope_id, key, vector, text, tenant)
             await pipe.execute()
         return True
+
+    async def _embed_one(self, text: str) -> bytes:
+        """The prompt's vector, for a miss that was not embedded at submit; b"" on failure
+        (the answer is then cached exactly, without a semantic entry)."""
+        assert self.semantic is not None
+        try:
+            vectors = await self.semantic.embed([text])
+        except PipelineError as exc:
+            logger.warning("semantic entry skipped: %s", exc)
+            return b""
+        return np.asarray(vectors[0], dtype=np.float32).tobytes()
 
     async def clear(self, *, tenant: str | None = None) -> int:
         """Delete the cached answers (entries, vectors with their prompts, pending intents) of
