@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from .admission import Admission
+from .budgets import Budgets
 from .cache import ResponseCache
 from .config import Settings
 from .executor import BatchExecutor
@@ -31,10 +33,13 @@ class Pipeline:
         self.packer = Packer(redis, settings, self.keys)
         self.runs = RunStore(redis, self.keys, ttl_s=settings.results_ttl_s)
         self.ledger = Ledger(redis, self.keys)
+        self.budgets = Budgets(redis, settings, self.keys, self.prices, self.runs)
+        self.admission = Admission(self.budgets, self.router)
         self.cache = ResponseCache(redis, settings, self.keys)
         self.executor = BatchExecutor(
             redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
         )
+        self.executor.budgets = self.budgets
         self.executor.cache = self.cache
 
     @property

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import cache
+from . import budget_cli, cache
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
@@ -221,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="print a run's results as JSONL")
     results.add_argument("run_id")
     results.add_argument("--out", help="write to this file instead of stdout")
+    budget_cli.add_cli(sub)
     cache.add_cli(sub)
     return p
 
@@ -232,8 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(config_file=args.config)
         if args.command == "worker":
             return cmd_worker(args, settings)
-        if getattr(args, "handler", None):  # subcommands registered by their modules
-            return int(asyncio.run(args.handler(args, settings)))
+        if handler := getattr(args, "handler", None):  # subcommands that register their own
+            return int(asyncio.run(handler(args, settings)))
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:

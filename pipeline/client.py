@@ -206,6 +206,8 @@ class BatchwiseClient:
                 rejections.append(_rejection(entry.id, shaped.code, shaped.message))
             else:
                 queued.append(shaped)
+        queued, refused = await p.admission.admit(queued)  # plans, breakers, budget pressure
+        rejections += [_rejection(r.task.id, r.code, r.message) for r in refused]
         report.rejected += len(rejections)
         report.accepted += len(queued)
         cached = await p.cache.lookup(queued)  # hits are answered now; misses go on

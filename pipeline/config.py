@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from .errors import ConfigError
+from .plans import BreakerLimits, Plan
 
 ProviderKind = Literal["openai", "anthropic", "simulated"]
 
@@ -139,6 +141,19 @@ class Settings(BaseModel):
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
 
+    # issue 6: budgets, plans and the cost circuit breaker (docs/budgets.md)
+    breaker_limits: dict[str, BreakerLimits] = Field(default_factory=dict)
+    breaker_policy: Literal["wait", "reject"] = "wait"
+    breaker_recheck_s: float = Field(default=30.0, gt=0)
+    breaker_input_margin: float = Field(default=0.25, ge=0)
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    plan_default: str | None = None
+    plan_assignments: dict[str, str] = Field(default_factory=dict)
+    budget_monthly_usd: Decimal | None = Field(default=None, ge=0)
+    budget_alert_pcts: tuple[int, ...] = (50, 80, 100)
+    budget_webhook_url: str | None = None
+    budget_degrade: bool = True
+
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
     cache_adaptive_ttl: bool = True
@@ -181,6 +196,13 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_PROVIDER_RETRIES": "provider_retries",
     "BATCHWISE_BACKOFF_BASE_S": "backoff_base_s",
     "BATCHWISE_BACKOFF_CAP_S": "backoff_cap_s",
+    # issue 6: budgets, plans and the cost circuit breaker
+    "BATCHWISE_BREAKER_POLICY": "breaker_policy",
+    "BATCHWISE_BREAKER_RECHECK_S": "breaker_recheck_s",
+    "BATCHWISE_PLAN_DEFAULT": "plan_default",
+    "BATCHWISE_BUDGET_MONTHLY_USD": "budget_monthly_usd",
+    "BATCHWISE_BUDGET_WEBHOOK_URL": "budget_webhook_url",
+    "BATCHWISE_BUDGET_DEGRADE": "budget_degrade",
     # response cache (issue 4)
     "BATCHWISE_CACHE": "cache_enabled",
     "BATCHWISE_CACHE_ADAPTIVE_TTL": "cache_adaptive_ttl",

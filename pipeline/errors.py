@@ -4,7 +4,10 @@ PipelineError
 ├── InputError            the job file or a task is wrong: fix it (file:line, field, reason)
 ├── ConfigError           a setting is wrong: fix the env or TOML file
 ├── TransientError        try again later (rate limit, 5xx, timeout, connection)
-│   └── RateLimited       carries the provider's Retry-After
+│   ├── RateLimited       carries the provider's Retry-After
+│   └── BreakerOpen       a cost circuit breaker is open: wait until it closes (budgets.py)
+│       ├── BudgetBusy    the limit has room only once calls in flight settle: wait briefly
+│       └── CallOverLimit one call's worst case is more than a whole limit: its tasks are rejected
 └── PermanentError        retrying the same thing will not help
     ├── ProviderRefused   auth, bad request, unknown model, quota
     └── ContextTooLong    split the batch instead of retrying it
@@ -72,3 +75,22 @@ class ProviderRefused(PermanentError):
 
 class ContextTooLong(PermanentError):
     """The request exceeds the model's context: split the batch, don't retry it."""
+
+
+class BreakerOpen(TransientError):
+    """A cost circuit breaker is open for `scope` until `until` (epoch s): the call must wait."""
+
+    def __init__(self, message: str, *, scope: str, until: float, retry_after_s: float) -> None:
+        super().__init__(message, provider="budget", retry_after_s=retry_after_s)
+        self.scope = scope
+        self.until = until
+
+
+class BudgetBusy(BreakerOpen):
+    """The call fits its limits only once reservations of calls in flight settle: retry soon.
+    The breaker stays closed, and the call waits whatever the breaker policy."""
+
+
+class CallOverLimit(BreakerOpen):
+    """One call's worst case exceeds a whole window's limit: it can never run under it, so its
+    tasks are rejected (whatever the policy) and the breaker stays closed for the others."""

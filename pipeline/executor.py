@@ -18,9 +18,10 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from .budgets import Budgets
 from .cache import ResponseCache
 from .config import Settings
-from .errors import ContextTooLong, PermanentError, TransientError
+from .errors import BreakerOpen, ContextTooLong, PermanentError, TransientError
 from .keys import Keys
 from .ledger import NANO, Ledger, Share, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass, Usage
@@ -45,6 +46,7 @@ class BatchExecutor:
         prices: PriceTable,
         runs: RunStore,
         ledger: Ledger,
+        budgets: Budgets | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -53,6 +55,7 @@ class BatchExecutor:
         self.prices = prices
         self.runs = runs
         self.ledger = ledger
+        self.budgets = budgets or Budgets(redis, settings, keys, prices, runs)
         self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
@@ -110,7 +113,11 @@ class BatchExecutor:
             response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
         else:
             try:
-                response = await self.chain.complete(request)
+                response = await self.budgets.spend(batch, request, self.chain.complete)
+            except BreakerOpen as exc:
+                return await self.budgets.hold(
+                    batch, items, exc, last_try=last_try, close=self._close
+                )
             except ContextTooLong as exc:
                 if len(items) > 1:
                     return await self._retry(batch, [i.key for i in items], str(exc))

@@ -83,6 +83,56 @@ class Keys:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
 
+    # issue 6: budgets, plans and the cost circuit breaker
+    def budget_config(self) -> str:
+        """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars)."""
+        return f"{self.prefix}:budget:config"
+
+    def breaker_spend(self, scope: str, window: str) -> str:
+        """A scope's spend in one window, nano-dollars: reserved plus settled (`h:N`, `d:N`:
+        hour or day number) or settled only (`hs:N`, `ds:N`)."""
+        return f"{self.prefix}:breaker:spend:{scope}:{window}"
+
+    def breaker_open(self, scope: str) -> str:
+        """Hash describing an open breaker (until, window, limit, used, wanted)."""
+        return f"{self.prefix}:breaker:open:{scope}"
+
+    def breaker_scopes(self) -> str:
+        """Set of scopes that have had a reservation: what `budget status` shows."""
+        return f"{self.prefix}:breaker:scopes"
+
+    def reservation(self, batch_id: str) -> str:
+        """Hash of a batch's budget reservation: amount, state (held | settled), counters."""
+        return f"{self.prefix}:breaker:res:{batch_id}"
+
+    def month_spend(self, month: str) -> str:
+        """Settled spend of a calendar month (`YYYY-MM`, UTC) in nano-dollars."""
+        return f"{self.prefix}:spend:{month}"
+
+    def month_tenant_spend(self, month: str) -> str:
+        """Hash tenant -> settled spend of the month in nano-dollars."""
+        return f"{self.prefix}:spend:{month}:tenants"
+
+    def budget_alert(self, month: str, pct: int) -> str:
+        """Set once when the month's spend first reaches `pct`% of the budget."""
+        return f"{self.prefix}:budget:alert:{month}:{pct}"
+
+    def degraded(self) -> str:
+        """Hash of routing switches made under budget pressure: `total`, `FROM>TO` counts."""
+        return f"{self.prefix}:budget:degraded"
+
+    def degrade_state(self) -> str:
+        """`1` while routes are degraded, `0` otherwise: logs each switch once."""
+        return f"{self.prefix}:budget:degrade_state"
+
+    def plan_assignments(self) -> str:
+        """Hash subject (`user:ID` or `tenant:NAME`) -> plan name: operator overrides."""
+        return f"{self.prefix}:plans:assign"
+
+    def plan_used(self, subject: str, limit: str, window: int) -> str:
+        """A plan counter of a subject in one window (minute or day number)."""
+        return f"{self.prefix}:plans:used:{subject}:{limit}:{window}"
+
     # response cache (issue 4)
     def cache_entry(self, cache_key: str) -> str:
         """Hash of one cached answer (exact key); expires with its TTL."""

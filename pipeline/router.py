@@ -48,7 +48,9 @@ class Router:
         price = self.prices.model_price(model)
         return float("inf") if price is None else float(price.input + price.output)
 
-    def choose(self, task: Task) -> str | Rejection:
+    def choose(self, task: Task, *, degrade: bool = False) -> str | Rejection:
+        """The model for a task. `degrade` (budget pressure, see budgets.py) routes it one tier
+        cheaper and to the cheapest model of that tier; an explicit model is never changed."""
         if task.requested_model:
             if not self.chain.serves(task.requested_model):
                 return Rejection(
@@ -59,16 +61,19 @@ class Router:
                 )
             return task.requested_model
         tier = self.tier(task)
+        if degrade and tier in TIER_ORDER:
+            tier = TIER_ORDER[max(TIER_ORDER.index(tier) - 1, 0)]
         start = TIER_ORDER.index(tier) if tier in TIER_ORDER else 1
         for name in (tier, *TIER_ORDER[start + 1 :]):
             models = self.eligible(name)
             if models:
-                return min(models, key=self._cost_per_mtok) if task.budget_sensitive else models[0]
+                cheapest = task.budget_sensitive or degrade
+                return min(models, key=self._cost_per_mtok) if cheapest else models[0]
         return Rejection(task, "no_provider", f"no configured provider serves any {tier} model")
 
-    def shape(self, task: Task) -> Task | Rejection:
+    def shape(self, task: Task, *, degrade: bool = False) -> Task | Rejection:
         """The task with its model and max_tokens decided, or why it cannot run."""
-        model = self.choose(task)
+        model = self.choose(task, degrade=degrade)
         if isinstance(model, Rejection):
             return model
         max_tokens = task.max_tokens or self.settings.default_max_tokens.get(task.task_type, 400)
