@@ -28,7 +28,7 @@ class Pipeline:
         self.keys = Keys(settings.key_prefix)
         self.prices = PriceTable(settings.prices)
         self.providers = build_providers(settings)
-        self.chain = ProviderChain(self.providers, settings)
+        self.chain = ProviderChain(self.providers, settings, redis=redis, keys=self.keys)
         self.router = Router(settings, self.chain, self.prices)
         self.packer = Packer(redis, settings, self.keys)
         self.runs = RunStore(redis, self.keys, ttl_s=settings.results_ttl_s)

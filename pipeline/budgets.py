@@ -342,7 +342,7 @@ class Budgets:
         except BaseException:
             await self.release(batch.id)
             raise
-        cost = self.prices.price(batch.model, response.usage)
+        cost = self.prices.price(response.model, response.usage)  # a fallback may have answered
         try:
             await self.settle(batch.id, batch.tenant, 0 if cost is None else to_nano(cost))
         except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import budget_cli, cache
+from . import budget_cli, cache, provider_cli
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
@@ -199,7 +199,8 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.settings import worker_settings
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # force: main() has already configured WARNING, which would hide the worker's INFO lines
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     Worker(**worker_settings(settings)).run()
     return 0
 
@@ -222,6 +223,7 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("run_id")
     results.add_argument("--out", help="write to this file instead of stdout")
     budget_cli.add_cli(sub)
+    provider_cli.add_cli(sub)
     cache.add_cli(sub)
     return p
 

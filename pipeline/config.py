@@ -93,6 +93,11 @@ class ProviderConfig(BaseModel):
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
     max_in_flight: int = 16
+    # issue 3: shared rate limits per `Settings.rate_window_s` (a minute by default)
+    rpm: int | None = None
+    tpm: int | None = None
+    model_rpm: dict[str, int] = Field(default_factory=dict)
+    model_tpm: dict[str, int] = Field(default_factory=dict)
 
     def serves(self, model: str) -> bool:
         for pattern in self.models:
@@ -154,6 +159,15 @@ class Settings(BaseModel):
     budget_webhook_url: str | None = None
     budget_degrade: bool = True
 
+    # issue 3: providers and resilience (docs/providers.md)
+    fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    health_failures: int = Field(default=5, ge=1)
+    health_cooldown_s: float = Field(default=30.0, gt=0)
+    health_auth_cooldown_s: float = Field(default=600.0, gt=0)
+    rate_window_s: float = Field(default=60.0, gt=0)
+    rate_guard_s: float = Field(default=0.5, ge=0)
+    rate_wait_max_s: float = Field(default=120.0, ge=0)
+
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
     cache_adaptive_ttl: bool = True
@@ -203,6 +217,13 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_BUDGET_MONTHLY_USD": "budget_monthly_usd",
     "BATCHWISE_BUDGET_WEBHOOK_URL": "budget_webhook_url",
     "BATCHWISE_BUDGET_DEGRADE": "budget_degrade",
+    # issue 3: providers and resilience
+    "BATCHWISE_HEALTH_FAILURES": "health_failures",
+    "BATCHWISE_HEALTH_COOLDOWN_S": "health_cooldown_s",
+    "BATCHWISE_HEALTH_AUTH_COOLDOWN_S": "health_auth_cooldown_s",
+    "BATCHWISE_RATE_WINDOW_S": "rate_window_s",
+    "BATCHWISE_RATE_GUARD_S": "rate_guard_s",
+    "BATCHWISE_RATE_WAIT_MAX_S": "rate_wait_max_s",
     # response cache (issue 4)
     "BATCHWISE_CACHE": "cache_enabled",
     "BATCHWISE_CACHE_ADAPTIVE_TTL": "cache_adaptive_ttl",
@@ -218,6 +239,9 @@ ENV_FIELDS: dict[str, str] = {
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")
+ANTHROPIC_MODELS = ("claude-*",)
+GEMINI_MODELS = ("gemini-*",)
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
 
 
 def _env_providers(env: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -231,6 +255,27 @@ def _env_providers(env: Mapping[str, str]) -> list[dict[str, Any]]:
                 "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
                 "api_key": env["OPENAI_API_KEY"],
                 "models": OPENAI_MODELS,
+            }
+        )
+    # issue 3: Anthropic (native Messages API) and Gemini (its OpenAI-compatible endpoint)
+    if env.get("ANTHROPIC_API_KEY"):
+        found.append(
+            {
+                "name": "anthropic",
+                "kind": "anthropic",
+                "base_url": env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
+                "api_key": env["ANTHROPIC_API_KEY"],
+                "models": ANTHROPIC_MODELS,
+            }
+        )
+    if env.get("GEMINI_API_KEY"):
+        found.append(
+            {
+                "name": "gemini",
+                "kind": "openai",
+                "base_url": env.get("GEMINI_BASE_URL") or GEMINI_BASE_URL,
+                "api_key": env["GEMINI_API_KEY"],
+                "models": GEMINI_MODELS,
             }
         )
     return found

@@ -10,6 +10,7 @@ PipelineError
 │       └── CallOverLimit one call's worst case is more than a whole limit: its tasks are rejected
 └── PermanentError        retrying the same thing will not help
     ├── ProviderRefused   auth, bad request, unknown model, quota
+    │   └── AccountRefused  bad key, no permission, no quota: the provider is down for us
     └── ContextTooLong    split the batch instead of retrying it
 """
 
@@ -94,3 +95,8 @@ class BudgetBusy(BreakerOpen):
 class CallOverLimit(BreakerOpen):
     """One call's worst case exceeds a whole window's limit: it can never run under it, so its
     tasks are rejected (whatever the policy) and the breaker stays closed for the others."""
+
+
+class AccountRefused(ProviderRefused):
+    """Issue 3: the provider refuses this account (bad key, no permission, no quota or credit):
+    every request would fail the same way, so the provider is marked down at once."""

@@ -189,14 +189,16 @@ class BatchExecutor:
             count_tokens(orjson.dumps(outputs[str(i + 1)]).decode()) if str(i + 1) in outputs else 0
             for i in range(n)
         ]
-        cost = self.prices.price(batch.model, usage)
+        cost = self.prices.price(response.model, usage)  # a fallback may have answered
         in_tokens = split_int(usage.input_tokens, in_weights)
         out_tokens = split_int(usage.output_tokens, out_weights)
         if cost is None:
             nusd: list[int | None] = [None] * n
         else:
             total = to_nano(cost)
-            in_cost = self.prices.price(batch.model, usage.model_copy(update={"output_tokens": 0}))
+            in_cost = self.prices.price(
+                response.model, usage.model_copy(update={"output_tokens": 0})
+            )
             in_total = min(total, to_nano(in_cost or cost))
             nusd = [
                 a + b
@@ -215,7 +217,7 @@ class BatchExecutor:
             at=time.time(),
             batch_id=batch.id,
             provider=response.provider,
-            model=batch.model,
+            model=response.model,
             simulated=response.simulated,
             status="ok",
             usage=usage,
@@ -241,7 +243,7 @@ class BatchExecutor:
         outcome = {
             "status": "ok",
             "output": output,
-            "model": batch.model,
+            "model": response.model,
             "provider": response.provider,
             "cache": "miss",
             "batch_id": batch.id,

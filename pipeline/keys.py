@@ -133,6 +133,31 @@ class Keys:
         """A plan counter of a subject in one window (minute or day number)."""
         return f"{self.prefix}:plans:used:{subject}:{limit}:{window}"
 
+    # issue 3: provider health and shared rate limits
+    def provider_health(self, provider: str) -> str:
+        """Hash of a provider's circuit: failures, open_until_ms, reason."""
+        return f"{self.prefix}:health:{provider}"
+
+    def provider_probe(self, provider: str) -> str:
+        """Lease held by the one half-open probe of a provider."""
+        return f"{self.prefix}:health:{provider}:probe"
+
+    def rate_log(self, scope: str, measure: str) -> str:
+        """Sorted set of grants in the current window (`measure`: req or tok) of a scope."""
+        return f"{self.prefix}:rate:{scope}:{measure}"
+
+    def rate_sum(self, scope: str, measure: str) -> str:
+        """Running total of the grants in `rate_log`."""
+        return f"{self.prefix}:rate:{scope}:{measure}:sum"
+
+    def rate_block(self, scope: str) -> str:
+        """Epoch ms before which nobody may call the scope (Retry-After, exhausted headers)."""
+        return f"{self.prefix}:rate:{scope}:block"
+
+    def rate_learned(self, scope: str) -> str:
+        """Hash of limits learned from the provider's rate-limit headers: req, tok."""
+        return f"{self.prefix}:rate:{scope}:learned"
+
     # response cache (issue 4)
     def cache_entry(self, cache_key: str) -> str:
         """Hash of one cached answer (exact key); expires with its TTL."""

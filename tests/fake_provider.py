@@ -26,6 +26,9 @@ Control API (no auth): `POST /_control/faults` (a spec or a list), `POST /_contr
 `POST /_control/rate_limit` (`{"rpm": int | {model: int} | null, "window_s": 60}`),
 `GET /_control/stats` (`?bodies=0` leaves out request bodies), `GET /_control/health`.
 
+While a request limit applies to a model, its answers carry the limit headers the real APIs send
+(`x-ratelimit-*-requests` for OpenAI, `anthropic-ratelimit-requests-*` for Anthropic).
+
 Run it with `with FakeProvider() as fake: ...` or `python -m tests.fake_provider --port 8089`.
 """
 
@@ -42,6 +45,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -503,11 +507,35 @@ class FakeProvider:
                 self._by_status["200"] += 1
                 self._items_answered += len(items) if items is not None else 1
         n = next(self._ids)
+        limits = self._limit_headers(path, model, now)
         if path == "openai":
             doc = _openai_body(n, model, content, finished, usage)
-            return _json(200, doc, {"x-request-id": f"req_fake{n}"})
+            return _json(200, doc, {"x-request-id": f"req_fake{n}", **limits})
         doc = _anthropic_body(n, model, content, finished, usage)
-        return _json(200, doc, {"request-id": f"req_fake{n}"})
+        return _json(200, doc, {"request-id": f"req_fake{n}", **limits})
+
+    def _limit_headers(self, path: str, model: str, now: float) -> dict[str, str]:
+        """The rate-limit headers the real APIs send, when a request limit applies to `model`."""
+        with self._lock:
+            limit = self.rate_limit_rpm
+            cap = limit.get(model) if isinstance(limit, dict) else limit
+            if cap is None:
+                return {}
+            window = now - now % self.window_s
+            used = self._rate_counts[(model if isinstance(limit, dict) else "*", window)]
+        remaining, reset_s = max(cap - used, 0), window + self.window_s - now
+        if path == "openai":
+            return {
+                "x-ratelimit-limit-requests": str(cap),
+                "x-ratelimit-remaining-requests": str(remaining),
+                "x-ratelimit-reset-requests": f"{reset_s:.3f}s",
+            }
+        reset_at = datetime.fromtimestamp(window + self.window_s, tz=UTC)
+        return {
+            "anthropic-ratelimit-requests-limit": str(cap),
+            "anthropic-ratelimit-requests-remaining": str(remaining),
+            "anthropic-ratelimit-requests-reset": reset_at.isoformat(),
+        }
 
     def _admit(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import Settings
 from ..errors import ConfigError
+from .anthropic import AnthropicMessages
 from .base import ChatRequest, ChatResponse, Provider
 from .openai import OpenAICompatible
 from .simulated import SimulatedProvider
@@ -17,6 +18,8 @@ def build_providers(settings: Settings) -> list[Provider]:
     for config in settings.providers:
         if config.kind == "openai":
             providers.append(OpenAICompatible(config))
+        elif config.kind == "anthropic":
+            providers.append(AnthropicMessages(config))
         elif config.kind == "simulated":
             providers.append(SimulatedProvider())
         else:

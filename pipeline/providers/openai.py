@@ -12,7 +12,7 @@ import orjson
 from ..config import ProviderConfig
 from ..errors import TransientError
 from ..usage import from_openai
-from .base import ChatRequest, ChatResponse, classify_http, redact
+from .base import ChatRequest, ChatResponse, classify_http, error_fields, rate_headers, redact
 
 
 class OpenAICompatible:
@@ -84,16 +84,11 @@ class OpenAICompatible:
             provider=self.name,
             model=request.model,
             latency_ms=latency_ms,
+            rate_headers=rate_headers(response.headers),
         )
 
     def _error(self, response: httpx.Response) -> Exception:
-        message, code = response.reason_phrase, ""
-        try:
-            err = orjson.loads(response.content).get("error") or {}
-            message = str(err.get("message") or message)
-            code = str(err.get("code") or err.get("type") or "")
-        except (orjson.JSONDecodeError, AttributeError):
-            pass
+        message, code = error_fields(response.content, response.reason_phrase)
         message = redact(message, [self._key])
         return classify_http(self.name, response.status_code, message, code, response.headers)
 

@@ -1,0 +1,95 @@
+"""`batchwise providers [status] | reset NAME`: provider health and rate-limit use, shared by all
+workers through Redis."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from .app import connect_redis
+from .config import ProviderConfig, Settings
+from .errors import ConfigError
+from .keys import Keys
+from .providers.health import ProviderHealth
+from .providers.ratelimit import RateLimiter
+
+out = Console()
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register `batchwise providers ...` on the main parser's subparsers."""
+    providers = subparsers.add_parser("providers", help="provider health and rate-limit use")
+    providers.set_defaults(handler=cmd_providers)
+    sub = providers.add_subparsers(dest="providers_command")
+    status = sub.add_parser("status", help="circuits, failures and this window's use (default)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    reset = sub.add_parser("reset", help="close a provider's circuit now (e.g. after a key fix)")
+    reset.add_argument("name")
+
+
+async def provider_status(
+    settings: Settings, health: ProviderHealth, limiter: RateLimiter
+) -> list[dict[str, Any]]:
+    """One row per configured provider: its circuit and its provider-wide and per-model use."""
+    rows: list[dict[str, Any]] = []
+    for config in settings.providers:
+        row: dict[str, Any] = {"name": config.name, "kind": config.kind, "models": config.models}
+        row.update(await health.status(config.name))
+        row["limits"] = _configured(config)
+        row["use"] = {config.name: await limiter.usage(config.name)}
+        for model in sorted({*config.model_rpm, *config.model_tpm}):
+            scope = limiter.scopes(config.name, model)[1]
+            row["use"][scope] = await limiter.usage(scope)
+        rows.append(row)
+    return rows
+
+
+def _configured(config: ProviderConfig) -> dict[str, Any]:
+    limits: dict[str, Any] = {"rpm": config.rpm, "tpm": config.tpm}
+    limits.update({f"{m} rpm": v for m, v in config.model_rpm.items()})
+    limits.update({f"{m} tpm": v for m, v in config.model_tpm.items()})
+    return {k: v for k, v in limits.items() if v is not None}
+
+
+async def cmd_providers(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `batchwise providers` command against the shared Redis."""
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
+    redis = connect_redis(settings.redis_url)
+    keys = Keys(settings.key_prefix)
+    health = ProviderHealth(redis, keys, settings)
+    try:
+        if args.providers_command == "reset":
+            names = {p.name for p in settings.providers}
+            if args.name not in names:
+                known = ", ".join(sorted(names)) or "none configured"
+                raise ConfigError(f"no provider named {args.name!r} (known: {known})")
+            was_open = await health.reset(args.name)
+            out.print(f"{args.name}: circuit closed" + ("" if was_open else " (it was closed)"))
+            return 0
+        rows = await provider_status(settings, health, RateLimiter(redis, keys, settings))
+    finally:
+        await redis.aclose()
+    if getattr(args, "json", False):
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    table = Table(title=f"providers (window {settings.rate_window_s:g} s)")
+    for column in ("provider", "circuit", "failures", "limits", "use this window"):
+        table.add_column(column)
+    for row in rows:
+        circuit = row["state"]
+        if row["state"] == "open":
+            circuit = f"open {row['open_for_s']}s: {row['reason']}"
+        limits = ", ".join(f"{k} {v}" for k, v in row["limits"].items()) or "-"
+        use = "; ".join(
+            f"{scope}: {u['requests']} req, {u['tokens']} tok"
+            + (f", blocked {u['blocked_for_s']}s" if u["blocked_for_s"] else "")
+            for scope, u in row["use"].items()
+        )
+        table.add_row(row["name"], circuit, str(row["failures"]), limits, use)
+    out.print(table)
+    return 0

@@ -1,0 +1,111 @@
+"""Anthropic's native Messages API over httpx, configured like the official SDK.
+
+`ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (the root, without `/v1`) configure it; requests carry
+`x-api-key` and `anthropic-version`, the system prompt goes in the top-level `system` field, and a
+long system prompt is marked for Anthropic's prompt cache so that every batch of a group reuses it.
+Usage is normalised with `pipeline.usage.from_anthropic` (cache reads and writes counted in input).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import orjson
+
+from ..config import ProviderConfig
+from ..errors import TransientError
+from ..tokens import count_tokens
+from ..usage import from_anthropic
+from .base import ChatRequest, ChatResponse, classify_http, error_fields, rate_headers, redact
+
+ANTHROPIC_VERSION = "2023-06-01"
+# Below this a prompt cannot be cached (1,024 tokens for Sonnet/Opus, 2,048 for Haiku), and
+# marking it only costs a cache write.
+CACHE_MIN_TOKENS = 1024
+
+
+class AnthropicMessages:
+    """One Anthropic Messages endpoint, with a pooled connection and per-provider timeouts."""
+
+    simulated = False
+
+    def __init__(
+        self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        self.name = config.name
+        self.config = config
+        self._key = config.api_key.get_secret_value()
+        headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
+        if self._key:
+            headers["x-api-key"] = self._key
+        self._client = httpx.AsyncClient(
+            base_url=(config.base_url or "https://api.anthropic.com").rstrip("/"),
+            headers=headers,
+            timeout=httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=config.max_in_flight),
+            transport=transport,
+        )
+
+    def serves(self, model: str) -> bool:
+        return self.config.serves(model)
+
+    def body(self, request: ChatRequest) -> dict[str, Any]:
+        """The Messages API body: top-level system, alternating user/assistant turns."""
+        messages: list[dict[str, str]] = []
+        for m in request.messages:
+            role = "assistant" if m.role == "assistant" else "user"
+            if messages and messages[-1]["role"] == role:  # the API wants alternating roles
+                messages[-1]["content"] += "\n\n" + m.content
+            else:
+                messages.append({"role": role, "content": m.content})
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": messages,
+            "temperature": request.temperature,
+        }
+        if request.system:
+            block: dict[str, Any] = {"type": "text", "text": request.system}
+            if count_tokens(request.system) >= CACHE_MIN_TOKENS:
+                block["cache_control"] = {"type": "ephemeral"}
+            body["system"] = [block]
+        return body
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        started = time.perf_counter()
+        try:
+            response = await self._client.post(
+                "/v1/messages", content=orjson.dumps(self.body(request))
+            )
+        except httpx.TimeoutException:
+            raise TransientError("request timed out", provider=self.name) from None
+        except httpx.TransportError as exc:
+            message = redact(f"connection failed: {type(exc).__name__}", [self._key])
+            raise TransientError(message, provider=self.name) from None
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        if response.status_code >= 400:
+            message, code = error_fields(response.content, response.reason_phrase)
+            message = redact(message, [self._key])
+            raise classify_http(self.name, response.status_code, message, code, response.headers)
+        try:
+            data = orjson.loads(response.content)
+            blocks = data["content"]
+            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise TransientError(
+                "answer is not an Anthropic message", provider=self.name, status=200
+            ) from None
+        return ChatResponse(
+            text=text,
+            usage=from_anthropic(data.get("usage") or {}),
+            truncated=data.get("stop_reason") == "max_tokens",
+            provider=self.name,
+            model=request.model,
+            latency_ms=latency_ms,
+            rate_headers=rate_headers(response.headers),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

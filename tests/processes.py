@@ -1,0 +1,125 @@
+"""Real processes for multi-worker tests: the fake provider server and `batchwise worker`s.
+
+Each runs as its own OS process, as in production, so what the tests see (shared rate limits,
+shared provider health) is what several hosts pointed at one Redis would see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+# never hand a real key from the developer's shell to a test worker
+_PROVIDER_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "BATCHWISE_CONFIG")
+
+
+class FakeProcess:
+    """`python -m tests.fake_provider` in a child process, driven over its control API."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fake_provider", "--port", "0", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"fake provider did not start: {line!r}")
+        self.url = line.rsplit(" ", 1)[1].strip()
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def control(self, path: str, doc: Any = None) -> Any:
+        if doc is None and path == "stats":
+            return self.http.get("/_control/stats", params={"bodies": "0"}).json()
+        response = self.http.post(f"/_control/{path}", json=doc if doc is not None else {})
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.control("stats")
+        return result
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _PROVIDER_ENV}
+    env.update(extra)
+    return env
+
+
+class WorkerProcesses:
+    """N `python -m pipeline.cli worker` processes with the same environment."""
+
+    def __init__(self, count: int, env: Mapping[str, str], log_dir: Path) -> None:
+        self.logs = [log_dir / f"worker{i}.log" for i in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for log in self.logs:
+            with log.open("wb") as fh:
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "pipeline.cli", "worker"],
+                        cwd=ROOT,
+                        env=dict(env),
+                        stdout=fh,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Until every worker has logged that it is ready."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for proc, log in zip(self.procs, self.logs, strict=True):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"worker exited early:\n{log.read_text()}")
+            if all("worker ready" in log.read_text() for log in self.logs):
+                return
+            time.sleep(0.1)
+        raise TimeoutError("workers did not start: " + " | ".join(p.read_text() for p in self.logs))
+
+    def log_text(self) -> str:
+        return "\n".join(log.read_text() for log in self.logs)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@contextlib.contextmanager
+def workers(count: int, env: Mapping[str, str], log_dir: Path) -> Iterator[WorkerProcesses]:
+    group = WorkerProcesses(count, env, log_dir)
+    try:
+        group.wait_ready()
+        yield group
+    finally:
+        group.stop()
