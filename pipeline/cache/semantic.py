@@ -192,11 +192,6 @@ class SemanticIndex:
     async def embed(self, texts: Sequence[str]) -> Vectors:
         return await self.embedder.embed(texts)
 
-    def has_entries(self, scope_id: str) -> bool:
-        """True when this process knows of any vector in the scope (call after `sync`)."""
-        index = self.scopes.get(scope_id)
-        return index is not None and index.size > 0
-
     def threshold_for(self, query: str) -> float:
         """The similarity a cached prompt needs to answer `query` (calibrated per embedder)."""
         return float(self.embedder.threshold_for(query))

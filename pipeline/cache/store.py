@@ -203,16 +203,16 @@ class ResponseCache:
                 asking.append(i)
         if not asking:
             return found
-        await index.sync([probes[i].scope_id or "" for i in asking])
-        # An empty scope has nothing to search: the worker embeds the prompt when it stores it.
-        asking = [i for i in asking if index.has_entries(probes[i].scope_id or "")]
-        if not asking:
-            return found
+        # Embedded here even when the scope is still empty: the vector is stored with the
+        # answer, so workers never run the model, and a chunk is embedded in one batch.
         try:
             vectors = await index.embed([probes[i].task.prompt for i in asking])
         except PipelineError as exc:  # an embedder outage costs savings, never answers
-            logger.warning("semantic lookup skipped for %d task(s): %s", len(asking), exc)
+            logger.warning("semantic cache skipped for %d task(s): %s", len(asking), exc)
+            for i in asking:
+                probes[i].scope_id = None
             return found
+        await index.sync([probes[i].scope_id or "" for i in asking])
         vectors = np.asarray(vectors, dtype=np.float32)
         by_scope: dict[str, list[int]] = {}
         for row, i in enumerate(asking):
@@ -294,8 +294,6 @@ class ResponseCache:
             "naive_out": outcome.get("naive_output_tokens", 0),
         }
         scope_id, text, vector = intent["sem"].decode(), intent["text"].decode(), intent["vec"]
-        if scope_id and self.semantic is not None and not vector:
-            vector = await self._embed_one(text)
         now = time.time()
         entry = self.keys.cache_entry(key)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -319,17 +317,6 @@ class ResponseCache:
                 self.semantic.publish(pipe, scope_id, key, vector, text, tenant)
             await pipe.execute()
         return True
-
-    async def _embed_one(self, text: str) -> bytes:
-        """The prompt's vector, for a miss that was not embedded at submit; b"" on failure
-        (the answer is then cached exactly, without a semantic entry)."""
-        assert self.semantic is not None
-        try:
-            vectors = await self.semantic.embed([text])
-        except PipelineError as exc:
-            logger.warning("semantic entry skipped: %s", exc)
-            return b""
-        return np.asarray(vectors[0], dtype=np.float32).tobytes()
 
     async def clear(self, *, tenant: str | None = None) -> int:
         """Delete the cached answers (entries, vectors with their prompts, pending intents) of
