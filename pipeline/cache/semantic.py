@@ -117,7 +117,7 @@ class ScopeIndex:
     cursor: str = "-"
 
     def __post_init__(self) -> None:
-        self.vectors = np.zeros((64, self.dim), dtype=np.float32)
+        self.vectors = np.zeros((4, self.dim), dtype=np.float32)  # many scopes stay tiny
 
     @property
     def size(self) -> int:
