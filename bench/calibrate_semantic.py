@@ -1,7 +1,9 @@
 """Calibrate the semantic-cache threshold of each embedder on the labelled pairs.
 
     python bench/calibrate_semantic.py                       # every local embedder
-    python bench/calibrate_semantic.py --embedder minilm     # one of: minilm e5 hashing openai
+    python bench/calibrate_semantic.py --embedder routed     # routed minilm e5 hashing openai
+    python bench/calibrate_semantic.py --embedder routed --held-out   # also calibrate on half
+                                                                      # the lines, test on the rest
     OPENAI_API_KEY=... python bench/calibrate_semantic.py --embedder openai \
         --base-url https://api.openai.com/v1 --model text-embedding-3-small --dim 1536
 
@@ -12,7 +14,9 @@ paraphrase hit rate and the near-miss false-hit rate (with and without the guard
 rate on unrelated prompts (prompts of different rows, same language, 16 per row), and picks the
 lowest t whose near-miss false hits are <= 1% and that lets no unrelated pair through, separately
 for English (`threshold`) and Japanese (`threshold_ja`). Those two values belong in the
-THRESHOLD_* constants of pipeline/embedders.py.
+THRESHOLD_* constants of pipeline/embedders/_base.py. With --held-out it also calibrates on the
+even lines of the file only and reports the figures those thresholds reach on the odd lines,
+which the calibration never saw, and then the other way round.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pipeline.embedders import (
     HashingEmbedder,
     LocalE5,
     LocalMiniLM,
+    LocalRouted,
     OpenAIEmbeddings,
     Vectors,
 )
@@ -127,6 +132,33 @@ def _line(label: str, rows: list[Scored], thresholds: dict[str, float]) -> str:
     )
 
 
+def choose_thresholds(scored: list[Scored], unrelated: list[Scored]) -> dict[str, float]:
+    """The chosen threshold per language ("en", "ja")."""
+    return {
+        lang: choose_threshold(
+            [r for r in scored if r.lang == lang], [r for r in unrelated if r.lang == lang]
+        )
+        for lang in ("en", "ja")
+    }
+
+
+def held_out(pairs: list[dict[str, str]], vectors: dict[str, Vectors]) -> None:
+    """Calibrate on one half of the labelled lines (even or odd), report on the other half."""
+    for name, fit, test in (("even", pairs[0::2], pairs[1::2]), ("odd", pairs[1::2], pairs[0::2])):
+        chosen = choose_thresholds(score_pairs(fit, vectors), score_unrelated(fit, vectors))
+        print(
+            f"\nheld-out: calibrated on the {len(fit)} {name} lines -> "
+            f"threshold={chosen['en']:.3f}, threshold_ja={chosen['ja']:.3f}; "
+            f"figures on the other {len(test)} lines:"
+        )
+        rows = score_pairs(test, vectors)
+        for lang in ("all", "en", "ja"):
+            print(_line(lang, [r for r in rows if lang in ("all", r.lang)], chosen))
+        unrel = score_unrelated(test, vectors)
+        leaked = sum(r.similarity >= chosen[r.lang] and not r.blocked for r in unrel)
+        print(f"  unrelated pairs let through: {leaked}/{len(unrel)}")
+
+
 def report(name: str, scored: list[Scored], unrelated: list[Scored]) -> dict[str, float]:
     """Print a sweep per language and the figures at the chosen thresholds; return them."""
     chosen: dict[str, float] = {}
@@ -161,6 +193,8 @@ def report(name: str, scored: list[Scored], unrelated: list[Scored]) -> dict[str
 
 def make_embedder(kind: str, args: argparse.Namespace) -> Embedder:
     """Build the embedder named on the command line."""
+    if kind == "routed":
+        return LocalRouted()
     if kind == "minilm":
         return LocalMiniLM()
     if kind == "e5":
@@ -178,9 +212,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--embedder",
-        choices=["minilm", "e5", "hashing", "openai", "local"],
+        choices=["routed", "minilm", "e5", "hashing", "openai", "local"],
         default="local",
-        help="'local' = minilm, e5 and hashing",
+        help="'local' = routed, minilm, e5 and hashing",
+    )
+    parser.add_argument(
+        "--held-out", action="store_true", help="also calibrate on even lines, report on odd"
     )
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--base-url", default="https://api.openai.com/v1")
@@ -189,7 +226,7 @@ async def main() -> None:
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
     args = parser.parse_args()
     pairs = load_pairs(args.data)
-    kinds = ["minilm", "e5", "hashing"] if args.embedder == "local" else [args.embedder]
+    kinds = ["routed", "minilm", "e5", "hashing"] if args.embedder == "local" else [args.embedder]
     chosen: dict[str, dict[str, float]] = {}
     for kind in kinds:
         embedder = make_embedder(kind, args)
@@ -200,6 +237,8 @@ async def main() -> None:
         chosen[embedder.name] = report(
             f"{embedder.name} ({elapsed_s:.1f}s incl. load)", scored, unrelated
         )
+        if args.held_out:
+            held_out(pairs, vectors)
         if isinstance(embedder, OpenAIEmbeddings):
             await embedder.aclose()
     print("\nchosen thresholds:", json.dumps(chosen))

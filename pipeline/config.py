@@ -167,6 +167,17 @@ class Settings(BaseModel):
     rate_window_s: float = Field(default=60.0, gt=0)
     rate_guard_s: float = Field(default=0.5, ge=0)
     rate_wait_max_s: float = Field(default=120.0, ge=0)
+    # issue 8: provider batch APIs and nightly runs (docs/nightly.md)
+    batch_api: bool = False
+    batch_api_poll_s: int = 30
+    batch_api_linger_s: float = 10.0
+    batch_api_max_requests: int = 50_000
+    batch_api_max_bytes: int = 190 * 1024 * 1024
+    batch_api_lease_s: int = 120
+    nightly_inbox: Path | None = None
+    nightly_outbox: Path | None = None
+    nightly_poll_s: int = 60
+    nightly_max_age_s: int = 26 * 3600
 
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
@@ -224,6 +235,15 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_RATE_WINDOW_S": "rate_window_s",
     "BATCHWISE_RATE_GUARD_S": "rate_guard_s",
     "BATCHWISE_RATE_WAIT_MAX_S": "rate_wait_max_s",
+    # issue 8: provider batch APIs and nightly runs
+    "BATCHWISE_BATCH_API": "batch_api",
+    "BATCHWISE_BATCH_API_POLL_S": "batch_api_poll_s",
+    "BATCHWISE_BATCH_API_LINGER_S": "batch_api_linger_s",
+    "BATCHWISE_BATCH_API_MAX_REQUESTS": "batch_api_max_requests",
+    "BATCHWISE_BATCH_API_MAX_BYTES": "batch_api_max_bytes",
+    "BATCHWISE_NIGHTLY_INBOX": "nightly_inbox",
+    "BATCHWISE_NIGHTLY_OUTBOX": "nightly_outbox",
+    "BATCHWISE_NIGHTLY_POLL_S": "nightly_poll_s",
     # response cache (issue 4)
     "BATCHWISE_CACHE": "cache_enabled",
     "BATCHWISE_CACHE_ADAPTIVE_TTL": "cache_adaptive_ttl",

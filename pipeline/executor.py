@@ -85,18 +85,8 @@ class BatchExecutor:
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
         return batch, items
 
-    async def run(self, batch_id: str, *, last_try: bool = False) -> list[str]:
-        """Run a batch; return the ids of child batches the caller must enqueue.
-
-        Raises `TransientError` when the provider is unavailable and this is not the last try.
-        """
-        loaded = await self.load(batch_id)
-        if loaded is None:
-            return []
-        batch, items = loaded
-        if not items:
-            await self._close(batch_id)
-            return []
+    def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
+        """The provider request for a batch, and whether it is packed."""
         system, messages, packed = build_messages(batch, items)
         request = ChatRequest(
             model=batch.model,
@@ -107,10 +97,36 @@ class BatchExecutor:
             json_mode=packed or batch.response_schema is not None,
             response_schema=batch.response_schema,
         )
+        return request, packed
+
+    async def run(
+        self,
+        batch_id: str,
+        *,
+        last_try: bool = False,
+        answer: ChatResponse | None = None,
+        batch_api: bool = False,
+    ) -> list[str]:
+        """Run a batch; return the ids of child batches the caller must enqueue.
+
+        `answer` is the provider's answer when it came another way (a provider batch API,
+        `batch_api=True` prices it so); the batch is then split and recorded without a call.
+        Raises `TransientError` when the provider is unavailable and this is not the last try.
+        """
+        loaded = await self.load(batch_id)
+        if loaded is None:
+            return []
+        batch, items = loaded
+        if not items:
+            await self._close(batch_id)
+            return []
+        request, packed = self.request_for(batch, items)
         stored = await self.redis.get(self.keys.batch_response(batch_id))
         if stored is not None:
             data = orjson.loads(stored)
             response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
+        elif answer is not None:
+            response = answer
         else:
             try:
                 response = await self.budgets.spend(batch, request, self.chain.complete)
@@ -150,7 +166,7 @@ class BatchExecutor:
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
-            await self._record(batch, items, request, response, outputs)
+            await self._record(batch, items, request, response, outputs, batch_api=batch_api)
 
         retry: list[str] = []
         for item_id, item in zip(ids, items, strict=True):
@@ -178,6 +194,8 @@ class BatchExecutor:
         request: ChatRequest,
         response: ChatResponse,
         outputs: dict[str, Any],
+        *,
+        batch_api: bool = False,
     ) -> None:
         """The ledger record of the call, with its cost split over the items exactly."""
         usage = response.usage
@@ -189,7 +207,8 @@ class BatchExecutor:
             count_tokens(orjson.dumps(outputs[str(i + 1)]).decode()) if str(i + 1) in outputs else 0
             for i in range(n)
         ]
-        cost = self.prices.price(response.model, usage)  # a fallback may have answered
+        # a fallback may have answered: price the model that did
+        cost = self.prices.price(response.model, usage, batch_api=batch_api)
         in_tokens = split_int(usage.input_tokens, in_weights)
         out_tokens = split_int(usage.output_tokens, out_weights)
         if cost is None:
@@ -197,7 +216,7 @@ class BatchExecutor:
         else:
             total = to_nano(cost)
             in_cost = self.prices.price(
-                response.model, usage.model_copy(update={"output_tokens": 0})
+                response.model, usage.model_copy(update={"output_tokens": 0}), batch_api=batch_api
             )
             in_total = min(total, to_nano(in_cost or cost))
             nusd = [
@@ -219,6 +238,7 @@ class BatchExecutor:
             provider=response.provider,
             model=response.model,
             simulated=response.simulated,
+            batch_api=batch_api,
             status="ok",
             usage=usage,
             cost_usd=cost,

@@ -55,6 +55,8 @@ def item_key(task: Task) -> str:
     key = request_key(task)
     if task.ttl_class is TTLClass.no_cache:
         return canonical_hash([key, task.run_id, task.id])
+    if task.batch_api:  # a task that needs its answer now never waits on a provider batch
+        return canonical_hash([key, "batch_api"])
     return key
 
 
@@ -72,4 +74,6 @@ def group_key(task: Task) -> str:
     }
     if not task.packable:
         fields["conversation"] = item_key(task)
+    if task.batch_api:
+        fields["batch_api"] = True
     return canonical_hash(fields)[:32]

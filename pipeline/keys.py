@@ -158,6 +158,35 @@ class Keys:
         """Hash of limits learned from the provider's rate-limit headers: req, tok."""
         return f"{self.prefix}:rate:{scope}:learned"
 
+    # issue 8: provider batch APIs and nightly runs
+    def bapi_pending(self) -> str:
+        """Sorted set batch id -> ms it was handed to the batch API, awaiting a provider batch."""
+        return f"{self.prefix}:bapi:pending"
+
+    def bapi_subs(self) -> str:
+        """Sorted set of open provider-batch submissions by creation time."""
+        return f"{self.prefix}:bapi:subs"
+
+    def bapi_sub(self, sub_id: str) -> str:
+        """Hash: provider, model, batch ids, state, the provider's batch id."""
+        return f"{self.prefix}:bapi:sub:{sub_id}"
+
+    def bapi_lease(self, sub_id: str) -> str:
+        """Held by the one worker that submits or settles a submission right now."""
+        return f"{self.prefix}:bapi:lease:{sub_id}"
+
+    def nightly_claim(self, name: str) -> str:
+        """SET NX claim on an inbox file name while it is moved to processing."""
+        return f"{self.prefix}:nightly:claim:{name}"
+
+    def nightly_lease(self, tag: str) -> str:
+        """Held by the one worker advancing a claimed nightly file right now."""
+        return f"{self.prefix}:nightly:lease:{tag}"
+
+    def nightly_file(self, tag: str) -> str:
+        """Hash: state, run id, name of a claimed nightly file."""
+        return f"{self.prefix}:nightly:file:{tag}"
+
     # response cache (issue 4)
     def cache_entry(self, cache_key: str) -> str:
         """Hash of one cached answer (exact key); expires with its TTL."""

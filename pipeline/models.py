@@ -87,6 +87,7 @@ class Task(BaseModel):
     endpoint: str = ""
     response_schema: dict[str, Any] | None = None
     metadata: Any = None
+    batch_api: bool = False  # issue 8: may wait for a provider batch API (up to 24 h)
 
     @property
     def prompt(self) -> str:

@@ -102,6 +102,7 @@ def group_meta(task: Task) -> dict[str, Any]:
         "response_schema": task.response_schema,
         "ttl_class": task.ttl_class.value,
         "task_type": task.task_type,
+        "batch_api": task.batch_api,
     }
 
 

@@ -7,6 +7,7 @@ compares the concrete facts of the query and the cached prompt and refuses when 
 ids (URLs, e-mails, ORD-1234, #44127), dates (ISO, "March 3", 3月3日, weekdays, holidays,
 tomorrow, 来週 ...), numbers (full-width digits, number words, kanji numerals before a counter),
 a negation in one prompt only (not, n't, never, without; ない, ません, ず, 不要, 無効 ...),
+a repetition in one prompt only ("again", "reissue"; もう一度, 再発行: a receipt vs a second one),
 opposite terms (upgrade/downgrade, 有効/無効), direction ("from A to B" / "from B to A", AからB),
 one content slot changed or added in a shared frame ("the blue version" / "the red version",
 注文/予約をキャンセル), and names: capitalised words, acronyms and quoted text the other prompt
@@ -141,6 +142,11 @@ _JA_NEGATION_NEUTRAL = re.compile(
     r"(?:わから|分から|判ら)(?:ない|なく)|(?:わかり|分かり)ません|少な|危な|間もなく|ほどなく|"
     r"もてなし|なくし|なくす|つな[いがぎぐげ]|おこな"
 )
+# A request to do something again: "issue a receipt" and "issue it again" are different requests.
+_REPETITION = re.compile(
+    r"\bagain\b|\bonce\s+more\b|\bre-?(?:issu|send|sent|order|deliver|print)|もう一度|もう1度|"
+    r"再度|改めて|再発行|再送|再配達|再注文|再印刷|再購入"
+)
 _STOPWORDS = frozenset(
     "a an the my your our their his her its this that these those please some any".split()
 )
@@ -240,6 +246,7 @@ class PromptFacts:
     dates: frozenset[str]
     numbers: frozenset[str]
     negated: bool
+    repeated: bool
     opposites: frozenset[str]
     directions: frozenset[tuple[str, str]]
     content: tuple[str, ...]
@@ -263,6 +270,8 @@ def blocks_semantic_hit(query: str, cached: str) -> str | None:
             return f"{label} differ: {_show(mine - theirs)} vs {_show(theirs - mine)}"
     if q.negated != c.negated:
         return f"negation only in the {'query' if q.negated else 'cached prompt'}"
+    if q.repeated != c.repeated:
+        return f"repetition only in the {'query' if q.repeated else 'cached prompt'}"
     clash = _opposite_clash(q.opposites, c.opposites)
     if clash:
         return f"opposite terms: {clash}"
@@ -313,6 +322,7 @@ def prompt_facts(text: str) -> PromptFacts:
             _EN_NEGATION.search(_EN_NEGATION_NEUTRAL.sub(" ", lower))
             or _JA_NEGATION.search(_mask(lower, _JA_NEGATION_NEUTRAL))
         ),
+        repeated=bool(_REPETITION.search(lower)),
         opposites=frozenset(
             {_SIDES[int(str(m.lastgroup)[1:])][0] for m in _EN_OPPOSITE.finditer(lower)}
             | {side for side, term in _JA_OPPOSITES if term in lower}

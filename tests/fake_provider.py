@@ -50,6 +50,8 @@ from http import HTTPStatus
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fake_batches import FakeBatchAPI
+
 DEFAULT_KEY = "test-key"
 STATUS_KINDS = frozenset({"429", "500", "503", "529", "401", "400", "404"})
 DELAY_KINDS = frozenset({"timeout", "latency"})
@@ -285,6 +287,7 @@ class FakeProvider:
             self._rate_counts: Counter[tuple[str, float]] = Counter()
             self._prefixes: set[tuple[str, str, str]] = set()
             self._bodies: list[Any] = []
+            self.batch_api = FakeBatchAPI(self)
 
     def stats(self, *, bodies: bool = True) -> dict[str, Any]:
         """Counters since the last reset; the same dict `GET /_control/stats` returns."""
@@ -422,6 +425,9 @@ class FakeProvider:
         self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> Response:
         split = urlsplit(target)
+        if self.batch_api.handles(split.path):  # batch APIs: tests/fake_batches.py
+            query = parse_qs(split.query)
+            return await self.batch_api.dispatch(method, split.path, query, headers, body)
         path = PATHS.get(split.path)
         if path and method == "POST":
             return await self._provider_call(path, headers, body)
@@ -448,6 +454,8 @@ class FakeProvider:
                 return _json(200, {"ok": True})
             if method == "GET" and path == "/_control/stats":
                 return _json(200, self.stats(bodies=query.get("bodies", ["1"])[0] != "0"))
+            if path == "/_control/batches":
+                return self.batch_api.control(method, doc)
             if method == "GET" and path == "/_control/health":
                 return _json(200, {"ok": True})
         except (ValueError, TypeError, AttributeError) as exc:

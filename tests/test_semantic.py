@@ -16,8 +16,11 @@ import pytest
 from pipeline.embedders import (
     Embedder,
     HashingEmbedder,
+    LocalE5,
     LocalMiniLM,
+    LocalRouted,
     OpenAIEmbeddings,
+    default_embedder,
     minilm_model_dir,
 )
 from pipeline.errors import (
@@ -83,6 +86,8 @@ REFUSED = [
         "names",
     ),
     ("アイフォンの修理は可能ですか？", "アンドロイドの修理は受け付けていますか？", "katakana"),
+    ("Can you send the invoice again?", "Can you send the invoice?", "repetition"),
+    ("請求書を再発行してください。", "請求書を発行してください。", "repetition"),
 ]
 
 # Paraphrases whose facts agree: the guard must leave them to the embedder.
@@ -100,6 +105,7 @@ ALLOWED = [
     ("すみません、返品の方法を教えてください。", "返品の方法を教えていただけませんか？"),
     ("送料はいくらですか？", "送料はいくらでしょうか？"),
     ("東京駅から新宿駅までの行き方は？", "新宿駅まで東京駅からどう行けばいいですか？"),
+    ("領収書の再発行はできますか？", "領収書をもう一度発行してもらえますか？"),
 ]
 
 
@@ -285,7 +291,34 @@ def test_missing_model_is_a_config_error_that_says_what_to_install(tmp_path: Pat
         LocalMiniLM(model_dir=tmp_path).load()
 
 
-def _shipped_embedder() -> LocalMiniLM:
+async def test_routed_embedder_scores_each_language_with_its_own_model() -> None:
+    english_model, multilingual = HashingEmbedder(dim=64), HashingEmbedder(dim=64, ngrams=(1, 2))
+    embedder = LocalRouted(minilm=english_model, e5=multilingual, threshold=0.8, threshold_ja=0.9)
+    assert isinstance(embedder, Embedder)
+    texts = ["Where is my parcel?", "Where is my package?", "荷物はどこですか？", "荷物はどこ？"]
+    vectors = await embedder.embed(texts)
+    assert vectors.shape == (4, embedder.dim) == (4, 3 * 64) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    m, e = await english_model.embed(texts), await multilingual.embed(texts)
+    # English: the mean of both models' cosines; Japanese: the multilingual model's alone.
+    assert vectors[0] @ vectors[1] == pytest.approx((m[0] @ m[1] + e[0] @ e[1]) / 2, abs=1e-5)
+    assert vectors[2] @ vectors[3] == pytest.approx(e[2] @ e[3], abs=1e-5)
+    # A Japanese prompt never matches an English one, whatever the models say.
+    assert np.allclose(vectors[:2] @ vectors[2:].T, 0.0)
+    assert embedder.threshold_for(texts[0]) == 0.8 and embedder.threshold_for(texts[2]) == 0.9
+    assert (await embedder.embed([])).shape == (0, 3 * 64)
+    assert LocalRouted().dim == 3 * 384
+
+
+def test_the_default_embedder_is_the_routed_one() -> None:
+    embedder = default_embedder()
+    assert isinstance(embedder, LocalRouted)
+    assert isinstance(embedder.minilm, LocalMiniLM) and isinstance(embedder.e5, LocalE5)
+    assert embedder.threshold == LocalRouted.threshold
+    assert embedder.threshold_ja == LocalRouted.threshold_ja
+
+
+def _shipped_minilm() -> LocalMiniLM:
     try:
         minilm_model_dir()
     except ConfigError as exc:
@@ -293,10 +326,20 @@ def _shipped_embedder() -> LocalMiniLM:
     return LocalMiniLM()
 
 
+def _shipped_embedder() -> LocalRouted:
+    _shipped_minilm()
+    embedder = default_embedder()
+    try:
+        embedder.e5.load()  # type: ignore[attr-defined]
+    except ConfigError as exc:
+        pytest.fail(f"the shipped semantic-cache embedder cannot load: {exc}")
+    return embedder
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 async def test_local_minilm_loads_once_and_keeps_the_event_loop_free() -> None:
-    embedder = _shipped_embedder()
+    embedder = _shipped_minilm()
     ticks = 0
 
     async def ticker() -> None:

@@ -15,6 +15,9 @@ from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
 from pipeline.errors import TransientError
 
+from .cron import batch_api, open_batch_api
+from .cron import close as close_batch_api
+
 logger = logging.getLogger("batchwise.worker")
 
 FLUSH_TICK_S = 0.05
@@ -34,6 +37,8 @@ async def process_batch(ctx: dict[str, Any], batch_id: str) -> int:
     pipeline: Pipeline = ctx["pipeline"]
     settings: Settings = ctx["settings"]
     last_try = ctx["job_try"] >= settings.job_max_tries
+    if await batch_api(ctx).divert(batch_id):  # issue 8: answered later by a provider batch
+        return 0
     ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
     try:
         children = await pipeline.executor.run(batch_id, last_try=last_try)
@@ -85,6 +90,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
     ctx["pipeline"] = Pipeline(settings, ctx["redis"])
+    open_batch_api(ctx)
     ctx["flusher"] = asyncio.create_task(_flusher(ctx))
     logger.info("worker ready: providers %s", ", ".join(p.name for p in ctx["pipeline"].providers))
 
@@ -95,5 +101,6 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+    await close_batch_api(ctx)
     if "pipeline" in ctx:
         await ctx["pipeline"].aclose()

@@ -9,6 +9,7 @@ from arq.connections import RedisSettings
 
 from pipeline.config import Settings, load_settings
 
+from .cron import cron_jobs as batch_api_cron_jobs
 from .jobs import process_batch, shutdown, startup
 
 
@@ -30,6 +31,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         # short, so recover_batches can re-enqueue a batch whose job arq gave up on (timeout)
         "keep_result": 60,
         "ctx": {"settings": settings},
+        "cron_jobs": batch_api_cron_jobs(settings),
     }
 
 
@@ -47,4 +49,5 @@ class WorkerSettings:
     max_jobs = _settings.worker_max_jobs
     job_timeout = _settings.job_timeout_s
     max_tries = _settings.job_max_tries
+    cron_jobs = batch_api_cron_jobs(_settings)
     keep_result = 60
