@@ -2,7 +2,7 @@
 
     python bench/cache.py                      # 10k and 100k entries
     python bench/cache.py --entries 10000      # one size
-    python bench/cache.py --no-embedder        # skip timing all-MiniLM-L6-v2
+    python bench/cache.py --no-embedder        # skip timing the embedding model
 
 A private real Redis (unix socket) and the fake provider HTTP server (tests/fake_provider.py) are
 started for the run. For each size N, N answers are written in the cache's own format, all in ONE
@@ -14,8 +14,9 @@ semantic scope (the worst case: a query is scored against every vector), then ti
 - miss: tasks found in neither level (L1 read, L2 search with nothing above the threshold),
   the common case for new questions;
 - cold sync: a new process reading all N vectors of the scope from Redis once;
-- embedding: all-MiniLM-L6-v2 on this CPU, per text, in batches of 500: the model's share of a
-  semantic lookup, paid once per cache-eligible miss (it is also the vector that gets stored);
+- embedding: the default embedder (MiniLM + E5) on this CPU, per text, in batches of 500: the
+  model's share of a semantic lookup, paid once per cache-eligible miss at submit (it is also
+  the vector that gets stored);
 - provider call: one single-task chat completion through the OpenAI provider client to the fake
   server on 127.0.0.1 (no model behind it: a real provider takes 100-1000x longer).
 """
@@ -48,7 +49,7 @@ from pipeline.providers import build_providers
 from pipeline.providers.base import ChatRequest
 from tests.fake_provider import FakeProvider
 
-DIM = 384
+DIM = 3 * 384  # the default embedder's (LocalRouted: MiniLM and E5 blocks)
 CHUNK = 500
 WORDS = (
     "account order refund parcel shipping invoice password login address delivery store gift "
@@ -231,17 +232,23 @@ async def provider_call_s(fake: FakeProvider, calls: int) -> float:
 
 
 async def embedding_s(texts: list[str]) -> float | None:
-    from pipeline.embedders import LocalMiniLM
+    from pipeline.embedders import default_embedder
 
     try:
-        model = LocalMiniLM()
+        model = default_embedder()
         await model.embed(texts[:8])  # load the model outside the timing
     except Exception as exc:  # report and go on without the figure
-        print(f"(all-MiniLM-L6-v2 not timed: {exc})")
+        print(f"(the embedding model was not timed: {exc})")
         return None
     t0 = time.perf_counter()
     await model.embed(texts)
     return (time.perf_counter() - t0) / len(texts)
+
+
+def model_name() -> str:
+    from pipeline.embedders import LocalRouted
+
+    return LocalRouted.name
 
 
 def us(seconds: float) -> str:
@@ -260,7 +267,7 @@ async def main(sizes: list[int], queries: int, with_embedder: bool) -> None:
                 embed_s = await embedding_s([prompt(rng) for _ in range(CHUNK)])
                 if embed_s is not None:
                     print(
-                        f"embedding, all-MiniLM-L6-v2 on this CPU, per text (batch {CHUNK}): "
+                        f"embedding, {model_name()} on this CPU, per text (batch {CHUNK}): "
                         f"{us(embed_s)}  = {embed_s / call_s:.2f}x a fake call"
                     )
             for n in sizes:
@@ -286,6 +293,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, action="append", help="cache sizes (repeatable)")
     parser.add_argument("--queries", type=int, default=2000, help="lookups timed per kind")
-    parser.add_argument("--no-embedder", action="store_true", help="skip all-MiniLM-L6-v2")
+    parser.add_argument(
+        "--no-embedder", action="store_true", help="skip timing the embedding model"
+    )
     args = parser.parse_args()
     asyncio.run(main(args.entries or [10_000, 100_000], args.queries, not args.no_embedder))

@@ -184,7 +184,7 @@ class Settings(BaseModel):
     cache_adaptive_ttl: bool = True
     cache_shared_scopes: dict[str, str] = Field(default_factory=dict)  # tenant -> shared scope
     cache_semantic: bool = True
-    cache_embedder: Literal["minilm", "e5", "openai", "hashing"] = "minilm"
+    cache_embedder: Literal["routed", "minilm", "e5", "openai", "hashing"] = "routed"
     cache_semantic_threshold: float | None = Field(None, gt=0, le=1)
     cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
     cache_semantic_task_types: tuple[str, ...] = ("faq", "short_answer", "general")

