@@ -19,6 +19,9 @@ from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
 from .errors import PipelineError
+from .export import add_cli as add_export_cli
+from .optimise_cli import add_cli as add_optimise_cli
+from .reports import add_cli as add_report_cli
 from .runs import RunStore
 
 err = Console(stderr=True)
@@ -222,9 +225,12 @@ def parser() -> argparse.ArgumentParser:
     results = sub.add_parser("results", help="print a run's results as JSONL")
     results.add_argument("run_id")
     results.add_argument("--out", help="write to this file instead of stdout")
+    add_report_cli(sub)
+    add_export_cli(sub)
     budget_cli.add_cli(sub)
     provider_cli.add_cli(sub)
     nightly.add_cli(sub)
+    add_optimise_cli(sub)
     cache.add_cli(sub)
     return p
 

@@ -113,6 +113,23 @@ class ModelLimits(BaseModel):
     output_tokens: int = 16_384
 
 
+class CascadeSpec(BaseModel):
+    """A task type's cascade: start on a cheap tier, escalate what fails its evaluators.
+
+    An evaluator is a name (`json`, `schema`, `non_empty`, or one registered with
+    `pipeline.cascade.register_evaluator`) or a table with `kind` and its parameters:
+    `{kind = "labels", labels = [...]}`, `{kind = "length", min_chars = 1, max_chars = 500}`,
+    `{kind = "schema", schema = {...}}`, `{kind = "callable", path = "module:function"}`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    evaluators: tuple[str | dict[str, Any], ...] = ("non_empty",)
+    start_tier: str = "fast_cheap"
+    max_tier: str = "best"
+    on_exhausted: Literal["answer", "fail"] = "fail"
+
+
 class Settings(BaseModel):
     """Everything batchwise can be told. See the README's configuration table."""
 
@@ -179,6 +196,24 @@ class Settings(BaseModel):
     nightly_poll_s: int = 60
     nightly_max_age_s: int = 26 * 3600
 
+    # issue 5: ledger reports, anomaly alerts, worker metrics
+    metrics_port: int = Field(0, ge=0, le=65535)  # 0: no Prometheus endpoint
+    metrics_host: str = "0.0.0.0"
+    anomaly_sigma_warning: float = Field(3.0, gt=0)
+    anomaly_sigma_critical: float = Field(5.0, gt=0)
+
+    # routing and optimisation (issue 7): see docs/routing.md
+    quality_floors: dict[str, float] = Field(
+        default_factory=lambda: {"high_quality": 0.75, "best": 0.9}
+    )
+    cascades: dict[str, CascadeSpec] = Field(default_factory=dict)
+    audit_share: float = Field(0.0, ge=0, le=1)
+    audit_threshold: float = Field(0.9, ge=0, le=1)
+    audit_min_samples: int = Field(10, ge=1)
+    compress_task_types: tuple[str, ...] = ()
+    prompt_cache_min_tokens: int = Field(1024, ge=0)
+    pack_only_when_cheaper: bool = False
+
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
     cache_adaptive_ttl: bool = True
@@ -244,6 +279,18 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_NIGHTLY_INBOX": "nightly_inbox",
     "BATCHWISE_NIGHTLY_OUTBOX": "nightly_outbox",
     "BATCHWISE_NIGHTLY_POLL_S": "nightly_poll_s",
+    # issue 5
+    "BATCHWISE_METRICS_PORT": "metrics_port",
+    "BATCHWISE_METRICS_HOST": "metrics_host",
+    "BATCHWISE_ANOMALY_SIGMA_WARNING": "anomaly_sigma_warning",
+    "BATCHWISE_ANOMALY_SIGMA_CRITICAL": "anomaly_sigma_critical",
+
+    # routing and optimisation (issue 7)
+    "BATCHWISE_AUDIT_SHARE": "audit_share",
+    "BATCHWISE_AUDIT_THRESHOLD": "audit_threshold",
+    "BATCHWISE_AUDIT_MIN_SAMPLES": "audit_min_samples",
+    "BATCHWISE_PROMPT_CACHE_MIN_TOKENS": "prompt_cache_min_tokens",
+    "BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "pack_only_when_cheaper",
     # response cache (issue 4)
     "BATCHWISE_CACHE": "cache_enabled",
     "BATCHWISE_CACHE_ADAPTIVE_TTL": "cache_adaptive_ttl",

@@ -18,18 +18,23 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from . import metrics
+from .audit import PackingAudit
 from .budgets import Budgets
 from .cache import ResponseCache
+from .cascade import Cascade
 from .config import Settings
-from .errors import BreakerOpen, ContextTooLong, PermanentError, TransientError
+from .errors import BreakerOpen, ContextTooLong, PermanentError, ProviderError, TransientError
 from .keys import Keys
-from .ledger import NANO, Ledger, Share, split_int, to_nano
+from .ledger import NANO, Ledger, Share, error_record, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass, Usage
 from .packer import build_messages, naive_input_tokens, output_cap
 from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
+from .router import Router
 from .runs import RunStore
+from .savings import Answered, batch_api_saving, call_savings, cost_shares
 from .splitter import enforce_schema, matches_schema_type, parse_single, split
 from .tokens import count_tokens
 
@@ -56,6 +61,8 @@ class BatchExecutor:
         self.runs = runs
         self.ledger = ledger
         self.budgets = budgets or Budgets(redis, settings, keys, prices, runs)
+        self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
+        self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
         self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
@@ -96,6 +103,7 @@ class BatchExecutor:
             temperature=batch.temperature,
             json_mode=packed or batch.response_schema is not None,
             response_schema=batch.response_schema,
+            cache_prefix=count_tokens(system) >= self.settings.prompt_cache_min_tokens,
         )
         return request, packed
 
@@ -106,6 +114,7 @@ class BatchExecutor:
         last_try: bool = False,
         answer: ChatResponse | None = None,
         batch_api: bool = False,
+        attempt: int = 1,
     ) -> list[str]:
         """Run a batch; return the ids of child batches the caller must enqueue.
 
@@ -135,14 +144,17 @@ class BatchExecutor:
                     batch, items, exc, last_try=last_try, close=self._close
                 )
             except ContextTooLong as exc:
+                await self._record_error(batch, exc, attempt)
                 if len(items) > 1:
                     return await self._retry(batch, [i.key for i in items], str(exc))
                 return await self._fail(batch, items, "context_length", str(exc))
             except TransientError as exc:
+                await self._record_error(batch, exc, attempt)
                 if not last_try:
                     raise
                 return await self._fail(batch, items, "provider_unavailable", str(exc))
             except PermanentError as exc:
+                await self._record_error(batch, exc, attempt)
                 return await self._fail(batch, items, "provider_refused", str(exc))
 
         ids = [str(i + 1) for i in range(len(items))]
@@ -166,14 +178,22 @@ class BatchExecutor:
             outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
 
         if stored is None:
-            await self._record(batch, items, request, response, outputs, batch_api=batch_api)
+            await self._record(
+                batch, items, request, response, outputs, batch_api=batch_api, attempt=attempt
+            )
 
         retry: list[str] = []
+        answered: list[Answered] = []
         for item_id, item in zip(ids, items, strict=True):
             if item_id in outputs:
-                await self._answer(batch, item, response, outputs[item_id], len(items))
+                answered.append(
+                    await self._answer(batch, item, response, outputs[item_id], len(items))
+                )
             else:
                 retry.append(item.key)
+        for saving in call_savings(self.prices, batch, answered):
+            await self.ledger.record_saving(saving)
+        metrics.observe_batch(batch.model)
         children: list[str] = []
         if retry:
             reason = "; ".join(sorted({failures[i] for i in ids if i in failures}))
@@ -196,6 +216,7 @@ class BatchExecutor:
         outputs: dict[str, Any],
         *,
         batch_api: bool = False,
+        attempt: int = 1,
     ) -> None:
         """The ledger record of the call, with its cost split over the items exactly."""
         usage = response.usage
@@ -246,9 +267,12 @@ class BatchExecutor:
             batch_size=n,
             tenant=batch.tenant,
             attribution={k: str(s.nusd) for k, s in shares.items()},
+            attempt=attempt,
+            shares=cost_shares(items, shares),
         )
         blob = orjson.dumps({**asdict(response), "usage": usage.model_dump()})
-        await self.ledger.record(record, blob, shares)
+        if await self.ledger.record(record, blob, shares) and batch_api:
+            await self.ledger.record_saving(batch_api_saving(self.prices, record))
 
     async def _spent(self, item_key: str) -> tuple[int | None, int, int]:
         raw = await self.redis.hgetall(self.keys.item_cost(item_key))
@@ -256,9 +280,17 @@ class BatchExecutor:
         nusd = None if get.get("unknown") else get.get("nusd", 0)
         return nusd, get.get("in", 0), get.get("out", 0)
 
+    async def _record_error(self, batch: Batch, exc: ProviderError, attempt: int) -> None:
+        """A failed call in the ledger: nothing billed, the error and which try it was."""
+        await self.ledger.record_error(error_record(batch, exc, attempt))
+
     async def _answer(
         self, batch: Batch, item: Item, response: ChatResponse, output: Any, size: int
-    ) -> None:
+    ) -> Answered:
+        output = await self.audit.check(batch, item, output, size)
+        if await self.cascade.settle(batch, item, output, size):
+            # escalated to the next tier's model, or failed evaluation at the top: no answer here
+            return Answered(item, 0, None, 0, 0)
         nusd, tin, tout = await self._spent(item.key)
         outcome = {
             "status": "ok",
@@ -278,7 +310,9 @@ class BatchExecutor:
         }
         if self.cache is not None:  # before the tasks see it: a run that follows finds it
             await self.cache.store(item.key, outcome)
-        await self.runs.finish_item(item.key, outcome)
+        tasks = await self.runs.finish_item(item.key, outcome)
+        naive_in, naive_out = outcome["naive_input_tokens"], outcome["naive_output_tokens"]
+        return Answered(item, tasks, nusd, naive_in, naive_out)
 
     async def _fail(
         self, batch: Batch, items: Sequence[Item], code: str, message: str
@@ -295,7 +329,7 @@ class BatchExecutor:
                 "cost_nusd": nusd,
                 "error": {"code": code, "message": message},
             }
-            await self.runs.finish_item(item.key, outcome)
+            metrics.observe_failed(await self.runs.finish_item(item.key, outcome))
         await self._close(batch.id)
         return []
 

@@ -83,6 +83,28 @@ class Keys:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
 
+    # ledger rollups (issue 5): integer counters per hour and day, written with each record
+    def ledger_hour(self, hour: str) -> str:
+        """Hash of an hour's totals and low-cardinality breakdowns (`hour` is YYYYMMDDHH, UTC)."""
+        return f"{self.prefix}:ledger:h:{hour}"
+
+    def ledger_hour_users(self, hour: str, scope: str = "") -> str:
+        """Hash user -> an hour's cost, overall or inside a scope (`t:tenant`, `e:endpoint`);
+        read only to explain an anomaly."""
+        return f"{self.prefix}:ledger:hu:{hour}" + (f":{scope}" if scope else "")
+
+    def ledger_day(self, day: str) -> str:
+        """Hash of a day's totals and every breakdown (`day` is YYYYMMDD, UTC)."""
+        return f"{self.prefix}:ledger:d:{day}"
+
+    def ledger_day_users(self, day: str, scope: str) -> str:
+        """Hash user -> a day's cost inside a scope (`t:tenant`, `e:endpoint`)."""
+        return f"{self.prefix}:ledger:du:{day}:{scope}"
+
+    def ledger_hours(self) -> str:
+        """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
+        return f"{self.prefix}:ledger:hours"
+
     # issue 6: budgets, plans and the cost circuit breaker
     def budget_config(self) -> str:
         """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars)."""
@@ -186,6 +208,27 @@ class Keys:
     def nightly_file(self, tag: str) -> str:
         """Hash: state, run id, name of a claimed nightly file."""
         return f"{self.prefix}:nightly:file:{tag}"
+
+    # routing and optimisation (issue 7)
+    def cascade_stats(self, task_type: str) -> str:
+        """Hash of cascade counters of a task type: passed, escalated a>b, exhausted."""
+        return f"{self.prefix}:cascade:{task_type}"
+
+    def audit_stats(self, task_type: str) -> str:
+        """Hash `size:n` / `size:sum` of packing-audit agreement of a task type by batch size."""
+        return f"{self.prefix}:audit:{task_type}"
+
+    def audit_types(self) -> str:
+        """Set of task types the packing audit has samples of."""
+        return f"{self.prefix}:audit:types"
+
+    def packing_limits(self) -> str:
+        """Hash task type -> maximum batch size lowered by the packing audit."""
+        return f"{self.prefix}:packing:limits"
+
+    def packing_events(self) -> str:
+        """List of JSON events: a task type's maximum batch size came down, and why."""
+        return f"{self.prefix}:packing:events"
 
     # response cache (issue 4)
     def cache_entry(self, cache_key: str) -> str:

@@ -1,40 +1,96 @@
 """The cost ledger: one immutable record per provider call, written exactly once.
 
-A call's record, the stored provider answer and the per-item cost attribution are written in one
-atomic step keyed by the call id, so a batch that runs again (worker killed, job retried) reuses
-the stored answer and adds nothing: no second record, no second charge on any item.
+A call's record, the stored provider answer, the per-item cost attribution and the hourly and
+daily rollups (`rollup.py`) are written in one atomic step keyed by the call id, so a batch that
+runs again (worker killed, job retried) reuses the stored answer and adds nothing: no second
+record, no second charge on any item, no second count in a report.
+
+Failed calls are recorded too (status `error`, nothing billed, id `batch#try`). Savings are
+`Saving` entries in the same stream, apart from spend, written once per id the same way.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, Literal
 
+import orjson
+from pydantic import BaseModel, ConfigDict, field_validator
 from redis.asyncio import Redis
 
+from . import metrics
+from .errors import ProviderError
 from .keys import Keys
-from .models import CallRecord
+from .models import Batch, CallRecord
 from .prices import allocate
+from .rollup import HSET, INCR, SETEX, Ops, call_counts, call_rollups, saving_rollups
 
-_RECORD = """
--- KEYS: ledger ids, ledger stream, response;  then one item-cost key per item
--- ARGV: record id, record json, response json, ttl s;  then (nusd|'x', in, out) per item
+_APPEND = """
+-- KEYS: ledger ids, ledger stream, then the keys the ops name
+-- ARGV: record id, stream field, record json, JSON list of [op, key index, a, b]
+-- (one JSON argument, not four per op: packing hundreds of arguments costs the client more
+-- than the whole script costs the server)
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', 'r', ARGV[2])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
-for i = 4, #KEYS do
-  local base = 4 + (i - 4) * 3
-  if ARGV[base + 1] == 'x' then
-    redis.call('HSET', KEYS[i], 'unknown', 1)
-  else
-    redis.call('HINCRBY', KEYS[i], 'nusd', ARGV[base + 1])
+redis.call('XADD', KEYS[2], '*', ARGV[2], ARGV[3])
+for _, o in ipairs(cjson.decode(ARGV[4])) do
+  local op, key, a, b = o[1], KEYS[o[2]], o[3], o[4]
+  if op == 'h' then
+    for f, n in pairs(a) do redis.call('HINCRBY', key, f, n) end
+  elseif op == 'i' then
+    redis.call('HINCRBY', key, a, b)
+  elseif op == 's' then
+    redis.call('HSET', key, a, b)
+  elseif op == 'z' then
+    redis.call('ZADD', key, a, b)
+  elseif op == 'x' then
+    redis.call('SET', key, a, 'EX', b)
   end
-  redis.call('HINCRBY', KEYS[i], 'in', ARGV[base + 2])
-  redis.call('HINCRBY', KEYS[i], 'out', ARGV[base + 3])
 end
 return 1
 """
+
+_INCR_ALL = """
+-- KEYS: a hash;  ARGV: JSON object field -> amount
+for f, n in pairs(cjson.decode(ARGV[1])) do redis.call('HINCRBY', KEYS[1], f, n) end
+return 1
+"""
+
+LEVERS: tuple[str, ...] = ("cache", "packing", "single_flight", "routing", "batch_api")
+
+
+class Saving(BaseModel):
+    """What one lever saved against the naive baseline (each task alone on its requested model).
+
+    Written to the ledger stream beside the call records but apart from spend: it never changes
+    a cost. `id` makes it idempotent like a call record (use a stable id, e.g. the task or batch
+    id plus the lever). `tasks` is how many tasks the saving concerns (for `cache`: the hits).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["saving"] = "saving"
+    id: str
+    at: float
+    lever: str
+    saved_nusd: int
+    tasks: int = 0
+    tenant: str = "default"
+    user_id: str = ""
+    endpoint: str = ""
+    model: str = ""
+    baseline_nusd: int | None = None
+    batch_id: str | None = None
+
+    @field_validator("lever")
+    @classmethod
+    def _known_lever(cls, value: str) -> str:
+        if value not in LEVERS:
+            raise ValueError(f"unknown lever {value!r}; use one of: {', '.join(LEVERS)}")
+        return value
+
 
 NANO = Decimal(1_000_000_000)
 
@@ -57,34 +113,146 @@ def split_int(total: int, weights: Sequence[float]) -> list[int]:
     return [int(p) for p in allocate(Decimal(total), list(weights), quantum=Decimal(1))]
 
 
+def error_record(batch: Batch, exc: ProviderError, attempt: int) -> CallRecord:
+    """The record of a call that failed: nothing billed; the provider, the error and the try."""
+    code = type(exc).__name__ if exc.status is None else f"http_{exc.status}"
+    return CallRecord(
+        id=f"{batch.id}#{attempt}",
+        at=time.time(),
+        batch_id=batch.id,
+        provider=exc.provider,
+        model=batch.model,
+        status="error",
+        error=f"{code}: {str(exc)[:300]}",
+        cost_usd=Decimal(0),
+        batch_size=len(batch.item_keys),
+        tenant=batch.tenant,
+        attempt=attempt,
+    )
+
+
 class Ledger:
-    """Writes call records with their attribution; reads them back in order."""
+    """Writes call and saving records with their attribution and rollups; reads them back."""
 
     def __init__(self, redis: Redis, keys: Keys, *, response_ttl_s: int = 86400) -> None:
         self.redis = redis
         self.keys = keys
         self.response_ttl_s = response_ttl_s
-        self._record = redis.register_script(_RECORD)
+        self._append = redis.register_script(_APPEND)
+        self._incr_all = redis.register_script(_INCR_ALL)
 
     async def record(
         self, record: CallRecord, response_json: bytes, shares: dict[str, Share]
     ) -> bool:
-        """Write the record once; False when this call was already recorded."""
-        k = self.keys
-        keys = [k.ledger_ids(), k.ledger(), k.batch_response(record.batch_id)]
-        args: list[str | int | bytes] = [
-            record.id,
-            record.model_dump_json(),
-            response_json,
-            self.response_ttl_s,
-        ]
-        for item_key, part in shares.items():
-            keys.append(k.item_cost(item_key))
-            args += ["x" if part.nusd is None else part.nusd, part.input_tokens, part.output_tokens]
-        return bool(await self._record(keys=keys, args=args))
+        """Write the record once, with the stored answer and each item's share; False when this
+        call was already recorded (then nothing at all is written)."""
+        ops = self._call_ops(record, response_json, shares)
+        return await self._write(record.id, "r", record.model_dump_json().encode(), ops, record)
 
-    async def records(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord]:
-        """Every call record, oldest first."""
+    async def record_many(self, records: Sequence[CallRecord], *, chunk: int = 500) -> int:
+        """Write already-finished call records (an import or backfill) in pipelined chunks,
+        each once; returns how many were new. No stored answer or item share is written."""
+        written = 0
+        for start in range(0, len(records), chunk):
+            part = records[start : start + chunk]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for record in part:
+                    ops = Ops()
+                    call_rollups(self.keys, record, ops)
+                    args: list[str | bytes] = [
+                        record.id,
+                        "r",
+                        record.model_dump_json().encode(),
+                        ops.args(),
+                    ]
+                    keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
+                    await self._append(keys=keys, args=args, client=pipe)
+                flags = await pipe.execute()
+            for record, flag in zip(part, flags, strict=True):
+                if flag:
+                    written += 1
+                    metrics.observe_call(record)
+        return written
+
+    async def import_records(self, records: Sequence[CallRecord], *, chunk: int = 20_000) -> int:
+        """Bulk-load finished call records (a backfill, a migration, a benchmark): the same
+        records, id guard and rollups as `record_many`, with each chunk's rollups summed in
+        memory first. Records already in the ledger are skipped. Not atomic per record: run it
+        while nothing else writes these records."""
+        written = 0
+        for start in range(0, len(records), chunk):
+            part = list({r.id: r for r in records[start : start + chunk]}.values())
+            known: list[int] = await self.redis.smismember(
+                self.keys.ledger_ids(), [r.id for r in part]
+            )
+            fresh = [r for r, seen in zip(part, known, strict=True) if not seen]
+            if not fresh:
+                continue
+            sums: dict[str, dict[str, int]] = {}
+            hours: dict[str, int] = {}
+            for record in fresh:
+                counts, hour, hour_start = call_counts(self.keys, record)
+                hours[hour] = hour_start
+                for key, fields in counts.items():
+                    into = sums.setdefault(key, {})
+                    for name, amount in fields.items():
+                        if amount:
+                            into[name] = into.get(name, 0) + amount
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(self.keys.ledger_ids(), *[r.id for r in fresh])
+                for record in fresh:
+                    pipe.xadd(self.keys.ledger(), {"r": record.model_dump_json()})
+                for key, fields in sums.items():
+                    blob = orjson.dumps({k: str(v) for k, v in fields.items()})
+                    await self._incr_all(keys=[key], args=[blob], client=pipe)
+                pipe.zadd(self.keys.ledger_hours(), hours)
+                await pipe.execute()
+            written += len(fresh)
+        return written
+
+    def _call_ops(self, record: CallRecord, response_json: bytes, shares: dict[str, Share]) -> Ops:
+        ops = Ops()
+        response_key = self.keys.batch_response(record.batch_id)
+        ops.add(SETEX, response_key, response_json.decode(), self.response_ttl_s)
+        for item_key, part in shares.items():
+            cost_key = self.keys.item_cost(item_key)
+            if part.nusd is None:
+                ops.add(HSET, cost_key, "unknown", 1)
+            else:
+                ops.add(INCR, cost_key, "nusd", part.nusd)
+            ops.add(INCR, cost_key, "in", part.input_tokens)
+            ops.add(INCR, cost_key, "out", part.output_tokens)
+        return ops
+
+    async def record_error(self, record: CallRecord) -> bool:
+        """Write a failed call (status `error`, nothing billed) once; False if already written."""
+        return await self._write(record.id, "r", record.model_dump_json().encode(), Ops(), record)
+
+    async def record_saving(self, saving: Saving) -> bool:
+        """Write a saving once, apart from spend; False when its id was already recorded."""
+        ops = Ops()
+        saving_rollups(self.keys, saving, ops)
+        written = await self._run(f"s:{saving.id}", "s", saving.model_dump_json().encode(), ops)
+        if written:
+            metrics.observe_saving(saving)
+        return written
+
+    async def _write(
+        self, record_id: str, stream_field: str, blob: bytes, ops: Ops, record: CallRecord
+    ) -> bool:
+        call_rollups(self.keys, record, ops)
+        written = await self._run(record_id, stream_field, blob, ops)
+        if written:
+            metrics.observe_call(record)
+        return written
+
+    async def _run(self, record_id: str, stream_field: str, blob: bytes, ops: Ops) -> bool:
+        args: list[str | int | bytes] = [record_id, stream_field, blob, ops.args()]
+        keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
+        return bool(await self._append(keys=keys, args=args))
+
+    async def entries(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord | Saving]:
+        """Every ledger entry, call records and savings, oldest first."""
         last = "-"
         while True:
             rows = await self.redis.xrange(self.keys.ledger(), min=last, count=chunk)
@@ -93,5 +261,35 @@ class Ledger:
             if not rows:
                 return
             for _entry_id, fields in rows:
-                yield CallRecord.model_validate_json(fields[b"r"])
+                if b"r" in fields:
+                    yield CallRecord.model_validate_json(fields[b"r"])
+                elif b"s" in fields:
+                    yield Saving.model_validate_json(fields[b"s"])
             last = rows[-1][0].decode()
+
+    async def raw_entries(self, *, chunk: int = 20_000) -> AsyncIterator[dict[str, Any]]:
+        """Every entry as plain JSON data with its `type` (`call` or `saving`), oldest first:
+        no validation, for exports of millions of records."""
+        last = "-"
+        while True:
+            rows = await self.redis.xrange(self.keys.ledger(), min=last, count=chunk)
+            if last != "-":
+                rows = rows[1:]
+            if not rows:
+                return
+            for _entry_id, fields in rows:
+                if b"r" in fields:
+                    data: dict[str, Any] = orjson.loads(fields[b"r"])
+                    data["type"] = "call"
+                    yield data
+                elif b"s" in fields:
+                    yield orjson.loads(fields[b"s"])
+            last = rows[-1][0].decode()
+
+    async def records(
+        self, *, chunk: int = 5000, errors: bool = False
+    ) -> AsyncIterator[CallRecord]:
+        """Every billed call record, oldest first; with `errors`, failed calls too."""
+        async for entry in self.entries(chunk=chunk):
+            if isinstance(entry, CallRecord) and (errors or entry.status == "ok"):
+                yield entry

@@ -162,6 +162,10 @@ class Item(BaseModel):
     max_tokens: int
     input_tokens: int
     task_type: str = "general"
+    # who asked, for the ledger's attribution (the first task of a single-flight item)
+    user_id: str = ""
+    endpoint: str = ""
+    requested_model: str = ""  # when the router chose another model: the routing baseline
 
 
 class Batch(BaseModel):
@@ -202,3 +206,22 @@ class CallRecord(BaseModel):
     batch_size: int = 0
     tenant: str = "default"
     attribution: dict[str, str] = Field(default_factory=dict)
+    # issue 5: who the cost belongs to, and which try of the batch job made the call
+    attempt: int = 1
+    shares: tuple[CostShare, ...] = ()
+
+
+class CostShare(BaseModel):
+    """A call's cost and tokens that belong to one (user, endpoint) pair of its tenant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str = ""
+    endpoint: str = ""
+    items: int = 0
+    cost_nusd: int | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+CallRecord.model_rebuild()

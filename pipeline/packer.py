@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from .audit import batch_limit
 from .config import Settings
 from .fingerprint import group_key, item_key
 from .keys import Keys
 from .models import Batch, Item, Message, Task, TTLClass
+from .prices import PriceTable
 from .tokens import count_messages, count_tokens
 
 PACK_INSTRUCTIONS = (
@@ -116,6 +118,9 @@ def build_item(task: Task) -> Item:
         max_tokens=task.max_tokens,
         input_tokens=sum(count_tokens(m.content) for m in task.messages) + ITEM_OVERHEAD_TOKENS,
         task_type=task.task_type,
+        user_id=task.user_id,
+        endpoint=task.endpoint,
+        requested_model=task.requested_model,
     )
 
 
@@ -128,9 +133,28 @@ class Packer:
         self.keys = keys
         self._enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
+        self._lowered: dict[str, int] = {}
+        self.prices = PriceTable(settings.prices)
 
     def max_items(self, task_type: str) -> int:
-        return max(1, self.settings.max_items.get(task_type, 8))
+        configured = max(1, self.settings.max_items.get(task_type, 8))
+        return min(configured, self._lowered.get(task_type, configured))
+
+    async def live_max_items(self, group: str, meta: dict[str, Any]) -> int:
+        """max_items, lowered by the packing audit when packed answers drift (audit.py), and 1
+        when packing this group would cost more than sending its items alone (packing_gain.py)."""
+        from .packing_gain import packing_pays  # it imports this module
+
+        task_type = meta["task_type"]
+        lowered = await batch_limit(self.redis, self.keys, task_type)
+        if lowered is not None:
+            self._lowered[task_type] = lowered
+        limit = self.max_items(task_type)
+        if limit > 1 and self.settings.pack_only_when_cheaper:
+            pending = await self.redis.llen(self.keys.group_items(group))
+            if not packing_pays(meta, min(limit, pending), self.prices):
+                return 1
+        return limit
 
     def linger_ms(self, ttl_class: TTLClass) -> int:
         return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
@@ -215,7 +239,7 @@ class Packer:
             keys=[k.group_items(group), k.groups(), k.batch(batch_id), k.open_batches()],
             args=[
                 group,
-                self.max_items(meta["task_type"]),
+                await self.live_max_items(group, meta),
                 input_budget,
                 output_budget,
                 "1" if full_only else "0",

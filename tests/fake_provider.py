@@ -18,6 +18,7 @@ with `POST /_control/faults`. A fault spec is a dict::
     timeout (delay_s, default 30)    latency (delay_s, default 0.5)
     malformed  truncated  fenced  prose  wrong_output             any request
     bare_array  drop  duplicate_conflict  duplicate_same  reorder  unknown_id   packed only
+    degrade (every item after the first gets a wrong answer, as packing drift)  packed only
 
 Every error status may carry `message` to replace the default text. A fault whose kind needs a
 packed prompt never matches (nor is used up by) a plain one.
@@ -58,6 +59,7 @@ DELAY_KINDS = frozenset({"timeout", "latency"})
 CONTENT_KINDS = frozenset({"malformed", "truncated", "fenced", "prose", "wrong_output"})
 PACKED_KINDS = frozenset(
     {"bare_array", "drop", "duplicate_conflict", "duplicate_same", "reorder", "unknown_id"}
+    | {"degrade"}
 )
 FAULT_KINDS = STATUS_KINDS | DELAY_KINDS | CONTENT_KINDS | PACKED_KINDS
 PATHS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
@@ -172,6 +174,9 @@ def _packed_answer(items: list[dict[str, Any]], kind: str | None) -> str:
         results[0]["output"], results[1]["output"] = results[1]["output"], results[0]["output"]
     elif kind == "wrong_output" and results:
         results[0]["output"] = expected_output(_input_text(items[0]) + "#wrong")
+    elif kind == "degrade":
+        for result, item in zip(results[1:], items[1:], strict=True):
+            result["output"] = expected_output(_input_text(item) + "#degraded")
     if kind == "bare_array":
         return json.dumps(results)
     body = json.dumps({"results": results})

@@ -11,6 +11,7 @@ from typing import Any
 
 from arq import Retry
 
+from pipeline import metrics
 from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
 from pipeline.errors import TransientError
@@ -41,7 +42,7 @@ async def process_batch(ctx: dict[str, Any], batch_id: str) -> int:
         return 0
     ceiling = min(settings.backoff_cap_s, settings.backoff_base_s * 2 ** ctx["job_try"])
     try:
-        children = await pipeline.executor.run(batch_id, last_try=last_try)
+        children = await pipeline.executor.run(batch_id, last_try=last_try, attempt=ctx["job_try"])
     except TransientError as exc:
         defer = exc.retry_after_s if exc.retry_after_s is not None else random.uniform(0, ceiling)
         logger.warning("batch %s: %s; retrying in %.1fs", batch_id, exc, defer)
@@ -91,6 +92,8 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     ctx["pipeline"] = Pipeline(settings, ctx["redis"])
     open_batch_api(ctx)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port, settings.metrics_host)
     ctx["flusher"] = asyncio.create_task(_flusher(ctx))
     logger.info("worker ready: providers %s", ", ".join(p.name for p in ctx["pipeline"].providers))
 

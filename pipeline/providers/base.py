@@ -46,6 +46,9 @@ class ChatRequest:
     temperature: float = 0.0
     json_mode: bool = False
     response_schema: dict[str, Any] | None = None
+    # the system prompt is a long shared prefix: mark it for the provider's prompt cache
+    # (Anthropic `cache_control`; OpenAI caches prefixes by itself). See docs/routing.md.
+    cache_prefix: bool = False
 
 
 @dataclass(frozen=True)

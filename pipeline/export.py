@@ -1,0 +1,222 @@
+"""Exporting the ledger: `batchwise ledger export --format jsonl|csv --out FILE`.
+
+JSONL holds every entry whole, one per line, with a `type` of `call` or `saving`. CSV has one row
+per cost share of a call (the part of it that belongs to one user and endpoint), so summing
+`cost_usd` over the rows gives the spend exactly, and one row per saving. The file is streamed
+and written under a temporary name, then renamed: a reader never sees half an export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from .config import Settings
+from .errors import ConfigError
+from .keys import Keys
+from .ledger import Ledger
+
+CSV_COLUMNS = (
+    "type",
+    "id",
+    "time",
+    "batch_id",
+    "provider",
+    "model",
+    "simulated",
+    "batch_api",
+    "status",
+    "error",
+    "attempt",
+    "tenant",
+    "user_id",
+    "endpoint",
+    "items",
+    "cost_usd",
+    "input_tokens",
+    "output_tokens",
+    "call_cost_usd",
+    "call_input_tokens",
+    "call_cached_input_tokens",
+    "call_cache_write_tokens",
+    "call_output_tokens",
+    "latency_ms",
+    "batch_size",
+    "lever",
+    "saved_usd",
+    "tasks",
+)
+
+
+def _iso(at: float) -> str:
+    return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def _usd(nusd: int | None) -> str:
+    if nusd is None:
+        return ""
+    sign, nusd = ("-", -nusd) if nusd < 0 else ("", nusd)
+    return f"{sign}{nusd // 1_000_000_000}.{nusd % 1_000_000_000:09d}"
+
+
+def csv_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The CSV rows of one ledger entry (as `Ledger.raw_entries` gives it)."""
+    if entry["type"] == "saving":
+        return [
+            {
+                "type": "saving",
+                "id": entry["id"],
+                "time": _iso(entry["at"]),
+                "batch_id": entry.get("batch_id") or "",
+                "model": entry.get("model", ""),
+                "tenant": entry.get("tenant", ""),
+                "user_id": entry.get("user_id", ""),
+                "endpoint": entry.get("endpoint", ""),
+                "lever": entry["lever"],
+                "saved_usd": _usd(entry["saved_nusd"]),
+                "tasks": entry.get("tasks", 0),
+            }
+        ]
+    usage = entry.get("usage") or {}
+    cost = entry.get("cost_usd")
+    base = {
+        "type": "call",
+        "id": entry["id"],
+        "time": _iso(entry["at"]),
+        "batch_id": entry.get("batch_id", ""),
+        "provider": entry.get("provider", ""),
+        "model": entry.get("model", ""),
+        "simulated": int(bool(entry.get("simulated"))),
+        "batch_api": int(bool(entry.get("batch_api"))),
+        "status": entry.get("status", ""),
+        "error": entry.get("error") or "",
+        "attempt": entry.get("attempt", 1),
+        "tenant": entry.get("tenant", ""),
+        "call_cost_usd": "" if cost is None else cost,
+        "call_input_tokens": usage.get("input_tokens", 0),
+        "call_cached_input_tokens": usage.get("cached_input_tokens", 0),
+        "call_cache_write_tokens": usage.get("cache_write_tokens", 0),
+        "call_output_tokens": usage.get("output_tokens", 0),
+        "latency_ms": entry.get("latency_ms", 0),
+        "batch_size": entry.get("batch_size", 0),
+    }
+    shares = entry.get("shares") or []
+    if not shares:
+        return [base | {"cost_usd": "" if cost is None else cost, "items": base["batch_size"]}]
+    return [
+        base
+        | {
+            "user_id": share.get("user_id", ""),
+            "endpoint": share.get("endpoint", ""),
+            "items": share.get("items", 0),
+            "cost_usd": _usd(share.get("cost_nusd")),
+            "input_tokens": share.get("input_tokens", 0),
+            "output_tokens": share.get("output_tokens", 0),
+        }
+        for share in shares
+    ]
+
+
+async def export(
+    ledger: Ledger,
+    out: Path,
+    *,
+    fmt: str = "jsonl",
+    since: date | None = None,
+    until: date | None = None,
+) -> int:
+    """Write the ledger's entries (of the days given, by write time) to `out`; the count."""
+    tmp = out.with_name(out.name + ".part")
+    written = 0
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = None
+        if fmt == "csv":
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="raise")
+            writer.writeheader()
+        elif fmt != "jsonl":
+            raise ConfigError(f"unknown export format {fmt!r}; use jsonl or csv")
+        async for entry in _entries(ledger, since, until):
+            if writer is not None:
+                writer.writerows(csv_rows(entry))
+            else:
+                fh.write(orjson.dumps(entry).decode() + "\n")
+            written += 1
+    tmp.replace(out)
+    return written
+
+
+async def _entries(
+    ledger: Ledger, since: date | None, until: date | None
+) -> AsyncIterator[dict[str, Any]]:
+    low = _ms(since) if since else None
+    high = _ms(until + timedelta(days=1)) if until else None
+    async for entry in ledger.raw_entries():
+        at_ms = entry["at"] * 1000
+        if (low is not None and at_ms < low) or (high is not None and at_ms >= high):
+            continue
+        yield entry
+
+
+def _ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+@contextlib.asynccontextmanager
+async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
+    """The Redis that holds the ledger: `REDIS_URL`, else the embedded one in the state dir."""
+    embedded = None
+    url = settings.redis_url
+    if not url:
+        from .embedded import EmbeddedRedis
+
+        if not (settings.state_dir / "appendonlydir").exists() and not any(
+            settings.state_dir.glob("*.aof")
+        ):
+            raise ConfigError(
+                f"no ledger found: REDIS_URL is not set and {settings.state_dir} holds no "
+                "embedded Redis data; run `batchwise run` first or set REDIS_URL"
+            )
+        embedded = EmbeddedRedis(settings.state_dir)
+        url = embedded.start()
+    redis = Redis.from_url(url)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            embedded.stop()
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register `batchwise ledger export`."""
+    p = subparsers.add_parser("ledger", help="the cost ledger: export its records")
+    sub = p.add_subparsers(dest="ledger_command", required=True)
+    ex = sub.add_parser("export", help="write every call and saving record to a file")
+    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    ex.add_argument("--out", type=Path, required=True, help="the file to write")
+    ex.add_argument("--since", type=_day, help="first day, YYYY-MM-DD (UTC)")
+    ex.add_argument("--until", type=_day, help="last day, YYYY-MM-DD (UTC)")
+    ex.set_defaults(handler=cmd_export)
+
+
+async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    async with open_redis(settings) as redis:
+        ledger = Ledger(redis, Keys(settings.key_prefix))
+        n = await export(ledger, args.out, fmt=args.format, since=args.since, until=args.until)
+    print(f"{n} ledger entries written to {args.out}")
+    return 0
