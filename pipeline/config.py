@@ -284,7 +284,6 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_METRICS_HOST": "metrics_host",
     "BATCHWISE_ANOMALY_SIGMA_WARNING": "anomaly_sigma_warning",
     "BATCHWISE_ANOMALY_SIGMA_CRITICAL": "anomaly_sigma_critical",
-
     # routing and optimisation (issue 7)
     "BATCHWISE_AUDIT_SHARE": "audit_share",
     "BATCHWISE_AUDIT_THRESHOLD": "audit_threshold",
