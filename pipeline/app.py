@@ -6,6 +6,7 @@ from redis.asyncio import Redis
 
 from .admission import Admission
 from .budgets import Budgets
+from .cache import ResponseCache
 from .config import Settings
 from .executor import BatchExecutor
 from .keys import Keys
@@ -34,10 +35,12 @@ class Pipeline:
         self.ledger = Ledger(redis, self.keys)
         self.budgets = Budgets(redis, settings, self.keys, self.prices, self.runs)
         self.admission = Admission(self.budgets, self.router)
+        self.cache = ResponseCache(redis, settings, self.keys)
         self.executor = BatchExecutor(
             redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
         )
         self.executor.budgets = self.budgets
+        self.executor.cache = self.cache
 
     @property
     def simulated(self) -> bool:
@@ -46,6 +49,7 @@ class Pipeline:
     async def aclose(self) -> None:
         for provider in self.providers:
             await provider.aclose()
+        await self.cache.aclose()
 
 
 def connect_redis(url: str) -> Redis:

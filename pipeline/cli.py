@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import budget_cli, nightly, provider_cli
+from . import budget_cli, cache, nightly, provider_cli
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
@@ -231,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
     provider_cli.add_cli(sub)
     nightly.add_cli(sub)
     add_optimise_cli(sub)
+    cache.add_cli(sub)
     return p
 
 

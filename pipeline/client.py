@@ -210,10 +210,13 @@ class BatchwiseClient:
         rejections += [_rejection(r.task.id, r.code, r.message) for r in refused]
         report.rejected += len(rejections)
         report.accepted += len(queued)
+        cached = await p.cache.lookup(queued)  # hits are answered now; misses go on
+        queued = cached.misses
         async with p.redis.pipeline(transaction=False) as pipe:
             p.runs.add_tasks(pipe, run_id, ordered)
-            for rejection in rejections:
+            for rejection in rejections + cached.hits:
                 await p.runs.write(run_id, rejection, pipe=pipe)
+            p.cache.remember(pipe, cached)
             items = [await p.packer.enqueue(task, pipe=pipe) for task in queued]
             replies = await pipe.execute()
         sizes: dict[str, int] = {}

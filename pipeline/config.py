@@ -214,6 +214,22 @@ class Settings(BaseModel):
     prompt_cache_min_tokens: int = Field(1024, ge=0)
     pack_only_when_cheaper: bool = False
 
+    # response cache (issue 4): see docs/caching.md
+    cache_enabled: bool = True
+    cache_adaptive_ttl: bool = True
+    cache_shared_scopes: dict[str, str] = Field(default_factory=dict)  # tenant -> shared scope
+    cache_semantic: bool = True
+    cache_embedder: Literal["routed", "minilm", "e5", "openai", "hashing"] = "routed"
+    cache_semantic_threshold: float | None = Field(None, gt=0, le=1)
+    cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
+    cache_semantic_task_types: tuple[str, ...] = ("faq", "short_answer", "general")
+    cache_semantic_ttl_classes: tuple[str, ...] = ("static_knowledge", "semi_static")
+    cache_semantic_max_entries: int = Field(100_000, gt=0)
+    cache_embedding_base_url: str = ""
+    cache_embedding_api_key: SecretStr = SecretStr("")
+    cache_embedding_model: str = "text-embedding-3-small"
+    cache_embedding_dim: int = Field(1536, gt=0)
+
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
 
@@ -274,6 +290,18 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_AUDIT_MIN_SAMPLES": "audit_min_samples",
     "BATCHWISE_PROMPT_CACHE_MIN_TOKENS": "prompt_cache_min_tokens",
     "BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "pack_only_when_cheaper",
+    # response cache (issue 4)
+    "BATCHWISE_CACHE": "cache_enabled",
+    "BATCHWISE_CACHE_ADAPTIVE_TTL": "cache_adaptive_ttl",
+    "BATCHWISE_CACHE_SEMANTIC": "cache_semantic",
+    "BATCHWISE_CACHE_EMBEDDER": "cache_embedder",
+    "BATCHWISE_CACHE_SEMANTIC_THRESHOLD": "cache_semantic_threshold",
+    "BATCHWISE_CACHE_SEMANTIC_THRESHOLD_JA": "cache_semantic_threshold_ja",
+    "BATCHWISE_CACHE_SEMANTIC_MAX_ENTRIES": "cache_semantic_max_entries",
+    "BATCHWISE_CACHE_EMBEDDING_BASE_URL": "cache_embedding_base_url",
+    "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
+    "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
+    "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from . import metrics
 from .audit import PackingAudit
 from .budgets import Budgets
+from .cache import ResponseCache
 from .cascade import Cascade
 from .config import Settings
 from .errors import BreakerOpen, ContextTooLong, PermanentError, ProviderError, TransientError
@@ -62,6 +63,7 @@ class BatchExecutor:
         self.budgets = budgets or Budgets(redis, settings, keys, prices, runs)
         self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
         self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
+        self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         k = self.keys
@@ -306,6 +308,8 @@ class BatchExecutor:
                 output if isinstance(output, str) else orjson.dumps(output).decode()
             ),
         }
+        if self.cache is not None:  # before the tasks see it: a run that follows finds it
+            await self.cache.store(item.key, outcome)
         tasks = await self.runs.finish_item(item.key, outcome)
         naive_in, naive_out = outcome["naive_input_tokens"], outcome["naive_output_tokens"]
         return Answered(item, tasks, nusd, naive_in, naive_out)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .cache.ttl import infer_ttl_class
 from .errors import InputError
 from .models import TASK_TYPES, Message, Task, TTLClass
 
@@ -166,7 +167,7 @@ def parse_object(obj: Any, *, line: int, run_id: str = "") -> Task:
     task_id = str(job.id) if job.id is not None else f"line-{line}"
     if not task_id.strip() or len(task_id) > 256:
         raise _FieldError("id", "must be a non-empty string of at most 256 characters")
-    ttl_class = job.ttl_class or TTLClass.semi_static
+    ttl_class = job.ttl_class or infer_ttl_class(job.task_type, messages[-1].content)
     return Task(
         id=task_id,
         run_id=run_id,

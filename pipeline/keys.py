@@ -229,3 +229,24 @@ class Keys:
     def packing_events(self) -> str:
         """List of JSON events: a task type's maximum batch size came down, and why."""
         return f"{self.prefix}:packing:events"
+
+    # response cache (issue 4)
+    def cache_entry(self, cache_key: str) -> str:
+        """Hash of one cached answer (exact key); expires with its TTL."""
+        return f"{self.prefix}:cache:e:{cache_key}"
+
+    def cache_intent(self, item_key: str) -> str:
+        """Hash: how to cache an item's answer (key, TTL, semantic vector) once it comes."""
+        return f"{self.prefix}:cache:intent:{item_key}"
+
+    def cache_entries(self) -> str:
+        """Sorted set `tenant\\x1fmodel\\x1fkey` -> expiry time: live entries per tenant, model."""
+        return f"{self.prefix}:cache:entries"
+
+    def cache_stats(self) -> str:
+        """Hash `tenant\\x1fmodel\\x1fmetric` -> integer counter (money in nano-dollars)."""
+        return f"{self.prefix}:cache:stats"
+
+    def cache_vectors(self, scope_id: str) -> str:
+        """Stream of (key, vector, prompt) of one semantic scope, read by every process."""
+        return f"{self.prefix}:cache:v:{scope_id}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +23,12 @@ from tests.fake_provider import FakeProvider
 from workers.settings import worker_settings
 
 FAKE_KEY = "test-key"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The semantic cache (and its model) runs only in tests that ask for it (issue 4); this
+    reaches subprocesses and settings read from the environment, as make_settings does."""
+    os.environ.setdefault("BATCHWISE_CACHE_SEMANTIC", "0")
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +77,7 @@ def make_settings(redis_url: str, fake: FakeProvider | None = None, **overrides:
         "backoff_cap_s": 0.2,
         "job_timeout_s": 20,
         "providers": providers,
+        "cache_semantic": False,  # semantic hits only where a test asks for them (issue 4)
     }
     values.update(overrides)
     return load_settings(env={}, **values)

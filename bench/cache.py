@@ -1,0 +1,300 @@
+"""What a cache lookup costs per task, beside one call to the local fake provider, in one run.
+
+    python bench/cache.py                      # 10k and 100k entries
+    python bench/cache.py --entries 10000      # one size
+    python bench/cache.py --no-embedder        # skip timing the embedding model
+
+A private real Redis (unix socket) and the fake provider HTTP server (tests/fake_provider.py) are
+started for the run. For each size N, N answers are written in the cache's own format, all in ONE
+semantic scope (the worst case: a query is scored against every vector), then timed:
+
+- exact hit: submit chunks of 500 tasks that all hit L1 (pipelined reads, counters, adaptive TTL);
+- semantic hit: tasks that miss L1 and hit L2 (index search over N vectors, the guard, the
+  entry read, counters), with query vectors precomputed so the index is timed, not the model;
+- miss: tasks found in neither level (L1 read, L2 search with nothing above the threshold),
+  the common case for new questions;
+- cold sync: a new process reading all N vectors of the scope from Redis once;
+- embedding: the default embedder (MiniLM + E5) on this CPU, per text, in batches of 500: the
+  model's share of a semantic lookup, paid once per cache-eligible miss at submit (it is also
+  the vector that gets stored);
+- provider call: one single-task chat completion through the OpenAI provider client to the fake
+  server on 127.0.0.1 (no model behind it: a real provider takes 100-1000x longer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import orjson
+from redis.asyncio import Redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.cache import ResponseCache
+from pipeline.cache.semantic import semantic_scope
+from pipeline.cache.stats import SEP
+from pipeline.config import ProviderConfig, load_settings
+from pipeline.embedded import EmbeddedRedis
+from pipeline.keys import Keys
+from pipeline.models import Message, Task, TTLClass
+from pipeline.providers import build_providers
+from pipeline.providers.base import ChatRequest
+from tests.fake_provider import FakeProvider
+
+DIM = 3 * 384  # the default embedder's (LocalRouted: MiniLM and E5 blocks)
+CHUNK = 500
+WORDS = (
+    "account order refund parcel shipping invoice password login address delivery store gift "
+    "card payment method return exchange warranty size colour plan upgrade support email phone "
+    "receipt discount coupon membership newsletter tracking courier pickup damaged missing"
+).split()
+
+
+class Precomputed:
+    """An embedder that returns vectors fixed in advance: times the index, not a model."""
+
+    name = "bench-precomputed"
+    dim = DIM
+    threshold = 0.80
+
+    def threshold_for(self, query: str) -> float:
+        return self.threshold
+
+    def __init__(self) -> None:
+        self.vectors: dict[str, np.ndarray] = {}
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.vstack([self.vectors[t] for t in texts])
+
+
+def prompt(rng: np.random.Generator) -> str:
+    words = rng.choice(WORDS, size=8)
+    return "How do I " + " ".join(words) + " for my account?"
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def task(text: str, i: int) -> Task:
+    return Task(
+        id=f"t{i}",
+        messages=(Message(role="user", content=text),),
+        task_type="faq",
+        model="gpt-4o-mini",
+        max_tokens=150,
+        ttl_class=TTLClass.semi_static,
+        tenant="bench",
+    )
+
+
+async def populate(cache: ResponseCache, texts: list[str], vectors: np.ndarray) -> None:
+    """Write answers as `ResponseCache.store` does, pipelined 1000 at a time."""
+    assert cache.semantic is not None
+    now = time.time()
+    for start in range(0, len(texts), 1000):
+        async with cache.redis.pipeline(transaction=False) as pipe:
+            for i in range(start, min(start + 1000, len(texts))):
+                t = task(texts[i], i)
+                key = cache.cache_key(t)
+                scope = semantic_scope(
+                    t, cache.scope("bench"), cache.settings, cache.semantic.embedder
+                )
+                value = {
+                    "output": f"answer {i}",
+                    "provider": "fake",
+                    "nusd": 1500,
+                    "in": 40,
+                    "out": 20,
+                    "naive_in": 60,
+                    "naive_out": 20,
+                }
+                entry = cache.keys.cache_entry(key)
+                pipe.hset(
+                    entry,
+                    mapping={
+                        "v": orjson.dumps(value),
+                        "created": now,
+                        "hits": 0,
+                        "base": 7 * 86400,
+                        "max": 14 * 86400,
+                        "owner": SEP.join(("bench", t.model)),
+                    },
+                )
+                pipe.expire(entry, 7 * 86400)
+                pipe.zadd(cache.keys.cache_entries(), {SEP.join(("bench", t.model, key)): now})
+                cache.semantic.publish(
+                    pipe, scope or "", key, vectors[i].tobytes(), texts[i], "bench"
+                )
+            await pipe.execute()
+
+
+async def timed_lookup(cache: ResponseCache, tasks: list[Task], kind: str) -> float:
+    """Seconds per task for looking up `tasks` in chunks of CHUNK; checks every one hit."""
+    started = time.perf_counter()
+    for start in range(0, len(tasks), CHUNK):
+        found = await cache.lookup(tasks[start : start + CHUNK])
+        expected = 0 if kind == "miss" else len(tasks[start : start + CHUNK])
+        assert len(found.hits) == expected, (kind, len(found.hits))
+        assert all(h["cache"] == kind for h in found.hits)
+    return (time.perf_counter() - started) / len(tasks)
+
+
+async def bench_size(redis_url: str, n: int, queries: int) -> dict[str, float]:
+    rng = np.random.default_rng(n)
+    settings = load_settings(
+        env={},
+        redis_url=redis_url,
+        key_prefix=f"bench{n}",
+        cache_semantic=True,
+        cache_semantic_max_entries=max(n, 1000),
+    )
+    redis = Redis.from_url(redis_url)
+    embedder = Precomputed()
+    cache = ResponseCache(redis, settings, Keys(settings.key_prefix), embedder=embedder)
+    texts = [prompt(rng) for _ in range(n)]
+    vectors = unit(rng.standard_normal((n, DIM)))
+    t0 = time.perf_counter()
+    await populate(cache, texts, vectors)
+    fill_s = time.perf_counter() - t0
+
+    picks = rng.choice(n, size=queries, replace=False)
+    exact = [task(texts[i], k) for k, i in enumerate(picks)]
+    # same words, other casing and punctuation: another exact key, the guard has nothing to block
+    para_texts = [texts[i].lower().rstrip("?") + " ?" for i in picks]
+    noise = unit(vectors[picks] + 0.15 * unit(rng.standard_normal((queries, DIM))))
+    for text, vector in zip(para_texts, noise, strict=True):
+        embedder.vectors[text] = vector
+    semantic = [task(text, k) for k, text in enumerate(para_texts)]
+    new_texts = [prompt(rng) + " Thanks!" for _ in range(queries)]  # nothing like them cached
+    for text, vector in zip(new_texts, unit(rng.standard_normal((queries, DIM))), strict=True):
+        embedder.vectors[text] = vector
+    misses = [task(text, k) for k, text in enumerate(new_texts)]
+
+    cold = ResponseCache(redis, settings, Keys(settings.key_prefix), embedder=embedder)
+    assert cold.semantic is not None
+    t0 = time.perf_counter()
+    await cold.semantic.sync(
+        [semantic_scope(semantic[0], "tenant:bench", settings, embedder) or ""]
+    )
+    sync_s = time.perf_counter() - t0
+
+    exact_s = await timed_lookup(cache, exact, "exact")
+    semantic_s = await timed_lookup(cache, semantic, "semantic")
+    miss_s = await timed_lookup(cache, misses, "miss")
+    await redis.flushdb()
+    await redis.aclose()
+    return {
+        "fill_s": fill_s,
+        "sync_s": sync_s,
+        "exact_s": exact_s,
+        "semantic_s": semantic_s,
+        "miss_s": miss_s,
+    }
+
+
+async def provider_call_s(fake: FakeProvider, calls: int) -> float:
+    settings = load_settings(
+        env={},
+        providers=(
+            ProviderConfig(
+                name="fake",
+                kind="openai",
+                base_url=fake.openai_base_url,
+                api_key="bench-key",
+                models=("gpt-*",),
+            ),
+        ),
+    )
+    [provider] = build_providers(settings)
+    request = ChatRequest(
+        model="gpt-4o-mini",
+        system="",
+        max_tokens=150,
+        messages=(Message(role="user", content="How do I track my parcel?"),),
+    )
+    await provider.complete(request)  # connection set up outside the timing
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        await provider.complete(request)
+        times.append(time.perf_counter() - t0)
+    await provider.aclose()
+    return statistics.median(times)
+
+
+async def embedding_s(texts: list[str]) -> float | None:
+    from pipeline.embedders import default_embedder
+
+    try:
+        model = default_embedder()
+        await model.embed(texts[:8])  # load the model outside the timing
+    except Exception as exc:  # report and go on without the figure
+        print(f"(the embedding model was not timed: {exc})")
+        return None
+    t0 = time.perf_counter()
+    await model.embed(texts)
+    return (time.perf_counter() - t0) / len(texts)
+
+
+def model_name() -> str:
+    from pipeline.embedders import LocalRouted
+
+    return LocalRouted.name
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.0f} µs"
+
+
+async def main(sizes: list[int], queries: int, with_embedder: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp, FakeProvider(key="bench-key") as fake:
+        server = EmbeddedRedis(Path(tmp))
+        url = server.start()
+        try:
+            call_s = await provider_call_s(fake, 200)
+            print(f"one call to the local fake provider (median of 200): {us(call_s)}")
+            if with_embedder:
+                rng = np.random.default_rng(0)
+                embed_s = await embedding_s([prompt(rng) for _ in range(CHUNK)])
+                if embed_s is not None:
+                    print(
+                        f"embedding, {model_name()} on this CPU, per text (batch {CHUNK}): "
+                        f"{us(embed_s)}  = {embed_s / call_s:.2f}x a fake call"
+                    )
+            for n in sizes:
+                r = await bench_size(url, n, queries)
+                print(
+                    f"\n{n:,} entries in one scope (filled in {r['fill_s']:.1f}s; a new "
+                    f"process syncs them in {r['sync_s']:.2f}s, once)"
+                )
+                for name, label in (
+                    ("exact", "exact hit"),
+                    ("semantic", "semantic hit"),
+                    ("miss", "miss (L1 + L2)"),
+                ):
+                    per = r[f"{name}_s"]
+                    print(
+                        f"  {label:15} per task: {us(per):>10}  = {per / call_s:.3f}x a fake call"
+                    )
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entries", type=int, action="append", help="cache sizes (repeatable)")
+    parser.add_argument("--queries", type=int, default=2000, help="lookups timed per kind")
+    parser.add_argument(
+        "--no-embedder", action="store_true", help="skip timing the embedding model"
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.entries or [10_000, 100_000], args.queries, not args.no_embedder))

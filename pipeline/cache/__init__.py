@@ -1,0 +1,24 @@
+"""Exact and semantic response caches with TTL classes, tenant scopes and analytics.
+
+store.py     ResponseCache: L1 exact + L2 semantic lookups at submit, stores on answer
+semantic.py  embedder choice, semantic scopes, the per-process index synced from Redis
+ttl.py       TTL classes for tasks that name none; adaptive TTL within a class's bounds
+stats.py     per tenant and model analytics
+cli.py       `batchwise cache stats | clear`
+"""
+
+from __future__ import annotations
+
+from .cli import add_cli
+from .stats import CacheStatsRow
+from .store import Lookup, ResponseCache
+from .ttl import TTLPolicy, infer_ttl_class
+
+__all__ = [
+    "CacheStatsRow",
+    "Lookup",
+    "ResponseCache",
+    "TTLPolicy",
+    "add_cli",
+    "infer_ttl_class",
+]

@@ -1,0 +1,373 @@
+"""The response cache: answers already paid for, served again at submit time.
+
+Two levels, both in Redis and shared by every producer and worker:
+
+- **L1 exact**: the request key of `pipeline.fingerprint.request_key` (canonical; covers the
+  scope, model, every message incl. system, temperature, max_tokens and response schema).
+- **L2 semantic**: the same question in other words (see `pipeline.cache.semantic`).
+
+A submit chunk is looked up in one pipelined read; a hit is answered at once (`cache: "exact"` or
+`"semantic"`, cost 0, the saving recorded). A miss leaves an *intent* beside its pending item:
+the cache key, TTL policy and (for L2) the prompt's vector. When the executor answers the item it
+turns the intent into an entry, so the embedder runs once per prompt, at submit time only.
+`no_cache` tasks (and `ttl_s: 0`) are never looked up and leave no intent: nothing of theirs is
+ever written. The scope is the tenant unless the tenant opted into a shared scope.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from redis.asyncio import Redis
+
+from ..config import Settings
+from ..embedders import Embedder
+from ..errors import PipelineError
+from ..fingerprint import item_key, request_key
+from ..keys import Keys
+from ..models import Task
+from .semantic import CANDIDATES, Candidate, SemanticIndex, build_embedder, semantic_scope
+from .stats import SEP, CacheStatsRow, read_stats
+from .ttl import TTLPolicy
+
+logger = logging.getLogger("batchwise.cache")
+
+_ENTRY_FIELDS = ("v", "created", "hits", "base", "max", "owner")
+_DEFAULT = object()
+
+
+@dataclass
+class Lookup:
+    """What a submit chunk found: result records for the hits, the tasks still to run, and
+    the intents (item key -> fields) that let the executor cache the misses' answers."""
+
+    hits: list[dict[str, Any]] = field(default_factory=list)
+    misses: list[Task] = field(default_factory=list)
+    intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _Probe:
+    task: Task
+    policy: TTLPolicy
+    key: str
+    scope_id: str | None = None
+    vector: bytes = b""
+
+
+class ResponseCache:
+    """L1 exact + L2 semantic cache over one Redis; one per process (it holds the L2 index)."""
+
+    def __init__(
+        self, redis: Redis, settings: Settings, keys: Keys, *, embedder: Any = _DEFAULT
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = keys
+        self.enabled = settings.cache_enabled
+        self.semantic: SemanticIndex | None = None
+        if self.enabled and settings.cache_semantic:
+            chosen: Embedder | None = build_embedder(settings) if embedder is _DEFAULT else embedder
+            if chosen is not None:
+                self.semantic = SemanticIndex(
+                    redis, keys, chosen, max_entries=settings.cache_semantic_max_entries
+                )
+
+    # identities
+    def scope(self, tenant: str) -> str:
+        """The cache scope of a tenant: its own, or the shared scope it opted into."""
+        shared = self.settings.cache_shared_scopes.get(tenant)
+        return f"shared:{shared}" if shared else f"tenant:{tenant}"
+
+    def cache_key(self, task: Task) -> str:
+        return request_key(task, scope=self.scope(task.tenant))
+
+    def policy(self, task: Task) -> TTLPolicy:
+        return TTLPolicy.for_task(
+            task.ttl_class, task.ttl_s, adaptive=self.settings.cache_adaptive_ttl
+        )
+
+    # submit side
+    async def lookup(self, tasks: Sequence[Task]) -> Lookup:
+        """Answer what the cache can; return the hits, the misses and their intents."""
+        found = Lookup()
+        probes: list[_Probe] = []
+        for task in tasks:
+            policy = self.policy(task)
+            if not self.enabled or not policy.cacheable:
+                found.misses.append(task)
+            else:
+                probes.append(_Probe(task, policy, self.cache_key(task)))
+        if not probes:
+            return found
+        now = time.time()
+        counts: Counter[tuple[str, str, str]] = Counter()
+        touched: list[tuple[str, dict[bytes, bytes]]] = []  # (key, entry) of every hit
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for probe in probes:
+                pipe.hmget(self.keys.cache_entry(probe.key), list(_ENTRY_FIELDS))
+            rows = await pipe.execute()
+        missed: list[_Probe] = []
+        for probe, row in zip(probes, rows, strict=True):
+            counts[(probe.task.tenant, probe.task.model, "lookups")] += 1
+            if row[0] is None:
+                missed.append(probe)
+                continue
+            entry = _entry(row)
+            found.hits.append(self._hit(probe.task, entry, "exact", counts))
+            touched.append((probe.key, entry))
+        for probe, cached in zip(missed, await self._semantic_lookup(missed, counts), strict=True):
+            if cached is None:
+                found.misses.append(probe.task)
+                found.intents[item_key(probe.task)] = self._intent(probe)
+                continue
+            key, entry = cached
+            found.hits.append(self._hit(probe.task, entry, "semantic", counts))
+            touched.append((key, entry))
+        await self._account(touched, counts, now)
+        return found
+
+    def remember(self, pipe: Any, lookup: Lookup) -> None:
+        """Queue the intent writes of a lookup's misses on the caller's pipeline."""
+        for key, fields in lookup.intents.items():
+            pipe.hset(self.keys.cache_intent(key), mapping=fields)
+            pipe.expire(self.keys.cache_intent(key), self.settings.results_ttl_s)
+
+    def _intent(self, probe: _Probe) -> dict[str, Any]:
+        task = probe.task
+        return {
+            "key": probe.key,
+            "tenant": task.tenant,
+            "model": task.model,
+            "base": probe.policy.base_s,
+            "max": probe.policy.max_s,
+            "sem": probe.scope_id or "",
+            "text": task.prompt if probe.scope_id else "",
+            "vec": probe.vector,
+        }
+
+    def _hit(
+        self,
+        task: Task,
+        entry: dict[bytes, bytes],
+        kind: str,
+        counts: Counter[tuple[str, str, str]],
+    ) -> dict[str, Any]:
+        value = orjson.loads(entry[b"v"])
+        where = (task.tenant, task.model)
+        counts[(*where, f"{kind}_hits")] += 1
+        if value.get("nusd") is None:
+            counts[(*where, "unpriced_hits")] += 1
+        else:
+            counts[(*where, "saved_nusd")] += int(value["nusd"])
+        counts[(*where, "saved_input_tokens")] += int(value.get("in") or 0)
+        counts[(*where, "saved_output_tokens")] += int(value.get("out") or 0)
+        return {
+            "id": task.id,
+            "status": "ok",
+            "output": value["output"],
+            "model": task.model,
+            "provider": value.get("provider"),
+            "cache": kind,
+            "batch_id": None,
+            "batch_size": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_nusd": 0,
+            "saved_nusd": value.get("nusd"),
+            "naive_input_tokens": value.get("naive_in", 0),
+            "naive_output_tokens": value.get("naive_out", 0),
+        }
+
+    async def _semantic_lookup(
+        self, probes: list[_Probe], counts: Counter[tuple[str, str, str]]
+    ) -> list[tuple[str, dict[bytes, bytes]] | None]:
+        """For each L1 miss, a live semantic match (key, entry) or None; fills probe vectors."""
+        found: list[tuple[str, dict[bytes, bytes]] | None] = [None] * len(probes)
+        index = self.semantic
+        if index is None:
+            return found
+        asking = []
+        for i, probe in enumerate(probes):
+            probe.scope_id = semantic_scope(
+                probe.task, self.scope(probe.task.tenant), self.settings, index.embedder
+            )
+            if probe.scope_id is not None:
+                asking.append(i)
+        if not asking:
+            return found
+        # Embedded here even when the scope is still empty: the vector is stored with the
+        # answer, so workers never run the model, and a chunk is embedded in one batch.
+        try:
+            vectors = await index.embed([probes[i].task.prompt for i in asking])
+        except PipelineError as exc:  # an embedder outage costs savings, never answers
+            logger.warning("semantic cache skipped for %d task(s): %s", len(asking), exc)
+            for i in asking:
+                probes[i].scope_id = None
+            return found
+        await index.sync([probes[i].scope_id or "" for i in asking])
+        vectors = np.asarray(vectors, dtype=np.float32)
+        by_scope: dict[str, list[int]] = {}
+        for row, i in enumerate(asking):
+            probes[i].vector = vectors[row].tobytes()
+            by_scope.setdefault(probes[i].scope_id or "", []).append(row)
+        choices: dict[int, list[Candidate]] = {}
+        for scope_id, rows in by_scope.items():
+            texts = [probes[asking[r]].task.prompt for r in rows]
+            passed, refused = index.candidates(scope_id, texts, vectors[rows])
+            for r, cands, blocked in zip(rows, passed, refused, strict=True):
+                choices[asking[r]] = cands
+                if blocked:
+                    task = probes[asking[r]].task
+                    counts[(task.tenant, task.model, "semantic_blocked")] += 1
+        for _round in range(CANDIDATES):  # a candidate whose entry expired yields to the next
+            want = {i: c[0] for i, c in choices.items() if c and found[i] is None}
+            if not want:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for cand in want.values():
+                    pipe.hmget(self.keys.cache_entry(cand.key), list(_ENTRY_FIELDS))
+                entries = await pipe.execute()
+            for (i, cand), row in zip(want.items(), entries, strict=True):
+                choices[i] = choices[i][1:]
+                if row[0] is None:
+                    index.forget(cand)
+                else:
+                    found[i] = (cand.key, _entry(row))
+        return found
+
+    async def _account(
+        self,
+        touched: list[tuple[str, dict[bytes, bytes]]],
+        counts: Counter[tuple[str, str, str]],
+        now: float,
+    ) -> None:
+        """Counters, and the longer life that hits earn their entries (adaptive TTL)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (tenant, model, metric), n in counts.items():
+                if n:
+                    pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, metric)), n)
+            hits: Counter[str] = Counter(key for key, _entry in touched)
+            for key, entry in touched:
+                if key not in hits:
+                    continue
+                policy = TTLPolicy(int(entry[b"base"]), int(entry[b"max"]))
+                total_hits = int(entry[b"hits"] or 0) + hits.pop(key)
+                remaining = policy.remaining_s(
+                    age_s=now - float(entry[b"created"]), hits=total_hits
+                )
+                pipe.hset(self.keys.cache_entry(key), mapping={"hits": total_hits})
+                if remaining > 0:
+                    pipe.expire(self.keys.cache_entry(key), remaining)
+                    member = SEP.join((entry[b"owner"].decode(), key))
+                    pipe.zadd(self.keys.cache_entries(), {member: now + remaining}, xx=True)
+            await pipe.execute()
+
+    # worker side
+    async def store(self, item_key: str, outcome: dict[str, Any]) -> bool:
+        """Cache an answered item if its tasks asked for it; False when there is nothing to do
+        (no intent: `no_cache`, cache off, or this answer was already stored)."""
+        if outcome.get("status") != "ok":
+            return False
+        intent_key = self.keys.cache_intent(item_key)
+        raw = await self.redis.hgetall(intent_key)
+        if not raw:
+            return False
+        intent = {k.decode(): v for k, v in raw.items()}
+        key = intent["key"].decode()
+        tenant, model = intent["tenant"].decode(), intent["model"].decode()
+        base_s = int(intent["base"])
+        value = {
+            "output": outcome["output"],
+            "provider": outcome.get("provider"),
+            "nusd": outcome.get("cost_nusd"),
+            "in": outcome.get("input_tokens", 0),
+            "out": outcome.get("output_tokens", 0),
+            "naive_in": outcome.get("naive_input_tokens", 0),
+            "naive_out": outcome.get("naive_output_tokens", 0),
+        }
+        scope_id, text, vector = intent["sem"].decode(), intent["text"].decode(), intent["vec"]
+        now = time.time()
+        entry = self.keys.cache_entry(key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(intent_key)
+            pipe.hset(
+                entry,
+                mapping={
+                    "v": orjson.dumps(value),
+                    "created": now,
+                    "hits": 0,
+                    "base": base_s,
+                    "max": int(intent["max"]),
+                    "owner": SEP.join((tenant, model)),
+                },
+            )
+            pipe.expire(entry, base_s)
+            pipe.zadd(self.keys.cache_entries(), {SEP.join((tenant, model, key)): now + base_s})
+            pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
+            pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, "stores")), 1)
+            if scope_id and self.semantic is not None and vector:
+                self.semantic.publish(pipe, scope_id, key, vector, text, tenant)
+            await pipe.execute()
+        return True
+
+    async def clear(self, *, tenant: str | None = None) -> int:
+        """Delete the cached answers (entries, vectors with their prompts, pending intents) of
+        one tenant, or of all tenants; returns the number of entries deleted. Counters stay.
+
+        Other processes keep the deleted prompts' rows in memory until they restart, but can
+        no longer serve them: a row whose entry is gone is never a hit."""
+        k = self.keys
+        mine = (lambda owner: True) if tenant is None else (lambda owner: owner == tenant)
+        members = [
+            m.decode()
+            async for m, _score in self.redis.zscan_iter(k.cache_entries(), count=1000)
+            if mine(m.decode().split(SEP, 1)[0])
+        ]
+        for start in range(0, len(members), 1000):
+            part = members[start : start + 1000]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(*[k.cache_entry(m.rsplit(SEP, 1)[1]) for m in part])
+                pipe.zrem(k.cache_entries(), *part)
+                await pipe.execute()
+        async for stream in self.redis.scan_iter(k.cache_vectors("*"), count=1000):
+            if tenant is None:
+                await self.redis.delete(stream)
+                continue
+            last = "-"
+            while rows := await self.redis.xrange(stream, min=last, count=5000):
+                drop = [i for i, fields in rows if fields.get(b"o", b"").decode() == tenant]
+                if drop:
+                    await self.redis.xdel(stream, *drop)
+                if len(rows) < 5000:
+                    break
+                last = "(" + rows[-1][0].decode()
+        async for intent in self.redis.scan_iter(k.cache_intent("*"), count=1000):
+            if (
+                tenant is None
+                or (await self.redis.hget(intent, "tenant") or b"").decode() == tenant
+            ):
+                await self.redis.delete(intent)
+        return len(members)
+
+    # read side
+    async def stats(self, *, tenant: str | None = None) -> list[CacheStatsRow]:
+        """Entries, hit rates and savings per tenant and model."""
+        return await read_stats(self.redis, self.keys, tenant=tenant)
+
+    async def aclose(self) -> None:
+        embedder = self.semantic.embedder if self.semantic else None
+        close = getattr(embedder, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _entry(row: list[bytes | None]) -> dict[bytes, bytes]:
+    return {f.encode(): v or b"" for f, v in zip(_ENTRY_FIELDS, row, strict=True)}
