@@ -8,7 +8,6 @@ Usage is normalised with `pipeline.usage.from_anthropic` (cache reads and writes
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -18,7 +17,8 @@ from ..config import ProviderConfig
 from ..errors import TransientError
 from ..tokens import count_tokens
 from ..usage import from_anthropic
-from .base import ChatRequest, ChatResponse, classify_http, error_fields, rate_headers, redact
+from .base import ChatRequest, ChatResponse, rate_headers
+from .http import HTTPProvider
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Below this a prompt cannot be cached (1,024 tokens for Sonnet/Opus, 2,048 for Haiku), and
@@ -26,30 +26,22 @@ ANTHROPIC_VERSION = "2023-06-01"
 CACHE_MIN_TOKENS = 1024
 
 
-class AnthropicMessages:
+class AnthropicMessages(HTTPProvider):
     """One Anthropic Messages endpoint, with a pooled connection and per-provider timeouts."""
-
-    simulated = False
 
     def __init__(
         self, config: ProviderConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
-        self.name = config.name
-        self.config = config
-        self._key = config.api_key.get_secret_value()
-        headers = {"anthropic-version": ANTHROPIC_VERSION, "content-type": "application/json"}
-        if self._key:
-            headers["x-api-key"] = self._key
-        self._client = httpx.AsyncClient(
-            base_url=(config.base_url or "https://api.anthropic.com").rstrip("/"),
+        key = config.api_key.get_secret_value()
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        if key:
+            headers["x-api-key"] = key
+        super().__init__(
+            config,
             headers=headers,
-            timeout=httpx.Timeout(config.read_timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=config.max_in_flight),
+            default_base_url="https://api.anthropic.com",
             transport=transport,
         )
-
-    def serves(self, model: str) -> bool:
-        return self.config.serves(model)
 
     def body(self, request: ChatRequest) -> dict[str, Any]:
         """The Messages API body: top-level system, alternating user/assistant turns."""
@@ -74,21 +66,7 @@ class AnthropicMessages:
         return body
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        started = time.perf_counter()
-        try:
-            response = await self._client.post(
-                "/v1/messages", content=orjson.dumps(self.body(request))
-            )
-        except httpx.TimeoutException:
-            raise TransientError("request timed out", provider=self.name) from None
-        except httpx.TransportError as exc:
-            message = redact(f"connection failed: {type(exc).__name__}", [self._key])
-            raise TransientError(message, provider=self.name) from None
-        latency_ms = int((time.perf_counter() - started) * 1000)
-        if response.status_code >= 400:
-            message, code = error_fields(response.content, response.reason_phrase)
-            message = redact(message, [self._key])
-            raise classify_http(self.name, response.status_code, message, code, response.headers)
+        response, latency_ms = await self.post("/v1/messages", self.body(request))
         try:
             data = orjson.loads(response.content)
             blocks = data["content"]
@@ -106,6 +84,3 @@ class AnthropicMessages:
             latency_ms=latency_ms,
             rate_headers=rate_headers(response.headers),
         )
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
