@@ -253,38 +253,33 @@ class Ledger:
 
     async def entries(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord | Saving]:
         """Every ledger entry, call records and savings, oldest first."""
-        last = "-"
+        async for fields in self._stream(chunk):
+            if b"r" in fields:
+                yield CallRecord.model_validate_json(fields[b"r"])
+            elif b"s" in fields:
+                yield Saving.model_validate_json(fields[b"s"])
+
+    async def _stream(self, chunk: int) -> AsyncIterator[dict[bytes, bytes]]:
+        """The fields of every stream entry, oldest first, read `chunk` entries at a time."""
+        start = "-"
         while True:
-            rows = await self.redis.xrange(self.keys.ledger(), min=last, count=chunk)
-            if last != "-":
-                rows = rows[1:]
+            rows = await self.redis.xrange(self.keys.ledger(), min=start, count=chunk)
             if not rows:
                 return
             for _entry_id, fields in rows:
-                if b"r" in fields:
-                    yield CallRecord.model_validate_json(fields[b"r"])
-                elif b"s" in fields:
-                    yield Saving.model_validate_json(fields[b"s"])
-            last = rows[-1][0].decode()
+                yield fields
+            start = "(" + rows[-1][0].decode()  # exclusive: after the last entry read
 
     async def raw_entries(self, *, chunk: int = 20_000) -> AsyncIterator[dict[str, Any]]:
         """Every entry as plain JSON data with its `type` (`call` or `saving`), oldest first:
         no validation, for exports of millions of records."""
-        last = "-"
-        while True:
-            rows = await self.redis.xrange(self.keys.ledger(), min=last, count=chunk)
-            if last != "-":
-                rows = rows[1:]
-            if not rows:
-                return
-            for _entry_id, fields in rows:
-                if b"r" in fields:
-                    data: dict[str, Any] = orjson.loads(fields[b"r"])
-                    data["type"] = "call"
-                    yield data
-                elif b"s" in fields:
-                    yield orjson.loads(fields[b"s"])
-            last = rows[-1][0].decode()
+        async for fields in self._stream(chunk):
+            if b"r" in fields:
+                data: dict[str, Any] = orjson.loads(fields[b"r"])
+                data["type"] = "call"
+                yield data
+            elif b"s" in fields:
+                yield orjson.loads(fields[b"s"])
 
     async def records(
         self, *, chunk: int = 5000, errors: bool = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,26 @@ def test_routing_saving_against_the_model_the_task_asked_for() -> None:
     # asked for gpt-4o at $2.50: 2,500,000 per task, two tasks
     assert savings["routing"].saved_nusd == 2 * (2_500_000 - 150_000)
     assert savings["single_flight"].saved_nusd == 150_000
+
+
+async def test_entries_page_through_the_stream_without_loss_or_repeats(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from pipeline.keys import Keys
+    from pipeline.ledger import Ledger
+    from pipeline.models import CallRecord
+
+    keys = Keys(f"page{time.time_ns()}")
+    redis = Redis.from_url(redis_url)
+    try:
+        for i in range(7):
+            record = CallRecord(
+                id=f"c{i}", at=0.0, batch_id=f"c{i}", provider="p", model="m", status="ok"
+            )
+            await redis.xadd(keys.ledger(), {"r": record.model_dump_json()})
+        ledger = Ledger(redis, keys)
+        for chunk in (1, 2, 3, 7, 100):
+            ids = [r.id async for r in ledger.entries(chunk=chunk)]  # type: ignore[union-attr]
+            assert ids == [f"c{i}" for i in range(7)], chunk
+    finally:
+        await redis.aclose()
