@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -24,12 +24,11 @@ from .config import Settings
 from .errors import PipelineError
 from .keys import Keys
 from .ledger import NANO, Ledger, Share, to_nano
-from .models import Batch, CallRecord, Item, Usage
+from .models import Batch, CallRecord, Item
 from .prices import PriceTable
-from .providers.base import ChatRequest, ChatResponse
+from .providers.base import ChatResponse
 from .providers.fallback import ProviderChain
 from .splitter import parse_single
-from .tokens import count_tokens
 
 logger = logging.getLogger("batchwise.audit")
 
@@ -170,18 +169,12 @@ class PackingAudit:
         want_json = batch.response_schema is not None
         stored = await self.redis.get(self.keys.batch_response(call_id))
         if stored is not None:
-            data = orjson.loads(stored)
-            response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
+            response = ChatResponse.from_json(stored)
         else:
-            request = ChatRequest(
-                model=batch.model,
-                system=batch.system,
-                messages=item.messages,
-                max_tokens=item.max_tokens,
-                temperature=batch.temperature,
-                json_mode=want_json,
-                response_schema=batch.response_schema,
-                cache_prefix=count_tokens(batch.system) >= self.settings.prompt_cache_min_tokens,
+            from .packer import build_request  # packer reads the audit's limits: import late
+
+            request, _ = build_request(  # the item alone, exactly as a batch of one is sent
+                batch, [item], cache_min_tokens=self.settings.prompt_cache_min_tokens
             )
             try:
                 response = await self.chain.complete(request)
@@ -211,7 +204,7 @@ class PackingAudit:
             tenant=batch.tenant,
             attribution={item.key: str(nusd)},
         )
-        blob = orjson.dumps({**asdict(response), "usage": usage.model_dump()})
+        blob = response.to_json()
         share = Share(nusd, usage.input_tokens, usage.output_tokens)
         await self.ledger.record(record, blob, {item.key: share})
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +26,8 @@ from .config import Settings
 from .errors import BreakerOpen, ContextTooLong, PermanentError, ProviderError, TransientError
 from .keys import Keys
 from .ledger import NANO, Ledger, Share, error_record, split_int, to_nano
-from .models import Batch, CallRecord, Item, TTLClass, Usage
-from .packer import build_messages, naive_input_tokens, output_cap
+from .models import Batch, CallRecord, Item, TTLClass
+from .packer import build_request, naive_input_tokens
 from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
@@ -94,18 +93,7 @@ class BatchExecutor:
 
     def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
         """The provider request for a batch, and whether it is packed."""
-        system, messages, packed = build_messages(batch, items)
-        request = ChatRequest(
-            model=batch.model,
-            system=system,
-            messages=tuple(messages),
-            max_tokens=output_cap(items),
-            temperature=batch.temperature,
-            json_mode=packed or batch.response_schema is not None,
-            response_schema=batch.response_schema,
-            cache_prefix=count_tokens(system) >= self.settings.prompt_cache_min_tokens,
-        )
-        return request, packed
+        return build_request(batch, items, cache_min_tokens=self.settings.prompt_cache_min_tokens)
 
     async def run(
         self,
@@ -132,8 +120,7 @@ class BatchExecutor:
         request, packed = self.request_for(batch, items)
         stored = await self.redis.get(self.keys.batch_response(batch_id))
         if stored is not None:
-            data = orjson.loads(stored)
-            response = ChatResponse(**{**data, "usage": Usage(**data["usage"])})
+            response = ChatResponse.from_json(stored)
         elif answer is not None:
             response = answer
         else:
@@ -270,7 +257,7 @@ class BatchExecutor:
             attempt=attempt,
             shares=cost_shares(items, shares),
         )
-        blob = orjson.dumps({**asdict(response), "usage": usage.model_dump()})
+        blob = response.to_json()
         if await self.ledger.record(record, blob, shares) and batch_api:
             await self.ledger.record_saving(batch_api_saving(self.prices, record))
 

@@ -24,6 +24,7 @@ from .fingerprint import group_key, item_key
 from .keys import Keys
 from .models import Batch, Item, Message, Task, TTLClass
 from .prices import PriceTable
+from .providers.base import ChatRequest
 from .tokens import count_messages, count_tokens
 
 PACK_INSTRUCTIONS = (
@@ -273,6 +274,25 @@ def build_messages(batch: Batch, items: Sequence[Item]) -> tuple[str, list[Messa
     system = f"{batch.system}\n\n{instructions}" if batch.system else instructions
     payload = {"items": [{"id": str(i + 1), "input": item.prompt} for i, item in enumerate(items)]}
     return system, [Message(role="user", content=orjson.dumps(payload).decode())], True
+
+
+def build_request(
+    batch: Batch, items: Sequence[Item], *, cache_min_tokens: int
+) -> tuple[ChatRequest, bool]:
+    """The provider request for a batch of these items, and whether it is packed. A shared
+    system block of at least `cache_min_tokens` is marked for the provider's prompt cache."""
+    system, messages, packed = build_messages(batch, items)
+    request = ChatRequest(
+        model=batch.model,
+        system=system,
+        messages=tuple(messages),
+        max_tokens=output_cap(items),
+        temperature=batch.temperature,
+        json_mode=packed or batch.response_schema is not None,
+        response_schema=batch.response_schema,
+        cache_prefix=count_tokens(system) >= cache_min_tokens,
+    )
+    return request, packed
 
 
 def output_cap(items: Sequence[Item]) -> int:

@@ -35,9 +35,8 @@ from .packer import (
     PACK_INSTRUCTIONS,
     WRAPPER_OUTPUT_TOKENS,
     build_item,
-    build_messages,
+    build_request,
     group_meta,
-    output_cap,
 )
 from .packing_gain import packing_pays
 from .prices import PriceTable
@@ -293,15 +292,8 @@ class Planner:
                     ttl_class=first.ttl_class,
                     item_keys=tuple(i.key for i in taken),
                 )
-                system, messages, packed = build_messages(batch, taken)
-                request = ChatRequest(
-                    model=batch.model,
-                    system=system,
-                    messages=tuple(messages),
-                    max_tokens=output_cap(taken),
-                    temperature=batch.temperature,
-                    json_mode=packed or batch.response_schema is not None,
-                    response_schema=batch.response_schema,
+                request, packed = build_request(
+                    batch, taken, cache_min_tokens=self.settings.prompt_cache_min_tokens
                 )
                 await self._call(lever, request, len(taken), first.task_type)
                 if request.system == first_system.setdefault(key, request.system):

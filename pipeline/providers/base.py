@@ -11,7 +11,7 @@ import contextlib
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
@@ -62,6 +62,15 @@ class ChatResponse:
     simulated: bool = False
     # the provider's rate-limit headers (x-ratelimit-*, anthropic-ratelimit-*), for the limiter
     rate_headers: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        """The answer as stored beside its ledger record, so a re-run never calls again."""
+        return orjson.dumps({**asdict(self), "usage": self.usage.model_dump()})
+
+    @classmethod
+    def from_json(cls, blob: bytes | str) -> ChatResponse:
+        data = orjson.loads(blob)
+        return cls(**{**data, "usage": Usage(**data["usage"])})
 
 
 class Provider(Protocol):
