@@ -18,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from arq import Worker
 from arq.connections import RedisSettings, create_pool
 
 from pipeline.app import Pipeline
@@ -26,7 +25,7 @@ from pipeline.client import BatchwiseClient
 from pipeline.config import ProviderConfig, load_settings
 from pipeline.embedded import EmbeddedRedis
 from tests.fake_provider import FakeProvider
-from workers.settings import worker_settings
+from workers.lifecycle import in_process_worker, stop
 
 
 async def run_once(redis_url: str, fake: FakeProvider, n: int, batch_api: bool) -> dict[str, Any]:
@@ -51,9 +50,7 @@ async def run_once(redis_url: str, fake: FakeProvider, n: int, batch_api: bool) 
         ),
     )
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
-    options = worker_settings(settings)
-    options.pop("redis_settings")
-    worker = Worker(**options, redis_pool=pool, handle_signals=False, poll_delay=0.02)
+    worker = in_process_worker(settings, pool, poll_delay=0.02)
     worker_task = asyncio.create_task(worker.async_run())
     client = BatchwiseClient(Pipeline(settings, pool))
     tasks = [
@@ -68,9 +65,7 @@ async def run_once(redis_url: str, fake: FakeProvider, n: int, batch_api: bool) 
         records = [r async for r in client.pipeline.ledger.records()]
         ok = len([r async for r in client.results(run_id) if r.status == "ok"])
     finally:
-        worker_task.cancel()
-        await asyncio.gather(worker_task, return_exceptions=True)
-        await worker.close()
+        await stop(worker, worker_task, grace_s=5)
         await client.pipeline.aclose()
     return {
         "ok": ok,

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from arq import Worker
 from arq.connections import RedisSettings, create_pool
 
 from pipeline.app import Pipeline
@@ -46,7 +45,7 @@ from pipeline.config import CascadeSpec, Settings, load_settings
 from pipeline.embedded import EmbeddedRedis
 from pipeline.models import TASK_TYPES
 from pipeline.plan import plan_file
-from workers.settings import worker_settings
+from workers.lifecycle import in_process_worker, stop
 
 POLICIES = [
     "Returns are accepted within 30 days of delivery for unused items in their original packaging.",
@@ -246,9 +245,7 @@ async def run_config(
     redis = await create_pool(RedisSettings.from_dsn(url))
     pipeline = Pipeline(settings, redis)
     client = BatchwiseClient(pipeline)
-    options = worker_settings(settings)
-    options.pop("redis_settings")
-    worker = Worker(**options, redis_pool=redis, handle_signals=False, poll_delay=0.02)
+    worker = in_process_worker(settings, redis, poll_delay=0.02)
     task = asyncio.create_task(worker.async_run())
     started = time.monotonic()
     try:
@@ -265,9 +262,7 @@ async def run_config(
             stats = await redis.hgetall(pipeline.keys.cascade_stats(task_type))
             escalated += sum(int(v) for k, v in stats.items() if k.startswith(b"escalated:"))
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await worker.close()
+        await stop(worker, task, grace_s=5)
         await pipeline.aclose()
     elapsed = time.monotonic() - started
     measured = Measured(tag, calls, summary.cost_usd, summary.ok, elapsed, escalated)

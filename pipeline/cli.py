@@ -18,7 +18,7 @@ from . import budget_cli, cache, nightly, provider_cli
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary
 from .config import Settings, load_settings
-from .errors import PipelineError
+from .errors import ConfigError, PipelineError
 from .export import add_cli as add_export_cli
 from .optimise_cli import add_cli as add_optimise_cli
 from .reports import add_cli as add_report_cli
@@ -126,11 +126,10 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
 
 
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from arq import Worker
     from arq.connections import RedisSettings, create_pool
 
     from pipeline.embedded import EmbeddedRedis
-    from workers.settings import worker_settings
+    from workers.lifecycle import in_process_worker, running
 
     embedded = None
     if not settings.redis_url:
@@ -140,22 +139,17 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
     pipeline = Pipeline(settings, redis)
     client = BatchwiseClient(pipeline)
-    options = worker_settings(settings)
-    options.pop("redis_settings")
-    worker = Worker(**options, redis_pool=redis, handle_signals=False, poll_delay=0.05)
-    worker_task = asyncio.create_task(worker.async_run())
+    worker = in_process_worker(settings, redis)
     out_path = Path(args.out) if args.out else default_out(args.file)
     try:
-        with _progress() as progress:
-            submission = await _submit(client, args.file, args.strict, progress)
-            await _wait_with_progress(client, submission.run_id, progress)
-        _report_errors(submission)
-        await write_results(pipeline.runs, submission.run_id, out_path)
-        print_summary(await client.summary(submission.run_id), out_path)
+        async with running(worker, settings.worker_drain_s):
+            with _progress() as progress:
+                submission = await _submit(client, args.file, args.strict, progress)
+                await _wait_with_progress(client, submission.run_id, progress)
+            _report_errors(submission)
+            await write_results(pipeline.runs, submission.run_id, out_path)
+            print_summary(await client.summary(submission.run_id), out_path)
     finally:
-        worker_task.cancel()
-        await asyncio.gather(worker_task, return_exceptions=True)
-        await worker.close()
         await pipeline.aclose()
         if embedded:
             embedded.stop()
@@ -198,13 +192,13 @@ async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from arq import Worker
+    from workers.lifecycle import serve
 
-    from workers.settings import worker_settings
-
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL must be set for `batchwise worker`")
     # force: main() has already configured WARNING, which would hide the worker's INFO lines
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
-    Worker(**worker_settings(settings)).run()
+    asyncio.run(serve(settings))
     return 0
 
 

@@ -157,6 +157,7 @@ class Settings(BaseModel):
 
     worker_max_jobs: int = 16
     job_timeout_s: int = 300
+    worker_drain_s: float = 25.0
     job_max_tries: int = 5
     max_alone_attempts: int = 2
     provider_retries: int = 3
@@ -251,6 +252,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_MAX_LINE_BYTES": "max_line_bytes",
     "BATCHWISE_WORKER_MAX_JOBS": "worker_max_jobs",
     "BATCHWISE_JOB_TIMEOUT_S": "job_timeout_s",
+    "BATCHWISE_WORKER_DRAIN_S": "worker_drain_s",
     "BATCHWISE_JOB_MAX_TRIES": "job_max_tries",
     "BATCHWISE_MAX_ALONE_ATTEMPTS": "max_alone_attempts",
     "BATCHWISE_PROVIDER_RETRIES": "provider_retries",

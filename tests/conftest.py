@@ -3,7 +3,6 @@ in-process arq workers. Each test gets its own key prefix and queue, so tests ne
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import uuid
@@ -20,7 +19,7 @@ from pipeline.client import BatchwiseClient
 from pipeline.config import ProviderConfig, Settings, load_settings
 from pipeline.embedded import EmbeddedRedis
 from tests.fake_provider import FakeProvider
-from workers.settings import worker_settings
+from workers.lifecycle import in_process_worker, running
 
 FAKE_KEY = "test-key"
 
@@ -86,17 +85,9 @@ def make_settings(redis_url: str, fake: FakeProvider | None = None, **overrides:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     """An arq worker in this event loop, as `batchwise worker` would run it."""
-    options = worker_settings(settings)
-    options.pop("redis_settings")
     pool = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
-    worker = Worker(**options, redis_pool=pool, handle_signals=False, poll_delay=0.02)
-    task = asyncio.create_task(worker.async_run())
-    try:
+    async with running(in_process_worker(settings, pool, poll_delay=0.02), grace_s=5) as worker:
         yield worker
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await worker.close()
 
 
 @contextlib.asynccontextmanager

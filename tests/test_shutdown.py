@@ -1,0 +1,118 @@
+"""Stopping a worker with a job in flight: SIGTERM drains it; a cut-short job reruns elsewhere."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from arq.connections import RedisSettings, create_pool
+
+from pipeline.models import CallRecord
+from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
+from tests.fake_provider import FakeProvider, expected_output
+from workers.lifecycle import in_process_worker, running
+
+
+async def until_in_flight(fake: FakeProvider) -> None:
+    for _ in range(200):
+        if fake.stats()["requests"] >= 1:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the worker never called the provider")
+
+
+def tasks(n: int, prefix: str) -> list[dict[str, str]]:
+    return [{"id": f"{prefix}{i}", "task_type": "faq", "prompt": f"{prefix} {i}"} for i in range(n)]
+
+
+async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake)
+    config = tmp_path / "batchwise.toml"
+    config.write_text(
+        f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
+        f'api_key_env = "FAKE_KEY"\nmodels = ["gpt-*"]\nread_timeout_s = 30\n'
+    )
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "BATCHWISE_CONFIG": str(config),
+        "FAKE_KEY": FAKE_KEY,
+        "BATCHWISE_KEY_PREFIX": settings.key_prefix,
+        "BATCHWISE_QUEUE": settings.queue_name,
+        "BATCHWISE_LINGER_MS": "20",
+        "BATCHWISE_WORKER_DRAIN_S": "20",
+    }
+    fake.add_faults({"kind": "latency", "delay_s": 2, "times": 1})
+    with (tmp_path / "worker.err").open("wb") as err:  # the child keeps its own copy
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        async with pipeline_client(settings) as client:
+            run_id = await client.submit(tasks(6, "drain"), complete=True)
+            await until_in_flight(fake)
+            worker.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = await asyncio.to_thread(worker.wait, 30)
+            stopped_after = time.monotonic() - started
+            # no worker runs now: the results are there because the drain finished the batch
+            done, total, _ = await client.pipeline.runs.progress(run_id)
+            results = [r async for r in client.results(run_id)]
+            records: list[CallRecord] = [r async for r in client.pipeline.ledger.records()]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    stderr = (tmp_path / "worker.err").read_text()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert stopped_after < 15
+    assert (done, total) == (6, 6)
+    assert [r.output for r in results] == [expected_output(f"drain {i}") for i in range(6)]
+    assert len(records) == 1 and fake.stats()["requests"] == 1
+
+
+async def test_a_job_cut_short_at_stop_reruns_on_the_next_worker(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake)
+    fake.add_faults({"kind": "latency", "delay_s": 1.5, "times": 1})
+    async with pipeline_client(settings) as client:
+        pool = await create_pool(RedisSettings.from_dsn(redis_url))
+        async with running(in_process_worker(settings, pool, poll_delay=0.02), grace_s=0.1):
+            run_id = await client.submit(tasks(5, "cut"), complete=True)
+            await until_in_flight(fake)
+        # stop() returned without raising; the cancelled call was neither answered nor recorded
+        assert [r async for r in client.pipeline.ledger.records()] == []
+        async with running_worker(settings):
+            await client.wait(run_id, timeout_s=20)
+        results = [r async for r in client.results(run_id)]
+        records = [r async for r in client.pipeline.ledger.records()]
+    assert [r.status for r in results] == ["ok"] * 5
+    assert [r.output for r in results] == [expected_output(f"cut {i}") for i in range(5)]
+    assert len(records) == 1 and fake.stats()["requests"] == 2
+
+
+async def test_stop_runs_the_shutdown_hook_whatever_a_job_in_flight_does(redis_url: str) -> None:
+    # arq's close() alone re-raised the CancelledError of a job it cancelled (a cron tick in CI),
+    # skipping on_shutdown: provider clients stayed open and `batchwise run` ended in a traceback
+    settings = make_settings(redis_url)
+    pool = await create_pool(RedisSettings.from_dsn(redis_url))
+    worker = in_process_worker(settings, pool, poll_delay=0.02)
+    async with running(worker, grace_s=0.1):
+        while "flusher" not in worker.ctx:  # started: on_startup has run
+            await asyncio.sleep(0.01)
+        worker.tasks["stuck"] = asyncio.create_task(asyncio.sleep(60))  # ends only when cancelled
+    assert worker.ctx["flusher"].done()
+    assert "batchapi" not in worker.ctx  # on_shutdown closed the batch-API clients
+    assert worker.tasks == {}
