@@ -21,7 +21,7 @@ from .config import Settings, load_settings
 from .errors import ConfigError, PipelineError
 from .export import add_cli as add_export_cli
 from .optimise_cli import add_cli as add_optimise_cli
-from .reports import add_cli as add_report_cli
+from .report_cli import add_cli as add_report_cli
 from .runs import RunStore
 
 err = Console(stderr=True)

@@ -17,7 +17,8 @@ from pipeline.cli import main
 from pipeline.keys import Keys
 from pipeline.ledger import Ledger, Saving
 from pipeline.models import CallRecord, CostShare, Usage
-from pipeline.reports import build_report, render_text, top_share
+from pipeline.report_cli import render_text
+from pipeline.reports import build_report, top_share
 from tests.conftest import make_settings
 
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
