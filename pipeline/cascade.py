@@ -201,9 +201,15 @@ def evaluate(
 
 _ESCALATE = """
 -- KEYS: old item, old waiters, old cost, new item, new waiters, new cost,
---       new group items, groups, new group meta
+--       new group items, groups, new group meta, old cache intent, new cache intent
 -- ARGV: new item json, list entry, group meta json, group id, due ms
+-- The cache intent goes along: the answer that finally passes is cached under the request's
+-- original key, so a repeat is a hit instead of the cheap call and the escalation again.
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('EXISTS', KEYS[10]) == 1 then
+  if redis.call('EXISTS', KEYS[11]) == 0 then redis.call('RENAME', KEYS[10], KEYS[11])
+  else redis.call('DEL', KEYS[10]) end
+end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   -- the same request is already pending on the new model: join it, cost and all
   for _, ref in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
@@ -344,6 +350,8 @@ class Cascade:
                 k.group_items(group),
                 k.groups(),
                 k.group(group),
+                k.cache_intent(item.key),
+                k.cache_intent(new_key),
             ],
             args=[
                 escalated.model_dump_json(),

@@ -255,3 +255,28 @@ async def test_an_escalation_joins_the_same_request_already_pending_upstairs(
     assert [r.model for r in records] == ["gpt-4o-mini", "gpt-4o-mini", "gpt-4.1-mini"]
     total = sum(float(r.cost_usd or 0) for r in records)
     assert abs((a.cost_usd or 0) + (b.cost_usd or 0) - total) < 1e-9
+
+
+async def test_an_escalated_answer_is_cached_so_a_repeat_costs_nothing(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    spec = CascadeSpec(evaluators=("tests.test_cascade:hard_fails_on_mini",))
+    settings = make_settings(redis_url, fake, cascades={"classification": spec})
+    prompts = ["hard ticket 1", "easy ticket 2"]
+    lines = [
+        {"id": f"c{i}", "task_type": "classification", "prompt": p} for i, p in enumerate(prompts)
+    ]
+    path = write_jobs(tmp_path / "jobs.jsonl", lines)
+    async with pipeline_client(settings) as client, running_worker(settings):
+        runs = []
+        for _ in range(2):
+            submission = await client.submit_file(path)
+            await client.wait(submission.run_id, timeout_s=20)
+            runs.append({r.id: r async for r in client.results(submission.run_id)})
+    first, repeat = runs
+    assert [b["model"] for b in fake.stats()["bodies"]] == ["gpt-4o-mini", "gpt-4.1-mini"]
+    assert (first["c0"].model, first["c1"].model) == ("gpt-4.1-mini", "gpt-4o-mini")
+    for task_id, result in repeat.items():
+        assert result.cache == "exact"
+        assert (result.output, result.model) == (first[task_id].output, first[task_id].model)
+        assert result.cost_usd == 0

@@ -173,7 +173,7 @@ class ResponseCache:
             "id": task.id,
             "status": "ok",
             "output": value["output"],
-            "model": task.model,
+            "model": value.get("model") or task.model,
             "provider": value.get("provider"),
             "cache": kind,
             "batch_id": None,
@@ -286,6 +286,7 @@ class ResponseCache:
         base_s = int(intent["base"])
         value = {
             "output": outcome["output"],
+            "model": outcome.get("model"),  # not the lookup's: a cascade may have escalated
             "provider": outcome.get("provider"),
             "nusd": outcome.get("cost_nusd"),
             "in": outcome.get("input_tokens", 0),
