@@ -290,10 +290,6 @@ class Cascade:
         await self.redis.hincrby(self.keys.cascade_stats(item.task_type), "exhausted", 1)
         if spec.on_exhausted == "answer":
             return False
-        cost = {
-            k.decode(): int(v)
-            for k, v in (await self.redis.hgetall(self.keys.item_cost(item.key))).items()
-        }
         await self.runs.finish_item(
             item.key,
             {
@@ -301,9 +297,7 @@ class Cascade:
                 "model": batch.model,
                 "batch_id": batch.id,
                 "batch_size": size,
-                "input_tokens": cost.get("in", 0),
-                "output_tokens": cost.get("out", 0),
-                "cost_nusd": None if cost.get("unknown") else cost.get("nusd", 0),
+                **await self.runs.spent(item.key),
                 "error": {
                     "code": "evaluation_failed",
                     "message": f"the answer of {batch.model}, the last model of the cascade, "

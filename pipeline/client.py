@@ -247,7 +247,7 @@ class BatchwiseClient:
         p = self.pipeline
         info = await p.runs.info(run_id)
         summary = Summary(run_id, simulated=info.get("simulated") == "1")
-        batches: set[str] = set()
+        calls: set[str] = set()
         async for record in p.runs.records(run_id):
             status = record["status"]
             setattr(summary, status, getattr(summary, status) + 1)
@@ -259,9 +259,7 @@ class BatchwiseClient:
                 summary.unpriced += 1
             else:
                 summary.cost_usd += Decimal(int(record["cost_nusd"])) / NANO
-            if batch_id := record.get("batch_id"):
-                parts = batch_id.split(".")
-                batches.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+            calls.update(record.get("calls") or ())  # every call charged to the task
             if status == "ok" and record.get("model") and "naive_input_tokens" in record:
                 naive = p.prices.price(
                     record["model"],
@@ -271,10 +269,7 @@ class BatchwiseClient:
                     ),
                 )
                 summary.naive_cost_usd += naive or Decimal(0)
-        if batches:
-            ordered = sorted(batches)
-            called = await p.redis.smismember(p.keys.ledger_ids(), ordered)
-            summary.provider_calls = sum(1 for c in called if c)
+        summary.provider_calls = len(calls)
         summary.elapsed_s = time.time() - float(info.get("created_at", time.time()))
         return summary
 

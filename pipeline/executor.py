@@ -261,12 +261,6 @@ class BatchExecutor:
         if await self.ledger.record(record, blob, shares) and batch_api:
             await self.ledger.record_saving(batch_api_saving(self.prices, record))
 
-    async def _spent(self, item_key: str) -> tuple[int | None, int, int]:
-        raw = await self.redis.hgetall(self.keys.item_cost(item_key))
-        get = {k.decode(): int(v) for k, v in raw.items()}
-        nusd = None if get.get("unknown") else get.get("nusd", 0)
-        return nusd, get.get("in", 0), get.get("out", 0)
-
     async def _record_error(self, batch: Batch, exc: ProviderError, attempt: int) -> None:
         """A failed call in the ledger: nothing billed, the error and which try it was."""
         await self.ledger.record_error(error_record(batch, exc, attempt))
@@ -278,7 +272,6 @@ class BatchExecutor:
         if await self.cascade.settle(batch, item, output, size):
             # escalated to the next tier's model, or failed evaluation at the top: no answer here
             return Answered(item, 0, None, 0, 0)
-        nusd, tin, tout = await self._spent(item.key)
         outcome = {
             "status": "ok",
             "output": output,
@@ -287,9 +280,7 @@ class BatchExecutor:
             "cache": "miss",
             "batch_id": batch.id,
             "batch_size": size,
-            "input_tokens": tin,
-            "output_tokens": tout,
-            "cost_nusd": nusd,
+            **await self.runs.spent(item.key),
             "naive_input_tokens": naive_input_tokens(batch.system, item),
             "naive_output_tokens": count_tokens(
                 output if isinstance(output, str) else orjson.dumps(output).decode()
@@ -299,21 +290,18 @@ class BatchExecutor:
             await self.cache.store(item.key, outcome)
         tasks = await self.runs.finish_item(item.key, outcome)
         naive_in, naive_out = outcome["naive_input_tokens"], outcome["naive_output_tokens"]
-        return Answered(item, tasks, nusd, naive_in, naive_out)
+        return Answered(item, tasks, outcome["cost_nusd"], naive_in, naive_out)
 
     async def _fail(
         self, batch: Batch, items: Sequence[Item], code: str, message: str
     ) -> list[str]:
         for item in items:
-            nusd, tin, tout = await self._spent(item.key)
             outcome = {
                 "status": "failed",
                 "model": batch.model,
                 "batch_id": batch.id,
                 "batch_size": len(items),
-                "input_tokens": tin,
-                "output_tokens": tout,
-                "cost_nusd": nusd,
+                **await self.runs.spent(item.key),
                 "error": {"code": code, "message": message},
             }
             metrics.observe_failed(await self.runs.finish_item(item.key, outcome))

@@ -59,7 +59,8 @@ class Keys:
         return f"{self.prefix}:item:{item_key}:waiters"
 
     def item_cost(self, item_key: str) -> str:
-        """Hash of accumulated attribution for the item: cost in nano-dollars and tokens."""
+        """Hash of accumulated attribution for the item: cost in nano-dollars (`nusd`, or
+        `unknown`), tokens (`in`, `out`) and a `call:<ledger id>` field per call it took."""
         return f"{self.prefix}:item:{item_key}:cost"
 
     # batches

@@ -222,6 +222,7 @@ class Ledger:
                 ops.add(INCR, cost_key, "nusd", part.nusd)
             ops.add(INCR, cost_key, "in", part.input_tokens)
             ops.add(INCR, cost_key, "out", part.output_tokens)
+            ops.add(HSET, cost_key, f"call:{record.id}", 1)  # a run counts its calls
         return ops
 
     async def record_error(self, record: CallRecord) -> bool:

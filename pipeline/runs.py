@@ -129,6 +129,18 @@ class RunStore:
         )
         return n
 
+    async def spent(self, item_key: str) -> dict[str, Any]:
+        """The outcome fields of what an item cost over every call it took (the ledger's
+        attribution): tokens, nano-dollars (None when a price was unknown), the calls' ids."""
+        raw = await self.redis.hgetall(self.keys.item_cost(item_key))
+        get = {k.decode(): int(v) for k, v in raw.items()}
+        return {
+            "input_tokens": get.get("in", 0),
+            "output_tokens": get.get("out", 0),
+            "cost_nusd": None if get.get("unknown") else get.get("nusd", 0),
+            "calls": sorted(k.removeprefix("call:") for k in get if k.startswith("call:")),
+        }
+
     async def progress(self, run_id: str) -> tuple[int, int, bool]:
         """(done, total, sealed) of a run."""
         raw = await self.redis.hmget(self.keys.run(run_id), ["done", "total", "sealed"])

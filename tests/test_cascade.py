@@ -262,20 +262,20 @@ async def test_an_escalated_answer_is_cached_so_a_repeat_costs_nothing(
 ) -> None:
     spec = CascadeSpec(evaluators=("tests.test_cascade:hard_fails_on_mini",))
     settings = make_settings(redis_url, fake, cascades={"classification": spec})
-    prompts = ["hard ticket 1", "easy ticket 2"]
-    lines = [
-        {"id": f"c{i}", "task_type": "classification", "prompt": p} for i, p in enumerate(prompts)
-    ]
+    lines = [{"id": f"c{i}", "task_type": "classification", "prompt": f"hard {i}"} for i in (1, 2)]
     path = write_jobs(tmp_path / "jobs.jsonl", lines)
     async with pipeline_client(settings) as client, running_worker(settings):
-        runs = []
+        runs, summaries = [], []
         for _ in range(2):
             submission = await client.submit_file(path)
             await client.wait(submission.run_id, timeout_s=20)
             runs.append({r.id: r async for r in client.results(submission.run_id)})
+            summaries.append(await client.summary(submission.run_id))
     first, repeat = runs
     assert [b["model"] for b in fake.stats()["bodies"]] == ["gpt-4o-mini", "gpt-4.1-mini"]
-    assert (first["c0"].model, first["c1"].model) == ("gpt-4.1-mini", "gpt-4o-mini")
+    # both calls count, though no task was answered by the first
+    assert [s.provider_calls for s in summaries] == [2, 0]
+    assert {r.model for r in first.values()} == {"gpt-4.1-mini"}
     for task_id, result in repeat.items():
         assert result.cache == "exact"
         assert (result.output, result.model) == (first[task_id].output, first[task_id].model)
