@@ -297,7 +297,7 @@ class Cascade:
                 "model": batch.model,
                 "batch_id": batch.id,
                 "batch_size": size,
-                **await self.runs.spent(item.key),
+                **(await self.runs.spent([item.key]))[0],
                 "error": {
                     "code": "evaluation_failed",
                     "message": f"the answer of {batch.model}, the last model of the cascade, "

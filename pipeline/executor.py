@@ -170,14 +170,13 @@ class BatchExecutor:
             )
 
         retry: list[str] = []
-        answered: list[Answered] = []
+        settled: list[tuple[Item, dict[str, Any]]] = []
         for item_id, item in zip(ids, items, strict=True):
-            if item_id in outputs:
-                answered.append(
-                    await self._answer(batch, item, response, outputs[item_id], len(items))
-                )
-            else:
+            if item_id not in outputs:
                 retry.append(item.key)
+            elif final := await self._outcome(batch, item, response, outputs[item_id], len(items)):
+                settled.append((item, final))
+        answered = await self._answer(settled)
         for saving in call_savings(self.prices, batch, answered):
             await self.ledger.record_saving(saving)
         metrics.observe_batch(batch.model)
@@ -265,14 +264,15 @@ class BatchExecutor:
         """A failed call in the ledger: nothing billed, the error and which try it was."""
         await self.ledger.record_error(error_record(batch, exc, attempt))
 
-    async def _answer(
+    async def _outcome(
         self, batch: Batch, item: Item, response: ChatResponse, output: Any, size: int
-    ) -> Answered:
+    ) -> dict[str, Any] | None:
+        """The item's answer, after the audit and the cascade; None when the cascade took it
+        (escalated to the next tier's model, or failed evaluation at the top)."""
         output = await self.audit.check(batch, item, output, size)
         if await self.cascade.settle(batch, item, output, size):
-            # escalated to the next tier's model, or failed evaluation at the top: no answer here
-            return Answered(item, 0, None, 0, 0)
-        outcome = {
+            return None
+        return {
             "status": "ok",
             "output": output,
             "model": response.model,
@@ -280,31 +280,55 @@ class BatchExecutor:
             "cache": "miss",
             "batch_id": batch.id,
             "batch_size": size,
-            **await self.runs.spent(item.key),
             "naive_input_tokens": naive_input_tokens(batch.system, item),
             "naive_output_tokens": count_tokens(
                 output if isinstance(output, str) else orjson.dumps(output).decode()
             ),
         }
-        if self.cache is not None:  # before the tasks see it: a run that follows finds it
-            await self.cache.store(item.key, outcome)
-        tasks = await self.runs.finish_item(item.key, outcome)
-        naive_in, naive_out = outcome["naive_input_tokens"], outcome["naive_output_tokens"]
-        return Answered(item, tasks, outcome["cost_nusd"], naive_in, naive_out)
+
+    async def _answer(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
+        """Cost, cache and hand out a batch's answers, a round trip for each step, not per item."""
+        if not settled:
+            return []
+        for (_, outcome), spent in zip(
+            settled, await self.runs.spent([item.key for item, _ in settled]), strict=True
+        ):
+            outcome.update(spent)
+        pairs = [(item.key, outcome) for item, outcome in settled]
+        if self.cache is not None:  # before the tasks see them: a run that follows finds them
+            await self.cache.store_many(pairs)
+        counts = await self.runs.finish_items(pairs)
+        return [
+            Answered(
+                item,
+                tasks,
+                outcome["cost_nusd"],
+                outcome["naive_input_tokens"],
+                outcome["naive_output_tokens"],
+            )
+            for (item, outcome), tasks in zip(settled, counts, strict=True)
+        ]
 
     async def _fail(
         self, batch: Batch, items: Sequence[Item], code: str, message: str
     ) -> list[str]:
-        for item in items:
-            outcome = {
+        spent = await self.runs.spent([item.key for item in items])
+        outcomes = [
+            {
                 "status": "failed",
                 "model": batch.model,
                 "batch_id": batch.id,
                 "batch_size": len(items),
-                **await self.runs.spent(item.key),
+                **cost,
                 "error": {"code": code, "message": message},
             }
-            metrics.observe_failed(await self.runs.finish_item(item.key, outcome))
+            for cost in spent
+        ]
+        counts = await self.runs.finish_items(
+            [(item.key, outcome) for item, outcome in zip(items, outcomes, strict=True)]
+        )
+        for tasks in counts:
+            metrics.observe_failed(tasks)
         await self._close(batch.id)
         return []
 

@@ -117,29 +117,46 @@ class RunStore:
 
     async def finish_item(self, item_key: str, outcome: dict[str, Any]) -> int:
         """Give an item's outcome to every task waiting on it; -1 if it was already given."""
-        k = self.keys
-        n: int = await self._finish(
-            keys=[
-                k.item(item_key),
-                k.item_waiters(item_key),
-                f"{k.prefix}:outcome:{item_key}:{outcome['batch_id']}",
-                k.item_cost(item_key),
-            ],
-            args=[orjson.dumps(outcome), k.prefix, self.ttl_s],
-        )
+        (n,) = await self.finish_items([(item_key, outcome)])
         return n
 
-    async def spent(self, item_key: str) -> dict[str, Any]:
-        """The outcome fields of what an item cost over every call it took (the ledger's
+    async def finish_items(self, outcomes: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+        """`finish_item` for each (item key, outcome), in one round trip."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item_key, outcome in outcomes:
+                await self._finish(
+                    keys=[
+                        k.item(item_key),
+                        k.item_waiters(item_key),
+                        f"{k.prefix}:outcome:{item_key}:{outcome['batch_id']}",
+                        k.item_cost(item_key),
+                    ],
+                    args=[orjson.dumps(outcome), k.prefix, self.ttl_s],
+                    client=pipe,
+                )
+            counts: list[int] = await pipe.execute()
+        return counts
+
+    async def spent(self, item_keys: Sequence[str]) -> list[dict[str, Any]]:
+        """The outcome fields of what each item cost over every call it took (the ledger's
         attribution): tokens, nano-dollars (None when a price was unknown), the calls' ids."""
-        raw = await self.redis.hgetall(self.keys.item_cost(item_key))
-        get = {k.decode(): int(v) for k, v in raw.items()}
-        return {
-            "input_tokens": get.get("in", 0),
-            "output_tokens": get.get("out", 0),
-            "cost_nusd": None if get.get("unknown") else get.get("nusd", 0),
-            "calls": sorted(k.removeprefix("call:") for k in get if k.startswith("call:")),
-        }
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item_key in item_keys:
+                pipe.hgetall(self.keys.item_cost(item_key))
+            rows: list[dict[bytes, bytes]] = await pipe.execute()
+        spent = []
+        for row in rows:
+            get = {k.decode(): int(v) for k, v in row.items()}
+            spent.append(
+                {
+                    "input_tokens": get.get("in", 0),
+                    "output_tokens": get.get("out", 0),
+                    "cost_nusd": None if get.get("unknown") else get.get("nusd", 0),
+                    "calls": sorted(k.removeprefix("call:") for k in get if k.startswith("call:")),
+                }
+            )
+        return spent
 
     async def progress(self, run_id: str) -> tuple[int, int, bool]:
         """(done, total, sealed) of a run."""

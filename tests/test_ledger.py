@@ -215,11 +215,11 @@ class CrashOnce:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.runs, name)
 
-    async def finish_item(self, item_key: str, outcome: dict[str, Any]) -> int:
+    async def finish_items(self, outcomes: list[tuple[str, dict[str, Any]]]) -> list[int]:
         if not self.crashed:
             self.crashed = True
             raise RuntimeError("worker killed")
-        result: int = await self.runs.finish_item(item_key, outcome)
+        result: list[int] = await self.runs.finish_items(outcomes)
         return result
 
 
@@ -279,10 +279,12 @@ async def test_job_file_attributes_cost_to_users_and_endpoints_and_records_savin
     ]
     path = tmp_path / "jobs.jsonl"
     path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-    async with pipeline_client(settings) as client, running_worker(settings):
+    async with pipeline_client(settings) as client:
         p = client.pipeline
-        submission = await client.submit_file(path)
-        await client.wait(submission.run_id, timeout_s=20)
+        async with running_worker(settings):
+            submission = await client.submit_file(path)
+            await client.wait(submission.run_id, timeout_s=20)
+        # the worker has drained: a batch writes its savings after its tasks have their answers
         summary = await client.summary(submission.run_id)
         report = await build_report(p.redis, p.keys, revenue_usd=Decimal(1), anomalies=False)
         entries = [e async for e in p.ledger.entries()]

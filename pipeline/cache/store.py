@@ -272,15 +272,34 @@ class ResponseCache:
 
     # worker side
     async def store(self, item_key: str, outcome: dict[str, Any]) -> bool:
-        """Cache an answered item if its tasks asked for it; False when there is nothing to do
+        """Cache one answered item if its tasks asked for it; False when there is nothing to do
         (no intent: `no_cache`, cache off, or this answer was already stored)."""
-        if outcome.get("status") != "ok":
-            return False
-        intent_key = self.keys.cache_intent(item_key)
-        raw = await self.redis.hgetall(intent_key)
-        if not raw:
-            return False
-        intent = {k.decode(): v for k, v in raw.items()}
+        return await self.store_many([(item_key, outcome)]) == 1
+
+    async def store_many(self, answered: Sequence[tuple[str, dict[str, Any]]]) -> int:
+        """Cache a batch's answered items in two round trips (read the intents, write the
+        entries); returns how many were stored."""
+        answered = [(key, outcome) for key, outcome in answered if outcome.get("status") == "ok"]
+        if not answered:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, _ in answered:
+                pipe.hgetall(self.keys.cache_intent(key))
+            intents: list[dict[bytes, bytes]] = await pipe.execute()
+        todo = [(k, o, raw) for (k, o), raw in zip(answered, intents, strict=True) if raw]
+        if not todo:
+            return 0
+        now = time.time()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for item, outcome, raw in todo:
+                self._write_entry(pipe, item, outcome, {k.decode(): v for k, v in raw.items()}, now)
+            pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
+            await pipe.execute()
+        return len(todo)
+
+    def _write_entry(
+        self, pipe: Any, item: str, outcome: dict[str, Any], intent: dict[str, bytes], now: float
+    ) -> None:
         key = intent["key"].decode()
         tenant, model = intent["tenant"].decode(), intent["model"].decode()
         base_s = int(intent["base"])
@@ -294,30 +313,25 @@ class ResponseCache:
             "naive_in": outcome.get("naive_input_tokens", 0),
             "naive_out": outcome.get("naive_output_tokens", 0),
         }
-        scope_id, text, vector = intent["sem"].decode(), intent["text"].decode(), intent["vec"]
-        now = time.time()
         entry = self.keys.cache_entry(key)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(intent_key)
-            pipe.hset(
-                entry,
-                mapping={
-                    "v": orjson.dumps(value),
-                    "created": now,
-                    "hits": 0,
-                    "base": base_s,
-                    "max": int(intent["max"]),
-                    "owner": SEP.join((tenant, model)),
-                },
-            )
-            pipe.expire(entry, base_s)
-            pipe.zadd(self.keys.cache_entries(), {SEP.join((tenant, model, key)): now + base_s})
-            pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
-            pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, "stores")), 1)
-            if scope_id and self.semantic is not None and vector:
-                self.semantic.publish(pipe, scope_id, key, vector, text, tenant)
-            await pipe.execute()
-        return True
+        pipe.delete(self.keys.cache_intent(item))
+        pipe.hset(
+            entry,
+            mapping={
+                "v": orjson.dumps(value),
+                "created": now,
+                "hits": 0,
+                "base": base_s,
+                "max": int(intent["max"]),
+                "owner": SEP.join((tenant, model)),
+            },
+        )
+        pipe.expire(entry, base_s)
+        pipe.zadd(self.keys.cache_entries(), {SEP.join((tenant, model, key)): now + base_s})
+        pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, "stores")), 1)
+        scope_id, vector = intent["sem"].decode(), intent["vec"]
+        if scope_id and self.semantic is not None and vector:
+            self.semantic.publish(pipe, scope_id, key, vector, intent["text"].decode(), tenant)
 
     async def clear(self, *, tenant: str | None = None) -> int:
         """Delete the cached answers (entries, vectors with their prompts, pending intents) of
