@@ -225,6 +225,8 @@ class Settings(BaseModel):
     cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
     cache_semantic_task_types: tuple[str, ...] = ("faq", "short_answer", "general")
     cache_semantic_ttl_classes: tuple[str, ...] = ("static_knowledge", "semi_static")
+    # batch-API (nightly) tasks: embedding at submit (~27 prompts/s locally) would set their pace
+    cache_semantic_batch_api: bool = False
     cache_semantic_max_entries: int = Field(100_000, gt=0)
     cache_embedding_base_url: str = ""
     cache_embedding_api_key: SecretStr = SecretStr("")
@@ -296,6 +298,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE": "cache_enabled",
     "BATCHWISE_CACHE_ADAPTIVE_TTL": "cache_adaptive_ttl",
     "BATCHWISE_CACHE_SEMANTIC": "cache_semantic",
+    "BATCHWISE_CACHE_SEMANTIC_BATCH_API": "cache_semantic_batch_api",
     "BATCHWISE_CACHE_EMBEDDER": "cache_embedder",
     "BATCHWISE_CACHE_SEMANTIC_THRESHOLD": "cache_semantic_threshold",
     "BATCHWISE_CACHE_SEMANTIC_THRESHOLD_JA": "cache_semantic_threshold_ja",

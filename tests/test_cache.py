@@ -280,6 +280,22 @@ async def test_semantic_scope_is_tenant_model_system_and_parameters(redis_url: s
         assert await served(cache, task(**near)) is not None
 
 
+@pytest.mark.parametrize("opted_in", [False, True])
+async def test_batch_api_tasks_skip_the_semantic_cache_unless_opted_in(
+    redis_url: str, opted_in: bool
+) -> None:
+    settings = semantic_settings(redis_url, cache_semantic_batch_api=opted_in)
+    async with cache_on(settings) as cache:
+        assert await answer(cache, task(prompt="How do I reset my password?", task_type="faq"), "A")
+        bulk = task(prompt="how do i reset my password", task_type="faq").model_copy(
+            update={"batch_api": True}
+        )
+        hit = await served(cache, bulk)
+        assert (hit is not None) is opted_in
+        exact = task(prompt="How do I reset my password?", task_type="faq")
+        assert await served(cache, exact.model_copy(update={"batch_api": True})) is not None
+
+
 async def test_semantic_entries_are_shared_by_every_process(redis_url: str) -> None:
     settings = semantic_settings(redis_url)
     async with cache_on(settings) as writer, cache_on(settings) as reader:

@@ -93,10 +93,13 @@ def semantic_scope(task: Task, scope: str, settings: Settings, embedder: Embedde
     """The semantic scope id of a task, or None when semantic hits are not allowed for it.
 
     Only single-turn tasks of the configured task types and TTL classes take part: a paraphrase
-    is a safe match for a self-contained question, not for a turn of a conversation.
+    is a safe match for a self-contained question, not for a turn of a conversation. Batch-API
+    tasks take part only when `cache_semantic_batch_api` is set: a bulk file would otherwise
+    submit at the embedder's pace.
     """
     if (
         not task.packable
+        or (task.batch_api and not settings.cache_semantic_batch_api)
         or task.ttl_class is TTLClass.no_cache
         or task.task_type not in settings.cache_semantic_task_types
         or task.ttl_class.value not in settings.cache_semantic_ttl_classes
