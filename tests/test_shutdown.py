@@ -12,6 +12,7 @@ from pathlib import Path
 
 from arq.connections import RedisSettings, create_pool
 
+from pipeline.config import Settings
 from pipeline.models import CallRecord
 from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
@@ -30,10 +31,10 @@ def tasks(n: int, prefix: str) -> list[dict[str, str]]:
     return [{"id": f"{prefix}{i}", "task_type": "faq", "prompt": f"{prefix} {i}"} for i in range(n)]
 
 
-async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
-    tmp_path: Path, redis_url: str, fake: FakeProvider
-) -> None:
-    settings = make_settings(redis_url, fake)
+def worker_process(
+    tmp_path: Path, settings: Settings, fake: FakeProvider
+) -> subprocess.Popen[bytes]:
+    """`batchwise worker` in its own process; its stderr goes to tmp_path/worker.err."""
     config = tmp_path / "batchwise.toml"
     config.write_text(
         f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
@@ -41,7 +42,7 @@ async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
     )
     env = {
         **os.environ,
-        "REDIS_URL": redis_url,
+        "REDIS_URL": settings.redis_url or "",
         "BATCHWISE_CONFIG": str(config),
         "FAKE_KEY": FAKE_KEY,
         "BATCHWISE_KEY_PREFIX": settings.key_prefix,
@@ -49,14 +50,28 @@ async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
         "BATCHWISE_LINGER_MS": "20",
         "BATCHWISE_WORKER_DRAIN_S": "20",
     }
-    fake.add_faults({"kind": "latency", "delay_s": 2, "times": 1})
-    with (tmp_path / "worker.err").open("wb") as err:  # the child keeps its own copy
-        worker = subprocess.Popen(
+    with (tmp_path / "worker.err").open("ab") as err:  # the child keeps its own copy
+        return subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
+
+
+def reap(*workers: subprocess.Popen[bytes] | None) -> None:
+    for worker in workers:
+        if worker is not None and worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+
+
+async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake)
+    fake.add_faults({"kind": "latency", "delay_s": 2, "times": 1})
+    worker = worker_process(tmp_path, settings, fake)
     try:
         async with pipeline_client(settings) as client:
             run_id = await client.submit(tasks(6, "drain"), complete=True)
@@ -70,9 +85,7 @@ async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
             results = [r async for r in client.results(run_id)]
             records: list[CallRecord] = [r async for r in client.pipeline.ledger.records()]
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait(10)
+        reap(worker)
     stderr = (tmp_path / "worker.err").read_text()
     assert code == 0, stderr
     assert "Traceback" not in stderr
@@ -80,6 +93,35 @@ async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
     assert (done, total) == (6, 6)
     assert [r.output for r in results] == [expected_output(f"drain {i}") for i in range(6)]
     assert len(records) == 1 and fake.stats()["requests"] == 1
+
+
+async def test_a_second_sigterm_cuts_the_drain_short_and_loses_nothing(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake)
+    fake.add_faults({"kind": "latency", "delay_s": 15, "times": 1})
+    first = worker_process(tmp_path, settings, fake)
+    second = None
+    try:
+        async with pipeline_client(settings) as client:
+            run_id = await client.submit(tasks(4, "hurry"), complete=True)
+            await until_in_flight(fake)
+            first.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            first.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            code = await asyncio.to_thread(first.wait, 30)
+            stopped_after = time.monotonic() - started
+            second = worker_process(tmp_path, settings, fake)  # the cancelled batch reruns here
+            await client.wait(run_id, timeout_s=60)
+            results = [r async for r in client.results(run_id)]
+    finally:
+        reap(first, second)
+    stderr = (tmp_path / "worker.err").read_text()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    assert stopped_after < 5  # not the 15 s call, nor the 20 s drain
+    assert [r.output for r in results] == [expected_output(f"hurry {i}") for i in range(4)]
 
 
 async def test_a_job_cut_short_at_stop_reruns_on_the_next_worker(

@@ -36,22 +36,49 @@ def in_process_worker(
     return Worker(**options, redis_pool=redis, handle_signals=False, poll_delay=poll_delay)
 
 
-async def stop(worker: Worker, run_task: asyncio.Task[Any], grace_s: float) -> None:
-    """Stop taking jobs, drain those in flight for up to `grace_s`, cancel the rest, close."""
+async def stop(
+    worker: Worker,
+    run_task: asyncio.Task[Any],
+    grace_s: float,
+    hurry: asyncio.Event | None = None,
+) -> None:
+    """Stop taking jobs, drain those in flight for up to `grace_s` (or until `hurry` is set),
+    cancel the rest, close."""
     run_task.cancel()
     await asyncio.gather(run_task, return_exceptions=True)
-    in_flight = [t for t in worker.tasks.values() if not t.done()]
-    if in_flight:
-        _, late = await asyncio.wait(in_flight, timeout=grace_s)
+    late = {t for t in worker.tasks.values() if not t.done()}
+    if late:
+        late = await _drain(late, grace_s, hurry)
         if late:
-            logger.warning(
-                "shutdown: cancelling %d job(s) still running after %gs", len(late), grace_s
-            )
+            logger.warning("shutdown: cancelling %d job(s) still running", len(late))
         for task in late:
             task.cancel()
     await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     worker.tasks.clear()  # all done: close() must not re-raise their outcomes
     await worker.close()
+
+
+async def _drain(
+    tasks: set[asyncio.Task[Any]], grace_s: float, hurry: asyncio.Event | None
+) -> set[asyncio.Task[Any]]:
+    """Wait for `tasks` until the grace period ends or `hurry` is set; return the unfinished."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    hurried = asyncio.ensure_future(hurry.wait()) if hurry is not None else None
+    pending: set[asyncio.Future[Any]] = set(tasks)
+    try:
+        while pending and (remaining := deadline - loop.time()) > 0:
+            waiting = pending if hurried is None else {*pending, hurried}
+            done, _ = await asyncio.wait(
+                waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if hurried is not None and hurried in done:
+                break
+            pending -= done
+    finally:
+        if hurried is not None:
+            hurried.cancel()
+    return {t for t in tasks if not t.done()}
 
 
 @contextlib.asynccontextmanager
@@ -65,7 +92,8 @@ async def running(worker: Worker, grace_s: float) -> AsyncIterator[Worker]:
 
 
 async def serve(settings: Settings) -> None:
-    """`batchwise worker`: run until SIGINT or SIGTERM, drain for `worker_drain_s`, close."""
+    """`batchwise worker`: run until SIGINT or SIGTERM, drain for `worker_drain_s` (a second
+    signal cancels the jobs still running; they rerun elsewhere), close."""
     from arq.connections import RedisSettings, create_pool
 
     redis = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
@@ -79,10 +107,14 @@ async def serve(settings: Settings) -> None:
     try:
         await asyncio.wait({run_task, signalled}, return_when=asyncio.FIRST_COMPLETED)
         if stopping.is_set():
-            logger.info("shutdown: draining jobs in flight (up to %gs)", settings.worker_drain_s)
+            logger.info(
+                "shutdown: draining jobs in flight (up to %gs; signal again to cancel them)",
+                settings.worker_drain_s,
+            )
     finally:
         signalled.cancel()
-        await stop(worker, run_task, settings.worker_drain_s)
+        stopping.clear()  # a second signal cuts the drain short
+        await stop(worker, run_task, settings.worker_drain_s, hurry=stopping)
     crash = None if run_task.cancelled() else run_task.exception()
     if crash is not None:
         raise crash
