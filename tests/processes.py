@@ -18,6 +18,9 @@ from typing import Any
 
 import httpx
 
+from pipeline.config import Settings
+from tests.fake_provider import FakeProvider
+
 ROOT = Path(__file__).resolve().parent.parent
 # never hand a real key from the developer's shell to a test worker
 _PROVIDER_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "BATCHWISE_CONFIG")
@@ -70,23 +73,48 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def worker_process(log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """`batchwise worker` as its own OS process: `env` over a clean environment (no provider key
+    or config from the developer's shell), stdout and stderr appended to `log`."""
+    with log.open("ab") as fh:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            cwd=ROOT,
+            env=clean_env(**env),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def fake_provider_worker(
+    tmp_path: Path, settings: Settings, fake: FakeProvider, **env: str
+) -> subprocess.Popen[bytes]:
+    """`batchwise worker` on `settings`' Redis, key prefix and queue, answering through the
+    in-test fake provider (a config file in tmp_path), output to tmp_path/worker.log."""
+    from tests.conftest import FAKE_KEY
+
+    config = tmp_path / "batchwise.toml"
+    config.write_text(
+        f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
+        f'api_key_env = "FAKE_KEY"\nmodels = ["gpt-*"]\nread_timeout_s = 30\n'
+    )
+    base = {
+        "REDIS_URL": settings.redis_url or "",
+        "BATCHWISE_CONFIG": str(config),
+        "FAKE_KEY": FAKE_KEY,
+        "BATCHWISE_KEY_PREFIX": settings.key_prefix,
+        "BATCHWISE_QUEUE": settings.queue_name,
+        "BATCHWISE_LINGER_MS": "20",
+    }
+    return worker_process(tmp_path / "worker.log", {**base, **env})
+
+
 class WorkerProcesses:
     """N `python -m pipeline.cli worker` processes with the same environment."""
 
     def __init__(self, count: int, env: Mapping[str, str], log_dir: Path) -> None:
         self.logs = [log_dir / f"worker{i}.log" for i in range(count)]
-        self.procs: list[subprocess.Popen[bytes]] = []
-        for log in self.logs:
-            with log.open("wb") as fh:
-                self.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "pipeline.cli", "worker"],
-                        cwd=ROOT,
-                        env=dict(env),
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+        self.procs = [worker_process(log, env) for log in self.logs]
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         """Until every worker has logged that it is ready."""

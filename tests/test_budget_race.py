@@ -23,6 +23,7 @@ from pipeline.ledger import NANO
 from pipeline.pace import month_bounds
 from tests.conftest import pipeline_client
 from tests.fake_provider import expected_output
+from tests.processes import worker_process
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 3
@@ -49,23 +50,10 @@ def processes(tmp_path: Path, redis_url: str, config: Path, port: int) -> Iterat
         text=True,
     )
     workers: list[subprocess.Popen[bytes]] = []
-    logs = []
     try:
         assert fake.stdout is not None and "listening" in fake.stdout.readline()
-        env = {**os.environ, "REDIS_URL": redis_url, "BATCHWISE_CONFIG": str(config)}
-        env["FAKE_KEY"] = "test-key"
-        for i in range(WORKERS):
-            log = (tmp_path / f"worker{i}.log").open("wb")
-            logs.append(log)
-            workers.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "pipeline.cli", "worker"],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        env = {"REDIS_URL": redis_url, "BATCHWISE_CONFIG": str(config), "FAKE_KEY": "test-key"}
+        workers = [worker_process(tmp_path / f"worker{i}.log", env) for i in range(WORKERS)]
         yield
     finally:
         for proc in [*workers, fake]:
@@ -76,8 +64,6 @@ def processes(tmp_path: Path, redis_url: str, config: Path, port: int) -> Iterat
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        for log in logs:
-            log.close()
         if fake.stdout is not None:
             fake.stdout.close()
 

@@ -4,27 +4,15 @@ a task, duplicate a result, or add a second ledger record."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from pipeline.models import CallRecord
-from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
+from tests.conftest import make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
-
-
-def worker_process(settings_env: dict[str, str], config: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env, "BATCHWISE_CONFIG": str(config), "FAKE_KEY": FAKE_KEY}
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "worker"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+from tests.processes import fake_provider_worker
 
 
 async def ledger_records(client_pipeline) -> list[CallRecord]:  # type: ignore[no-untyped-def]
@@ -35,21 +23,9 @@ async def test_worker_killed_mid_batch_loses_nothing_and_records_once(
     tmp_path: Path, redis_url: str, fake: FakeProvider
 ) -> None:
     settings = make_settings(redis_url, fake, job_timeout_s=2)
-    config = tmp_path / "batchwise.toml"
-    config.write_text(
-        f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
-        f'api_key_env = "FAKE_KEY"\nmodels = ["gpt-*"]\nread_timeout_s = 30\n'
-    )
-    env = {
-        "REDIS_URL": redis_url,
-        "BATCHWISE_KEY_PREFIX": settings.key_prefix,
-        "BATCHWISE_QUEUE": settings.queue_name,
-        "BATCHWISE_JOB_TIMEOUT_S": "2",
-        "BATCHWISE_LINGER_MS": "20",
-    }
     fake.add_faults({"kind": "latency", "delay_s": 4, "times": 1})
     prompts = [f"crash question {i}" for i in range(10)]
-    first = worker_process(env, config)
+    first = fake_provider_worker(tmp_path, settings, fake, BATCHWISE_JOB_TIMEOUT_S="2")
     second = None
     try:
         async with pipeline_client(settings) as client:
@@ -64,7 +40,7 @@ async def test_worker_killed_mid_batch_loses_nothing_and_records_once(
             assert fake.stats()["requests"] >= 1, "the worker never called the provider"
             first.send_signal(signal.SIGKILL)
             first.wait(10)
-            second = worker_process(env, config)
+            second = fake_provider_worker(tmp_path, settings, fake, BATCHWISE_JOB_TIMEOUT_S="2")
             await client.wait(run_id, timeout_s=60)
             results = [r async for r in client.results(run_id)]
             records = await ledger_records(client.pipeline)

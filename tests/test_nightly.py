@@ -4,10 +4,8 @@ worker killed with SIGKILL while a provider batch is open."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -21,6 +19,7 @@ from pipeline.models import CallRecord
 from pipeline.nightly import Nightly
 from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
+from tests.processes import worker_process
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {"batch_api_poll_s": 1, "batch_api_linger_s": 0.2, "nightly_poll_s": 1}
@@ -175,16 +174,7 @@ def write_config(path: Path, settings: Settings, fake: FakeProvider) -> Path:
 
 
 def start_worker(config: Path, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "REDIS_URL": redis_url, "BATCHWISE_CONFIG": str(config)}
-    env.pop("OPENAI_API_KEY", None)
-    with log.open("ab") as fh:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
-            cwd=ROOT,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
+    return worker_process(log, {"REDIS_URL": redis_url, "BATCHWISE_CONFIG": str(config)})
 
 
 async def test_worker_killed_while_a_provider_batch_is_open(

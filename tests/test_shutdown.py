@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,8 +12,9 @@ from arq.connections import RedisSettings, create_pool
 
 from pipeline.config import Settings
 from pipeline.models import CallRecord
-from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
+from tests.conftest import make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
+from tests.processes import fake_provider_worker
 from workers.lifecycle import in_process_worker, running
 
 
@@ -31,32 +30,8 @@ def tasks(n: int, prefix: str) -> list[dict[str, str]]:
     return [{"id": f"{prefix}{i}", "task_type": "faq", "prompt": f"{prefix} {i}"} for i in range(n)]
 
 
-def worker_process(
-    tmp_path: Path, settings: Settings, fake: FakeProvider
-) -> subprocess.Popen[bytes]:
-    """`batchwise worker` in its own process; its stderr goes to tmp_path/worker.err."""
-    config = tmp_path / "batchwise.toml"
-    config.write_text(
-        f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
-        f'api_key_env = "FAKE_KEY"\nmodels = ["gpt-*"]\nread_timeout_s = 30\n'
-    )
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url or "",
-        "BATCHWISE_CONFIG": str(config),
-        "FAKE_KEY": FAKE_KEY,
-        "BATCHWISE_KEY_PREFIX": settings.key_prefix,
-        "BATCHWISE_QUEUE": settings.queue_name,
-        "BATCHWISE_LINGER_MS": "20",
-        "BATCHWISE_WORKER_DRAIN_S": "20",
-    }
-    with (tmp_path / "worker.err").open("ab") as err:  # the child keeps its own copy
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+def start_worker(tmp_path: Path, settings: Settings, fake: FakeProvider) -> subprocess.Popen[bytes]:
+    return fake_provider_worker(tmp_path, settings, fake, BATCHWISE_WORKER_DRAIN_S="20")
 
 
 def reap(*workers: subprocess.Popen[bytes] | None) -> None:
@@ -71,7 +46,7 @@ async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
 ) -> None:
     settings = make_settings(redis_url, fake)
     fake.add_faults({"kind": "latency", "delay_s": 2, "times": 1})
-    worker = worker_process(tmp_path, settings, fake)
+    worker = start_worker(tmp_path, settings, fake)
     try:
         async with pipeline_client(settings) as client:
             run_id = await client.submit(tasks(6, "drain"), complete=True)
@@ -86,7 +61,7 @@ async def test_sigterm_lets_the_batch_in_flight_finish_then_exits(
             records: list[CallRecord] = [r async for r in client.pipeline.ledger.records()]
     finally:
         reap(worker)
-    stderr = (tmp_path / "worker.err").read_text()
+    stderr = (tmp_path / "worker.log").read_text()
     assert code == 0, stderr
     assert "Traceback" not in stderr
     assert stopped_after < 15
@@ -100,7 +75,7 @@ async def test_a_second_sigterm_cuts_the_drain_short_and_loses_nothing(
 ) -> None:
     settings = make_settings(redis_url, fake)
     fake.add_faults({"kind": "latency", "delay_s": 15, "times": 1})
-    first = worker_process(tmp_path, settings, fake)
+    first = start_worker(tmp_path, settings, fake)
     second = None
     try:
         async with pipeline_client(settings) as client:
@@ -112,12 +87,12 @@ async def test_a_second_sigterm_cuts_the_drain_short_and_loses_nothing(
             started = time.monotonic()
             code = await asyncio.to_thread(first.wait, 30)
             stopped_after = time.monotonic() - started
-            second = worker_process(tmp_path, settings, fake)  # the cancelled batch reruns here
+            second = start_worker(tmp_path, settings, fake)  # the cancelled batch reruns here
             await client.wait(run_id, timeout_s=60)
             results = [r async for r in client.results(run_id)]
     finally:
         reap(first, second)
-    stderr = (tmp_path / "worker.err").read_text()
+    stderr = (tmp_path / "worker.log").read_text()
     assert code == 0, stderr
     assert "Traceback" not in stderr
     assert stopped_after < 5  # not the 15 s call, nor the 20 s drain
