@@ -47,11 +47,13 @@ def nightly_settings(redis_url: str, fake: FakeProvider, tmp_path: Path, **extra
     )
 
 
-async def until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+async def until(check: Callable[[], bool], timeout_s: float, what: str | Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(
+                f"timed out waiting for {what if isinstance(what, str) else what()}"
+            )
         await asyncio.sleep(0.1)
 
 
@@ -163,6 +165,8 @@ def write_config(path: Path, settings: Settings, fake: FakeProvider) -> Path:
         "batch_api_linger_s = 0.2",
         "linger_ms = 20",
         "job_timeout_s = 20",
+        # a worker killed mid-poll holds its lease until it runs out: keep that short here
+        "batch_api_lease_s = 3",
         "[providers.fake-openai]",
         'kind = "openai"',
         f'base_url = "{fake.openai_base_url}"',
@@ -197,7 +201,9 @@ async def test_worker_killed_while_a_provider_batch_is_open(
 
         second = start_worker(config, redis_url, log)
         done = tmp_path / "inbox" / "done" / "jobs.jsonl"
-        await until(done.exists, 30, f"done/ after a restart; log:\n{log.read_text()[-3000:]}")
+        await until(
+            done.exists, 30, lambda: f"done/ after a restart; log:\n{log.read_text()[-3000:]}"
+        )
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
