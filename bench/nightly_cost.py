@@ -25,7 +25,7 @@ from pipeline.client import BatchwiseClient
 from pipeline.config import ProviderConfig, load_settings
 from pipeline.embedded import EmbeddedRedis
 from tests.fake_provider import FakeProvider
-from workers.lifecycle import in_process_worker, stop
+from workers.lifecycle import in_process_worker, running
 
 
 async def run_once(redis_url: str, fake: FakeProvider, n: int, batch_api: bool) -> dict[str, Any]:
@@ -51,7 +51,6 @@ async def run_once(redis_url: str, fake: FakeProvider, n: int, batch_api: bool) 
     )
     pool = await create_pool(RedisSettings.from_dsn(redis_url))
     worker = in_process_worker(settings, pool, poll_delay=0.02)
-    worker_task = asyncio.create_task(worker.async_run())
     client = BatchwiseClient(Pipeline(settings, pool))
     tasks = [
         {"id": f"t{i}", "task_type": "faq", "system": "Answer briefly.", "prompt": f"question {i}"}
@@ -59,13 +58,13 @@ async def run_once(redis_url: str, fake: FakeProvider, n: int, batch_api: bool) 
     ]
     started = time.perf_counter()
     try:
-        run_id = await client.submit(tasks, complete=True)
-        await client.wait(run_id, timeout_s=120)
-        elapsed_s = time.perf_counter() - started
-        records = [r async for r in client.pipeline.ledger.records()]
-        ok = len([r async for r in client.results(run_id) if r.status == "ok"])
+        async with running(worker, grace_s=5):
+            run_id = await client.submit(tasks, complete=True)
+            await client.wait(run_id, timeout_s=120)
+            elapsed_s = time.perf_counter() - started
+            records = [r async for r in client.pipeline.ledger.records()]
+            ok = len([r async for r in client.results(run_id) if r.status == "ok"])
     finally:
-        await stop(worker, worker_task, grace_s=5)
         await client.pipeline.aclose()
     return {
         "ok": ok,

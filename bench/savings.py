@@ -45,7 +45,7 @@ from pipeline.config import CascadeSpec, Settings, load_settings
 from pipeline.embedded import EmbeddedRedis
 from pipeline.models import TASK_TYPES
 from pipeline.plan import plan_file
-from workers.lifecycle import in_process_worker, stop
+from workers.lifecycle import in_process_worker, running
 
 POLICIES = [
     "Returns are accepted within 30 days of delivery for unused items in their original packaging.",
@@ -246,23 +246,22 @@ async def run_config(
     pipeline = Pipeline(settings, redis)
     client = BatchwiseClient(pipeline)
     worker = in_process_worker(settings, redis, poll_delay=0.02)
-    task = asyncio.create_task(worker.async_run())
     started = time.monotonic()
     try:
-        submission = await client.submit_file(path)
-        await client.wait(submission.run_id, timeout_s=600)
-        summary = await client.summary(submission.run_id)
-        batch_api = Decimal(0)
-        calls = 0
-        async for record in pipeline.ledger.records():  # every call, audits and escalations too
-            calls += 1
-            batch_api += pipeline.prices.price(record.model, record.usage, batch_api=True) or 0
-        escalated = 0
-        for task_type in CASCADED:
-            stats = await redis.hgetall(pipeline.keys.cascade_stats(task_type))
-            escalated += sum(int(v) for k, v in stats.items() if k.startswith(b"escalated:"))
+        async with running(worker, grace_s=5):
+            submission = await client.submit_file(path)
+            await client.wait(submission.run_id, timeout_s=600)
+            summary = await client.summary(submission.run_id)
+            batch_api = Decimal(0)
+            calls = 0
+            async for record in pipeline.ledger.records():  # every call, audits and escalations too
+                calls += 1
+                batch_api += pipeline.prices.price(record.model, record.usage, batch_api=True) or 0
+            escalated = 0
+            for task_type in CASCADED:
+                stats = await redis.hgetall(pipeline.keys.cascade_stats(task_type))
+                escalated += sum(int(v) for k, v in stats.items() if k.startswith(b"escalated:"))
     finally:
-        await stop(worker, task, grace_s=5)
         await pipeline.aclose()
     elapsed = time.monotonic() - started
     measured = Measured(tag, calls, summary.cost_usd, summary.ok, elapsed, escalated)

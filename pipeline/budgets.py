@@ -372,19 +372,23 @@ class Budgets:
             logger.info("batch %s split to fit %s: %s", batch.id, exc.scope, ", ".join(children))
             return children
         if over or (self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy)):
-            for item in items:
-                raw = await self.redis.hget(self.keys.item_cost(item.key), "nusd")
-                await self.runs.finish_item(
-                    item.key,
-                    {
-                        "status": "rejected",
-                        "model": batch.model,
-                        "batch_id": batch.id,
-                        "batch_size": len(items),
-                        "cost_nusd": int(raw or 0),
-                        "error": {"code": "budget_exceeded", "message": str(exc)},
-                    },
-                )
+            spent = await self.runs.spent([item.key for item in items])
+            await self.runs.finish_items(
+                [
+                    (
+                        item.key,
+                        {
+                            "status": "rejected",
+                            "model": batch.model,
+                            "batch_id": batch.id,
+                            "batch_size": len(items),
+                            **cost,
+                            "error": {"code": "budget_exceeded", "message": str(exc)},
+                        },
+                    )
+                    for item, cost in zip(items, spent, strict=True)
+                ]
+            )
             await close(batch.id)
             return []
         if not last_try:
