@@ -1,4 +1,4 @@
-"""The command line: `batchwise run | submit | worker | results`."""
+"""The command line: `batchwise run | submit | worker | results | serve | ...`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from .export import add_cli as add_export_cli
 from .optimise_cli import add_cli as add_optimise_cli
 from .report_cli import add_cli as add_report_cli
 from .runs import RunStore
+from .server.command import add_cli as add_serve_cli
 
 err = Console(stderr=True)
 out = Console()
@@ -226,6 +227,7 @@ def parser() -> argparse.ArgumentParser:
     nightly.add_cli(sub)
     add_optimise_cli(sub)
     cache.add_cli(sub)
+    add_serve_cli(sub)
     return p
 
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from .errors import ConfigError
 from .plans import BreakerLimits, Plan
@@ -130,6 +130,17 @@ class CascadeSpec(BaseModel):
     on_exhausted: Literal["answer", "fail"] = "fail"
 
 
+class ServerKey(BaseModel):
+    """What an HTTP API key (known only by its SHA-256) stands for: a tenant, optionally a user
+    (whose plan then applies) and a plan for that subject."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str = Field(min_length=1, max_length=128)
+    user_id: str = ""
+    plan: str | None = None
+
+
 class Settings(BaseModel):
     """Everything batchwise can be told. See the README's configuration table."""
 
@@ -233,6 +244,25 @@ class Settings(BaseModel):
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
 
+    # the HTTP API, `batchwise serve` (docs/server.md)
+    server_api_keys: SecretStr = SecretStr("")  # quick start: "acme=KEY1,globex/bob=KEY2"
+    server_key_hashes: dict[str, ServerKey] = Field(default_factory=dict)  # sha256 hex -> key
+    server_admin_tenants: tuple[str, ...] = ()  # whose keys may read /metrics and /dashboard
+    server_max_body_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    server_max_batch_lines: int = Field(50_000, gt=0)
+    server_chat_linger_ms: int = Field(5, ge=0)
+    server_chat_timeout_s: float = Field(120.0, gt=0)
+    server_drain_s: float = Field(10.0, ge=0)
+
+    @field_validator("server_admin_tenants", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return (
+            tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, str)
+            else value
+        )
+
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
 
@@ -307,6 +337,14 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    # the HTTP API
+    "BATCHWISE_API_KEYS": "server_api_keys",
+    "BATCHWISE_SERVER_ADMIN_TENANTS": "server_admin_tenants",
+    "BATCHWISE_SERVER_MAX_BODY_BYTES": "server_max_body_bytes",
+    "BATCHWISE_SERVER_MAX_BATCH_LINES": "server_max_batch_lines",
+    "BATCHWISE_SERVER_CHAT_LINGER_MS": "server_chat_linger_ms",
+    "BATCHWISE_SERVER_CHAT_TIMEOUT_S": "server_chat_timeout_s",
+    "BATCHWISE_SERVER_DRAIN_S": "server_drain_s",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

@@ -1,0 +1,284 @@
+"""OpenAI Batches over batchwise runs.
+
+A batch is a run of the input file's lines (the run id is the batch id). Lines are validated when
+the batch is created: bad lines go to the error file, the rest are queued at once and go through
+every lever. Status moves in_progress -> finalizing -> completed (failed when no line is valid;
+cancelling -> cancelled), and the output and error files are written, in OpenAI's batch output
+format, by the first request that sees the run done. Whether lines go to a provider's batch API is
+batchwise's decision: with `batch_api` on, a completion window of 24 h or more allows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from ..client import BatchwiseClient, Submission
+from ..keys import Keys
+from ..runs import NANO
+from .auth import Principal
+from .chat import completion_body
+from .errors import ApiError, not_found, result_status
+from .files import FileStore, page, page_limit
+from .lines import check_lines, split_jsonl
+from .state import principal, state_of
+
+ENDPOINT = "/v1/chat/completions"
+_WINDOW = re.compile(r"^([1-9][0-9]{0,3})h$")
+OPEN = ("validating", "in_progress", "finalizing", "cancelling")
+
+
+class BatchStore:
+    """A tenant's batch objects in Redis, refreshed from their runs when read."""
+
+    def __init__(self, client: BatchwiseClient, files: FileStore) -> None:
+        self.client = client
+        self.files = files
+        self.redis = client.pipeline.redis
+        self.keys: Keys = client.pipeline.keys
+        self.ttl_s = client.pipeline.settings.results_ttl_s
+
+    async def create(self, who: Principal, request: dict[str, Any]) -> dict[str, Any]:
+        settings = self.client.pipeline.settings
+        if request.get("endpoint") != ENDPOINT:
+            raise ApiError(400, f"endpoint must be '{ENDPOINT}'", param="endpoint")
+        window = _WINDOW.match(str(request.get("completion_window", "")))
+        if window is None:
+            raise ApiError(400, "completion_window must look like '24h'", param="completion_window")
+        file_id = str(request.get("input_file_id", ""))
+        content = await self.files.content(who.tenant, file_id)
+        entries = list(split_jsonl(content, max_line_bytes=settings.max_line_bytes))
+        if len(entries) > settings.server_max_batch_lines:
+            raise ApiError(
+                400,
+                f"the input file has {len(entries)} requests; at most "
+                f"{settings.server_max_batch_lines} per batch",
+                param="input_file_id",
+            )
+        now = int(time.time())
+        batch_id = (
+            "batch_"
+            + hashlib.sha256(f"{who.tenant}:{file_id}:{time.time_ns()}".encode()).hexdigest()[:24]
+        )
+        await self.redis.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
+        batch_api = settings.batch_api and int(window.group(1)) >= 24
+        submission = await self.client.submit_stream(
+            batch_id,
+            check_lines(entries, who, source=file_id, batch_api=batch_api),
+            source=f"http:{who.tenant}:{file_id}",
+            complete=True,
+        )
+        doc = _batch_object(batch_id, request, file_id, now, submission)
+        await self._save(who.tenant, doc, rejected=submission.rejected)
+        await self.redis.zadd(self.keys.server_batches(who.tenant), {batch_id: time.time()})
+        await self.redis.expire(self.keys.server_batches(who.tenant), self.ttl_s)
+        return await self.refresh(who.tenant, doc)
+
+    async def _save(self, tenant: str, doc: dict[str, Any], rejected: int | None = None) -> None:
+        key = self.keys.server_batch(tenant, doc["id"])
+        mapping: dict[str, Any] = {"doc": orjson.dumps(doc)}
+        if rejected is not None:
+            mapping["rejected"] = rejected
+        await self.redis.hset(key, mapping=mapping)
+        await self.redis.expire(key, self.ttl_s)
+
+    async def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        raw = await self.redis.hget(self.keys.server_batch(tenant, batch_id), "doc")
+        if raw is None:
+            raise not_found("batch", batch_id)
+        return await self.refresh(tenant, orjson.loads(raw))
+
+    async def refresh(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Bring an open batch up to date with its run; finalize it once the run is done."""
+        if doc["status"] not in ("in_progress", "cancelling"):
+            return doc
+        done, total, sealed = await self.client.pipeline.runs.progress(doc["id"])
+        if sealed and done >= total:
+            return await self._finalize(tenant, doc)
+        rejected = int(
+            await self.redis.hget(self.keys.server_batch(tenant, doc["id"]), "rejected") or 0
+        )
+        doc["request_counts"]["completed"] = max(0, done - rejected)
+        return doc
+
+    async def _finalize(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
+        lock = self.keys.server_batch(tenant, doc["id"]) + ":finalize"
+        if not await self.redis.set(lock, 1, nx=True, ex=300):
+            return {**doc, "status": "finalizing"}  # another request is writing the files
+        cancelled = doc["status"] == "cancelling"
+        doc["status"], doc["finalizing_at"] = "finalizing", int(time.time())
+        await self._save(tenant, doc)
+        output, errors, counts = await self._output_lines(doc["id"])
+        if output:
+            name = f"{doc['id']}_output.jsonl"
+            doc["output_file_id"] = (await self.files.put(tenant, name, "batch_output", output))[
+                "id"
+            ]
+        if errors:
+            name = f"{doc['id']}_error.jsonl"
+            doc["error_file_id"] = (await self.files.put(tenant, name, "batch_output", errors))[
+                "id"
+            ]
+        doc["request_counts"] = counts
+        now = int(time.time())
+        if cancelled:
+            doc["status"], doc["cancelled_at"] = "cancelled", now
+        else:
+            doc["status"], doc["completed_at"] = "completed", now
+        await self._save(tenant, doc)
+        return doc
+
+    async def _output_lines(self, run_id: str) -> tuple[bytes, bytes, dict[str, int]]:
+        output: list[bytes] = []
+        errors: list[bytes] = []
+        created = int(time.time())
+        async for record in self.client.pipeline.runs.records(run_id):
+            line_id = (
+                "batch_req_" + hashlib.sha256(f"{run_id}:{record['id']}".encode()).hexdigest()[:24]
+            )
+            line: dict[str, Any] = {"id": line_id, "custom_id": record["id"]}
+            if record.get("status") == "ok":
+                body = completion_body(record, created)
+                line["response"] = {"status_code": 200, "request_id": line_id, "body": body}
+                line["error"] = None
+                cost = record.get("cost_nusd")
+                line["batchwise"] = {
+                    "cache": record.get("cache", "miss"),
+                    "cost_usd": None if cost is None else cost / NANO,
+                    "provider": record.get("provider"),
+                    "batch_size": record.get("batch_size", 0),
+                }
+                output.append(orjson.dumps(line))
+            else:
+                error = record.get("error") or {}
+                line["response"] = None
+                line["error"] = {
+                    "code": error.get("code") or "failed",
+                    "message": error.get("message") or "",
+                    "status_code": result_status(record),
+                }
+                errors.append(orjson.dumps(line))
+        counts = {
+            "total": len(output) + len(errors),
+            "completed": len(output),
+            "failed": len(errors),
+        }
+        return _jsonl(output), _jsonl(errors), counts
+
+    async def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        doc = await self.get(tenant, batch_id)
+        if doc["status"] not in ("validating", "in_progress"):
+            raise ApiError(409, f"Cannot cancel a batch with status '{doc['status']}'.")
+        doc["status"], doc["cancelling_at"] = "cancelling", int(time.time())
+        await self._save(tenant, doc)
+        return await self.refresh(tenant, doc)
+
+    async def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
+        ids, more = await page(self.redis, self.keys.server_batches(tenant), limit, after)
+        data = []
+        for batch_id in ids:
+            try:
+                data.append(await self.get(tenant, batch_id))
+            except ApiError:  # expired between the index and the read
+                continue
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": more,
+        }
+
+
+def _jsonl(lines: list[bytes]) -> bytes:
+    return b"".join(line + b"\n" for line in lines)
+
+
+def _batch_object(
+    batch_id: str, request: dict[str, Any], file_id: str, now: int, submission: Submission
+) -> dict[str, Any]:
+    failed = submission.accepted == 0
+    errors = None
+    if failed:
+        data = [
+            {
+                "code": "invalid_request",
+                "line": e.line,
+                "message": e.reason,
+                "param": e.field or None,
+            }
+            for e in submission.errors[:100]
+        ] or [
+            {
+                "code": "empty_file",
+                "line": None,
+                "message": "the input file has no requests",
+                "param": None,
+            }
+        ]
+        errors = {"object": "list", "data": data}
+    return {
+        "id": batch_id,
+        "object": "batch",
+        "endpoint": ENDPOINT,
+        "errors": errors,
+        "input_file_id": file_id,
+        "completion_window": request.get("completion_window"),
+        "status": "failed" if failed else "in_progress",
+        "output_file_id": None,
+        "error_file_id": None,
+        "created_at": now,
+        "in_progress_at": None if failed else now,
+        "expires_at": now + 86400,
+        "finalizing_at": None,
+        "completed_at": None,
+        "failed_at": now if failed else None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {
+            "total": submission.total,
+            "completed": 0,
+            "failed": submission.rejected,
+        },
+        "metadata": request.get("metadata"),
+    }
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return doc
+
+
+async def create_batch(request: Request) -> Response:
+    who = principal(request)
+    return JSONResponse(await state_of(request).batches.create(who, await _body(request)))
+
+
+async def get_batch(request: Request) -> Response:
+    who = principal(request)
+    return JSONResponse(await state_of(request).batches.get(who.tenant, request.path_params["id"]))
+
+
+async def cancel_batch(request: Request) -> Response:
+    who = principal(request)
+    store = state_of(request).batches
+    return JSONResponse(await store.cancel(who.tenant, request.path_params["id"]))
+
+
+async def list_batches(request: Request) -> Response:
+    who = principal(request)
+    store = state_of(request).batches
+    after = request.query_params.get("after")
+    return JSONResponse(await store.list(who.tenant, page_limit(request), after))

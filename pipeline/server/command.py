@@ -1,0 +1,71 @@
+"""`batchwise serve`: the HTTP API on uvicorn, over the shared Redis (`REDIS_URL`) or, without
+it, the embedded one with an in-process worker, as `batchwise run` does.
+
+SIGTERM or SIGINT: stop accepting connections, let requests in flight finish (up to
+`server_drain_s`), then drain the in-process worker (`worker_drain_s`) and close.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from ..config import Settings
+
+
+def add_cli(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve", help="the HTTP API: OpenAI Files/Batches and chat, native tasks (docs/server.md)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8787, help="port (default 8787)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="run no worker in this process (workers run elsewhere on REDIS_URL)",
+    )
+    serve.set_defaults(handler=cmd_serve)
+
+
+async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+    from arq.connections import RedisSettings, create_pool
+
+    from workers.lifecycle import in_process_worker, running
+
+    from ..embedded import EmbeddedRedis
+    from .app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+    embedded = None
+    if not settings.redis_url:
+        embedded = EmbeddedRedis(settings.state_dir)
+        settings = settings.model_copy(update={"redis_url": embedded.start()})
+    assert settings.redis_url
+    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    # uvicorn restores this handler after its graceful shutdown and re-raises SIGTERM into it:
+    # ignoring it there lets the embedded server below be stopped before the process exits
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        worker: contextlib.AbstractAsyncContextManager[Any] | None = None
+        if not args.no_worker:
+            worker = running(in_process_worker(settings, redis), settings.worker_drain_s)
+        app = create_app(settings, redis, background=worker)
+        config = uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            access_log=False,  # ours (batchwise.access) leaves out keys and bodies
+            log_config=None,
+            timeout_graceful_shutdown=int(settings.server_drain_s),
+        )
+        await uvicorn.Server(config).serve()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        await redis.aclose()
+        if embedded:
+            embedded.stop()
+    return 0
