@@ -253,6 +253,9 @@ class Settings(BaseModel):
     server_chat_linger_ms: int = Field(5, ge=0)
     server_chat_timeout_s: float = Field(120.0, gt=0)
     server_drain_s: float = Field(10.0, ge=0)
+    # an OpenAI-style batch whose completion window is at least this long may wait for a
+    # provider batch API (half price); 0: every batch takes the synchronous path
+    server_batch_api_min_window_h: int = Field(24, ge=0)
 
     @field_validator("server_admin_tenants", mode="before")
     @classmethod
@@ -345,6 +348,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_SERVER_CHAT_LINGER_MS": "server_chat_linger_ms",
     "BATCHWISE_SERVER_CHAT_TIMEOUT_S": "server_chat_timeout_s",
     "BATCHWISE_SERVER_DRAIN_S": "server_drain_s",
+    "BATCHWISE_SERVER_BATCH_API_MIN_WINDOW_H": "server_batch_api_min_window_h",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

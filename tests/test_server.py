@@ -15,7 +15,8 @@ from tests.server_harness import API_KEYS, KEY_A, KEY_B, api_server
 
 
 def _settings(redis_url: str, fake: FakeProvider, **overrides: Any) -> Any:
-    return make_settings(redis_url, fake, server_api_keys=API_KEYS, **overrides)
+    values = {"server_api_keys": API_KEYS, "server_batch_api_min_window_h": 0, **overrides}
+    return make_settings(redis_url, fake, **values)
 
 
 def _line(custom_id: str, prompt: str, model: str = "gpt-4o-mini") -> dict[str, Any]:
@@ -209,3 +210,38 @@ async def test_plan_limit_is_429_with_retry_after(redis_url: str, fake: FakeProv
             await other.chat.completions.create(
                 model="auto", messages=[{"role": "user", "content": "question 4"}]
             )
+
+
+async def test_a_24h_window_goes_through_the_provider_batch_api(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    fast = {"batch_api_poll_s": 1, "batch_api_linger_s": 0.2}
+    settings = _settings(redis_url, fake, server_batch_api_min_window_h=24, **fast)
+    prompts = {f"r{i}": f"Summarise review {i}" for i in range(3)}
+    lines = [_line(cid, text) for cid, text in prompts.items()]
+    async with api_server(settings) as api, api.sdk(KEY_A) as client:
+        uploaded = await client.files.create(file=("in.jsonl", _jsonl(lines)), purpose="batch")
+        short = await client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="1h",  # batchwise's extension: too short to wait for a batch API
+        )
+        assert (await _until_done(client, short.id))[0].status == "completed"
+        assert fake.batch_api.stats()["created"] == 0
+        prompts = {cid: text + " again" for cid, text in prompts.items()}  # no cache hits
+        lines = [_line(cid, text) for cid, text in prompts.items()]
+        uploaded = await client.files.create(file=("in.jsonl", _jsonl(lines)), purpose="batch")
+        day = await client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        done, _ = await _until_done(client, day.id)
+        assert done.status == "completed" and done.output_file_id
+        assert fake.batch_api.stats()["created"] == 1
+        rows = [
+            orjson.loads(r)
+            for r in (await client.files.content(done.output_file_id)).content.splitlines()
+        ]
+        answers = {
+            r["custom_id"]: r["response"]["body"]["choices"][0]["message"]["content"] for r in rows
+        }
+        assert answers == {cid: expected_output(text) for cid, text in prompts.items()}

@@ -20,7 +20,12 @@ from tests.server_harness import API_KEYS, KEY_A, KEY_B, KEY_OPS, api_server
 
 def _settings(redis_url: str, fake: FakeProvider, **overrides: Any) -> Any:
     return make_settings(
-        redis_url, fake, server_api_keys=API_KEYS, server_admin_tenants=("ops",), **overrides
+        redis_url,
+        fake,
+        server_api_keys=API_KEYS,
+        server_admin_tenants=("ops",),
+        server_batch_api_min_window_h=0,
+        **overrides,
     )
 
 

@@ -5,7 +5,8 @@ the batch is created: bad lines go to the error file, the rest are queued at onc
 every lever. Status moves in_progress -> finalizing -> completed (failed when no line is valid;
 cancelling -> cancelled), and the output and error files are written, in OpenAI's batch output
 format, by the first request that sees the run done. Whether lines go to a provider's batch API is
-batchwise's decision: with `batch_api` on, a completion window of 24 h or more allows it.
+batchwise's decision: a completion window of at least `server_batch_api_min_window_h` (24 h)
+lets them wait for one at half price (providers without a batch API answer synchronously).
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ class BatchStore:
             + hashlib.sha256(f"{who.tenant}:{file_id}:{time.time_ns()}".encode()).hexdigest()[:24]
         )
         await self.redis.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
-        batch_api = settings.batch_api and int(window.group(1)) >= 24
+        min_window_h = settings.server_batch_api_min_window_h
+        batch_api = min_window_h > 0 and int(window.group(1)) >= min_window_h
         submission = await self.client.submit_stream(
             batch_id,
             check_lines(entries, who, source=file_id, batch_api=batch_api),

@@ -11,9 +11,12 @@ import argparse
 import contextlib
 import logging
 import signal
+import sys
 from typing import Any
 
 from ..config import Settings
+from ..errors import ConfigError
+from .auth import KeyRing, key_hash
 
 
 def add_cli(sub: Any) -> None:
@@ -27,10 +30,18 @@ def add_cli(sub: Any) -> None:
         action="store_true",
         help="run no worker in this process (workers run elsewhere on REDIS_URL)",
     )
+    serve.add_argument(
+        "--hash-key",
+        action="store_true",
+        help="print the SHA-256 of the API key read from stdin (for server_key_hashes) and exit",
+    )
     serve.set_defaults(handler=cmd_serve)
 
 
 async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.hash_key:
+        print(key_hash(sys.stdin.readline().strip()))
+        return 0
     import uvicorn
     from arq.connections import RedisSettings, create_pool
 
@@ -39,6 +50,9 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from ..embedded import EmbeddedRedis
     from .app import create_app
 
+    KeyRing(settings)  # no usable key: refuse before starting anything
+    if args.no_worker and not settings.redis_url:
+        raise ConfigError("--no-worker needs REDIS_URL: the workers that answer must share it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     embedded = None
     if not settings.redis_url:
