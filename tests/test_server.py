@@ -9,9 +9,11 @@ import openai
 import orjson
 import pytest
 
+from pipeline.config import ServerKey
+from pipeline.server.auth import key_hash
 from tests.conftest import make_settings
 from tests.fake_provider import FakeProvider, expected_output
-from tests.server_harness import API_KEYS, KEY_A, KEY_B, api_server
+from tests.server_harness import API_KEYS, KEY_A, api_server
 
 
 def _settings(redis_url: str, fake: FakeProvider, **overrides: Any) -> Any:
@@ -187,15 +189,13 @@ async def test_errors_surface_as_sdk_exceptions(redis_url: str, fake: FakeProvid
 
 
 async def test_plan_limit_is_429_with_retry_after(redis_url: str, fake: FakeProvider) -> None:
-    settings = _settings(
-        redis_url,
-        fake,
-        plans={"free": {"requests_per_min": 2}},
-        server_key_hashes={},
-    )
-    settings = settings.model_copy(update={"plan_assignments": {"tenant:acme": "free"}})
+    """A key carries a plan for its user; other keys of the tenant are not limited by it."""
+    free_key = "sk-acme-free-tier"
+    hashed = {key_hash(free_key): ServerKey(tenant="acme", user_id="trial", plan="free")}
+    plans = {"free": {"requests_per_min": 2}}
+    settings = _settings(redis_url, fake, plans=plans, server_key_hashes=hashed)
     async with api_server(settings) as api:
-        async with api.sdk(KEY_A) as client:
+        async with api.sdk(free_key) as client:
             for i in range(2):
                 await client.chat.completions.create(
                     model="auto", messages=[{"role": "user", "content": f"question {i}"}]
@@ -206,7 +206,7 @@ async def test_plan_limit_is_429_with_retry_after(redis_url: str, fake: FakeProv
                 )
             assert 1 <= int(caught.value.response.headers["retry-after"]) <= 60
             assert caught.value.code == "plan_requests_per_min"
-        async with api.sdk(KEY_B) as other:  # another tenant has no plan
+        async with api.sdk(KEY_A) as other:  # the tenant's other key has no plan
             await other.chat.completions.create(
                 model="auto", messages=[{"role": "user", "content": "question 4"}]
             )
