@@ -17,7 +17,7 @@ from ..client import BatchwiseClient
 from ..config import Settings
 from . import batches, chat, files, ops, tasks
 from .auth import KeyRing
-from .errors import ApiError, handle_api_error
+from .errors import ApiError, handle_api_error, handle_unexpected
 from .state import ServerState
 
 ROUTES = [
@@ -81,6 +81,6 @@ def create_app(
     return Starlette(
         routes=ROUTES,
         middleware=[Middleware(ops.Guard, max_body_bytes=settings.server_max_body_bytes)],
-        exception_handlers={ApiError: handle_api_error},
+        exception_handlers={ApiError: handle_api_error, Exception: handle_unexpected},
         lifespan=lifespan,
     )

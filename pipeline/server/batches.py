@@ -100,7 +100,10 @@ class BatchStore:
         """Bring an open batch up to date with its run; finalize it once the run is done."""
         if doc["status"] not in ("in_progress", "cancelling"):
             return doc
-        done, total, sealed = await self.client.pipeline.runs.progress(doc["id"])
+        try:
+            done, total, sealed = await self.client.pipeline.runs.progress(doc["id"])
+        except KeyError:  # the run expired before its batch record did
+            return doc
         if sealed and done >= total:
             return await self._finalize(tenant, doc)
         rejected = int(

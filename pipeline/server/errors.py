@@ -69,6 +69,12 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug or an outage (Redis gone) as a 500 in the same shape; the traceback goes to the
+    server log, never to the client."""
+    return error_response(ApiError(500, "internal error; the server log has the details"))
+
+
 def not_found(kind: str, object_id: str) -> ApiError:
     """The same answer whether the object does not exist or belongs to another tenant."""
     return ApiError(404, f"No {kind} found with id '{object_id}'.", code="not_found")
