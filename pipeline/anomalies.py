@@ -52,7 +52,7 @@ class Growth:
 
 @dataclass(frozen=True)
 class Anomaly:
-    """A period whose spend lies k·σ above the mean of the periods before it."""
+    """A period whose spend lies k·σ above the normal level of the periods before it."""
 
     granularity: Granularity
     period: str
@@ -116,7 +116,7 @@ class Spike:
     index: int
     level: Level
     value: int
-    mean: float
+    normal: float
     sigma: float
     z: float
 
@@ -297,7 +297,7 @@ def scan(
                 name=name,
                 level=s.level,
                 cost_usd=Decimal(s.value) / NANO,
-                baseline_usd=Decimal(round(s.mean)) / NANO,
+                baseline_usd=Decimal(round(s.normal)) / NANO,
                 sigma_usd=Decimal(round(s.sigma)) / NANO,
                 z=s.z,
             )
