@@ -5,9 +5,9 @@ hour of the 14 days before an hour (spend follows the clock, so 14:00 is compare
 missing periods count as 0. Normal is the baseline's median and σ comes from its median absolute
 deviation (`robust_level`). It is anomalous when it lies k·σ above normal (`warning` from
 `sigma_warning`, `critical` from `sigma_critical`), at least 20% above it, and by at least 5% of
-an average period's total spend (a cent-sized wobble of a tiny tenant is not an alert). Each anomaly says how far above normal it
-is and what grew: the models, endpoints, tenants and users whose spend rose most against their
-own baseline.
+an average period's total spend (a cent-sized wobble of a tiny tenant is not an alert). Each
+anomaly says how far above normal it is and what grew: the models, endpoints, tenants and users
+whose spend rose most against their own baseline.
 """
 
 from __future__ import annotations

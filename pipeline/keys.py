@@ -194,6 +194,10 @@ class Keys:
         """Hash: provider, model, batch ids, state, the provider's batch id."""
         return f"{self.prefix}:bapi:sub:{sub_id}"
 
+    def bapi_owner(self, provider_batch: str) -> str:
+        """The submission that owns a provider batch (so a lost one is never adopted twice)."""
+        return f"{self.prefix}:bapi:owner:{provider_batch}"
+
     def bapi_lease(self, sub_id: str) -> str:
         """Held by the one worker that submits or settles a submission right now."""
         return f"{self.prefix}:bapi:lease:{sub_id}"
