@@ -80,6 +80,14 @@ class Keys:
         """Stream of call records."""
         return f"{self.prefix}:ledger"
 
+    def ledger_archive_mark(self) -> str:
+        """The stream id up to which the ledger is archived to Parquet (and trimmed)."""
+        return f"{self.prefix}:ledger:archived"
+
+    def ledger_archive_lease(self) -> str:
+        """Held by the one process archiving the ledger right now."""
+        return f"{self.prefix}:ledger:archiving"
+
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
