@@ -202,7 +202,7 @@ class Settings(BaseModel):
     metrics_host: str = "0.0.0.0"
     anomaly_sigma_warning: float = Field(3.0, gt=0)
     anomaly_sigma_critical: float = Field(5.0, gt=0)
-    ledger_retention_s: int = Field(7 * 86400, ge=0)  # older entries move to the archive
+    ledger_retention_s: int = Field(7 * 86400, ge=86400)  # older entries move to the archive
     ledger_archive_dir: Path | None = None  # default: STATE_DIR/ledger-archive
     ledger_archive_every_s: int = Field(3600, ge=0)  # workers' archiving cron; 0: never
 
