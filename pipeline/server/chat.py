@@ -134,11 +134,11 @@ class ChatBatcher:
             read_at = 0
             while waiting:
                 done, _, _ = await runs.progress(run_id)
-                if done > read_at:  # read the results only when new ones were written
+                if done > read_at:  # read results only when new ones were written
                     read_at = done
-                    async for record in runs.records(run_id):
-                        future = waiting.pop(record["id"], None)
-                        if future is not None and not future.done():
+                    for record in await runs.written(run_id, list(waiting)):
+                        future = waiting.pop(record["id"])
+                        if not future.done():
                             future.set_result({**record, "_micro_batch": len(batch)})
                 if waiting:
                     await asyncio.sleep(self.poll_s)
