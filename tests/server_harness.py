@@ -13,6 +13,7 @@ import httpx
 import uvicorn
 from arq.connections import RedisSettings, create_pool
 from openai import AsyncOpenAI
+from starlette.applications import Starlette
 
 from pipeline.config import Settings
 from pipeline.server import create_app
@@ -33,6 +34,7 @@ class _Server(uvicorn.Server):
 @dataclass
 class Api:
     base_url: str  # ends in /v1, as the SDK wants it
+    app: Starlette
 
     def sdk(self, key: str) -> AsyncOpenAI:
         return AsyncOpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=30)
@@ -59,7 +61,7 @@ async def api_server(settings: Settings) -> AsyncIterator[Api]:
             if serving.done():
                 serving.result()
             await asyncio.sleep(0.01)
-        yield Api(f"http://127.0.0.1:{port}/v1")
+        yield Api(f"http://127.0.0.1:{port}/v1", app)
     finally:
         server.should_exit = True
         await serving

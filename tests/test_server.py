@@ -245,3 +245,37 @@ async def test_a_24h_window_goes_through_the_provider_batch_api(
             r["custom_id"]: r["response"]["body"]["choices"][0]["message"]["content"] for r in rows
         }
         assert answers == {cid: expected_output(text) for cid, text in prompts.items()}
+
+
+async def test_a_batch_past_its_window_expires_with_what_is_answered(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = _settings(redis_url, fake)
+    prompts = {"fast": "answered in time", "slow": "answered too late"}
+    async with api_server(settings) as api, api.sdk(KEY_A) as client:
+        async with api.http(KEY_A) as http:  # "fast" is in the cache before the batch starts
+            chat = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": "answered in time"}],
+            }
+            assert (await http.post("/v1/chat/completions", json=chat)).status_code == 200
+        fake.add_faults({"kind": "latency", "delay_s": 3})
+        lines = [_line(cid, text) for cid, text in prompts.items()]
+        uploaded = await client.files.create(file=("in.jsonl", _jsonl(lines)), purpose="batch")
+        batch = await client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="1h"
+        )
+        assert batch.expires_at == batch.created_at + 3600
+        state = api.app.state.batchwise  # the window passes: move the deadline into the past
+        key = state.pipeline.keys.server_batch("acme", batch.id)
+        doc = orjson.loads(await state.pipeline.redis.hget(key, "doc"))
+        await state.pipeline.redis.hset(key, "doc", orjson.dumps({**doc, "expires_at": 0}))
+        expired = await client.batches.retrieve(batch.id)
+        assert expired.status == "expired" and expired.expired_at
+        assert expired.request_counts is not None
+        assert (expired.request_counts.completed, expired.request_counts.failed) == (1, 1)
+        assert expired.output_file_id and expired.error_file_id
+        output = (await client.files.content(expired.output_file_id)).content
+        assert [orjson.loads(r)["custom_id"] for r in output.splitlines()] == ["fast"]
+        error = orjson.loads((await client.files.content(expired.error_file_id)).content)
+        assert error["custom_id"] == "slow" and error["error"]["code"] == "batch_expired"

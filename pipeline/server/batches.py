@@ -3,10 +3,12 @@
 A batch is a run of the input file's lines (the run id is the batch id). Lines are validated when
 the batch is created: bad lines go to the error file, the rest are queued at once and go through
 every lever. Status moves in_progress -> finalizing -> completed (failed when no line is valid;
-cancelling -> cancelled), and the output and error files are written, in OpenAI's batch output
-format, by the first request that sees the run done. Whether lines go to a provider's batch API is
-batchwise's decision: a completion window of at least `server_batch_api_min_window_h` (24 h)
-lets them wait for one at half price (providers without a batch API answer synchronously).
+cancelling -> cancelled; expired once the completion window has passed, unanswered lines going
+to the error file as `batch_expired`). The first request that sees the run done (or the window
+passed) writes the output and error files in OpenAI's batch output format. Whether lines go to a
+provider's batch API is batchwise's decision: a completion window of at least
+`server_batch_api_min_window_h` (24 h) lets them wait for one at half price (providers without a
+batch API answer synchronously).
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ class BatchStore:
             source=f"http:{who.tenant}:{file_id}",
             complete=True,
         )
-        doc = _batch_object(batch_id, request, file_id, now, submission)
+        window_h = int(window.group(1))
+        doc = _batch_object(batch_id, request, file_id, now, window_h, submission)
         await self._save(who.tenant, doc, rejected=submission.rejected)
         await self.redis.zadd(self.keys.server_batches(who.tenant), {batch_id: time.time()})
         await self.redis.expire(self.keys.server_batches(who.tenant), self.ttl_s)
@@ -106,13 +109,17 @@ class BatchStore:
             return doc
         if sealed and done >= total:
             return await self._finalize(tenant, doc)
+        if time.time() > doc["expires_at"]:  # what is answered is delivered; the rest expires
+            return await self._finalize(tenant, doc, expired=True)
         rejected = int(
             await self.redis.hget(self.keys.server_batch(tenant, doc["id"]), "rejected") or 0
         )
         doc["request_counts"]["completed"] = max(0, done - rejected)
         return doc
 
-    async def _finalize(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
+    async def _finalize(
+        self, tenant: str, doc: dict[str, Any], *, expired: bool = False
+    ) -> dict[str, Any]:
         lock = self.keys.server_batch(tenant, doc["id"]) + ":finalize"
         if not await self.redis.set(lock, 1, nx=True, ex=300):
             return {**doc, "status": "finalizing"}  # another request is writing the files
@@ -120,55 +127,41 @@ class BatchStore:
         doc["status"], doc["finalizing_at"] = "finalizing", int(time.time())
         await self._save(tenant, doc)
         output, errors, counts = await self._output_lines(doc["id"])
-        if output:
-            name = f"{doc['id']}_output.jsonl"
-            doc["output_file_id"] = (await self.files.put(tenant, name, "batch_output", output))[
-                "id"
-            ]
-        if errors:
-            name = f"{doc['id']}_error.jsonl"
-            doc["error_file_id"] = (await self.files.put(tenant, name, "batch_output", errors))[
-                "id"
-            ]
+        for field, content, suffix in (("output", output, "output"), ("error", errors, "error")):
+            if content:
+                name = f"{doc['id']}_{suffix}.jsonl"
+                stored = await self.files.put(tenant, name, "batch_output", content)
+                doc[f"{field}_file_id"] = stored["id"]
         doc["request_counts"] = counts
         now = int(time.time())
         if cancelled:
             doc["status"], doc["cancelled_at"] = "cancelled", now
+        elif expired:
+            doc["status"], doc["expired_at"] = "expired", now
         else:
             doc["status"], doc["completed_at"] = "completed", now
         await self._save(tenant, doc)
         return doc
 
     async def _output_lines(self, run_id: str) -> tuple[bytes, bytes, dict[str, int]]:
+        """The output and error files' content, in input order; a line still unanswered (the
+        batch expired) is an error line `batch_expired`."""
         output: list[bytes] = []
         errors: list[bytes] = []
         created = int(time.time())
-        async for record in self.client.pipeline.runs.records(run_id):
-            line_id = (
-                "batch_req_" + hashlib.sha256(f"{run_id}:{record['id']}".encode()).hexdigest()[:24]
-            )
-            line: dict[str, Any] = {"id": line_id, "custom_id": record["id"]}
-            if record.get("status") == "ok":
-                body = completion_body(record, created)
-                line["response"] = {"status_code": 200, "request_id": line_id, "body": body}
-                line["error"] = None
-                cost = record.get("cost_nusd")
-                line["batchwise"] = {
-                    "cache": record.get("cache", "miss"),
-                    "cost_usd": None if cost is None else cost / NANO,
-                    "provider": record.get("provider"),
-                    "batch_size": record.get("batch_size", 0),
+        order = self.keys.run_order(run_id)
+        start = 0
+        while ids := [i.decode() for i in await self.redis.lrange(order, start, start + 999)]:
+            start += len(ids)
+            written = {r["id"]: r for r in await self.client.pipeline.runs.written(run_id, ids)}
+            for task_id in ids:
+                record = written.get(task_id) or {
+                    "id": task_id,
+                    "status": "failed",
+                    "error": _EXPIRED,
                 }
-                output.append(orjson.dumps(line))
-            else:
-                error = record.get("error") or {}
-                line["response"] = None
-                line["error"] = {
-                    "code": error.get("code") or "failed",
-                    "message": error.get("message") or "",
-                    "status_code": result_status(record),
-                }
-                errors.append(orjson.dumps(line))
+                line = _output_line(run_id, record, created)
+                (output if line["error"] is None else errors).append(orjson.dumps(line))
         counts = {
             "total": len(output) + len(errors),
             "completed": len(output),
@@ -201,12 +194,46 @@ class BatchStore:
         }
 
 
+_EXPIRED = {"code": "batch_expired", "message": "not answered within the completion window"}
+
+
+def _output_line(run_id: str, record: dict[str, Any], created: int) -> dict[str, Any]:
+    """One line of OpenAI's batch output (an answer) or error file (anything else)."""
+    line_id = "batch_req_" + hashlib.sha256(f"{run_id}:{record['id']}".encode()).hexdigest()[:24]
+    line: dict[str, Any] = {"id": line_id, "custom_id": record["id"]}
+    if record.get("status") != "ok":
+        error = record.get("error") or {}
+        line["response"] = None
+        line["error"] = {
+            "code": error.get("code") or "failed",
+            "message": error.get("message") or "",
+            "status_code": result_status(record),
+        }
+        return line
+    body = completion_body(record, created)
+    line["response"] = {"status_code": 200, "request_id": line_id, "body": body}
+    line["error"] = None
+    cost = record.get("cost_nusd")
+    line["batchwise"] = {
+        "cache": record.get("cache", "miss"),
+        "cost_usd": None if cost is None else cost / NANO,
+        "provider": record.get("provider"),
+        "batch_size": record.get("batch_size", 0),
+    }
+    return line
+
+
 def _jsonl(lines: list[bytes]) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
 def _batch_object(
-    batch_id: str, request: dict[str, Any], file_id: str, now: int, submission: Submission
+    batch_id: str,
+    request: dict[str, Any],
+    file_id: str,
+    now: int,
+    window_h: int,
+    submission: Submission,
 ) -> dict[str, Any]:
     failed = submission.accepted == 0
     errors = None
@@ -240,7 +267,7 @@ def _batch_object(
         "error_file_id": None,
         "created_at": now,
         "in_progress_at": None if failed else now,
-        "expires_at": now + 86400,
+        "expires_at": now + window_h * 3600,
         "finalizing_at": None,
         "completed_at": None,
         "failed_at": now if failed else None,
