@@ -151,7 +151,7 @@ async def test_keys_configured_as_hashes(redis_url: str, fake: FakeProvider) -> 
 async def test_operator_pages_and_limits(
     redis_url: str, fake: FakeProvider, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = _settings(redis_url, fake, server_max_body_bytes=4096)
+    settings = _settings(redis_url, fake, server_max_body_bytes=4096, max_line_bytes=1000)
     caplog.set_level(logging.INFO, logger="batchwise.access")
     async with (
         api_server(settings) as api,
@@ -163,6 +163,10 @@ async def test_operator_pages_and_limits(
         prompt = "a prompt that must never reach the access log"
         chat = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
         assert (await acme.post("/v1/chat/completions", json=chat)).status_code == 200
+        long_line = orjson.dumps({"id": "long", "prompt": "y" * 1200})
+        lines = await acme.post("/v1/tasks", content=long_line + b'\n{"prompt": "short"}\n')
+        assert lines.json()["accepted"] == 1
+        assert lines.json()["errors"][0]["message"] == "line longer than the limit of 1000 bytes"
         too_big = await acme.post("/v1/tasks", content=b"x" * 5000)
         assert too_big.status_code == 413
         assert too_big.json()["error"]["message"].startswith("the request body is larger")
