@@ -73,10 +73,16 @@ def start_server(port: int, redis_url: str, fake_url: str, state: Path) -> subpr
     raise RuntimeError("batchwise serve did not start")
 
 
+def provider_calls(fake_url: str) -> int:
+    stats = httpx.get(f"{fake_url}/_control/stats", params={"bodies": "0"}).json()
+    return int(stats["requests"])
+
+
 async def load(
-    base_url: str, key: str, model: str, clients: int, per_client: int, tag: str
-) -> tuple[list[float], float]:
-    """Latencies of every request and the wall time, `clients` clients in parallel."""
+    base_url: str, key: str, fake_url: str, clients: int, per_client: int, tag: str
+) -> tuple[list[float], float, int]:
+    """Latencies of every request, the wall time and the provider calls they took, `clients`
+    clients in parallel (after a warm-up that opens their connections)."""
     latencies: list[float] = []
     async with httpx.AsyncClient(
         base_url=base_url,
@@ -88,7 +94,7 @@ async def load(
         async def client(c: int, per_client: int = per_client, tag: str = tag) -> None:
             for r in range(per_client):
                 body = {
-                    "model": model,
+                    "model": "gpt-4o-mini",
                     "max_tokens": 50,
                     "messages": [{"role": "user", "content": f"{tag} question {c}-{r}: status?"}],
                 }
@@ -102,9 +108,11 @@ async def load(
         for wave in range(100, clients + 100, 100):
             await asyncio.gather(*(client(c, 1, "warm-" + tag) for c in range(min(wave, clients))))
         latencies.clear()
+        calls = provider_calls(fake_url)
         started = time.perf_counter()
         await asyncio.gather(*(client(c) for c in range(clients)))
-        return latencies, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        return latencies, elapsed, provider_calls(fake_url) - calls
 
 
 def pct(values: list[float], q: float) -> float:
@@ -128,33 +136,30 @@ async def main() -> None:
         httpx.post(f"{fake_url}/_control/faults", json=fault).raise_for_status()
         server = start_server(server_port, redis.start(), f"{fake_url}/v1", state)
         n = (args.clients, args.requests)
-        direct, direct_s = await load(f"{fake_url}/v1", FAKE_KEY, "gpt-4o-mini", *n, "direct")
-        calls_before = httpx.get(f"{fake_url}/_control/stats?bodies=0").json()["requests"]
-        served, served_s = await load(
-            f"http://127.0.0.1:{server_port}/v1", SERVER_KEY, "gpt-4o-mini", *n, "served"
-        )
-        calls = httpx.get(f"{fake_url}/_control/stats?bodies=0").json()["requests"] - calls_before
+        direct = await load(f"{fake_url}/v1", FAKE_KEY, fake_url, *n, "direct")
+        served_url = f"http://127.0.0.1:{server_port}/v1"
+        served = await load(served_url, SERVER_KEY, fake_url, *n, "served")
     finally:
         if server is not None:
             server.terminate()
             server.wait(60)
         fake.terminate()
         redis.stop()
-    total = len(served)
     print(
         f"{args.clients} concurrent clients x {args.requests} requests, "
         f"provider latency {args.latency_ms:g} ms"
     )
     print(f"{'':34}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'provider calls':>16}")
-    for label, lat, wall, n_calls in (
-        ("straight to the provider", direct, direct_s, total),
-        ("through batchwise serve", served, served_s, calls),
+    for label, (lat, wall, calls) in (
+        ("straight to the provider", direct),
+        ("through batchwise serve", served),
     ):
-        print(f"{label:34}{pct(lat, 50):9.0f}{pct(lat, 99):9.0f}{len(lat) / wall:9.0f}{n_calls:16}")
+        print(f"{label:34}{pct(lat, 50):9.0f}{pct(lat, 99):9.0f}{len(lat) / wall:9.0f}{calls:16}")
+    (d_lat, d_wall, _), (s_lat, s_wall, _) = direct, served
     print(
-        f"added by the server: p50 {pct(served, 50) - pct(direct, 50):+.0f} ms, "
-        f"p99 {pct(served, 99) - pct(direct, 99):+.0f} ms; "
-        f"requests/s {total / served_s / (total / direct_s):.2f}x the direct rate"
+        f"added by the server: p50 {pct(s_lat, 50) - pct(d_lat, 50):+.0f} ms, "
+        f"p99 {pct(s_lat, 99) - pct(d_lat, 99):+.0f} ms; "
+        f"requests/s {d_wall / s_wall:.2f}x the direct rate"
     )
 
 
