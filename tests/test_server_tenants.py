@@ -112,6 +112,8 @@ async def test_a_body_cannot_choose_the_tenant(redis_url: str, fake: FakeProvide
         )
         doc = created.json()
         assert (doc["accepted"], doc["rejected"]) == (1, 1)
+        strings = (await acme.post("/v1/tasks", json=["hello", {"prompt": "hi"}])).json()
+        assert strings["errors"][0]["message"] == "a job line must be a JSON object, got str"
         assert doc["errors"] == [
             {
                 "line": 1,

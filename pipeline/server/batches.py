@@ -56,7 +56,7 @@ class BatchStore:
             raise ApiError(400, "completion_window must look like '24h'", param="completion_window")
         file_id = str(request.get("input_file_id", ""))
         content = await self.files.content(who.tenant, file_id)
-        entries = list(split_jsonl(content, max_line_bytes=settings.max_line_bytes))
+        entries = list(split_jsonl(content, max_line_bytes=settings.max_line_bytes, source=file_id))
         if len(entries) > settings.server_max_batch_lines:
             raise ApiError(
                 400,

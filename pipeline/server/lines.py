@@ -13,18 +13,21 @@ from ..models import Task
 from .auth import Principal
 
 
-def split_jsonl(content: bytes, *, max_line_bytes: int) -> Iterator[tuple[int, Any | str]]:
-    """(line number, decoded object) per non-blank line, or (number, reason) when unreadable."""
+def split_jsonl(
+    content: bytes, *, max_line_bytes: int, source: str
+) -> Iterator[tuple[int, Any | LineError]]:
+    """(line number, decoded object) per non-blank line; a LineError for an unreadable one."""
     for number, raw in enumerate(content.split(b"\n"), start=1):
         if not raw.strip():
             continue
         if len(raw) > max_line_bytes:
-            yield number, f"line longer than the limit of {max_line_bytes} bytes"
+            reason = f"line longer than the limit of {max_line_bytes} bytes"
+            yield number, LineError(source, number, reason)
             continue
         try:
             yield number, orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            yield number, f"not valid JSON: {exc}"
+            yield number, LineError(source, number, f"not valid JSON: {exc}")
 
 
 def _auto_model(obj: Any) -> Any:
@@ -40,7 +43,7 @@ def _auto_model(obj: Any) -> Any:
 
 
 def check_lines(
-    entries: Iterable[tuple[int, Any | str]],
+    entries: Iterable[tuple[int, Any | LineError]],
     who: Principal,
     *,
     source: str,
@@ -49,8 +52,8 @@ def check_lines(
     """Validate decoded lines into the key's tasks; a line that names a tenant is refused."""
     seen: set[str] = set()
     for number, obj in entries:
-        if isinstance(obj, str):
-            yield LineError(source, number, obj)
+        if isinstance(obj, LineError):
+            yield obj
             continue
         if isinstance(obj, dict) and "tenant" in obj:
             given = obj.get("id", obj.get("custom_id"))

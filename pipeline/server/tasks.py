@@ -27,7 +27,7 @@ def _entries(body: bytes, content_type: str, max_line_bytes: int) -> list[tuple[
         if not isinstance(doc, list):
             raise ApiError(400, "a JSON body must be an array of job lines (or send JSONL)")
         return list(enumerate(doc, start=1))
-    return list(split_jsonl(body, max_line_bytes=max_line_bytes))
+    return list(split_jsonl(body, max_line_bytes=max_line_bytes, source="body"))
 
 
 async def owned_run(state: ServerState, who: Principal, run_id: str) -> None:
