@@ -189,8 +189,9 @@ def _check_bounds(obj: dict[str, Any]) -> None:
     for name, value in obj.items():
         if _depth(value) > MAX_DEPTH:
             raise _FieldError(str(name), f"nests deeper than {MAX_DEPTH} levels; flatten it")
-    body = obj.get("body") if isinstance(obj.get("body"), dict) else {}
-    for name, value in (*obj.items(), *body.items()):
+    body = obj.get("body")
+    inner = body.items() if isinstance(body, dict) else ()
+    for name, value in (*obj.items(), *inner):
         if name == "messages" and isinstance(value, list) and len(value) > MAX_MESSAGES:
             raise _FieldError("messages", f"more than {MAX_MESSAGES} messages; shorten it")
         if name in ("metadata", "response_schema", "response_format") and value is not None:
@@ -343,10 +344,17 @@ def validate(
     return task
 
 
-def read_file(path: Path, *, max_line_bytes: int, run_id: str = "") -> Iterator[Task | LineError]:
-    """Stream and validate a JSONL job file."""
+def check_job_file(path: Path) -> None:
+    """Refuse, with what to do, a path that is not a readable job file."""
+    if path.is_dir():
+        raise InputError("is a directory; give the path of a JSONL job file", where=str(path))
     if not path.is_file():
         raise InputError("no such file; give the path of a JSONL job file", where=str(path))
+
+
+def read_file(path: Path, *, max_line_bytes: int, run_id: str = "") -> Iterator[Task | LineError]:
+    """Stream and validate a JSONL job file."""
+    check_job_file(path)
     yield from parse_lines(
         read_lines(path, max_line_bytes=max_line_bytes), source=str(path), run_id=run_id
     )
