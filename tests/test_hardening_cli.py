@@ -121,6 +121,10 @@ def test_cli_errors_are_one_line(
     assert code == 2
     assert_one_error_line(stderr, "nodir", "does not exist")
 
+    code, stderr = run_cli(capsys, "cache", "clear", "--tenant", "acme\x1fglobex")
+    assert code == 2
+    assert_one_error_line(stderr, "--tenant", "not a tenant name")
+
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     code, stderr = run_cli(capsys, "submit", str(jobs))
     assert code == 2
