@@ -97,9 +97,15 @@ class RedactingFilter(logging.Filter):
 
 
 def redact_logs(secrets: Iterable[str]) -> None:
-    """Mask `secrets` in everything the root logger's handlers write (call after configuring)."""
+    """Mask `secrets` in everything the configured log handlers write: the root logger's and
+    any other logger's own (arq's CLI gives `arq` one). Call it after logging is configured."""
     found = tuple(secrets)
-    for handler in logging.getLogger().handlers:
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for handler in {h for logger in loggers for h in logger.handlers}:
         for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
             handler.removeFilter(old)
         handler.addFilter(RedactingFilter(found))

@@ -4,6 +4,7 @@ escaped on the terminal, and API keys masked in every form a provider may echo t
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import quote
@@ -20,7 +21,7 @@ from pipeline.config import ProviderConfig, load_settings
 from pipeline.errors import ConfigError, InputError
 from pipeline.keys import Keys
 from pipeline.outfile import writing
-from pipeline.redaction import redact
+from pipeline.redaction import redact, redact_logs
 from pipeline.runs import RunStore
 from pipeline.terminal import printable, terminal_safe
 from tests.conftest import make_settings, pipeline_client, running_worker
@@ -278,3 +279,26 @@ async def dump_prefix(redis: Redis, prefix: str) -> bytes:
             for _id, fields in await redis.xrange(key):
                 chunks += [k + v for k, v in fields.items()]
     return b"\n".join(chunks)
+
+
+def test_log_records_are_masked_after_redact_logs() -> None:
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    logger = logging.getLogger("batchwise.test-redaction")
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        redact_logs([SECRET])
+        try:
+            raise RuntimeError(f"refused {quote(SECRET, safe='')}")
+        except RuntimeError:
+            logger.exception("call with key %s failed", SECRET[:20])
+    finally:
+        logger.removeHandler(handler)
+    (line,) = lines
+    assert "RuntimeError" in line and "[redacted]" in line
+    assert not any(fragment in line for fragment in key_forms(SECRET)), line

@@ -15,7 +15,7 @@ from pipeline import metrics
 from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
 from pipeline.errors import TransientError
-from pipeline.redaction import redact, secret_values
+from pipeline.redaction import redact, redact_logs, secret_values
 
 from .cron import batch_api, open_batch_api
 from .cron import close as close_batch_api
@@ -90,6 +90,7 @@ async def recover_batches(ctx: dict[str, Any]) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
+    redact_logs(secret_values(settings))
     ctx["pipeline"] = Pipeline(settings, ctx["redis"])
     open_batch_api(ctx)
     if settings.metrics_port:
