@@ -9,6 +9,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from starlette.requests import Request
 
 from ..config import ServerKey, Settings
@@ -42,7 +43,11 @@ def parse_key_list(text: str) -> dict[str, ServerKey]:
                 f"BATCHWISE_API_KEYS entry {index + 1} is not tenant=KEY or tenant/user=KEY; "
                 "fix that entry"
             )
-        found[key_hash(key.strip())] = ServerKey(tenant=tenant, user_id=user.strip())
+        try:
+            found[key_hash(key.strip())] = ServerKey(tenant=tenant, user_id=user.strip())
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"BATCHWISE_API_KEYS entry {index + 1}: {reason}") from None
     return found
 
 
