@@ -51,6 +51,14 @@ def parse_key_list(text: str) -> dict[str, ServerKey]:
     return found
 
 
+def plain_keys(settings: Settings) -> tuple[str, ...]:
+    """The keys of the quick-start list, for the log redaction to mask."""
+    text = settings.server_api_keys.get_secret_value()
+    return tuple(
+        key.strip() for entry in text.split(",") if (key := entry.partition("=")[2]) and key.strip()
+    )
+
+
 class KeyRing:
     """Hash -> principal; looks a presented key up by its hash."""
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError
-from .auth import KeyRing, key_hash
+from ..redaction import redact_logs, secret_values
+from .auth import KeyRing, key_hash, plain_keys
 
 
 def add_cli(sub: Any) -> None:
@@ -54,6 +55,7 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.no_worker and not settings.redis_url:
         raise ConfigError("--no-worker needs REDIS_URL: the workers that answer must share it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+    redact_logs((*secret_values(settings), *plain_keys(settings)))
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis(settings.state_dir)
