@@ -83,6 +83,8 @@ async def test_openai_batch_script_runs_unchanged(redis_url: str, fake: FakeProv
             ]
             assert [e["custom_id"] for e in errors] == ["bad"]
             assert errors[0]["response"] is None and errors[0]["error"]["code"] == "invalid_input"
+            with pytest.raises(openai.NotFoundError):  # not a way into the server's own keys
+                await client.batches.retrieve(done.id + ":finalize")
 
 
 async def test_batches_list_pages_newest_first(redis_url: str, fake: FakeProvider) -> None:

@@ -27,7 +27,7 @@ from ..keys import Keys
 from ..runs import NANO
 from .auth import Principal
 from .chat import completion_body
-from .errors import ApiError, not_found, result_status
+from .errors import ApiError, not_found, object_id, result_status
 from .files import FileStore, page, page_limit
 from .lines import check_lines, split_jsonl
 from .state import principal, state_of
@@ -54,7 +54,7 @@ class BatchStore:
         window = _WINDOW.match(str(request.get("completion_window", "")))
         if window is None:
             raise ApiError(400, "completion_window must look like '24h'", param="completion_window")
-        file_id = str(request.get("input_file_id", ""))
+        file_id = object_id(str(request.get("input_file_id", "")), "file")
         content = await self.files.content(who.tenant, file_id)
         entries = list(split_jsonl(content, max_line_bytes=settings.max_line_bytes, source=file_id))
         if len(entries) > settings.server_max_batch_lines:
@@ -300,13 +300,19 @@ async def create_batch(request: Request) -> Response:
 
 async def get_batch(request: Request) -> Response:
     who = principal(request)
-    return JSONResponse(await state_of(request).batches.get(who.tenant, request.path_params["id"]))
+    return JSONResponse(
+        await state_of(request).batches.get(
+            who.tenant, object_id(request.path_params["id"], "batch")
+        )
+    )
 
 
 async def cancel_batch(request: Request) -> Response:
     who = principal(request)
     store = state_of(request).batches
-    return JSONResponse(await store.cancel(who.tenant, request.path_params["id"]))
+    return JSONResponse(
+        await store.cancel(who.tenant, object_id(request.path_params["id"], "batch"))
+    )
 
 
 async def list_batches(request: Request) -> Response:

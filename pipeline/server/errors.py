@@ -3,6 +3,7 @@ types: `{"error": {"message", "type", "param", "code"}}` with the matching statu
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -77,7 +78,17 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
 
 def not_found(kind: str, object_id: str) -> ApiError:
     """The same answer whether the object does not exist or belongs to another tenant."""
-    return ApiError(404, f"No {kind} found with id '{object_id}'.", code="not_found")
+    return ApiError(404, f"No {kind} found with id '{object_id[:128]}'.", code="not_found")
+
+
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def object_id(value: str, kind: str) -> str:
+    """An id from a path or a body; one batchwise never makes is simply not found."""
+    if _ID.fullmatch(value) is None:
+        raise not_found(kind, value)
+    return value
 
 
 # how a task's result maps onto an HTTP status (chat answers and batch output lines)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..keys import Keys
-from .errors import ApiError, not_found
+from .errors import ApiError, not_found, object_id
 from .state import principal, state_of
 
 PURPOSES = ("batch", "batch_output")
@@ -122,18 +122,22 @@ async def create_file(request: Request) -> Response:
 
 async def get_file(request: Request) -> Response:
     who = principal(request)
-    return JSONResponse(await state_of(request).files.meta(who.tenant, request.path_params["id"]))
+    return JSONResponse(
+        await state_of(request).files.meta(who.tenant, object_id(request.path_params["id"], "file"))
+    )
 
 
 async def get_content(request: Request) -> Response:
     who = principal(request)
-    content = await state_of(request).files.content(who.tenant, request.path_params["id"])
+    content = await state_of(request).files.content(
+        who.tenant, object_id(request.path_params["id"], "file")
+    )
     return Response(content, media_type="application/octet-stream")
 
 
 async def delete_file(request: Request) -> Response:
     who = principal(request)
-    file_id = request.path_params["id"]
+    file_id = object_id(request.path_params["id"], "file")
     if not await state_of(request).files.delete(who.tenant, file_id):
         raise not_found("file", file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ..client import new_run_id
 from ..runs import to_result
 from .auth import Principal
-from .errors import ApiError, not_found
+from .errors import ApiError, not_found, object_id
 from .lines import check_lines, split_jsonl
 from .state import ServerState, principal, state_of
 
@@ -79,7 +79,7 @@ async def create_tasks(request: Request) -> Response:
 async def get_run(request: Request) -> Response:
     who = principal(request)
     state = state_of(request)
-    run_id = request.path_params["id"]
+    run_id = object_id(request.path_params["id"], "run")
     await owned_run(state, who, run_id)
     try:
         done, total, sealed = await state.pipeline.runs.progress(run_id)
@@ -102,7 +102,7 @@ async def get_run(request: Request) -> Response:
 async def run_results(request: Request) -> Response:
     who = principal(request)
     state = state_of(request)
-    run_id = request.path_params["id"]
+    run_id = object_id(request.path_params["id"], "run")
     await owned_run(state, who, run_id)
 
     async def lines() -> AsyncIterator[bytes]:
