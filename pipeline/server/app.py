@@ -75,6 +75,7 @@ def create_app(
             async with background or contextlib.nullcontext():
                 yield
         finally:
+            await state.batches.aclose()
             await state.chat.aclose()
             await pipeline.aclose()
 

@@ -1,8 +1,9 @@
 """OpenAI Batches over batchwise runs.
 
-A batch is a run of the input file's lines (the run id is the batch id). Lines are validated when
-the batch is created: bad lines go to the error file, the rest are queued at once and go through
-every lever. Status moves in_progress -> finalizing -> completed (failed when no line is valid;
+A batch is a run of the input file's lines (the run id is the batch id). While `validating`, a
+task of this process checks the lines (bad ones go to the error file) and queues the rest, which
+go through every lever. Status moves on to in_progress -> finalizing -> completed (failed when
+no line is valid;
 cancelling -> cancelled; expired once the completion window has passed, unanswered lines going
 to the error file as `batch_expired`). The first request that sees the run done (or the window
 passed) writes the output and error files in OpenAI's batch output format. Whether lines go to a
@@ -13,9 +14,12 @@ batch API answer synchronously).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -23,7 +27,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..client import BatchwiseClient, Submission
+from ..intake import LineError
 from ..keys import Keys
+from ..models import Task
 from ..runs import NANO
 from .auth import Principal
 from .chat import completion_body
@@ -31,6 +37,8 @@ from .errors import ApiError, not_found, object_id, result_status
 from .files import FileStore, page, page_limit
 from .lines import check_lines, split_jsonl
 from .state import principal, state_of
+
+logger = logging.getLogger("batchwise.server")
 
 ENDPOINT = "/v1/chat/completions"
 _WINDOW = re.compile(r"^([1-9][0-9]{0,3})h$")
@@ -46,6 +54,7 @@ class BatchStore:
         self.redis = client.pipeline.redis
         self.keys: Keys = client.pipeline.keys
         self.ttl_s = client.pipeline.settings.results_ttl_s
+        self._validating: set[asyncio.Task[None]] = set()
 
     async def create(self, who: Principal, request: dict[str, Any]) -> dict[str, Any]:
         settings = self.client.pipeline.settings
@@ -69,21 +78,55 @@ class BatchStore:
             "batch_"
             + hashlib.sha256(f"{who.tenant}:{file_id}:{time.time_ns()}".encode()).hexdigest()[:24]
         )
-        await self.redis.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
-        min_window_h = settings.server_batch_api_min_window_h
-        batch_api = min_window_h > 0 and int(window.group(1)) >= min_window_h
-        submission = await self.client.submit_stream(
-            batch_id,
-            check_lines(entries, who, source=file_id, batch_api=batch_api),
-            source=f"http:{who.tenant}:{file_id}",
-            complete=True,
-        )
         window_h = int(window.group(1))
-        doc = _batch_object(batch_id, request, file_id, now, window_h, submission)
-        await self._save(who.tenant, doc, rejected=submission.rejected)
+        doc = _batch_object(batch_id, request, file_id, now, window_h)
+        await self.redis.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
+        await self._save(who.tenant, doc)
         await self.redis.zadd(self.keys.server_batches(who.tenant), {batch_id: time.time()})
         await self.redis.expire(self.keys.server_batches(who.tenant), self.ttl_s)
-        return await self.refresh(who.tenant, doc)
+        min_window_h = settings.server_batch_api_min_window_h
+        batch_api = min_window_h > 0 and window_h >= min_window_h
+        lines = check_lines(entries, who, source=file_id, batch_api=batch_api)
+        job = asyncio.create_task(self._validate(who.tenant, batch_id, lines))
+        self._validating.add(job)
+        job.add_done_callback(self._validating.discard)
+        return doc
+
+    async def _validate(
+        self, tenant: str, batch_id: str, lines: Iterator[Task | LineError]
+    ) -> None:
+        """Queue the valid lines (the batch is `validating` meanwhile), then move it on."""
+        submission: Submission | None = None
+        problem: str | None = None
+        try:
+            submission = await self.client.submit_stream(
+                batch_id, lines, source=f"http:{tenant}:batch", complete=True
+            )
+        except Exception as exc:  # Redis gone mid-way: the batch fails and says why
+            logger.exception("batch %s: validation failed", batch_id)
+            problem = f"the batch could not be queued: {exc}"
+        raw = await self.redis.hget(self.keys.server_batch(tenant, batch_id), "doc")
+        doc = orjson.loads(raw)  # cancel may have moved it on meanwhile
+        now = int(time.time())
+        if submission is not None:
+            doc["request_counts"] = {
+                "total": submission.total,
+                "completed": 0,
+                "failed": submission.rejected,
+            }
+            if submission.accepted == 0:
+                problem = "the input file has no valid request"
+                doc["errors"] = _line_errors(submission, problem)
+        if problem is not None:
+            doc["errors"] = doc["errors"] or _line_errors(None, problem)
+            doc["status"], doc["failed_at"] = "failed", now
+        elif doc["status"] == "validating":
+            doc["status"], doc["in_progress_at"] = "in_progress", now
+        await self._save(tenant, doc, rejected=submission.rejected if submission else 0)
+
+    async def aclose(self) -> None:
+        """Let batches being validated finish queueing (shutdown waits for them)."""
+        await asyncio.gather(*self._validating, return_exceptions=True)
 
     async def _save(self, tenant: str, doc: dict[str, Any], rejected: int | None = None) -> None:
         key = self.keys.server_batch(tenant, doc["id"])
@@ -228,59 +271,39 @@ def _jsonl(lines: list[bytes]) -> bytes:
 
 
 def _batch_object(
-    batch_id: str,
-    request: dict[str, Any],
-    file_id: str,
-    now: int,
-    window_h: int,
-    submission: Submission,
+    batch_id: str, request: dict[str, Any], file_id: str, now: int, window_h: int
 ) -> dict[str, Any]:
-    failed = submission.accepted == 0
-    errors = None
-    if failed:
-        data = [
-            {
-                "code": "invalid_request",
-                "line": e.line,
-                "message": e.reason,
-                "param": e.field or None,
-            }
-            for e in submission.errors[:100]
-        ] or [
-            {
-                "code": "empty_file",
-                "line": None,
-                "message": "the input file has no requests",
-                "param": None,
-            }
-        ]
-        errors = {"object": "list", "data": data}
     return {
         "id": batch_id,
         "object": "batch",
         "endpoint": ENDPOINT,
-        "errors": errors,
+        "errors": None,
         "input_file_id": file_id,
         "completion_window": request.get("completion_window"),
-        "status": "failed" if failed else "in_progress",
+        "status": "validating",
         "output_file_id": None,
         "error_file_id": None,
         "created_at": now,
-        "in_progress_at": None if failed else now,
+        "in_progress_at": None,
         "expires_at": now + window_h * 3600,
         "finalizing_at": None,
         "completed_at": None,
-        "failed_at": now if failed else None,
+        "failed_at": None,
         "expired_at": None,
         "cancelling_at": None,
         "cancelled_at": None,
-        "request_counts": {
-            "total": submission.total,
-            "completed": 0,
-            "failed": submission.rejected,
-        },
+        "request_counts": {"total": 0, "completed": 0, "failed": 0},
         "metadata": request.get("metadata"),
     }
+
+
+def _line_errors(submission: Submission | None, message: str = "") -> dict[str, Any]:
+    """OpenAI's `errors` list of a failed batch: its refused lines, or one message."""
+    data = [
+        {"code": "invalid_request", "line": e.line, "message": e.reason, "param": e.field or None}
+        for e in (submission.errors[:100] if submission else [])
+    ] or [{"code": "invalid_request", "line": None, "message": message, "param": None}]
+    return {"object": "list", "data": data}
 
 
 async def _body(request: Request) -> dict[str, Any]:
