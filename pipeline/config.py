@@ -213,7 +213,7 @@ class Settings(BaseModel):
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
-    pack_only_when_cheaper: bool = False
+    pack_only_when_cheaper: bool = True
 
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True

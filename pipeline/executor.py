@@ -28,6 +28,7 @@ from .keys import Keys
 from .ledger import NANO, Ledger, Share, error_record, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass
 from .packer import build_request, naive_input_tokens
+from .packing_gain import observe_outputs
 from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
@@ -177,6 +178,8 @@ class BatchExecutor:
             elif final := await self._outcome(batch, item, response, outputs[item_id], len(items)):
                 settled.append((item, final))
         answered = await self._answer(settled)
+        sizes = [a.naive_output_tokens for a in answered]
+        await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
         for saving in call_savings(self.prices, batch, answered):
             await self.ledger.record_saving(saving)
         metrics.observe_batch(batch.model)

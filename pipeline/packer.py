@@ -23,22 +23,17 @@ from .config import Settings
 from .fingerprint import group_key, item_key
 from .keys import Keys
 from .models import Batch, Item, Message, Task, TTLClass
+from .packing_gain import GainSettings, expected, packing_pays
 from .prices import PriceTable
 from .providers.base import ChatRequest
 from .tokens import count_messages, count_tokens
-
-PACK_INSTRUCTIONS = (
-    'You will receive a JSON document {"items": [{"id": ..., "input": ...}, ...]}. '
-    "Treat each item's input as a separate, independent request and answer it exactly as you "
-    "would answer it alone, following the instructions above. Reply with only a JSON object "
-    '{"results": [{"id": <the item\'s id>, "output": <your answer>}, ...]} with one result '
-    "for every item, each under the id it was given."
+from .wire import (
+    ITEM_OVERHEAD_TOKENS,
+    PACK_INSTRUCTIONS,
+    SCHEMA_INSTRUCTIONS,
+    WRAPPER_OUTPUT_TOKENS,
+    encode_items,
 )
-SCHEMA_INSTRUCTIONS = "Each output must be a JSON value that conforms to this JSON Schema: "
-
-# Tokens the JSON wrapper adds per item in the request and in the answer.
-ITEM_OVERHEAD_TOKENS = 12
-WRAPPER_OUTPUT_TOKENS = 8
 
 _ENQUEUE = """
 -- KEYS: item, waiters, group items, groups, group meta
@@ -136,6 +131,7 @@ class Packer:
         self._take = redis.register_script(_TAKE)
         self._lowered: dict[str, int] = {}
         self.prices = PriceTable(settings.prices)
+        self.gain = GainSettings(settings.prompt_cache_min_tokens, settings.audit_share)
 
     def max_items(self, task_type: str) -> int:
         configured = max(1, self.settings.max_items.get(task_type, 8))
@@ -144,16 +140,15 @@ class Packer:
     async def live_max_items(self, group: str, meta: dict[str, Any]) -> int:
         """max_items, lowered by the packing audit when packed answers drift (audit.py), and 1
         when packing this group would cost more than sending its items alone (packing_gain.py)."""
-        from .packing_gain import packing_pays  # it imports this module
-
         task_type = meta["task_type"]
         lowered = await batch_limit(self.redis, self.keys, task_type)
         if lowered is not None:
             self._lowered[task_type] = lowered
         limit = self.max_items(task_type)
         if limit > 1 and self.settings.pack_only_when_cheaper:
-            pending = await self.redis.llen(self.keys.group_items(group))
-            if not packing_pays(meta, min(limit, pending), self.prices):
+            entries = await self.redis.lrange(self.keys.group_items(group), 0, limit - 1)
+            sizes = await expected(self.redis, self.keys, meta, entries)
+            if not packing_pays(meta, len(entries), self.prices, sizes, self.gain):
                 return 1
         return limit
 
@@ -272,8 +267,8 @@ def build_messages(batch: Batch, items: Sequence[Item]) -> tuple[str, list[Messa
         schema = orjson.dumps(batch.response_schema, option=orjson.OPT_SORT_KEYS).decode()
         instructions = f"{instructions} {SCHEMA_INSTRUCTIONS}{schema}"
     system = f"{batch.system}\n\n{instructions}" if batch.system else instructions
-    payload = {"items": [{"id": str(i + 1), "input": item.prompt} for i, item in enumerate(items)]}
-    return system, [Message(role="user", content=orjson.dumps(payload).decode())], True
+    content = encode_items([item.prompt for item in items])
+    return system, [Message(role="user", content=content)], True
 
 
 def build_request(

@@ -30,15 +30,8 @@ from .config import Settings
 from .fingerprint import group_key, item_key
 from .intake import LineError, read_file
 from .models import Batch, Item, Task, Usage
-from .packer import (
-    ITEM_OVERHEAD_TOKENS,
-    PACK_INSTRUCTIONS,
-    WRAPPER_OUTPUT_TOKENS,
-    build_item,
-    build_request,
-    group_meta,
-)
-from .packing_gain import packing_pays
+from .packer import build_item, build_request, group_meta
+from .packing_gain import Expected, GainSettings, packing_pays
 from .prices import PriceTable
 from .providers import build_providers
 from .providers.base import ChatRequest
@@ -46,6 +39,7 @@ from .providers.fallback import ProviderChain
 from .providers.simulated import SimulatedProvider
 from .router import Rejection, Router
 from .tokens import count_tokens
+from .wire import ITEM_OVERHEAD_TOKENS, PACK_INSTRUCTIONS, WRAPPER_OUTPUT_TOKENS
 
 BASELINE_MODEL = "gpt-4o"
 
@@ -327,8 +321,13 @@ class Planner:
         output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
         max_items = max(1, self.settings.max_items.get(first.task_type, 8))
         if max_items > 1 and self.settings.pack_only_when_cheaper:
-            meta = group_meta(first)
-            if not packing_pays(meta, min(max_items, len(pending)), self.prices):
+            head = pending[:max_items]
+            sizes = Expected(  # what the packer reads from the pending entries
+                input_tokens=sum(i.input_tokens - ITEM_OVERHEAD_TOKENS for i in head) // len(head),
+                output_tokens=sum(i.max_tokens for i in head) // len(head),
+            )
+            gain = GainSettings(self.settings.prompt_cache_min_tokens, self.settings.audit_share)
+            if not packing_pays(group_meta(first), len(head), self.prices, sizes, gain):
                 max_items = 1
         taken: list[Item] = []
         in_sum = out_sum = 0
