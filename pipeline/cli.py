@@ -118,7 +118,13 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
         + (f" (+{summary.unpriced} unpriced)" if summary.unpriced else ""),
     )
     table.add_row("sent one by one (same models)", f"${summary.naive_cost_usd:.6f}")
-    table.add_row("saving", f"{summary.saving:.1%}")
+    table.add_row("saving against the same models", f"{summary.saving:.1%}")
+    table.add_row(
+        f"sent one by one ({summary.baseline_model})", f"${summary.baseline_cost_usd:.6f}"
+    )
+    table.add_row(f"saving against {summary.baseline_model}", f"{summary.baseline_saving:.1%}")
+    for lever, saved in summary.saved_by.items():
+        table.add_row(f"  saved by {lever}", f"${saved:.6f}")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f}s")
     if out_path:
         table.add_row("results", str(out_path))

@@ -180,7 +180,8 @@ class BatchExecutor:
         answered = await self._answer(settled)
         sizes = [a.naive_output_tokens for a in answered]
         await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
-        for saving in call_savings(self.prices, batch, answered):
+        baseline = self.settings.baseline_model
+        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
             await self.ledger.record_saving(saving)
         metrics.observe_batch(batch.model)
         children: list[str] = []
@@ -283,6 +284,7 @@ class BatchExecutor:
             "cache": "miss",
             "batch_id": batch.id,
             "batch_size": size,
+            "baseline_model": item.requested_model or self.settings.baseline_model,
             "naive_input_tokens": naive_input_tokens(batch.system, item),
             "naive_output_tokens": count_tokens(
                 output if isinstance(output, str) else orjson.dumps(output).decode()

@@ -41,8 +41,6 @@ from .router import Rejection, Router
 from .tokens import count_tokens
 from .wire import ITEM_OVERHEAD_TOKENS, PACK_INSTRUCTIONS, WRAPPER_OUTPUT_TOKENS
 
-BASELINE_MODEL = "gpt-4o"
-
 
 @dataclass(frozen=True)
 class Call:
@@ -84,7 +82,7 @@ class Plan:
     invalid: int
     rejected: int
     levers: list[Lever]
-    baseline_model: str = BASELINE_MODEL
+    baseline_model: str = "gpt-4o"
     tokens_saved_by_compression: dict[str, int] = field(default_factory=dict)
     # a provider prompt cache reading each group's shared system block after its first call
     prompt_cache_tokens: int = 0
@@ -170,7 +168,7 @@ class Planner:
         baseline = [
             task.model_copy(
                 update={
-                    "model": BASELINE_MODEL,
+                    "model": self.settings.baseline_model,
                     "max_tokens": task.max_tokens
                     or self.settings.default_max_tokens.get(task.task_type, 400),
                 }
@@ -180,7 +178,9 @@ class Planner:
         ]
 
         levers = [
-            await self._alone("naive", f"every task alone on {BASELINE_MODEL}", baseline),
+            await self._alone(
+                "naive", f"every task alone on {self.settings.baseline_model}", baseline
+            ),
             await self._alone("duplicates", "identical tasks answered once", _unique(baseline)),
             await self._alone("routing", "each task on its routed model", _unique(routed)),
         ]
@@ -215,6 +215,7 @@ class Planner:
             invalid=invalid,
             rejected=len(tasks) - len(routed),
             levers=levers,
+            baseline_model=self.settings.baseline_model,
             tokens_saved_by_compression=saved,
             prompt_cache_tokens=self.cache_tokens,
             prompt_cache_saving_usd=self.cache_saving,

@@ -24,7 +24,7 @@ SCHEMA_INSTRUCTIONS = "Each answer must be a JSON value that conforms to this JS
 
 # Upper bounds on what the JSON adds, in o200k tokens: per item (`"12":"` and `",`, on the way in
 # and again on the way out) and once per answer (the braces). bench/wire_format.py measures them.
-ITEM_OVERHEAD_TOKENS = 5
+ITEM_OVERHEAD_TOKENS = 4
 WRAPPER_OUTPUT_TOKENS = 2
 
 

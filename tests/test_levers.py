@@ -1,0 +1,111 @@
+"""Every lever that is on pays, against the baseline model, and the ledger agrees with the run.
+
+Runs use the simulated provider (no provider configured), the shipped packing default, and the
+workloads bench/levers.py measures.
+"""
+
+from __future__ import annotations
+
+import shutil
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.levers import short_prompt_workload
+from pipeline.client import BatchwiseClient, Summary
+from pipeline.config import Settings
+from pipeline.reports import Report, build_report
+from tests.conftest import make_settings, pipeline_client, running_worker
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"
+
+
+def shipped(redis_url: str) -> Settings:
+    return make_settings(redis_url, pack_only_when_cheaper=Settings().pack_only_when_cheaper)
+
+
+async def run_file(client: BatchwiseClient, path: Path) -> tuple[Summary, dict[str, Any]]:
+    submission = await client.submit_file(path)
+    await client.wait(submission.run_id, timeout_s=60)
+    results = {r.id: r async for r in client.results(submission.run_id)}
+    return await client.summary(submission.run_id), results
+
+
+async def report_of(client: BatchwiseClient, settings: Settings) -> Report:
+    p = client.pipeline
+    return await build_report(
+        p.redis, p.keys, anomalies=False, baseline_model=settings.baseline_model
+    )
+
+
+def assert_no_lever_costs_money(summary: Summary, report: Report) -> None:
+    assert summary.ok > 0 and summary.cost_usd > 0
+    assert summary.saving >= 0 and summary.baseline_saving > 0
+    assert summary.baseline_cost_usd >= summary.naive_cost_usd
+    assert all(saved >= 0 for saved in summary.saved_by.values()), summary.saved_by
+    assert all(s.saved_usd >= 0 for s in report.savings), report.savings
+    assert report.saved_usd > 0
+
+
+def test_packing_only_where_it_pays_and_gpt_4o_are_the_defaults() -> None:
+    settings = Settings()
+    assert settings.pack_only_when_cheaper and settings.baseline_model == "gpt-4o"
+
+
+async def test_every_lever_pays_on_the_example(tmp_path: Path, redis_url: str) -> None:
+    settings = shipped(redis_url)
+    path = Path(shutil.copy(EXAMPLE, tmp_path / "jobs.jsonl"))
+    async with pipeline_client(settings) as client, running_worker(settings):
+        summary, _ = await run_file(client, path)
+        report = await report_of(client, settings)
+    assert_no_lever_costs_money(summary, report)
+    # the example names no model: routing saves against gpt-4o, in the summary and the ledger
+    routing = next(s for s in report.savings if s.lever == "routing")
+    assert routing.saved_usd > 0 and summary.saved_by["routing"] > 0
+    assert report.same_models_cost_usd < report.naive_cost_usd
+    text = report.to_dict()
+    assert text["baseline_model"] == "gpt-4o"
+
+
+async def test_short_system_prompts_go_alone_and_a_shared_rubric_packs(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = shipped(redis_url)
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in short_prompt_workload(24)))
+    async with pipeline_client(settings) as client, running_worker(settings):
+        summary, results = await run_file(client, path)
+        report = await report_of(client, settings)
+    assert summary.ok == len(results)
+    sizes = {tag: {r.batch_size for i, r in results.items() if i[0] == tag} for tag in "sqr"}
+    assert sizes["s"] == {1} and sizes["q"] == {1}
+    assert min(sizes["r"]) > 1
+    assert_no_lever_costs_money(summary, report)
+    packing = next(s for s in report.savings if s.lever == "packing")
+    assert packing.saved_usd > 0  # the rubric's packed calls
+
+
+async def test_a_second_run_shows_its_cache_hits_in_the_report(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = shipped(redis_url)
+    path = Path(shutil.copy(EXAMPLE, tmp_path / "jobs.jsonl"))
+    async with pipeline_client(settings) as client, running_worker(settings):
+        first, _ = await run_file(client, path)
+        before = await report_of(client, settings)
+        second, _ = await run_file(client, path)
+        after = await report_of(client, settings)
+    assert second.cache_hits > 0
+    hits = after.to_dict()["cache_hits"] - before.to_dict()["cache_hits"]
+    assert hits == second.cache_hits
+    saved = {s.lever: s.saved_usd for s in after.savings}
+    saved_before = {s.lever: s.saved_usd for s in before.savings}
+    cache_usd = sum(
+        (saved[lever] - saved_before[lever] for lever in ("cache", "semantic_cache")), Decimal(0)
+    )
+    in_summary = second.saved_by.get("cache", Decimal(0))
+    in_summary += second.saved_by.get("semantic_cache", Decimal(0))
+    assert cache_usd > 0 and abs(cache_usd - in_summary) < Decimal("0.000001")
+    assert second.cost_usd < first.cost_usd
