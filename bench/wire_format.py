@@ -19,7 +19,13 @@ import orjson
 
 from pipeline.providers.simulated import simulated_answer
 from pipeline.tokens import count_tokens
-from pipeline.wire import ITEM_OVERHEAD_TOKENS, PACK_INSTRUCTIONS, encode_answers, encode_items
+from pipeline.wire import (
+    ITEM_OVERHEAD_MEAN_TOKENS,
+    ITEM_OVERHEAD_TOKENS,
+    PACK_INSTRUCTIONS,
+    encode_answers,
+    encode_items,
+)
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"
 OLD_INSTRUCTIONS = (
@@ -80,6 +86,7 @@ def main() -> int:
         new_mean, new_worst = overhead(texts, new)
         print(f"{label:<22}{old_mean:>10.2f}{old_worst:>11}{new_mean:>10.2f}{new_worst:>11}")
         assert new_worst <= ITEM_OVERHEAD_TOKENS, "wire.ITEM_OVERHEAD_TOKENS is no upper bound"
+        assert new_mean <= ITEM_OVERHEAD_MEAN_TOKENS + 0.5, "wire.ITEM_OVERHEAD_MEAN_TOKENS is off"
     old_tokens, new_tokens = count_tokens(OLD_INSTRUCTIONS), count_tokens(PACK_INSTRUCTIONS)
     print(f"{'instructions per call':<22}{old_tokens:>10}{'':>11}{new_tokens:>10}")
     return 0

@@ -29,6 +29,7 @@ from .keys import Keys
 from .prices import PriceTable
 from .tokens import TOKENS_PER_MESSAGE, TOKENS_PER_REQUEST, count_tokens
 from .wire import (
+    ITEM_OVERHEAD_MEAN_TOKENS,
     ITEM_OVERHEAD_TOKENS,
     PACK_INSTRUCTIONS,
     SCHEMA_INSTRUCTIONS,
@@ -90,10 +91,9 @@ def packing_gain_usd(
     alone_shared = n * system_tokens * prefix_price(system_tokens)
     packed_shared = (system_tokens + instructions) * prefix_price(system_tokens + instructions)
     # alone, every item is its own user message; packed, they share one and each adds its id
-    item_input = (
-        n * (ITEM_OVERHEAD_TOKENS - TOKENS_PER_MESSAGE) + TOKENS_PER_MESSAGE
-    ) * price.input
-    item_output = (n * ITEM_OVERHEAD_TOKENS + WRAPPER_OUTPUT_TOKENS) * price.output
+    overhead = ITEM_OVERHEAD_MEAN_TOKENS
+    item_input = (n * (overhead - TOKENS_PER_MESSAGE) + TOKENS_PER_MESSAGE) * price.input
+    item_output = (n * overhead + WRAPPER_OUTPUT_TOKENS) * price.output
     alone_call = (
         (TOKENS_PER_REQUEST + TOKENS_PER_MESSAGE + expected.input_tokens) * price.input
         + system_tokens * prefix_price(system_tokens)

@@ -22,9 +22,11 @@ PACK_INSTRUCTIONS = (
 )
 SCHEMA_INSTRUCTIONS = "Each answer must be a JSON value that conforms to this JSON Schema: "
 
-# Upper bounds on what the JSON adds, in o200k tokens: per item (`"12":"` and `",`, on the way in
-# and again on the way out) and once per answer (the braces). bench/wire_format.py measures them.
+# What the JSON adds, in o200k tokens: per item (`"12":"` and `",`, on the way in and again on
+# the way out; an upper bound for budgets, and the mean for cost estimates) and once per answer
+# (the braces). bench/wire_format.py measures them.
 ITEM_OVERHEAD_TOKENS = 4
+ITEM_OVERHEAD_MEAN_TOKENS = 3
 WRAPPER_OUTPUT_TOKENS = 2
 
 
