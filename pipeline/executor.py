@@ -34,7 +34,7 @@ from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
 from .router import Router
 from .runs import RunStore
-from .savings import Answered, batch_api_saving, call_savings, cost_shares
+from .savings import Answered, Calibration, batch_api_saving, call_savings, cost_shares
 from .splitter import enforce_schema, matches_schema_type, parse_single, split
 from .tokens import count_tokens
 
@@ -172,10 +172,13 @@ class BatchExecutor:
 
         retry: list[str] = []
         settled: list[tuple[Item, dict[str, Any]]] = []
+        calibration = Calibration.of(request, response)
         for item_id, item in zip(ids, items, strict=True):
             if item_id not in outputs:
                 retry.append(item.key)
-            elif final := await self._outcome(batch, item, response, outputs[item_id], len(items)):
+            elif final := await self._outcome(
+                batch, item, response, outputs[item_id], len(items), calibration
+            ):
                 settled.append((item, final))
         answered = await self._answer(settled)
         sizes = [a.naive_output_tokens for a in answered]
@@ -269,13 +272,23 @@ class BatchExecutor:
         await self.ledger.record_error(error_record(batch, exc, attempt))
 
     async def _outcome(
-        self, batch: Batch, item: Item, response: ChatResponse, output: Any, size: int
+        self,
+        batch: Batch,
+        item: Item,
+        response: ChatResponse,
+        output: Any,
+        size: int,
+        calibration: Calibration,
     ) -> dict[str, Any] | None:
         """The item's answer, after the audit and the cascade; None when the cascade took it
         (escalated to the next tier's model, or failed evaluation at the top)."""
         output = await self.audit.check(batch, item, output, size)
         if await self.cascade.settle(batch, item, output, size):
             return None
+        naive_in, naive_out = calibration.naive(
+            naive_input_tokens(batch.system, item),
+            count_tokens(output if isinstance(output, str) else orjson.dumps(output).decode()),
+        )
         return {
             "status": "ok",
             "output": output,
@@ -285,10 +298,8 @@ class BatchExecutor:
             "batch_id": batch.id,
             "batch_size": size,
             "baseline_model": item.requested_model or self.settings.baseline_model,
-            "naive_input_tokens": naive_input_tokens(batch.system, item),
-            "naive_output_tokens": count_tokens(
-                output if isinstance(output, str) else orjson.dumps(output).decode()
-            ),
+            "naive_input_tokens": naive_in,
+            "naive_output_tokens": naive_out,
         }
 
     async def _answer(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:

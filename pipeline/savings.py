@@ -28,6 +28,8 @@ from decimal import Decimal
 from .ledger import NANO, Saving, Share, to_nano
 from .models import Batch, CallRecord, CostShare, Item, Usage
 from .prices import PriceTable
+from .providers.base import ChatRequest, ChatResponse
+from .tokens import count_messages, count_tokens
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,33 @@ class Answered:
     spent_nusd: int | None
     naive_input_tokens: int
     naive_output_tokens: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One call's token counts by the provider over the local tokenizer's (o200k).
+
+    A task's naive (alone) tokens are counted locally and scaled by these, so the baseline speaks
+    the provider's tokenizer: a task sent alone has exactly its call's counts as its baseline and
+    saves nothing by packing, whatever the provider counts.
+    """
+
+    input: float = 1.0
+    output: float = 1.0
+
+    @classmethod
+    def of(cls, request: ChatRequest, response: ChatResponse) -> Calibration:
+        local_in = count_messages(request.system, [m.content for m in request.messages])
+        local_out = count_tokens(response.text)
+        used = response.usage
+        return cls(
+            used.input_tokens / local_in if used.input_tokens > 0 and local_in > 0 else 1.0,
+            used.output_tokens / local_out if used.output_tokens > 0 and local_out > 0 else 1.0,
+        )
+
+    def naive(self, input_tokens: int, output_tokens: int) -> tuple[int, int]:
+        """Locally counted (input, output) tokens in the provider's count."""
+        return round(input_tokens * self.input), round(output_tokens * self.output)
 
 
 def cost_shares(items: Sequence[Item], shares: dict[str, Share]) -> tuple[CostShare, ...]:

@@ -16,8 +16,10 @@ import orjson
 from bench.levers import short_prompt_workload
 from pipeline.client import BatchwiseClient, Summary
 from pipeline.config import Settings
+from pipeline.models import TASK_TYPES
 from pipeline.reports import Report, build_report
 from tests.conftest import make_settings, pipeline_client, running_worker
+from tests.fake_provider import FakeProvider
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"
 
@@ -111,3 +113,34 @@ async def test_a_second_run_shows_its_cache_hits_in_the_report(
     in_summary += second.saved_by.get("semantic_cache", Decimal(0))
     assert cache_usd > 0 and abs(cache_usd - in_summary) < Decimal("0.000001")
     assert second.cost_usd < first.cost_usd
+
+
+async def test_no_lever_costs_money_against_an_openai_compatible_server(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    """The fake server counts tokens its own way (a quarter of the bytes), as real providers
+    count theirs: the baselines follow the provider's counts, not the local tokenizer's."""
+    settings = make_settings(redis_url, fake, pack_only_when_cheaper=True)
+    path = tmp_path / "jobs.jsonl"
+    lines = short_prompt_workload(40) + [orjson.loads(x) for x in EXAMPLE.read_bytes().splitlines()]
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    async with pipeline_client(settings) as client, running_worker(settings):
+        summary, _ = await run_file(client, path)
+        report = await report_of(client, settings)
+    assert not summary.simulated
+    assert_no_lever_costs_money(summary, report)
+
+
+async def test_a_task_sent_alone_is_its_own_baseline_whatever_the_provider_counts(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake, max_items=dict.fromkeys(TASK_TYPES, 1))
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in short_prompt_workload(8)))
+    async with pipeline_client(settings) as client, running_worker(settings):
+        summary, results = await run_file(client, path)
+        report = await report_of(client, settings)
+    assert {r.batch_size for r in results.values()} == {1}
+    packing = next(s for s in report.savings if s.lever == "packing")
+    assert packing.tasks == summary.ok == len(results) and packing.saved_usd == 0
+    assert summary.naive_cost_usd == summary.cost_usd
