@@ -181,8 +181,9 @@ class BatchExecutor:
             ):
                 settled.append((item, final))
         answered = await self._answer(settled)
-        sizes = [a.naive_output_tokens for a in answered]
-        await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
+        if self.settings.audit_share > 0:  # what the packer expects the audit's re-runs to cost
+            sizes = [a.naive_output_tokens for a in answered]
+            await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
         baseline = self.settings.baseline_model
         for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
             await self.ledger.record_saving(saving)

@@ -23,7 +23,7 @@ from .config import Settings
 from .fingerprint import group_key, item_key
 from .keys import Keys
 from .models import Batch, Item, Message, Task, TTLClass
-from .packing_gain import GainSettings, expected, packing_pays
+from .packing_gain import Expected, GainSettings, expected, packing_pays
 from .prices import PriceTable
 from .providers.base import ChatRequest
 from .tokens import count_messages, count_tokens
@@ -146,9 +146,13 @@ class Packer:
             self._lowered[task_type] = lowered
         limit = self.max_items(task_type)
         if limit > 1 and self.settings.pack_only_when_cheaper:
-            entries = await self.redis.lrange(self.keys.group_items(group), 0, limit - 1)
-            sizes = await expected(self.redis, self.keys, meta, entries)
-            if not packing_pays(meta, len(entries), self.prices, sizes, self.gain):
+            items = self.keys.group_items(group)
+            if self.gain.audit_share > 0:  # the audit's re-runs cost what the items cost alone
+                entries = await self.redis.lrange(items, 0, limit - 1)
+                n, sizes = len(entries), await expected(self.redis, self.keys, meta, entries)
+            else:
+                n, sizes = min(limit, await self.redis.llen(items)), Expected()
+            if not packing_pays(meta, n, self.prices, sizes, self.gain):
                 return 1
         return limit
 

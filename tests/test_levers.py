@@ -16,6 +16,7 @@ import orjson
 from bench.levers import short_prompt_workload
 from pipeline.client import BatchwiseClient, Summary
 from pipeline.config import Settings
+from pipeline.dashboard import render_html
 from pipeline.models import TASK_TYPES
 from pipeline.reports import Report, build_report
 from tests.conftest import make_settings, pipeline_client, running_worker
@@ -67,8 +68,9 @@ async def test_every_lever_pays_on_the_example(tmp_path: Path, redis_url: str) -
     routing = next(s for s in report.savings if s.lever == "routing")
     assert routing.saved_usd > 0 and summary.saved_by["routing"] > 0
     assert report.same_models_cost_usd < report.naive_cost_usd
-    text = report.to_dict()
-    assert text["baseline_model"] == "gpt-4o"
+    assert report.to_dict()["baseline_model"] == "gpt-4o"
+    page = render_html(report)
+    assert "alone on gpt-4o" in page and "alone on the same models" in page
 
 
 async def test_short_system_prompts_go_alone_and_a_shared_rubric_packs(

@@ -114,3 +114,37 @@ async def test_observed_answer_sizes_replace_max_tokens(redis_url: str) -> None:
         assert await expected(redis, keys, group, entries) == Expected(25, 40)
     finally:
         await redis.aclose()
+
+
+async def test_the_packer_sizes_the_audit_by_the_answers_it_has_seen(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    """max_tokens 1,000 makes the audit's alone re-runs look dear, so the first batch goes
+    alone; its answers are a few tokens, so the next batch of the same type and model packs."""
+    settings = make_settings(
+        redis_url,
+        fake,
+        pack_only_when_cheaper=True,
+        audit_share=0.2,
+        prices={"gpt-4o-mini": {"input": "0.15", "output": "0.60"}},
+    )
+    sizes = []
+    async with pipeline_client(settings) as client, running_worker(settings):
+        for run in range(2):
+            lines = [
+                {
+                    "id": f"{run}-{i}",
+                    "task_type": "faq",
+                    "model": "gpt-4o-mini",
+                    "system": LONG,
+                    "prompt": f"question {run} {i}",
+                    "max_tokens": 1000,
+                }
+                for i in range(8)
+            ]
+            path = tmp_path / f"jobs{run}.jsonl"
+            path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+            submission = await client.submit_file(path)
+            await client.wait(submission.run_id, timeout_s=20)
+            sizes.append({r.batch_size async for r in client.results(submission.run_id)})
+    assert sizes == [{1}, {8}]
