@@ -18,6 +18,7 @@ import orjson
 from redis.asyncio import Redis
 
 from . import metrics
+from .alone import run_alone
 from .audit import PackingAudit
 from .budgets import Budgets
 from .cache import ResponseCache
@@ -87,6 +88,7 @@ class BatchExecutor:
             item_keys=item_keys,
             alone_attempts=int(raw.get("alone_attempts", 0)),
             created_at=int(raw.get("created_ms", 0)) / 1000,
+            alone=raw.get("alone") == "1",
         )
         blobs = await self.redis.mget([k.item(key) for key in item_keys])
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
@@ -118,6 +120,10 @@ class BatchExecutor:
         if not items:
             await self._close(batch_id)
             return []
+        if batch.alone and len(items) > 1 and answer is None:
+            retries = await run_alone(self, batch, items, last_try=last_try, attempt=attempt)
+            await self._close(batch_id)
+            return retries
         request, packed = self.request_for(batch, items)
         stored = await self.redis.get(self.keys.batch_response(batch_id))
         if stored is not None:

@@ -53,7 +53,7 @@ return {1, n}
 
 _TAKE = """
 -- KEYS: group items, groups, batch, open batches
--- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms
+-- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms, alone
 local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if #entries == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -74,7 +74,7 @@ if ARGV[5] == '1' and not full then return {} end
 redis.call('LTRIM', KEYS[1], #taken, -1)
 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
-  'created_ms', ARGV[7], 'alone_attempts', 0, 'status', 'open')
+  'created_ms', ARGV[7], 'alone_attempts', 0, 'status', 'open', 'alone', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
 return taken
 """
@@ -137,9 +137,11 @@ class Packer:
         configured = max(1, self.settings.max_items.get(task_type, 8))
         return min(configured, self._lowered.get(task_type, configured))
 
-    async def live_max_items(self, group: str, meta: dict[str, Any]) -> int:
-        """max_items, lowered by the packing audit when packed answers drift (audit.py), and 1
-        when packing this group would cost more than sending its items alone (packing_gain.py)."""
+    async def live_max_items(self, group: str, meta: dict[str, Any]) -> tuple[int, bool]:
+        """max_items, lowered by the packing audit when packed answers drift (audit.py), and
+        whether the batch's items go alone, one call each, because packing them would cost more
+        (packing_gain.py). Such a batch still runs as one job; a provider batch-API group takes
+        one item per batch instead (its batch is one request)."""
         task_type = meta["task_type"]
         lowered = await batch_limit(self.redis, self.keys, task_type)
         if lowered is not None:
@@ -153,8 +155,8 @@ class Packer:
             else:
                 n, sizes = min(limit, await self.redis.llen(items)), Expected()
             if not packing_pays(meta, n, self.prices, sizes, self.gain):
-                return 1
-        return limit
+                return (1, False) if meta.get("batch_api") else (limit, n > 1)
+        return limit, False
 
     def linger_ms(self, ttl_class: TTLClass) -> int:
         return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
@@ -235,16 +237,18 @@ class Packer:
         input_budget = max(1, int(limits.context_tokens * 0.8) - system_tokens)
         output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
         k = self.keys
+        limit, alone = await self.live_max_items(group, meta)
         taken = await self._take(
             keys=[k.group_items(group), k.groups(), k.batch(batch_id), k.open_batches()],
             args=[
                 group,
-                await self.live_max_items(group, meta),
+                limit,
                 input_budget,
                 output_budget,
                 "1" if full_only else "0",
                 batch_id,
                 now_ms(),
+                "1" if alone else "0",
             ],
         )
         return [t.decode() if isinstance(t, bytes) else t for t in taken]

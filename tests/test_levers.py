@@ -88,6 +88,10 @@ async def test_short_system_prompts_go_alone_and_a_shared_rubric_packs(
     # packs (the labels behind an 11-token prompt are close to even, and pack)
     assert sizes["q"] == {1}
     assert min(sizes["r"]) > 1
+    # the tasks sent alone still leave in batches, one job each, their calls made together
+    alone = [r.batch_id or "" for i, r in results.items() if i[0] == "q"]
+    parents = {batch_id.rsplit(".s", 1)[0] for batch_id in alone}
+    assert all(".s" in batch_id for batch_id in alone) and len(parents) < len(alone) / 4
     assert_no_lever_costs_money(summary, report)
     packing = next(s for s in report.savings if s.lever == "packing")
     assert packing.saved_usd > 0  # the rubric's packed calls
@@ -146,3 +150,27 @@ async def test_a_task_sent_alone_is_its_own_baseline_whatever_the_provider_count
     packing = next(s for s in report.savings if s.lever == "packing")
     assert packing.tasks == summary.ok == len(results) and packing.saved_usd == 0
     assert summary.naive_cost_usd == summary.cost_usd
+
+
+async def test_an_alone_batch_reruns_only_what_did_not_finish(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake, pack_only_when_cheaper=True, provider_retries=0)
+    lines = [
+        {"id": f"a{i}", "task_type": "short_answer", "system": "Be brief.", "prompt": f"q {i}"}
+        for i in range(6)
+    ]
+    path = tmp_path / "jobs.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    fake.add_faults({"kind": "500", "times": 1})
+    async with pipeline_client(settings) as client, running_worker(settings):
+        summary, results = await run_file(client, path)
+        parents = {(r.batch_id or "").rsplit(".s", 1)[0] for r in results.values()}
+        requests = fake.stats()["requests"]
+        for parent in parents:  # a job that runs again finds every call done
+            assert await client.pipeline.executor.run(parent) == []
+        records = [r async for r in client.pipeline.ledger.records()]
+    assert summary.ok == 6 and len(parents) == 1
+    assert {r.batch_size for r in results.values()} == {1}
+    assert requests == 7 and fake.stats()["requests"] == 7  # the failed call once more, only
+    assert len(records) == 6
