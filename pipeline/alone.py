@@ -41,12 +41,13 @@ async def run_alone(
             pipe.exists(k.batch(child))
         made = await pipe.execute()
     now = int(time.time() * 1000)
+    # The children are not open batches of their own: the sweeper would give a slow call a
+    # second job. The parent stays open until they all end, and its job reruns them.
     async with runner.redis.pipeline(transaction=False) as pipe:
         for child, item, exists in zip(ids, items, made, strict=True):
             if not exists:  # only this batch's job creates its children
                 fields = {"group": batch.group, "items": item.key, "created_ms": now}
                 pipe.hset(k.batch(child), mapping={**fields, "alone_attempts": 0, "status": "open"})
-                pipe.zadd(k.open_batches(), {child: now})
         await pipe.execute()
     runs = [runner.run(child, last_try=last_try, attempt=attempt) for child in ids]
     children: list[str] = []
