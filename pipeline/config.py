@@ -258,7 +258,7 @@ class Settings(BaseModel):
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
-    pack_only_when_cheaper: bool = False
+    pack_only_when_cheaper: bool = True
 
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
@@ -277,6 +277,9 @@ class Settings(BaseModel):
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+
+    # what a team would send every task to without the tool: savings are shown against it
+    baseline_model: str = "gpt-4o"
 
     # the HTTP API, `batchwise serve` (docs/server.md)
     server_api_keys: SecretStr = SecretStr("")  # quick start: "acme=KEY1,globex/bob=KEY2"
@@ -406,6 +409,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_BASELINE_MODEL": "baseline_model",
     # the HTTP API
     "BATCHWISE_API_KEYS": "server_api_keys",
     "BATCHWISE_SERVER_ADMIN_TENANTS": "server_admin_tenants",

@@ -4,11 +4,11 @@ A batch is a run of the input file's lines (the run id is the batch id). While `
 task of this process checks the lines (bad ones go to the error file) and queues the rest, which
 go through every lever. Status moves on to in_progress -> finalizing -> completed (failed when
 no line is valid; cancelling -> cancelled; expired once the completion window has passed,
-unanswered lines going to the error file as `batch_expired`). The first request that sees the run done (or the window
-passed) writes the output and error files in OpenAI's batch output format. Whether lines go to a
-provider's batch API is batchwise's decision: a completion window of at least
-`server_batch_api_min_window_h` (24 h) lets them wait for one at half price (providers without a
-batch API answer synchronously).
+unanswered lines going to the error file as `batch_expired`). The first request that sees the
+run done (or the window passed) writes the output and error files in OpenAI's batch output
+format. Whether lines go to a provider's batch API is batchwise's decision: a completion window
+of at least `server_batch_api_min_window_h` (24 h) lets them wait for one at half price (providers
+without a batch API answer synchronously).
 """
 
 from __future__ import annotations
