@@ -278,7 +278,8 @@ class Keys:
         return f"{self.prefix}:srv:{tenant}:files"
 
     def server_batch(self, tenant: str, batch_id: str) -> str:
-        """Hash of an OpenAI-style batch: its object fields and its run id."""
+        """Hash of an OpenAI-style batch (its run has the same id): `doc`, the batch object's
+        JSON, and `rejected`, how many lines were refused when it was queued."""
         return f"{self.prefix}:srv:{tenant}:batch:{batch_id}"
 
     def server_batches(self, tenant: str) -> str:
