@@ -68,7 +68,11 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         worker: contextlib.AbstractAsyncContextManager[Any] | None = None
         if not args.no_worker:
-            worker = running(in_process_worker(settings, redis), settings.worker_drain_s)
+            # an interactive request waits for its batch's job to be picked up: poll every
+            # 10 ms (a cheap Redis read), not arq's 50 ms
+            worker = running(
+                in_process_worker(settings, redis, poll_delay=0.01), settings.worker_drain_s
+            )
         app = create_app(settings, redis, background=worker)
         config = uvicorn.Config(
             app,
