@@ -81,6 +81,9 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             access_log=False,  # ours (batchwise.access) leaves out keys and bodies
             log_config=None,
             timeout_graceful_shutdown=int(settings.server_drain_s),
+            # longer than clients keep idle connections (httpx: 5 s), so the client closes
+            # first: a server closing at the same moment makes a reused connection fail
+            timeout_keep_alive=65,
         )
         await uvicorn.Server(config).serve()
     finally:
