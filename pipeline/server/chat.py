@@ -2,8 +2,9 @@
 
 Requests that arrive within `server_chat_linger_ms` of each other are submitted as one run, so
 the packer can put concurrent questions of one group into one provider call (micro-batching).
-Each request waits only for its own result. The answer is a normal `chat.completion`, with
-`x-batchwise-*` headers for its cost, cache outcome, batch size and provider.
+Each request waits only for its own result; one poller watches every run in flight. The answer
+is a normal `chat.completion`, with `x-batchwise-*` headers for its cost, cache outcome, batch
+size and provider.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -92,9 +94,19 @@ def _native(body: dict[str, Any]) -> dict[str, Any]:
     return native
 
 
+@dataclass
+class _Watch:
+    """The callers still waiting on one submitted micro-batch."""
+
+    waiting: dict[str, asyncio.Future[dict[str, Any]]]
+    size: int
+    read_at: int = 0  # the run's `done` count when its results were last read
+
+
 class ChatBatcher:
-    """Collects concurrent chat tasks for a short linger, submits them as one run, and hands
-    each caller its own result as soon as it is written."""
+    """Collects concurrent chat tasks for a short linger and submits them as one run; one poller
+    watches every run in flight (a single Redis round trip per tick) and hands each caller its
+    own result as soon as it is written."""
 
     def __init__(self, client: BatchwiseClient, linger_s: float, poll_s: float = 0.01) -> None:
         self.client = client
@@ -102,7 +114,9 @@ class ChatBatcher:
         self.poll_s = poll_s
         self._pending: list[tuple[Task, asyncio.Future[dict[str, Any]]]] = []
         self._flush: asyncio.Task[None] | None = None
-        self._runs: set[asyncio.Task[None]] = set()
+        self._submits: set[asyncio.Task[None]] = set()
+        self._watched: dict[str, _Watch] = {}
+        self._poller: asyncio.Task[None] | None = None
 
     async def ask(self, task: Task, timeout_s: float) -> tuple[dict[str, Any], int]:
         """The task's result record and how many requests shared its submission."""
@@ -119,44 +133,66 @@ class ChatBatcher:
     async def _flush_later(self) -> None:
         await asyncio.sleep(self.linger_s)
         batch, self._pending, self._flush = self._pending, [], None
-        run = asyncio.create_task(self._run(batch))
-        self._runs.add(run)
-        run.add_done_callback(self._runs.discard)
+        submit = asyncio.create_task(self._submit(batch))
+        self._submits.add(submit)
+        submit.add_done_callback(self._submits.discard)
 
-    async def _run(self, batch: list[tuple[Task, asyncio.Future[dict[str, Any]]]]) -> None:
+    async def _submit(self, batch: list[tuple[Task, asyncio.Future[dict[str, Any]]]]) -> None:
         waiting = {task.id: future for task, future in batch}
+        run_id = new_run_id()
         try:
-            run_id = new_run_id()
             await self.client.submit_stream(
                 run_id, [task for task, _ in batch], source="http:chat", complete=True
             )
-            runs = self.client.pipeline.runs
-            read_at = 0
-            while waiting:
-                done, _, _ = await runs.progress(run_id)
-                if done > read_at:  # read results only when new ones were written
-                    read_at = done
-                    for record in await runs.written(run_id, list(waiting)):
-                        future = waiting.pop(record["id"])
-                        if not future.done():
-                            future.set_result({**record, "_micro_batch": len(batch)})
-                if waiting:
-                    await asyncio.sleep(self.poll_s)
         except Exception as exc:  # Redis gone: every caller of this run gets a 503
-            logger.exception("chat micro-batch failed")
-            for future in waiting.values():
-                if not future.done():
-                    future.set_exception(ApiError(503, f"the pipeline is unavailable: {exc}"))
+            logger.exception("chat micro-batch could not be queued")
+            _fail(waiting, exc)
+            return
+        self._watched[run_id] = _Watch(waiting, len(batch))
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
+
+    async def _poll(self) -> None:
+        runs, keys = self.client.pipeline.runs, self.client.pipeline.keys
+        while self._watched:
+            try:
+                run_ids = list(self._watched)
+                async with self.client.pipeline.redis.pipeline(transaction=False) as pipe:
+                    for run_id in run_ids:
+                        pipe.hget(keys.run(run_id), "done")
+                    counts = await pipe.execute()
+                for run_id, count in zip(run_ids, counts, strict=True):
+                    watch = self._watched[run_id]
+                    if int(count or 0) <= watch.read_at:  # nothing new written
+                        continue
+                    watch.read_at = int(count)
+                    for record in await runs.written(run_id, list(watch.waiting)):
+                        future = watch.waiting.pop(record["id"])
+                        if not future.done():
+                            future.set_result({**record, "_micro_batch": watch.size})
+                    if not watch.waiting:
+                        del self._watched[run_id]
+            except Exception as exc:  # Redis gone: every waiting caller gets a 503
+                logger.exception("chat results could not be read")
+                for watch in self._watched.values():
+                    _fail(watch.waiting, exc)
+                self._watched.clear()
+                return
+            await asyncio.sleep(self.poll_s)
 
     async def aclose(self) -> None:
-        if self._flush is not None:
-            self._flush.cancel()
-        for run in list(self._runs):
-            run.cancel()
-        for task in [self._flush, *self._runs]:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._flush, self._poller, *self._submits) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _fail(waiting: dict[str, asyncio.Future[dict[str, Any]]], exc: Exception) -> None:
+    for future in waiting.values():
+        if not future.done():
+            future.set_exception(ApiError(503, f"the pipeline is unavailable: {exc}"))
 
 
 async def chat_completions(request: Request) -> Response:
