@@ -1,27 +1,31 @@
 """The producer side: submit tasks (a job file or Python objects), wait, and read results.
 
-    client = await BatchwiseClient.connect()          # REDIS_URL and the usual settings
-    run_id = await client.submit([{"prompt": "..."}, ...])
-    await client.wait(run_id)
-    async for result in client.results(run_id): ...
+    async with BatchwiseClient.connect() as client:   # REDIS_URL and the usual settings
+        run_id = await client.submit([{"prompt": "..."}, ...])
+        await client.wait(run_id, timeout=60)
+        async for result in client.results(run_id): ...
 
 Submission validates, shapes (routes a model, sets max_tokens) and enqueues in chunks, so a file
-of any size streams through in bounded memory. Workers do the rest.
+of any size streams through in bounded memory. Workers do the rest. The client waits through a
+Redis outage of up to `redis_outage_wait_s` (see pipeline/reconnect.py) and never loads an
+embedding model itself: the semantic cache embeds on first use only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .app import Pipeline, connect_redis
+from . import reconnect
+from .app import Pipeline
 from .config import Settings, load_settings
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, PipelineError
 from .intake import LineError, read_file, result_id, validate
 from .models import Result, Task, Usage
 from .router import Rejection
@@ -77,6 +81,75 @@ def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> d
     }
 
 
+class RedisUnavailable(PipelineError):
+    """Redis stayed out of reach for longer than `redis_outage_wait_s`."""
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """Where a run stands: `complete` once it is sealed and every task has its result."""
+
+    run_id: str
+    done: int
+    total: int
+    sealed: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.sealed and self.done >= self.total
+
+
+class RunResults:
+    """A run's results in submission order (`async for`); `complete` says, once iteration has
+    begun, whether the run had finished when reading began (False: more results will come)."""
+
+    def __init__(self, client: BatchwiseClient, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.progress: RunProgress | None = None
+
+    @property
+    def complete(self) -> bool | None:
+        return None if self.progress is None else self.progress.complete
+
+    async def __aiter__(self) -> AsyncIterator[Result]:
+        self.progress = await self.client.progress(self.run_id)
+        async with self.client.lost_redis(f"reading the results of run {self.run_id}"):
+            async for result in self.client.pipeline.runs.results(self.run_id):
+                yield result
+
+
+class _Connecting:
+    """`BatchwiseClient.connect()`: awaitable, or an async context manager that closes."""
+
+    def __init__(self, settings: Settings | None) -> None:
+        self.settings = settings
+        self.client: BatchwiseClient | None = None
+
+    async def _open(self) -> BatchwiseClient:
+        settings = self.settings or load_settings()
+        if not settings.redis_url:
+            raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
+        redis = reconnect.client(settings)
+        try:
+            await reconnect.check(redis, settings.redis_url)
+        except ConfigError:
+            await redis.aclose()
+            raise
+        self.client = BatchwiseClient(Pipeline(settings, redis))
+        return self.client
+
+    def __await__(self) -> Generator[Any, None, BatchwiseClient]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> BatchwiseClient:
+        return await self._open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
 class BatchwiseClient:
     """Async API for services. Safe to share across tasks of one event loop."""
 
@@ -84,15 +157,38 @@ class BatchwiseClient:
         self.pipeline = pipeline
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> BatchwiseClient:
-        settings = settings or load_settings()
-        if not settings.redis_url:
-            raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
-        return cls(Pipeline(settings, connect_redis(settings.redis_url)))
+    def connect(cls, settings: Settings | None = None) -> _Connecting:
+        """Connect to REDIS_URL (fails at once, in one line, if Redis cannot be reached):
+        `client = await BatchwiseClient.connect()` or `async with BatchwiseClient.connect() as
+        client:` (which closes it)."""
+        return _Connecting(settings)
 
     async def close(self) -> None:
         await self.pipeline.aclose()
         await self.pipeline.redis.aclose()
+
+    async def __aenter__(self) -> BatchwiseClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def lost_redis(self, doing: str, run_id: str | None = None) -> AsyncIterator[None]:
+        """Turn Redis lost for good (past `redis_outage_wait_s`) into one line saying what to do."""
+        try:
+            yield
+        except reconnect.LOST as exc:
+            waited = self.pipeline.settings.redis_outage_wait_s
+            then = (
+                f"; the run goes on without you: fetch its results later with "
+                f"`batchwise results {run_id} --out FILE`"
+                if run_id
+                else ""
+            )
+            raise RedisUnavailable(
+                f"Redis unreachable for {waited:g}s while {doing} ({type(exc).__name__}){then}"
+            ) from None
 
     async def submit(
         self,
@@ -229,14 +325,31 @@ class BatchwiseClient:
         await p.packer.mark_full([g for g, size in sizes.items() if size >= limits[g]])
         return set(sizes)
 
-    async def wait(self, run_id: str, *, timeout_s: float | None = None) -> None:
-        """Return when every task of the run has its result."""
-        await self.pipeline.runs.wait(run_id, timeout_s=timeout_s)
+    async def wait(
+        self, run_id: str, *, timeout: float | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Return when every task of the run has its result; `TimeoutError` after `timeout`
+        seconds (`timeout_s` is the same). Waits through a Redis outage."""
+        limit = timeout if timeout is not None else timeout_s
+        async with self.lost_redis(f"waiting for run {run_id}", run_id):
+            await self.pipeline.runs.wait(run_id, timeout_s=limit)
 
-    async def results(self, run_id: str) -> AsyncIterator[Result]:
-        """The run's results in submission order."""
-        async for result in self.pipeline.runs.results(run_id):
-            yield result
+    async def progress(self, run_id: str) -> RunProgress:
+        """How far the run is: results written, tasks submitted, submission sealed."""
+        async with self.lost_redis(f"reading the progress of run {run_id}", run_id):
+            try:
+                done, total, sealed = await self.pipeline.runs.progress(run_id)
+            except KeyError:
+                raise InputError(
+                    f"no run {run_id!r} on this Redis: check the run id and REDIS_URL",
+                    where="run id",
+                ) from None
+        return RunProgress(run_id, done, total, sealed)
+
+    def results(self, run_id: str) -> RunResults:
+        """The run's results in submission order (`async for`); the iterator's `complete`
+        flag says whether the run had finished (see `progress` and `wait`)."""
+        return RunResults(self, run_id)
 
     async def result(self, task_id: str, run_id: str | None = None) -> Result | None:
         """One task's result (from its latest run unless `run_id` is given); None if not yet."""

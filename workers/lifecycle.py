@@ -5,6 +5,10 @@ arq's own `Worker.close()` cancels the jobs in flight and then awaits them witho
 of `close()`: `on_shutdown` never runs, provider clients stay open, and `batchwise run` ended in a
 traceback. Here the worker stops taking jobs, the jobs in flight get a grace period to finish,
 what is left is cancelled (every job is idempotent; a cancelled batch reruns), then it closes.
+
+A worker also rides out a Redis outage (`DurableWorker`): its Redis client waits and reconnects
+(pipeline/reconnect.py), the jobs it holds carry on, and its jobs are leased, not locked for the
+job timeout (heartbeat.py).
 """
 
 from __future__ import annotations
@@ -18,22 +22,98 @@ from typing import Any
 
 from arq import Worker
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from redis.exceptions import ResponseError, WatchError
 
 from pipeline.config import Settings
+from pipeline.reconnect import LOST, arq_settings, retry_policy
 
+from .heartbeat import Heartbeat
 from .settings import worker_settings
 
 logger = logging.getLogger("batchwise.worker")
 
 
+class DurableWorker(Worker):
+    """arq's worker with leased jobs (a heartbeat) that keeps polling through a Redis outage.
+
+    Its pool's retry policy waits out an outage inside each command; what still escapes is a
+    connection lost while arq watched a key to claim a job, and that must not end the worker.
+    """
+
+    def __init__(self, *args: Any, heartbeat_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = heartbeat_s  # the lease; Heartbeat renews it
+        self.heartbeat = Heartbeat(self, heartbeat_s)
+
+    async def async_run(self) -> None:
+        beat = asyncio.create_task(self.heartbeat.run())
+        try:
+            await super().async_run()
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (WatchError, *LOST):
+            logger.debug("poll interrupted by a lost Redis connection", exc_info=True)
+            await asyncio.sleep(self.poll_delay_s)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's claim of each job (WATCH its in-progress key, SET it with the lease), giving the
+        job slot back when the connection is lost mid-claim (arq's own would leak the slot)."""
+        for job_id_b in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            job_id = job_id_b.decode()
+            started = False
+            try:
+                started = await self._claim(job_id)
+            finally:
+                if not started:
+                    self.job_counter -= 1
+                    self.sem.release()
+
+    async def _claim(self, job_id: str) -> bool:
+        in_progress_key = in_progress_key_prefix + job_id
+        async with self.pool.pipeline(transaction=True) as pipe:
+            await pipe.watch(in_progress_key)
+            ongoing = await pipe.exists(in_progress_key)
+            score = await pipe.zscore(self.queue_name, job_id)
+            if ongoing or not score or score > timestamp_ms():
+                return False  # running elsewhere, finished, or deferred by another worker
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.psetex(in_progress_key, int(self.in_progress_timeout_s * 1000), b"1")
+            try:
+                await pipe.execute()
+            except (ResponseError, WatchError):
+                return False  # claimed elsewhere since the WATCH
+        task = self.loop.create_task(self.run_job(job_id, int(score)))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[job_id] = task
+        return True
+
+
 def in_process_worker(
     settings: Settings, redis: ArqRedis, *, poll_delay: float = 0.05, **overrides: Any
-) -> Worker:
+) -> DurableWorker:
     """A worker on an existing pool that leaves signals to its host (the CLI, a test)."""
     options = worker_settings(settings)
     options.pop("redis_settings")
     options.update(overrides)
-    return Worker(**options, redis_pool=redis, handle_signals=False, poll_delay=poll_delay)
+    return DurableWorker(
+        **options,
+        redis_pool=redis,
+        handle_signals=False,
+        poll_delay=poll_delay,
+        heartbeat_s=settings.worker_heartbeat_s,
+    )
 
 
 async def stop(
@@ -94,9 +174,10 @@ async def running(worker: Worker, grace_s: float) -> AsyncIterator[Worker]:
 async def serve(settings: Settings) -> None:
     """`batchwise worker`: run until SIGINT or SIGTERM, drain for `worker_drain_s` (a second
     signal cancels the jobs still running; they rerun elsewhere), close."""
-    from arq.connections import RedisSettings, create_pool
+    from arq.connections import create_pool
 
-    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
+    policy = retry_policy(settings, "worker", give_up_s=None, wait_at_start=True)
+    redis = await create_pool(arq_settings(settings, policy))
     worker = in_process_worker(settings, redis, poll_delay=0.5)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
