@@ -81,7 +81,8 @@ class OutageRetry(Retry):
         give_up_s: float | None,
         wait_at_start: bool,
     ) -> None:
-        super().__init__(NoBackoff(), -1, _RETRIED)
+        super().__init__(NoBackoff(), -1, LOST)
+        self._supported_errors = _RETRIED  # type: ignore[assignment]  # socket errors too
         self.outage = outage
         self.base_s = base_s
         self.cap_s = cap_s
