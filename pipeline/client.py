@@ -25,6 +25,7 @@ from typing import Any
 from . import reconnect
 from .app import Pipeline
 from .config import Settings, load_settings
+from .durable import DiskAck
 from .errors import ConfigError, InputError, PipelineError
 from .intake import LineError, read_file, result_id, validate
 from .models import Result, Task, Usage
@@ -155,6 +156,7 @@ class BatchwiseClient:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self.disk = DiskAck(pipeline.redis)
 
     @classmethod
     def connect(cls, settings: Settings | None = None) -> _Connecting:
@@ -281,6 +283,8 @@ class BatchwiseClient:
         await p.runs.seal(run_id, report.total)
         if complete:
             await p.packer.mark_due(sorted(touched))
+        if p.settings.durable_submit:
+            await self.disk.wait(f"run {run_id}")
         return report
 
     async def _queue_chunk(
