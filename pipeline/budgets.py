@@ -109,14 +109,18 @@ for i = 0, n - 1 do
 end
 local counters, settled = {}, {}
 for i = 0, n - 1 do
-  redis.call('SADD', KEYS[2], ARGV[4 + i * 7])
+  local created = false
   for w = 0, 1 do
     local counter, ttl = KEYS[5 + i * 5 + w], w == 0 and 7200 or 172800
     -- a counter's lifetime starts with it: set only when this call created it
-    if redis.call('INCRBY', counter, amount) == amount then redis.call('EXPIRE', counter, ttl) end
+    if redis.call('INCRBY', counter, amount) == amount then
+      redis.call('EXPIRE', counter, ttl)
+      created = true
+    end
     counters[#counters + 1] = counter
     settled[#settled + 1] = KEYS[7 + i * 5 + w]
   end
+  if created then redis.call('SADD', KEYS[2], ARGV[4 + i * 7]) end  -- a scope's first spend
 end
 redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
   table.concat(counters, ','), 'settled', table.concat(settled, ','))
