@@ -24,7 +24,8 @@ from arq import Worker
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
-from redis.exceptions import ResponseError, WatchError
+from redis.commands.core import AsyncScript
+from redis.exceptions import WatchError
 
 from pipeline.config import Settings
 from pipeline.reconnect import LOST, arq_settings, retry_policy
@@ -35,17 +36,35 @@ from .settings import worker_settings
 logger = logging.getLogger("batchwise.worker")
 
 
+_TAKE = """
+-- KEYS: the job's in-progress key, the queue;  ARGV: job id, now ms, lease ms
+-- Returns the job's queue score once this worker holds its lease, else 0.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local score = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
+if not score or score > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+return score
+"""
+
+
 class DurableWorker(Worker):
     """arq's worker with leased jobs (a heartbeat) that keeps polling through a Redis outage.
 
-    Its pool's retry policy waits out an outage inside each command; what still escapes is a
-    connection lost while arq watched a key to claim a job, and that must not end the worker.
+    Its pool's retry policy waits out an outage inside each command; what still escapes (a
+    connection lost while arq watches a key) must not end the worker. Jobs are claimed by one
+    script rather than arq's optimistic transaction.
     """
 
     def __init__(self, *args: Any, heartbeat_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_progress_timeout_s = heartbeat_s  # the lease; Heartbeat renews it
         self.heartbeat = Heartbeat(self, heartbeat_s)
+        self._take_script: AsyncScript | None = None
+
+    async def _take(self, *, keys: list[str], args: list[str | int]) -> int:
+        if self._take_script is None:
+            self._take_script = self.pool.register_script(_TAKE)
+        return int(await self._take_script(keys=keys, args=args))
 
     async def async_run(self) -> None:
         beat = asyncio.create_task(self.heartbeat.run())
@@ -63,8 +82,8 @@ class DurableWorker(Worker):
             await asyncio.sleep(self.poll_delay_s)
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's claim of each job (WATCH its in-progress key, SET it with the lease), giving the
-        job slot back when the connection is lost mid-claim (arq's own would leak the slot)."""
+        """arq's start of each job, claiming it with its lease and giving the job slot back when
+        the claim fails or the connection is lost mid-claim (arq's own would leak the slot)."""
         for job_id_b in job_ids:
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:
@@ -81,19 +100,15 @@ class DurableWorker(Worker):
                     self.sem.release()
 
     async def _claim(self, job_id: str) -> bool:
-        in_progress_key = in_progress_key_prefix + job_id
-        async with self.pool.pipeline(transaction=True) as pipe:
-            await pipe.watch(in_progress_key)
-            ongoing = await pipe.exists(in_progress_key)
-            score = await pipe.zscore(self.queue_name, job_id)
-            if ongoing or not score or score > timestamp_ms():
-                return False  # running elsewhere, finished, or deferred by another worker
-            pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.psetex(in_progress_key, int(self.in_progress_timeout_s * 1000), b"1")
-            try:
-                await pipe.execute()
-            except (ResponseError, WatchError):
-                return False  # claimed elsewhere since the WATCH
+        """Take the job's lease if nobody holds it and it is due: one script, one round trip
+        (arq's WATCH / EXISTS / ZSCORE / MULTI / PSETEX / EXEC is four)."""
+        lease_ms = int(self.in_progress_timeout_s * 1000)
+        score = await self._take(
+            keys=[in_progress_key_prefix + job_id, self.queue_name],
+            args=[job_id, timestamp_ms(), lease_ms],
+        )
+        if not score:
+            return False  # running elsewhere, finished, or deferred by another worker
         task = self.loop.create_task(self.run_job(job_id, int(score)))
         task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
         self.tasks[job_id] = task
