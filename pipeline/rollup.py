@@ -52,7 +52,7 @@ HSET = "s"  # HSET key a b
 SETEX = "x"  # SET key a EX b
 JOURNAL = "j"  # RPUSH key a: a record's rollup counters, for the next fold
 
-FOLD_EVERY = 64  # journal entries per fold on the write path
+FOLD_EVERY = 256  # journal entries per fold on the write path (~0.5 MB of entries)
 FOLD_CHUNK = 2000  # entries read per fold step
 
 
