@@ -29,6 +29,7 @@ from .durable import DiskAck
 from .errors import ConfigError, InputError, PipelineError
 from .intake import LineError, read_file, result_id, validate
 from .models import Result, Task, Usage
+from .progress import RunProgress, RunResults
 from .router import Rejection
 from .runs import NANO
 
@@ -84,40 +85,6 @@ def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> d
 
 class RedisUnavailable(PipelineError):
     """Redis stayed out of reach for longer than `redis_outage_wait_s`."""
-
-
-@dataclass(frozen=True)
-class RunProgress:
-    """Where a run stands: `complete` once it is sealed and every task has its result."""
-
-    run_id: str
-    done: int
-    total: int
-    sealed: bool
-
-    @property
-    def complete(self) -> bool:
-        return self.sealed and self.done >= self.total
-
-
-class RunResults:
-    """A run's results in submission order (`async for`); `complete` says, once iteration has
-    begun, whether the run had finished when reading began (False: more results will come)."""
-
-    def __init__(self, client: BatchwiseClient, run_id: str) -> None:
-        self.client = client
-        self.run_id = run_id
-        self.progress: RunProgress | None = None
-
-    @property
-    def complete(self) -> bool | None:
-        return None if self.progress is None else self.progress.complete
-
-    async def __aiter__(self) -> AsyncIterator[Result]:
-        self.progress = await self.client.progress(self.run_id)
-        async with self.client.lost_redis(f"reading the results of run {self.run_id}"):
-            async for result in self.client.pipeline.runs.results(self.run_id):
-                yield result
 
 
 class _Connecting:
@@ -264,6 +231,18 @@ class BatchwiseClient:
         on_progress: Progress | None = None,
     ) -> Submission:
         """Shape and queue validated tasks in chunks; refused ones get a `rejected` result."""
+        doing = f"submitting run {run_id} (part of it may be queued)"
+        async with self.lost_redis(doing, run_id):
+            return await self._submit_stream(run_id, items, source, complete, on_progress)
+
+    async def _submit_stream(
+        self,
+        run_id: str,
+        items: Iterable[Task | LineError],
+        source: str,
+        complete: bool,
+        on_progress: Progress | None,
+    ) -> Submission:
         p = self.pipeline
         await p.runs.create(run_id, source=source, simulated=p.simulated)
         report = Submission(run_id)
