@@ -57,7 +57,8 @@ class Outage:
         if self.down_since is None:
             self.down_since = now
             self.outages += 1
-            logger.warning("%s: Redis went away (%s); reconnecting", self.name, _reason(error))
+            what = "Redis went away" if self.reached else "cannot reach Redis yet"
+            logger.warning("%s: %s (%s); reconnecting", self.name, what, _reason(error))
         return now - self.down_since
 
     def ok(self) -> None:

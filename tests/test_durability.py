@@ -111,3 +111,29 @@ async def test_a_dead_workers_batch_reruns_within_its_lease(
     assert [r.output for r in results] == [expected_output(p) for p in prompts]
     assert [r.batch_size for r in records] == [8]  # the killed call was never recorded
     assert fake.stats(bodies=False)["requests"] == 2
+
+
+async def test_a_worker_stops_on_sigterm_while_redis_is_gone(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    settings = make_settings(server.start(), fake)
+    worker = fake_provider_worker(tmp_path, settings, fake)
+    try:
+        log = tmp_path / "worker.log"
+        deadline = time.monotonic() + 30
+        while "worker ready" not in log.read_text():
+            assert time.monotonic() < deadline and worker.poll() is None, log.read_text()
+            await asyncio.sleep(0.1)
+        server.stop()
+        await asyncio.sleep(1.0)
+        assert worker.poll() is None  # still there without Redis
+        worker.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = await asyncio.to_thread(worker.wait, 20)
+        stopped_s = time.monotonic() - started
+    finally:
+        _stop(worker)
+        server.stop()
+    assert code == 0, log.read_text()[-2000:]
+    assert stopped_s < 10

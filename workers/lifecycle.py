@@ -34,6 +34,7 @@ from .heartbeat import Heartbeat
 from .settings import worker_settings
 
 logger = logging.getLogger("batchwise.worker")
+CLOSE_WAIT_S = 3.0  # how long a closing worker waits for a lost Redis
 
 
 _TAKE = """
@@ -73,6 +74,21 @@ class DurableWorker(Worker):
         finally:
             beat.cancel()
             await asyncio.gather(beat, return_exceptions=True)
+
+    async def close(self) -> None:
+        """arq's close, except that a Redis still gone at shutdown does not hold the exit (the
+        health key is left to expire)."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values())
+        with contextlib.suppress(TimeoutError, *LOST):
+            await asyncio.wait_for(self.pool.delete(self.health_check_key), CLOSE_WAIT_S)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
 
     async def _poll_iteration(self) -> None:
         try:
