@@ -7,8 +7,7 @@
 
 Submission validates, shapes (routes a model, sets max_tokens) and enqueues in chunks, so a file
 of any size streams through in bounded memory. Workers do the rest. The client waits through a
-Redis outage of up to `redis_outage_wait_s` (see pipeline/reconnect.py) and never loads an
-embedding model itself: the semantic cache embeds on first use only.
+Redis outage of up to `redis_outage_wait_s` (see pipeline/reconnect.py).
 """
 
 from __future__ import annotations
