@@ -23,7 +23,7 @@ from redis.exceptions import WatchError
 from pipeline.reconnect import LOST
 
 if TYPE_CHECKING:
-    from arq import Worker
+    from .lifecycle import DurableWorker
 
 logger = logging.getLogger("batchwise.worker")
 
@@ -31,7 +31,7 @@ logger = logging.getLogger("batchwise.worker")
 class Heartbeat:
     """Renews the leases of the jobs `worker` is running, every `lease_s / 3`."""
 
-    def __init__(self, worker: Worker, lease_s: float) -> None:
+    def __init__(self, worker: DurableWorker, lease_s: float) -> None:
         self.worker = worker
         self.lease_ms = max(1, int(lease_s * 1000))
         self.renewed = 0
@@ -45,14 +45,19 @@ class Heartbeat:
 
     async def renew(self) -> int:
         """Extend the lease of every job still running here; returns how many were extended.
-        PEXPIRE, never SET: a lease arq has already released (job done or deferred) stays gone."""
+        A lease that is gone is taken again only if the job is still due: one that ran out
+        during a Redis outage comes back, one arq released (job done or deferred) stays gone."""
         running = self.running()
         if not running:
             return 0
         async with self.worker.pool.pipeline(transaction=False) as pipe:
             for job_id in running:
                 pipe.pexpire(in_progress_key_prefix + job_id, self.lease_ms)
-            extended = sum(bool(flag) for flag in await pipe.execute())
+            flags = await pipe.execute()
+        extended = sum(bool(flag) for flag in flags)
+        for job_id, flag in zip(running, flags, strict=True):
+            if not flag and await self.worker.take_lease(job_id):
+                extended += 1
         self.renewed += extended
         return extended
 

@@ -115,14 +115,20 @@ class DurableWorker(Worker):
                     self.job_counter -= 1
                     self.sem.release()
 
-    async def _claim(self, job_id: str) -> bool:
-        """Take the job's lease if nobody holds it and it is due: one script, one round trip
-        (arq's WATCH / EXISTS / ZSCORE / MULTI / PSETEX / EXEC is four)."""
-        lease_ms = int(self.in_progress_timeout_s * 1000)
-        score = await self._take(
+    async def take_lease(self, job_id: str) -> int:
+        """Take the job's lease if nobody holds it and it is due (not finished, not deferred):
+        one script, one round trip (arq's WATCH / EXISTS / ZSCORE / MULTI / PSETEX / EXEC is
+        four). Returns the job's queue score, or 0 when the lease was not taken."""
+        return await self._take(
             keys=[in_progress_key_prefix + job_id, self.queue_name],
-            args=[job_id, timestamp_ms(), lease_ms],
+            args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
         )
+
+    async def _claim(self, job_id: str) -> bool:
+        here = self.tasks.get(job_id)
+        if here is not None and not here.done():
+            return False  # running here already: its lease ran out while Redis was away
+        score = await self.take_lease(job_id)
         if not score:
             return False  # running elsewhere, finished, or deferred by another worker
         task = self.loop.create_task(self.run_job(job_id, int(score)))
