@@ -43,7 +43,10 @@ async def test_concurrent_writers_and_folds_count_every_record_once(redis: Redis
         )
         for i in range(5 * FOLD_EVERY + 3)
     ]
-    live, bulk = Keys(make_settings("x").key_prefix), Keys(make_settings("x").key_prefix)
+    live, bulk = (
+        Keys(make_settings("redis://x").key_prefix),
+        Keys(make_settings("redis://x").key_prefix),
+    )
     writers = [Ledger(redis, live) for _ in range(4)]  # four workers, one Redis
 
     async def write(ledger: Ledger, part: list[CallRecord]) -> list[bool]:
