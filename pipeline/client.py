@@ -15,22 +15,23 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Generator, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from . import reconnect
 from .app import Pipeline
-from .config import Settings, load_settings
+from .config import Settings
+from .connecting import Connecting, lost_redis
 from .durable import DiskAck
-from .errors import ConfigError, InputError, PipelineError
+from .errors import InputError
 from .intake import LineError, read_file, result_id, validate
 from .models import Result, Task, Usage
 from .progress import RunProgress, RunResults
 from .router import Rejection
 from .runs import NANO
+from .savings import Hit, cache_savings
 
 Progress = Callable[[int], None]
 
@@ -49,7 +50,12 @@ class Submission:
 
 @dataclass
 class Summary:
-    """What a run did and what it cost, beside each task sent alone to the same model."""
+    """What a run did and what it cost, beside each task sent alone to the same model
+    (`naive_cost_usd`) and to its baseline model (`baseline_cost_usd`: the model it named, else
+    `Settings.baseline_model`). `saved_by` splits the saving against the baseline: `routing`,
+    `cache` and `semantic_cache` (tasks answered from the cache), and `calls` (packing,
+    single-flight and batch-API discounts: what the provider calls cost less than each task
+    alone on the same model)."""
 
     run_id: str
     simulated: bool
@@ -64,12 +70,31 @@ class Summary:
     naive_cost_usd: Decimal = Decimal(0)
     unpriced: int = 0
     elapsed_s: float = 0.0
+    baseline_model: str = ""
+    baseline_cost_usd: Decimal = Decimal(0)
+    saved_by: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def saving(self) -> float:
+        """The saving against the same models one by one, as a share of that cost."""
         if self.naive_cost_usd <= 0:
             return 0.0
         return float(1 - self.cost_usd / self.naive_cost_usd)
+
+    @property
+    def baseline_saving(self) -> float:
+        """The saving against the baseline, as a share of its cost."""
+        if self.baseline_cost_usd <= 0:
+            return 0.0
+        return float(1 - self.cost_usd / self.baseline_cost_usd)
+
+    def add_naive(self, cache: str, naive: Decimal, baseline: Decimal) -> None:
+        """A task answered ok: its cost alone on the model that answered and on its baseline."""
+        self.naive_cost_usd += naive
+        self.baseline_cost_usd += baseline
+        lever = {"exact": "cache", "semantic": "semantic_cache"}.get(cache, "calls")
+        for name, amount in (("routing", baseline - naive), (lever, naive)):
+            self.saved_by[name] = self.saved_by.get(name, Decimal(0)) + amount
 
 
 def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> dict[str, Any]:
@@ -82,41 +107,6 @@ def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> d
     }
 
 
-class RedisUnavailable(PipelineError):
-    """Redis stayed out of reach for longer than `redis_outage_wait_s`."""
-
-
-class _Connecting:
-    """`BatchwiseClient.connect()`: awaitable, or an async context manager that closes."""
-
-    def __init__(self, settings: Settings | None) -> None:
-        self.settings = settings
-        self.client: BatchwiseClient | None = None
-
-    async def _open(self) -> BatchwiseClient:
-        settings = self.settings or load_settings()
-        if not settings.redis_url:
-            raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
-        redis = reconnect.client(settings)
-        try:
-            await reconnect.check(redis, settings.redis_url)
-        except ConfigError:
-            await redis.aclose()
-            raise
-        self.client = BatchwiseClient(Pipeline(settings, redis))
-        return self.client
-
-    def __await__(self) -> Generator[Any, None, BatchwiseClient]:
-        return self._open().__await__()
-
-    async def __aenter__(self) -> BatchwiseClient:
-        return await self._open()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.client is not None:
-            await self.client.close()
-
-
 class BatchwiseClient:
     """Async API for services. Safe to share across tasks of one event loop."""
 
@@ -125,11 +115,11 @@ class BatchwiseClient:
         self.disk = DiskAck(pipeline.redis)
 
     @classmethod
-    def connect(cls, settings: Settings | None = None) -> _Connecting:
+    def connect(cls, settings: Settings | None = None) -> Connecting[BatchwiseClient]:
         """Connect to REDIS_URL (fails at once, in one line, if Redis cannot be reached):
         `client = await BatchwiseClient.connect()` or `async with BatchwiseClient.connect() as
         client:` (which closes it)."""
-        return _Connecting(settings)
+        return Connecting(settings, cls)
 
     async def close(self) -> None:
         await self.pipeline.aclose()
@@ -141,22 +131,11 @@ class BatchwiseClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @contextlib.asynccontextmanager
-    async def lost_redis(self, doing: str, run_id: str | None = None) -> AsyncIterator[None]:
+    def lost_redis(
+        self, doing: str, run_id: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """Turn Redis lost for good (past `redis_outage_wait_s`) into one line saying what to do."""
-        try:
-            yield
-        except reconnect.LOST as exc:
-            waited = self.pipeline.settings.redis_outage_wait_s
-            then = (
-                f"; the run goes on without you: fetch its results later with "
-                f"`batchwise results {run_id} --out FILE`"
-                if run_id
-                else ""
-            )
-            raise RedisUnavailable(
-                f"Redis unreachable for {waited:g}s while {doing} ({type(exc).__name__}){then}"
-            ) from None
+        return lost_redis(self.pipeline.settings, doing, run_id)
 
     async def submit(
         self,
@@ -290,6 +269,7 @@ class BatchwiseClient:
         report.rejected += len(rejections)
         report.accepted += len(queued)
         cached = await p.cache.lookup(queued)  # hits are answered now; misses go on
+        hits = self._hits(queued, cached.hits)
         queued = cached.misses
         async with p.redis.pipeline(transaction=False) as pipe:
             p.runs.add_tasks(pipe, run_id, ordered)
@@ -306,7 +286,31 @@ class BatchwiseClient:
             sizes[item.group] = max(sizes.get(item.group, 0), int(reply[1]))
             limits[item.group] = p.packer.max_items(task.task_type)
         await p.packer.mark_full([g for g, size in sizes.items() if size >= limits[g]])
+        for saving in cache_savings(p.prices, run_id, hits):  # so `report` counts the hits
+            await p.ledger.record_saving(saving)
         return set(sizes)
+
+    def _hits(self, tasks: list[Task], answered: list[dict[str, Any]]) -> list[Hit]:
+        """The cache hits among `tasks`, each result marked with its task's baseline model."""
+        by_id = {task.id: task for task in tasks}
+        hits = []
+        for result in answered:
+            task = by_id[result["id"]]
+            result["baseline_model"] = task.requested_model or self.pipeline.settings.baseline_model
+            hits.append(
+                Hit(
+                    task_id=task.id,
+                    kind=result["cache"],
+                    tenant=task.tenant,
+                    user_id=task.user_id,
+                    endpoint=task.endpoint,
+                    baseline_model=result["baseline_model"],
+                    model=result.get("model") or task.model,
+                    naive_input_tokens=int(result.get("naive_input_tokens") or 0),
+                    naive_output_tokens=int(result.get("naive_output_tokens") or 0),
+                )
+            )
+        return hits
 
     async def wait(
         self, run_id: str, *, timeout: float | None = None, timeout_s: float | None = None
@@ -345,7 +349,9 @@ class BatchwiseClient:
         """Counts, tokens and cost of a finished run, and the naive baseline."""
         p = self.pipeline
         info = await p.runs.info(run_id)
-        summary = Summary(run_id, simulated=info.get("simulated") == "1")
+        summary = Summary(
+            run_id, simulated=info.get("simulated") == "1", baseline_model=p.settings.baseline_model
+        )
         calls: set[str] = set()
         async for record in p.runs.records(run_id):
             status = record["status"]
@@ -360,14 +366,18 @@ class BatchwiseClient:
                 summary.cost_usd += Decimal(int(record["cost_nusd"])) / NANO
             calls.update(record.get("calls") or ())  # every call charged to the task
             if status == "ok" and record.get("model") and "naive_input_tokens" in record:
-                naive = p.prices.price(
-                    record["model"],
-                    Usage(
-                        input_tokens=int(record["naive_input_tokens"]),
-                        output_tokens=int(record.get("naive_output_tokens") or 0),
-                    ),
+                usage = Usage(
+                    input_tokens=int(record["naive_input_tokens"]),
+                    output_tokens=int(record.get("naive_output_tokens") or 0),
                 )
-                summary.naive_cost_usd += naive or Decimal(0)
+                naive = p.prices.price(record["model"], usage) or Decimal(0)
+                model = record.get("baseline_model") or record["model"]
+                baseline = p.prices.price(model, usage)
+                summary.add_naive(
+                    record.get("cache", "miss"), naive, naive if baseline is None else baseline
+                )
+        # what the calls cost less than their tasks alone: the rest of the naive cost
+        summary.saved_by["calls"] = summary.saved_by.get("calls", Decimal(0)) - summary.cost_usd
         summary.provider_calls = len(calls)
         summary.elapsed_s = time.time() - float(info.get("created_at", time.time()))
         return summary

@@ -239,7 +239,7 @@ class Settings(BaseModel):
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
-    pack_only_when_cheaper: bool = False
+    pack_only_when_cheaper: bool = True
 
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
@@ -258,6 +258,9 @@ class Settings(BaseModel):
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+
+    # what a team would send every task to without the tool: savings are shown against it
+    baseline_model: str = "gpt-4o"
 
     # durability (issue 17): see docs/durability.md
     redis_backoff_base_s: float = Field(0.1, gt=0)  # first wait after Redis is lost
@@ -372,6 +375,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_BASELINE_MODEL": "baseline_model",
     # durability (issue 17)
     "BATCHWISE_REDIS_BACKOFF_BASE_S": "redis_backoff_base_s",
     "BATCHWISE_REDIS_BACKOFF_CAP_S": "redis_backoff_cap_s",

@@ -15,7 +15,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pipeline.cli import main as cli_main
-from pipeline.client import BatchwiseClient, RedisUnavailable
+from pipeline.client import BatchwiseClient
+from pipeline.connecting import RedisUnavailable
 from pipeline.embedded import EmbeddedRedis
 from pipeline.errors import ConfigError
 from pipeline.reconnect import Outage, OutageRetry, safe_url
