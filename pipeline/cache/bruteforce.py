@@ -159,6 +159,9 @@ class StreamIndex:
             approximate=True,
         )
 
+    def trim(self, pipe: Any, scope_ids: Sequence[str]) -> None:
+        """Nothing to do: `publish` caps each stream as it writes."""
+
     async def clear(self, tenant: str | None) -> None:
         """Delete the vectors of one tenant's entries, or all of them."""
         async for stream in self.redis.scan_iter(self.keys.cache_vectors("*"), count=1000):

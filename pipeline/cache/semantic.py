@@ -225,6 +225,11 @@ class SemanticIndex:
         assert self._index is not None, "await SemanticIndex.index() before publish"
         self._index.publish(pipe, scope_id, key, vector, text, owner)
 
+    def trim(self, pipe: Any, scope_ids: Sequence[str]) -> None:
+        """Queue what keeps these scopes within `max_entries` (after `publish`)."""
+        assert self._index is not None, "await SemanticIndex.index() before trim"
+        self._index.trim(pipe, sorted(set(scope_ids)))
+
 
 async def clear_vectors(redis: Redis, keys: Keys, tenant: str | None) -> None:
     """Delete the vectors of one tenant's entries, or all of them, from both index kinds (a

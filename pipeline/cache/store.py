@@ -313,6 +313,9 @@ class ResponseCache:
         async with self.redis.pipeline(transaction=True) as pipe:
             for item, outcome, raw in todo:
                 self._write_entry(pipe, item, outcome, {k.decode(): v for k, v in raw.items()}, now)
+            if self.semantic is not None:
+                scopes = [raw[b"sem"].decode() for _, _, raw in todo if raw.get(b"vec")]
+                self.semantic.trim(pipe, [s for s in scopes if s])
             pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
             await pipe.execute()
         return len(todo)

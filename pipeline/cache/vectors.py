@@ -52,6 +52,10 @@ class VectorIndex(Protocol):
         """Queue on `pipe` the write that adds a new entry's vector (`owner`: its tenant)."""
         ...
 
+    def trim(self, pipe: Any, scope_ids: Sequence[str]) -> None:
+        """Queue on `pipe` what keeps these scopes within `max_entries` (after publishing)."""
+        ...
+
     async def forget(self, scope_id: str, keys: Sequence[str]) -> None:
         """These entries expired: never offer them again."""
         ...

@@ -21,10 +21,6 @@ from redis.exceptions import ResponseError
 from ..keys import Keys
 from .vectors import CANDIDATES, Match, Search
 
-# HNSW candidate list per search: a larger list finds the true nearest neighbours more often
-# (bench/cache.py prints recall against brute force) at a small cost per query.
-SEARCH_EF = 200
-
 # Drop a scope's oldest elements beyond ARGV[1], in the same transaction as the write.
 _TRIM = """
 local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[1])
@@ -65,7 +61,7 @@ class VectorSetIndex:
                 for vector in s.vectors:
                     pipe.execute_command(
                         "VSIM", key, "FP32", vector.astype("<f4").tobytes(),
-                        "WITHSCORES", "WITHATTRIBS", "COUNT", CANDIDATES, "EF", SEARCH_EF,
+                        "WITHSCORES", "WITHATTRIBS", "COUNT", CANDIDATES,
                     )  # fmt: skip
             replies = iter(await pipe.execute())
         out = []
@@ -86,12 +82,17 @@ class VectorSetIndex:
     def publish(
         self, pipe: Any, scope_id: str, key: str, vector: bytes, text: str, owner: str
     ) -> None:
-        """Queue the VADD of a new entry, its age, and the trim to `max_entries`."""
+        """Queue the VADD of a new entry and its age (then `trim` once per scope)."""
         vset, ages = self.keys.cache_vset(scope_id), self.keys.cache_vset_ages(scope_id)
         attributes = orjson.dumps({"t": text, "o": owner})
         pipe.execute_command("VADD", vset, "FP32", vector, key, "Q8", "SETATTR", attributes)
         pipe.zadd(ages, {key: time.time()})
-        pipe.eval(_TRIM, 2, vset, ages, self.max_entries)
+
+    def trim(self, pipe: Any, scope_ids: Sequence[str]) -> None:
+        """Queue the trim of these scopes to `max_entries`, oldest elements out first."""
+        for scope_id in scope_ids:
+            vset, ages = self.keys.cache_vset(scope_id), self.keys.cache_vset_ages(scope_id)
+            pipe.eval(_TRIM, 2, vset, ages, self.max_entries)
 
     async def forget(self, scope_id: str, keys: Sequence[str]) -> None:
         """Remove expired entries from the scope's set."""
