@@ -308,14 +308,14 @@ class ResponseCache:
         if not todo:
             return 0
         now = time.time()
-        if self.semantic is not None and any(raw.get(b"sem") for _, _, raw in todo):
+        scopes = [raw[b"sem"].decode() for _, _, raw in todo if raw.get(b"sem") and raw.get(b"vec")]
+        if self.semantic is not None and scopes:
             await self.semantic.index()  # chosen before the transaction that publishes
         async with self.redis.pipeline(transaction=True) as pipe:
             for item, outcome, raw in todo:
                 self._write_entry(pipe, item, outcome, {k.decode(): v for k, v in raw.items()}, now)
-            if self.semantic is not None:
-                scopes = [raw[b"sem"].decode() for _, _, raw in todo if raw.get(b"vec")]
-                self.semantic.trim(pipe, [s for s in scopes if s])
+            if self.semantic is not None and scopes:
+                self.semantic.trim(pipe, scopes)
             pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
             await pipe.execute()
         return len(todo)
