@@ -242,3 +242,14 @@ def test_the_client_does_not_load_the_model_until_it_embeds(redis_url: str) -> N
         env={"PYTHONPATH": str(PAIRS.parents[2]), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "False"
+
+
+async def test_a_chunk_embeds_each_distinct_prompt_once(redis_url: str) -> None:
+    embedder = Recording()
+    async with cache_on(settings_for(redis_url, "vectorset"), embedder=embedder) as cache:
+        semantic = cache.semantic
+        assert semantic is not None
+        vectors = await semantic.embed(["Where is my parcel?", "Hi", "Where is my parcel?"])
+        assert embedder.texts == ["Where is my parcel?", "Hi"]
+        assert vectors.shape == (3, embedder.dim)
+        assert np.array_equal(vectors[0], vectors[2]) and not np.array_equal(vectors[0], vectors[1])

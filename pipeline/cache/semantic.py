@@ -175,8 +175,14 @@ class SemanticIndex:
         return stream
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
-        """One batched call for all `texts`, each clipped to `max_chars` first."""
-        return await self.embedder.embed([clip_for_embedding(t, self.max_chars) for t in texts])
+        """One batched call for the distinct `texts`, each clipped to `max_chars` first."""
+        clipped = [clip_for_embedding(t, self.max_chars) for t in texts]
+        distinct = list(dict.fromkeys(clipped))
+        vectors = await self.embedder.embed(distinct)
+        if len(distinct) == len(clipped):
+            return vectors
+        row = {text: i for i, text in enumerate(distinct)}
+        return vectors[[row[t] for t in clipped]]
 
     def threshold_for(self, query: str) -> float:
         """The similarity a cached prompt needs to answer `query` (calibrated per embedder)."""
