@@ -29,9 +29,9 @@ class Keys:
         """Sorted set of run ids by creation time."""
         return f"{self.prefix}:runs"
 
-    def task_run(self, task_id: str) -> str:
-        """The latest run that holds a task id."""
-        return f"{self.prefix}:taskrun:{task_id}"
+    def task_run(self, tenant: str, task_id: str) -> str:
+        """The latest run in which a tenant used a task id (tenant names hold no `:`)."""
+        return f"{self.prefix}:taskrun:{tenant}:{task_id}"
 
     # pending work
     def groups(self) -> str:
@@ -79,6 +79,14 @@ class Keys:
     def ledger(self) -> str:
         """Stream of call records."""
         return f"{self.prefix}:ledger"
+
+    def ledger_archive_mark(self) -> str:
+        """The stream id up to which the ledger is archived to Parquet (and trimmed)."""
+        return f"{self.prefix}:ledger:archived"
+
+    def ledger_archive_lease(self) -> str:
+        """Held by the one process archiving the ledger right now."""
+        return f"{self.prefix}:ledger:archiving"
 
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
@@ -193,6 +201,10 @@ class Keys:
     def bapi_sub(self, sub_id: str) -> str:
         """Hash: provider, model, batch ids, state, the provider's batch id."""
         return f"{self.prefix}:bapi:sub:{sub_id}"
+
+    def bapi_owner(self, provider_batch: str) -> str:
+        """The submission that owns a provider batch (so a lost one is never adopted twice)."""
+        return f"{self.prefix}:bapi:owner:{provider_batch}"
 
     def bapi_lease(self, sub_id: str) -> str:
         """Held by the one worker that submits or settles a submission right now."""

@@ -139,13 +139,17 @@ def test_top_share_takes_at_least_one() -> None:
 
 
 def test_spike_needs_k_sigma_above_the_baseline_without_itself() -> None:
-    flat = [100_000 + (i % 3) * 1000 for i in range(20)]
+    ten = 10 * NANO  # $10 a period: large enough that the floors below are 5% of normal
+    flat = [ten + (i % 3) * NANO // 10 for i in range(20)]
     assert spikes(flat, window=14, sigma_warning=3, sigma_critical=5) == []
-    found = spikes([*flat, 200_000], window=14, sigma_warning=3, sigma_critical=5)
+    found = spikes([*flat, 2 * ten], window=14, sigma_warning=3, sigma_critical=5)
     assert [(s.index, s.level) for s in found] == [(20, "critical")]
-    # a warning between k=3 and k=5: the baseline's sigma is floored at 5% of the mean
-    warn = spikes([*([100_000] * 10), 120_000], window=14, sigma_warning=3, sigma_critical=5)
+    # a warning between k=3 and k=5: the baseline's sigma is floored at 5% of its median
+    warn = spikes([*([ten] * 10), ten * 12 // 10], window=14, sigma_warning=3, sigma_critical=5)
     assert [(s.level, round(s.z, 1)) for s in warn] == [("warning", 4.0)]
+    # a cent-sized series varies like a count of calls: +20% is no alert there
+    cents = [NANO // 100] * 10
+    assert spikes([*cents, NANO * 12 // 1000], window=14, sigma_warning=3, sigma_critical=5) == []
     # no baseline yet, no verdict; a drop is never a spike
     assert spikes([1, 10**9], window=14, sigma_warning=3, sigma_critical=5) == []
     assert spikes([*flat, 0], window=14, sigma_warning=3, sigma_critical=5) == []
@@ -234,7 +238,10 @@ async def test_bulk_import_writes_what_the_record_script_writes(redis: Redis) ->
         call(2, DAY0 + 3600, 2 * NANO, shares=[("a", "/x", NANO), ("b", "/y", NANO)]),
         call(3, DAY0 + 86400, 3, tenant="beta", model="gpt-4o"),
     ]
-    one, bulk = Keys(make_settings("redis://x").key_prefix), Keys(make_settings("x").key_prefix)
+    one, bulk = (
+        Keys(make_settings("redis://x").key_prefix),
+        Keys(make_settings("redis://x").key_prefix),
+    )
     assert await Ledger(redis, one).record_many(records) == 3
     assert await Ledger(redis, bulk).import_records(records) == 3
     assert await Ledger(redis, bulk).import_records(records) == 0  # already there
