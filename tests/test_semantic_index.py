@@ -253,3 +253,13 @@ async def test_a_chunk_embeds_each_distinct_prompt_once(redis_url: str) -> None:
         assert embedder.texts == ["Where is my parcel?", "Hi"]
         assert vectors.shape == (3, embedder.dim)
         assert np.array_equal(vectors[0], vectors[2]) and not np.array_equal(vectors[0], vectors[1])
+
+
+async def test_a_server_that_refuses_vcard_has_no_vector_sets() -> None:
+    from redis.exceptions import ResponseError
+
+    class Redis7:
+        async def execute_command(self, *args: Any) -> Any:
+            raise ResponseError(f"unknown command '{args[0]}', with args beginning with: ")
+
+    assert not await has_vector_sets(Redis7())  # type: ignore[arg-type]
