@@ -239,7 +239,7 @@ class Settings(BaseModel):
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
-    pack_only_when_cheaper: bool = False
+    pack_only_when_cheaper: bool = True
 
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
@@ -261,6 +261,9 @@ class Settings(BaseModel):
     # semantic cache v2: see docs/semantic.md
     cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
     cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
+
+    # what a team would send every task to without the tool: savings are shown against it
+    baseline_model: str = "gpt-4o"
 
     @field_validator(*MINIMUM)
     @classmethod
@@ -370,6 +373,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
     "BATCHWISE_CACHE_SEMANTIC_MAX_CHARS": "cache_semantic_max_chars",
     "BATCHWISE_CACHE_SEMANTIC_INDEX": "cache_semantic_index",
+    "BATCHWISE_BASELINE_MODEL": "baseline_model",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")
