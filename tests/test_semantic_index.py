@@ -263,3 +263,16 @@ async def test_a_server_that_refuses_vcard_has_no_vector_sets() -> None:
             raise ResponseError(f"unknown command '{args[0]}', with args beginning with: ")
 
     assert not await has_vector_sets(Redis7())  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+async def test_the_default_model_loads_once_and_scores_meaning() -> None:
+    first, second = LocalUSE(), LocalUSE()
+    vectors = await first.embed(
+        ["How do I reset my password?", "I forgot my password, how can I change it?", "Hi"]
+    )
+    assert first.load() is second.load()  # one model per process
+    assert vectors.shape == (3, 512) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > 0.6 > vectors[0] @ vectors[2]
+    assert (await second.embed([])).shape == (0, 512)
