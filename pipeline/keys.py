@@ -272,6 +272,15 @@ class Keys:
         """Stream of (key, vector, prompt) of one semantic scope, read by every process."""
         return f"{self.prefix}:cache:v:{scope_id}"
 
+    def cache_vset(self, scope_id: str) -> str:
+        """Redis 8 vector set of one semantic scope: element = cache key, attributes = the
+        prompt and its tenant."""
+        return f"{self.prefix}:cache:vs:{scope_id}"
+
+    def cache_vset_ages(self, scope_id: str) -> str:
+        """Sorted set cache key -> time added, beside a scope's vector set: oldest out first."""
+        return f"{self.prefix}:cache:va:{scope_id}"
+
     # the HTTP API (batchwise serve): every object lives under the tenant that owns it
     def server_file(self, tenant: str, file_id: str) -> str:
         """Hash of an uploaded or produced file: its metadata and `content`."""
