@@ -232,6 +232,12 @@ class Settings(BaseModel):
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+    # the semantic grey zone (docs/semantic.md): candidates up to this far below the serve
+    # threshold are served only when a cheap model confirms them (one packed call per chunk)
+    cache_semantic_verify: bool = True
+    cache_semantic_verify_margin: float = Field(0.15, ge=0, lt=1)
+    cache_semantic_verify_model: str = ""  # empty: the cheapest priced model a provider serves
+    cache_semantic_verify_ttl_s: int = Field(7 * 86400, gt=0)  # how long a verdict is reused
 
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
@@ -307,6 +313,10 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY": "cache_semantic_verify",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_MARGIN": "cache_semantic_verify_margin",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_MODEL": "cache_semantic_verify_model",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_TTL_S": "cache_semantic_verify_ttl_s",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

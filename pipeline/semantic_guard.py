@@ -45,6 +45,7 @@ from .guard_lexicon import (
     JA_NEGATION_NEUTRAL,
     JA_NUMERAL_NEUTRAL,
     JA_OPPOSITES,
+    JA_PLACE,
     JA_TEXT,
     JA_TOKEN,
     KANJI_NUMERAL,
@@ -53,6 +54,8 @@ from .guard_lexicon import (
     NUMBER_VALUES,
     PRONOUN_I,
     QUOTED,
+    RELATION,
+    RELATION_NAMES,
     REPETITION,
     SENTENCE_BREAK,
     SIDES,
@@ -72,6 +75,7 @@ class PromptFacts:
     ids: frozenset[str]
     dates: frozenset[str]
     numbers: frozenset[str]
+    relations: frozenset[str]
     negated: bool
     repeated: bool
     opposites: frozenset[str]
@@ -95,6 +99,8 @@ def blocks_semantic_hit(query: str, cached: str) -> str | None:
         mine, theirs = getattr(q, label), getattr(c, label)
         if mine != theirs:
             return f"{label} differ: {_show(mine - theirs)} vs {_show(theirs - mine)}"
+    if q.relations != c.relations:
+        return f"relations differ: {_show(q.relations)} vs {_show(c.relations)}"
     if q.negated != c.negated:
         return f"negation only in the {'query' if q.negated else 'cached prompt'}"
     if q.repeated != c.repeated:
@@ -145,6 +151,9 @@ def prompt_facts(text: str) -> PromptFacts:
         ids=frozenset(ids),
         dates=frozenset(dates),
         numbers=frozenset(numbers),
+        relations=frozenset(
+            RELATION_NAMES[int(str(m.lastgroup)[1:])] for m in RELATION.finditer(skeleton)
+        ),
         negated=bool(
             EN_NEGATION.search(EN_NEGATION_NEUTRAL.sub(" ", lower))
             or JA_NEGATION.search(_mask(lower, JA_NEGATION_NEUTRAL))
@@ -156,7 +165,7 @@ def prompt_facts(text: str) -> PromptFacts:
         ),
         directions=frozenset(_directions(lower)),
         content=tuple(t for t in EN_TOKEN.findall(lower) if t not in STOPWORDS),
-        names=frozenset(_names(rest) | quoted),
+        names=frozenset(_names(rest) | quoted | set(JA_PLACE.findall(norm))),
         katakana=frozenset(KATAKANA_RUN.findall(norm)),
         skeleton=skeleton,
     )

@@ -5,6 +5,8 @@ It answers `POST /v1/chat/completions` (OpenAI Chat Completions) and `POST /v1/m
 and a packed prompt `{"items": [{"id", "input"}, ...]}` is answered with
 `{"results": [{"id", "output": expected_output(input)}, ...]}`. So a test can check that no task
 ever receives another task's output.
+A semantic-cache verification (`{"pairs": {"1": [a, b], ...}}`, see pipeline/verdicts.py) is
+answered with `FakeProvider.verdict` ("yes" after a reset) for every pair.
 
 Faults are queued on demand, in-process with `FakeProvider.add_faults(...)` or from any process
 with `POST /_control/faults`. A fault spec is a dict::
@@ -140,6 +142,18 @@ def _packed_items(text: str) -> list[dict[str, Any]] | None:
     ):
         return None
     return items
+
+
+def _verify_pairs(text: str) -> dict[str, Any] | None:
+    """The pairs of a semantic-cache verification (`{"pairs": {"1": [a, b], ...}}`), or None."""
+    if not text.startswith('{"pairs"'):
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    pairs = doc.get("pairs") if isinstance(doc, dict) else None
+    return pairs if isinstance(pairs, dict) else None
 
 
 def _input_text(item: dict[str, Any]) -> str:
@@ -280,6 +294,7 @@ class FakeProvider:
             # A delayed answer to a request from before the reset must not count after it.
             self._generation += 1
             self._faults = []
+            self.verdict = "yes"  # the answer to every semantic-cache verification pair
             self._requests = 0
             self._items = 0
             self._items_answered = 0
@@ -501,6 +516,8 @@ class FakeProvider:
         kind = fault.kind if fault else None
         if kind == "malformed":
             content = "Sorry, I cannot help with that request."
+        elif (pairs := _verify_pairs(last_user)) is not None:
+            content = json.dumps({n: self.verdict for n in pairs})  # the same for every pair
         elif items is not None:
             content = _packed_answer(items, kind)
         else:

@@ -188,6 +188,7 @@ class Candidate:
     row: int
     key: str
     score: float
+    text: str = ""  # the cached prompt, for a verifier of grey-zone candidates
 
 
 class SemanticIndex:
@@ -200,6 +201,8 @@ class SemanticIndex:
         self.max_entries = max_entries
         self.scopes: dict[str, ScopeIndex] = {}
         self.blocked = 0  # candidates above the threshold that the guard refused
+        # how far below the threshold candidates are still returned, for verification
+        self.grey_margin = 0.0
         self._syncing = asyncio.Lock()  # concurrent submits must not read a page twice
 
     async def embed(self, texts: Sequence[str]) -> Vectors:
@@ -249,14 +252,14 @@ class SemanticIndex:
             return [[] for _ in queries], [0] * len(queries)
         found: list[list[Candidate]] = []
         refused: list[int] = []
-        thresholds = [self.threshold_for(q) for q in queries]
+        thresholds = [self.threshold_for(q) - self.grey_margin for q in queries]
         for query, best in zip(queries, index.best(vectors, thresholds), strict=True):
             passed, blocked = [], 0
             for score, row in best:
                 if blocks_semantic_hit(query, index.texts[row]) is not None:
                     blocked += 1
                     continue
-                passed.append(Candidate(scope_id, row, index.keys[row], score))
+                passed.append(Candidate(scope_id, row, index.keys[row], score, index.texts[row]))
             found.append(passed)
             refused.append(blocked)
         self.blocked += sum(refused)
