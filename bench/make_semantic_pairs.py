@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "semantic_pairs_generated.jsonl"
@@ -44,6 +44,12 @@ def en_number(n: int, rng: random.Random) -> str:
         return EN_WORDS[n]
     tens, ones = divmod(n, 10)
     return EN_TENS[tens] + (f"-{EN_WORDS[ones]}" if ones else "")
+
+
+def en_amount(n: int, rng: random.Random) -> str:
+    """A dollar amount: "$50" or "fifty dollars"."""
+    words = en_number(n, rng)
+    return f"${n}" if words == str(n) else f"{words} dollars"
 
 
 def ja_number(n: int, rng: random.Random) -> str:
@@ -92,10 +98,10 @@ EN_WINDOW_TOPICS = [
     ],
 ]
 EN_AMOUNT_RELATIONS = {
-    "over": ["over ${n}", "more than ${n}", "above ${n}"],
-    "under": ["under ${n}", "less than ${n}", "below ${n}"],
-    "at least": ["of at least ${n}"],
-    "at most": ["of at most ${n}"],
+    "over": ["over {n}", "more than {n}", "above {n}"],
+    "under": ["under {n}", "less than {n}", "below {n}"],
+    "at least": ["of at least {n}"],
+    "at most": ["of at most {n}"],
 }
 EN_AMOUNT_TOPICS = [
     [
@@ -172,9 +178,9 @@ def relation_family(
     relations: dict[str, str | list[str]],
     values: list[int],
     rng: random.Random,
+    number: Callable[[int, random.Random], str],
 ) -> Iterator[Pair]:
     """Paraphrases (same relation and value), relation near-misses, number near-misses."""
-    number = en_number if lang == "en" else ja_number
 
     def render(template: str, rel: str, n: int) -> str:
         forms = relations[rel]
@@ -421,10 +427,10 @@ def generate(seed: int = 11) -> list[Pair]:
     dollars = [20, 25, 30, 40, 50, 75, 100, 150, 200]
     yen = [1000, 2000, 3000, 5000, 8000, 10000]
     families = [
-        relation_family("en", EN_WINDOW_TOPICS, dict(EN_WINDOW_RELATIONS), days, rng),
-        relation_family("en", EN_AMOUNT_TOPICS, dict(EN_AMOUNT_RELATIONS), dollars, rng),
-        relation_family("ja", JA_WINDOW_TOPICS, dict(JA_WINDOW_RELATIONS), days, rng),
-        relation_family("ja", JA_AMOUNT_TOPICS, dict(JA_AMOUNT_RELATIONS), yen, rng),
+        relation_family("en", EN_WINDOW_TOPICS, dict(EN_WINDOW_RELATIONS), days, rng, en_number),
+        relation_family("en", EN_AMOUNT_TOPICS, dict(EN_AMOUNT_RELATIONS), dollars, rng, en_amount),
+        relation_family("ja", JA_WINDOW_TOPICS, dict(JA_WINDOW_RELATIONS), days, rng, ja_number),
+        relation_family("ja", JA_AMOUNT_TOPICS, dict(JA_AMOUNT_RELATIONS), yen, rng, ja_number),
         action_family("en", EN_OBJECTS, EN_ADD, EN_REMOVE),
         action_family("ja", JA_OBJECTS, JA_ADD, JA_REMOVE),
         negation_family("en", EN_NEGATION, EN_NEGATION_PARAPHRASES, EN_THINGS),

@@ -29,6 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,18 +52,20 @@ class Scored:
     similarity: float
     passed: bool
     calibration: bool
+    generated: bool
 
 
-def load_pairs(data: Path = DATA) -> list[dict[str, str]]:
+def load_pairs(data: Path = DATA) -> list[dict[str, Any]]:
     """Every labelled pair, hand-written and generated."""
     rows = []
     for path in sorted(data.glob("semantic_pairs*.jsonl")):
+        generated = "generated" in path.name
         with path.open(encoding="utf-8") as f:
-            rows += [json.loads(line) for line in f if line.strip()]
+            rows += [json.loads(line) | {"generated": generated} for line in f if line.strip()]
     return rows
 
 
-def in_calibration_half(row: dict[str, str]) -> bool:
+def in_calibration_half(row: dict[str, Any]) -> bool:
     """The fixed split: a hash of the pair's text, not its position in a file."""
     return hashlib.sha256(f"{row['a']}\n{row['b']}".encode()).digest()[0] % 2 == 0
 
@@ -76,7 +79,7 @@ def embed(texts: list[str]) -> dict[str, np.ndarray]:
     return dict(zip(texts, vectors, strict=True))
 
 
-def score(rows: list[dict[str, str]], vectors: dict[str, np.ndarray]) -> list[Scored]:
+def score(rows: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> list[Scored]:
     return [
         Scored(
             r["label"],
@@ -85,6 +88,7 @@ def score(rows: list[dict[str, str]], vectors: dict[str, np.ndarray]) -> list[Sc
             float(vectors[r["a"]] @ vectors[r["b"]]),
             blocks_semantic_hit(r["b"], r["a"]) is None,
             in_calibration_half(r),
+            r["generated"],
         )
         for r in rows
     ]
@@ -98,7 +102,7 @@ def serve_threshold(rows: list[Scored]) -> float:
 
 
 def clopper_pearson_upper(k: int, n: int, confidence: float = 0.95) -> float:
-    """One-sided... two-sided 95% Clopper-Pearson upper bound of a binomial rate k/n."""
+    """The upper end of the two-sided 95% Clopper-Pearson interval of a binomial rate k/n."""
     if n == 0:
         return 1.0
     if k >= n:
@@ -177,6 +181,8 @@ def main() -> None:
     for lang in ("all", "en", "ja"):
         rows = [r for r in held if lang in ("all", r.lang)]
         print(show(lang, figures(rows, serve, args.margin)))
+    hand = [r for r in held if not r.generated]
+    print(show("hand-written only", figures(hand, serve, args.margin)))
     without = figures(held, serve, 0.0)
     print(f"  without verification: paraphrase hits {without['paraphrase_hit_rate']:.1%}")
 

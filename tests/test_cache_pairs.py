@@ -45,7 +45,9 @@ class Remembering:
 
 
 def pairs() -> list[dict[str, str]]:
-    return [orjson.loads(line) for line in PAIRS.read_bytes().splitlines() if line.strip()]
+    """The hand-written and the generated pairs."""
+    files = sorted(PAIRS.parent.glob("semantic_pairs*.jsonl"))
+    return [orjson.loads(line) for f in files for line in f.read_bytes().splitlines() if line]
 
 
 def faq(prompt: str, tenant: str) -> Task:
