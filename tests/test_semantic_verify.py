@@ -14,7 +14,7 @@ from pipeline.cache import ResponseCache
 from pipeline.config import Settings
 from pipeline.fingerprint import item_key
 from pipeline.ledger import Ledger
-from pipeline.models import CallRecord, Message, Task, TTLClass
+from pipeline.models import CallRecord, Message, Task, TTLClass, Usage
 from pipeline.semantic_guard import blocks_semantic_hit
 from pipeline.verdicts import VERIFY_SYSTEM, offline_verdicts, read_verdicts, verify_prompt
 from tests.conftest import make_settings
@@ -244,3 +244,18 @@ async def test_simulated_provider_confirms_nothing_that_differs(
 def test_verification_is_on_by_default() -> None:
     settings = make_settings("redis://localhost")
     assert settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
+
+
+def test_the_verification_model_is_the_cheapest_one_served(redis_url: str) -> None:
+    fake_openai = semantic(redis_url, FakeProvider())  # serves gpt-* only; never started
+    pipeline = Pipeline(fake_openai, Redis.from_url(redis_url))
+    assert pipeline.cache.verifier is not None
+    chosen = pipeline.cache.verifier.model()
+    served = {m for tier in fake_openai.tiers.values() for m in tier if m.startswith("gpt-")}
+    typical = Usage(input_tokens=400, output_tokens=20)
+    prices = {m: pipeline.prices.price(m, typical) for m in served}
+    assert chosen in served
+    assert prices[chosen] == min(p for p in prices.values() if p is not None)
+    pinned = semantic(redis_url, cache_semantic_verify_model="gpt-4.1-nano")
+    verifier = Pipeline(pinned, Redis.from_url(redis_url)).cache.verifier
+    assert verifier is not None and verifier.model() == "gpt-4.1-nano"
