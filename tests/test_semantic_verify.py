@@ -17,8 +17,8 @@ from pipeline.ledger import Ledger
 from pipeline.models import CallRecord, Message, Task, TTLClass, Usage
 from pipeline.semantic_guard import blocks_semantic_hit
 from pipeline.verdicts import VERIFY_SYSTEM, offline_verdicts, read_verdicts, verify_prompt
-from tests.conftest import make_settings
-from tests.fake_provider import FakeProvider
+from tests.conftest import make_settings, pipeline_client, running_worker
+from tests.fake_provider import FakeProvider, expected_output
 
 WITHIN_AFTER = ("Can I get a refund within 30 days?", "Is a refund possible after thirty days?")
 THIRTY_30 = ("Can I get a refund within 30 days?", "Can I get a refund after thirty days?")
@@ -259,3 +259,39 @@ def test_the_verification_model_is_the_cheapest_one_served(redis_url: str) -> No
     pinned = semantic(redis_url, cache_semantic_verify_model="gpt-4.1-nano")
     verifier = Pipeline(pinned, Redis.from_url(redis_url)).cache.verifier
     assert verifier is not None and verifier.model() == "gpt-4.1-nano"
+
+
+async def test_through_client_and_worker_grey_hits_are_verified_and_paid_for(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = semantic(
+        redis_url,
+        fake,
+        linger_ms=0,
+        cache_semantic_threshold=0.999,
+        cache_semantic_threshold_ja=0.999,
+        cache_semantic_verify_margin=0.99,
+        cache_semantic_verify_model="gpt-4o-mini",
+    )
+    first = [
+        {"id": "c0", "task_type": "faq", "prompt": "How do I reset my password?"},
+        {"id": "c1", "task_type": "faq", "prompt": WITHIN_AFTER[1]},
+    ]
+    second = [
+        {"id": "q0", "task_type": "faq", "prompt": "How can I reset my password?"},
+        {"id": "q1", "task_type": "faq", "prompt": WITHIN_AFTER[0]},
+    ]
+    async with pipeline_client(settings) as client, running_worker(settings):
+        run = await client.submit(first, complete=True)
+        await client.wait(run, timeout_s=20)
+        answered = {r.id: r.output async for r in client.results(run)}
+        run = await client.submit(second, complete=True)
+        await client.wait(run, timeout_s=20)
+        results = {r.id: r async for r in client.results(run)}
+        records = await ledger_records(client.pipeline.redis, settings)
+    assert results["q0"].cache == "semantic" and results["q0"].output == answered["c0"]
+    assert results["q1"].cache == "miss"  # the within/after pair: answered by the provider
+    assert results["q1"].output == expected_output(WITHIN_AFTER[0])
+    verify = [r for r in records if r.batch_id.startswith("verify-")]
+    assert len(verify) == 1 and verify[0].batch_size == 1  # only the pair the guard let through
+    assert verify[0].cost_usd is not None and verify[0].cost_usd > 0
