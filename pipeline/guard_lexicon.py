@@ -215,8 +215,10 @@ DATES = [
 NUMBER_VALUES = dict(zip(*[iter(NUMBER_WORDS.split())] * 2, strict=True))
 TENS = "|".join(w for w, n in NUMBER_VALUES.items() if int(n) >= 20)
 EN_NUMBER_WORD = re.compile(
-    rf"\b(?:({TENS})-)?({'|'.join(sorted(NUMBER_VALUES, key=len, reverse=True))})\b"
+    rf"\b(?:({TENS})[-\s])?({'|'.join(sorted(NUMBER_VALUES, key=len, reverse=True))})\b"
 )
+# "a dozen" == 12, "half a dozen" == 6, "2 dozen" == 24 (number words are digits by then)
+DOZEN = re.compile(r"\b(?:(half\s+a)|a|(\d+))\s+dozens?\b")
 
 SIDES = [
     (f"{name}:{side}", terms.split(", "))

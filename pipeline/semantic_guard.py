@@ -29,6 +29,7 @@ from .guard_lexicon import (
     CAPITALISED,
     CODE,
     DATES,
+    DOZEN,
     EMAIL,
     EN_FROM_TO,
     EN_INSTEAD,
@@ -141,9 +142,8 @@ def prompt_facts(text: str) -> PromptFacts:
     if {"wd:sat", "wd:sun"} <= dates:  # "weekends" == "Saturdays and Sundays"
         dates = (dates - {"wd:sat", "wd:sun"}) | {"weekend"}
     # The text without its ids and dates, numbers in one spelling: "3 days" == "three days".
-    skeleton = NUMBER.sub(
-        lambda m: f" {_number_key(m)} ", EN_NUMBER_WORD.sub(_number_word, rest.lower())
-    )
+    spelled = DOZEN.sub(_dozen, EN_NUMBER_WORD.sub(_number_word, rest.lower()))
+    skeleton = NUMBER.sub(lambda m: f" {_number_key(m)} ", spelled)
     numbers = {_number_key(m) for m in NUMBER.finditer(skeleton)}
     quoted = {next(g for g in m.groups() if g).strip().lower() for m in QUOTED.finditer(norm)}
     return PromptFacts(
@@ -190,6 +190,10 @@ def _number_key(m: re.Match[str]) -> str:
 
 def _number_word(m: re.Match[str]) -> str:
     return f" {int(NUMBER_VALUES[m[2]]) + (int(NUMBER_VALUES[m[1]]) if m[1] else 0)} "
+
+
+def _dozen(m: re.Match[str]) -> str:
+    return f" {6 if m[1] else 12 * int(m[2] or 1)} "
 
 
 def _kanji_to_int(numeral: str) -> int:
