@@ -266,8 +266,8 @@ def _changed_slot(q_text: str, c_text: str) -> tuple[str, str] | None:
         content = [any(JA_CONTENT.match(ch) for ch in span) for span in (q_span, c_span)]
     else:
         content = [any(t not in FRAME_WORDS for t in span) for span in (q_span, c_span)]
-    # A changed slot needs content on both sides; an added qualifier needs content on its side.
-    if (q_span and c_span and all(content)) or (not (q_span and c_span) and any(content)):
+    # Content on either side decides: "change" (a frame word) for "cancel" changes the request.
+    if any(content):
         joiner = "" if japanese else " "
         return joiner.join(q_span) or "(nothing)", joiner.join(c_span) or "(nothing)"
     return None

@@ -15,7 +15,7 @@ from pipeline.config import Settings
 from pipeline.fingerprint import item_key
 from pipeline.ledger import Ledger
 from pipeline.models import CallRecord, Message, Task, TTLClass, Usage
-from pipeline.semantic_guard import blocks_semantic_hit
+from pipeline.semantic_guard import blocks_semantic_hit, prompt_facts
 from pipeline.verdicts import VERIFY_SYSTEM, offline_verdicts, read_verdicts, verify_prompt
 from tests.conftest import make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
@@ -111,6 +111,8 @@ def test_guard_lets_numbers_in_words_and_frame_changes_through(query: str, cache
         ("5000円以上の注文は送料無料ですか？", "5000円未満の注文は送料無料ですか？"),
         ("写真にフィルターを適用するには？", "写真のフィルターを解除するには？"),
         ("梅田店の営業時間は？", "天神店の営業時間は？"),
+        ("How do I change my order?", "How do I cancel my order?"),
+        ("Can I update my subscription online?", "Can I pause my subscription online?"),
     ],
 )
 def test_guard_refuses_the_other_relations_actions_and_places(query: str, cached: str) -> None:
@@ -135,8 +137,9 @@ def test_numbers_are_compared_in_one_spelling(query: str, cached: str, same: boo
 
 def test_relation_words_away_from_numbers_are_no_relation() -> None:
     # "over the phone" and "the ticket below" are no amounts
-    assert blocks_semantic_hit("Can I pay over the phone?", "Can I pay by phone?") is None
-    assert blocks_semantic_hit("以下の文を要約してください。", "この文を要約してください。") is None
+    for text in ("Can I pay over the phone?", "Summarise the ticket below.", "以下の文を要約して"):
+        assert prompt_facts(text).relations == frozenset()
+    assert prompt_facts("Orders over thirty dollars, or below $5?").relations == {"over", "under"}
 
 
 def test_verdicts_are_yes_only_when_clearly_yes() -> None:
