@@ -270,6 +270,54 @@ def action_family(
         yield pair(add[3].format(o=o, t=t), remove[1].format(o=o, t=t), "near_miss", "action", lang)
 
 
+# ---- another action on the same object: "change my order" is not "cancel my order" ---------
+
+EN_VERBS = ["cancel", "change", "track", "pause", "renew", "return"]
+EN_VERB_OBJECTS = ["order", "subscription", "booking", "reservation", "membership", "plan"]
+EN_VERB_FRAMES = [
+    "How do I {v} my {o}?",
+    "How can I {v} my {o}?",
+    "What's the way to {v} my {o}?",
+    "Is there a way to {v} my {o}?",
+]
+JA_VERBS = ["キャンセル", "変更", "追跡", "一時停止", "更新", "返品"]
+JA_VERB_OBJECTS = ["注文", "サブスク", "予約", "会員登録", "プラン", "定期便"]
+JA_VERB_FRAMES = [
+    "{o}を{v}するにはどうすればいいですか？",
+    "{o}の{v}方法を教えてください。",
+    "{o}を{v}したいのですが、どうすればいいですか？",
+]
+# pairs of actions that make sense on each object (returning a subscription does not)
+EN_VERB_FIT = {
+    "return": {"order"},
+    "track": {"order"},
+    "pause": {"subscription", "membership", "plan"},
+}
+JA_VERB_FIT = {
+    "返品": {"注文"},
+    "追跡": {"注文", "定期便"},
+    "一時停止": {"サブスク", "定期便", "プラン"},
+}
+
+
+def verb_family(
+    lang: str,
+    verbs: list[str],
+    objects: list[str],
+    frames: list[str],
+    fit: dict[str, set[str]],
+    rng: random.Random,
+) -> Iterator[Pair]:
+    for o in objects:
+        usable = [v for v in verbs if o in fit.get(v, {o})]
+        for v in usable:
+            a, b = rng.sample(frames, 2)
+            yield pair(a.format(v=v, o=o), b.format(v=v, o=o), "paraphrase", "paraphrase", lang)
+        for v, w in rng.sample(list(itertools.permutations(usable, 2)), min(8, len(usable) * 2)):
+            a, b = rng.choice(frames), rng.choice(frames)
+            yield pair(a.format(v=v, o=o), b.format(v=w, o=o), "near_miss", "action", lang)
+
+
 # ---- entity, date, negation, reversal: a frame with one slot ---------------------------------
 
 EN_SLOTS: list[tuple[str, list[str], list[str]]] = [
@@ -433,6 +481,8 @@ def generate(seed: int = 11) -> list[Pair]:
         relation_family("ja", JA_AMOUNT_TOPICS, dict(JA_AMOUNT_RELATIONS), yen, rng, ja_number),
         action_family("en", EN_OBJECTS, EN_ADD, EN_REMOVE),
         action_family("ja", JA_OBJECTS, JA_ADD, JA_REMOVE),
+        verb_family("en", EN_VERBS, EN_VERB_OBJECTS, EN_VERB_FRAMES, EN_VERB_FIT, rng),
+        verb_family("ja", JA_VERBS, JA_VERB_OBJECTS, JA_VERB_FRAMES, JA_VERB_FIT, rng),
         negation_family("en", EN_NEGATION, EN_NEGATION_PARAPHRASES, EN_THINGS),
         negation_family("ja", JA_NEGATION, JA_NEGATION_PARAPHRASES, JA_THINGS),
         reversal_family("en", *EN_REVERSAL),

@@ -100,6 +100,22 @@ over :: over\s+(?=[$€£¥]?\s*\d), more\s+than\b, above\s+(?=[$€£¥]?\s*\d)
 under :: under\s+(?=[$€£¥]?\s*\d), less\s+than\b, fewer\s+than\b, below\s+(?=[$€£¥]?\s*\d), 未満
 """  # noqa: E501
 
+# action :: patterns. When both prompts name actions, they must name the same ones: "change my
+# order" is not "cancel my order", though the rest of the sentence may be worded differently.
+# Synonyms share a line; a prompt without any of these words is not compared by this rule.
+ACTION_TABLE = r"""
+cancel :: cancel\w*, call\w*\s+off\b, キャンセル, 取り消, 取消, 解約
+change :: chang\w*, modif\w*, edit\w*, updat\w*, amend\w*, alter\w*, 変更, 修正
+track :: track\w*, trac(?:e|ed|ing)\b, 追跡
+pause :: paus\w*, suspend\w*, on\s+hold\b, 一時停止, 休止
+renew :: renew\w*, extend\w*, 更新, 延長
+return :: return\w*, send\w*\s+(?:\S+\s+){0,2}?back\b, 返品, 返送
+refund :: refund\w*, money\s+back\b, 返金, お金\S{0,2}戻
+exchange :: exchang\w*, swap\w*, 交換
+reset :: reset\w*, リセット
+delete :: delet\w*, 削除
+"""
+
 # "one", "first" and "second" are left out: "which one", "first time", "30 seconds".
 NUMBER_WORDS = """
 zero 0 two 2 three 3 four 4 five 5 six 6 seven 7 eight 8 nine 9 ten 10 eleven 11 twelve 12
@@ -245,6 +261,18 @@ RELATION = re.compile(
         + ")"
         for i, terms in enumerate(
             line.split(" :: ")[1] for line in RELATION_TABLE.strip().splitlines()
+        )
+    )
+)
+
+ACTION_NAMES = [line.split(" :: ")[0] for line in ACTION_TABLE.strip().splitlines()]
+ACTION = re.compile(
+    "|".join(
+        f"(?P<a{i}>"
+        + "|".join((rf"\b{t}" if "a" <= t[0] <= "z" else t) for t in terms.split(", "))
+        + ")"
+        for i, terms in enumerate(
+            line.split(" :: ")[1] for line in ACTION_TABLE.strip().splitlines()
         )
     )
 )

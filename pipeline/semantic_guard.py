@@ -26,6 +26,8 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from .guard_lexicon import (
+    ACTION,
+    ACTION_NAMES,
     CAPITALISED,
     CODE,
     DATES,
@@ -77,6 +79,7 @@ class PromptFacts:
     dates: frozenset[str]
     numbers: frozenset[str]
     relations: frozenset[str]
+    actions: frozenset[str]
     negated: bool
     repeated: bool
     opposites: frozenset[str]
@@ -106,6 +109,8 @@ def blocks_semantic_hit(query: str, cached: str) -> str | None:
         return f"negation only in the {'query' if q.negated else 'cached prompt'}"
     if q.repeated != c.repeated:
         return f"repetition only in the {'query' if q.repeated else 'cached prompt'}"
+    if q.actions and c.actions and q.actions != c.actions:
+        return f"actions differ: {_show(q.actions)} vs {_show(c.actions)}"
     clash = _opposite_clash(q.opposites, c.opposites)
     if clash:
         return f"opposite terms: {clash}"
@@ -154,6 +159,7 @@ def prompt_facts(text: str) -> PromptFacts:
         relations=frozenset(
             RELATION_NAMES[int(str(m.lastgroup)[1:])] for m in RELATION.finditer(skeleton)
         ),
+        actions=frozenset(ACTION_NAMES[int(str(m.lastgroup)[1:])] for m in ACTION.finditer(lower)),
         negated=bool(
             EN_NEGATION.search(EN_NEGATION_NEUTRAL.sub(" ", lower))
             or JA_NEGATION.search(_mask(lower, JA_NEGATION_NEUTRAL))
