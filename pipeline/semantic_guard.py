@@ -5,13 +5,16 @@ Embeddings put "refund within 30 days" next to "within 60 days", "convert USD to
 #12234), and no threshold separates those from true paraphrases. So `blocks_semantic_hit`
 compares the concrete facts of the query and the cached prompt and refuses when they differ:
 ids (URLs, e-mails, ORD-1234, #44127), dates (ISO, "March 3", 3月3日, weekdays, holidays,
-tomorrow, 来週 ...), numbers (full-width digits, number words, kanji numerals before a counter),
-a negation in one prompt only (not, n't, never, without; ない, ません, ず, 不要, 無効 ...),
-a repetition in one prompt only ("again", "reissue"; もう一度, 再発行: a receipt vs a second one),
-opposite terms (upgrade/downgrade, 有効/無効), direction ("from A to B" / "from B to A", AからB),
-one content slot changed or added in a shared frame ("the blue version" / "the red version",
-注文/予約をキャンセル), and names: capitalised words, acronyms and quoted text the other prompt
-lacks, or katakana terms swapped for others (a katakana word merely added is allowed).
+tomorrow, 来週 ...), numbers (full-width digits, number words, "a dozen", kanji numerals
+before a counter), relations (within / after, over / under, at least / at most; 以内 / 以降,
+以上 / 未満 ...), actions when both prompts name one (change / cancel / pause; 変更 /
+キャンセル ...), a negation in one prompt only (not, n't, never, without; ない, ません, ず,
+不要, 無効 ...), a repetition in one prompt only ("again", "reissue"; もう一度, 再発行: a
+receipt vs a second one), opposite terms (upgrade/downgrade, apply/remove, 有効/無効),
+direction ("from A to B" / "from B to A", AからB), one content slot changed or added in a
+shared frame ("the blue version" / "the red version", 注文/予約をキャンセル), and names:
+capitalised words, acronyms, quoted text and kanji place names (梅田店) the other prompt lacks,
+or katakana terms swapped for others (a katakana word merely added is allowed).
 
 All of it is regular expressions over NFKC-normalised text, and a text's facts are cached. The
 guard only refuses: a hit it lets through must still clear the embedder's threshold.
