@@ -265,8 +265,10 @@ def test_verification_is_on_by_default() -> None:
     assert settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
 
 
-def test_the_verification_model_is_the_cheapest_one_served(redis_url: str) -> None:
-    fake_openai = semantic(redis_url, FakeProvider())  # serves gpt-* only; never started
+def test_the_verification_model_is_the_cheapest_one_served(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    fake_openai = semantic(redis_url, fake)  # serves gpt-* only
     pipeline = Pipeline(fake_openai, Redis.from_url(redis_url))
     assert pipeline.cache.verifier is not None
     chosen = pipeline.cache.verifier.model()
