@@ -239,7 +239,7 @@ class Settings(BaseModel):
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
-    pack_only_when_cheaper: bool = False
+    pack_only_when_cheaper: bool = True
 
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
@@ -264,6 +264,9 @@ class Settings(BaseModel):
     cache_semantic_verify_margin: float = Field(0.15, ge=0, lt=1)
     cache_semantic_verify_model: str = ""  # empty: the cheapest priced model a provider serves
     cache_semantic_verify_ttl_s: int = Field(7 * 86400, gt=0)  # how long a verdict is reused
+
+    # what a team would send every task to without the tool: savings are shown against it
+    baseline_model: str = "gpt-4o"
 
     @field_validator(*MINIMUM)
     @classmethod
@@ -371,6 +374,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_BASELINE_MODEL": "baseline_model",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY": "cache_semantic_verify",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY_MARGIN": "cache_semantic_verify_margin",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY_MODEL": "cache_semantic_verify_model",
