@@ -72,6 +72,7 @@ class Verifier:
         self.prices = prices
         self.ledger = ledger
         self.calls = 0
+        self._warned = False
 
     def model(self) -> str | None:
         """The configured verification model, or the cheapest priced model a provider serves."""
@@ -115,7 +116,12 @@ class Verifier:
         """One call for `checks`, recorded in the ledger; None when it could not be made."""
         model = self.model()
         if model is None:
-            logger.warning("semantic verification skipped: no priced model is served")
+            if not self._warned:  # once per process: the configuration will not change
+                self._warned = True
+                logger.warning(
+                    "semantic verification off: no provider serves a priced model of the tiers; "
+                    "set BATCHWISE_CACHE_SEMANTIC_VERIFY_MODEL"
+                )
             return None
         pairs = [(c.query, c.cached) for c in checks]
         request = ChatRequest(
