@@ -71,7 +71,6 @@ class Verifier:
         self.chain = chain
         self.prices = prices
         self.ledger = ledger
-        self.calls = 0
         self._warned = False
 
     def model(self) -> str | None:
@@ -137,7 +136,6 @@ class Verifier:
         except PipelineError as exc:
             logger.warning("semantic verification of %d pair(s) failed: %s", len(pairs), exc)
             return None
-        self.calls += 1
         cost = self.prices.price(response.model, response.usage)
         call_id = f"verify-{uuid.uuid4().hex[:20]}"
         await self.ledger.record(
