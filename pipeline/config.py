@@ -268,6 +268,13 @@ class Settings(BaseModel):
     # what a team would send every task to without the tool: savings are shown against it
     baseline_model: str = "gpt-4o"
 
+    # durability (issue 17): see docs/durability.md
+    redis_backoff_base_s: float = Field(0.1, gt=0)  # first wait after Redis is lost
+    redis_backoff_cap_s: float = Field(5.0, gt=0)  # longest wait between reconnect tries
+    redis_outage_wait_s: float = Field(300.0, ge=0)  # how long producers wait; workers never stop
+    worker_heartbeat_s: float = Field(30.0, gt=0)  # a silent worker's batches rerun after this
+    durable_submit: bool = False  # acknowledge a submission only once Redis has it on disk
+
     @field_validator(*MINIMUM)
     @classmethod
     def _at_least(cls, value: Any, info: ValidationInfo) -> Any:
@@ -375,6 +382,12 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
     "BATCHWISE_BASELINE_MODEL": "baseline_model",
+    # durability (issue 17)
+    "BATCHWISE_REDIS_BACKOFF_BASE_S": "redis_backoff_base_s",
+    "BATCHWISE_REDIS_BACKOFF_CAP_S": "redis_backoff_cap_s",
+    "BATCHWISE_REDIS_OUTAGE_WAIT_S": "redis_outage_wait_s",
+    "BATCHWISE_WORKER_HEARTBEAT_S": "worker_heartbeat_s",
+    "BATCHWISE_DURABLE_SUBMIT": "durable_submit",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY": "cache_semantic_verify",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY_MARGIN": "cache_semantic_verify_margin",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY_MODEL": "cache_semantic_verify_model",

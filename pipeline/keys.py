@@ -110,6 +110,10 @@ class Keys:
         """Hash user -> a day's cost inside a scope (`t:tenant`, `e:endpoint`)."""
         return f"{self.prefix}:ledger:du:{day}:{scope}"
 
+    def ledger_journal(self) -> str:
+        """List of rollup counters appended with their records, not yet folded into the hashes."""
+        return f"{self.prefix}:ledger:journal"
+
     def ledger_hours(self) -> str:
         """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
         return f"{self.prefix}:ledger:hours"
