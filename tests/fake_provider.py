@@ -7,7 +7,8 @@ and a packed prompt `{"1": input, "2": input, ...}` (the keyed wire format) is a
 answered in its own shape, `{"results": [{"id", "output"}, ...]}`. So a test can check that no
 task ever receives another task's output.
 A semantic-cache verification (`{"pairs": {"1": [a, b], ...}}`, see pipeline/verdicts.py) is
-answered with `FakeProvider.verdict` ("yes" after a reset) for every pair.
+answered with `FakeProvider.verdict` for every pair: "yes" after a reset, or a function of the
+pair's two texts.
 
 Faults are queued on demand, in-process with `FakeProvider.add_faults(...)` or from any process
 with `POST /_control/faults`. A fault spec is a dict::
@@ -49,6 +50,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -306,7 +308,8 @@ class FakeProvider:
             # A delayed answer to a request from before the reset must not count after it.
             self._generation += 1
             self._faults = []
-            self.verdict = "yes"  # the answer to every semantic-cache verification pair
+            # the answer to a semantic-cache verification pair, or a function of its two texts
+            self.verdict: str | Callable[[str, str], str] = "yes"
             self._requests = 0
             self._items = 0
             self._items_answered = 0
@@ -320,6 +323,11 @@ class FakeProvider:
             self._prefixes: set[tuple[str, str, str]] = set()
             self._bodies: list[Any] = []
             self.batch_api = FakeBatchAPI(self)
+
+    def _verdict(self, pair: Any) -> str:
+        if callable(self.verdict) and isinstance(pair, list) and len(pair) == 2:
+            return self.verdict(str(pair[0]), str(pair[1]))
+        return self.verdict if isinstance(self.verdict, str) else "no"
 
     def stats(self, *, bodies: bool = True) -> dict[str, Any]:
         """Counters since the last reset; the same dict `GET /_control/stats` returns."""
@@ -530,7 +538,7 @@ class FakeProvider:
         if kind == "malformed":
             content = "Sorry, I cannot help with that request."
         elif (pairs := _verify_pairs(last_user)) is not None:
-            content = json.dumps({n: self.verdict for n in pairs})  # the same for every pair
+            content = json.dumps({n: self._verdict(pair) for n, pair in pairs.items()})
         elif items is not None:
             content = _packed_answer(items, packed is not None and packed[1], kind)
         else:
