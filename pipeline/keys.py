@@ -251,3 +251,8 @@ class Keys:
     def cache_vectors(self, scope_id: str) -> str:
         """Stream of (key, vector, prompt) of one semantic scope, read by every process."""
         return f"{self.prefix}:cache:v:{scope_id}"
+
+    def call_intents(self, batch_id: str) -> str:
+        """Hash call id -> intent of a batch's provider calls in flight (and `seq`, the last
+        call number): what a re-run records for a call whose worker died (`inflight.py`)."""
+        return f"{self.prefix}:batch:{batch_id}:calls"
