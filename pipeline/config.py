@@ -92,7 +92,7 @@ class ProviderConfig(BaseModel):
     models: tuple[str, ...] = ()
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
-    max_in_flight: int = 16
+    max_in_flight: int = 64
     # issue 3: shared rate limits per `Settings.rate_window_s` (a minute by default)
     rpm: int | None = None
     tpm: int | None = None
@@ -155,7 +155,8 @@ class Settings(BaseModel):
     max_line_bytes: int = 1_000_000
     submit_chunk: int = 500
 
-    worker_max_jobs: int = 16
+    # job slots per worker: a latency-bound run needs a call in flight in every slot
+    worker_max_jobs: int = 64
     job_timeout_s: int = 300
     worker_drain_s: float = 25.0
     job_max_tries: int = 5
@@ -232,6 +233,9 @@ class Settings(BaseModel):
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+    # how often a worker polls the queue for jobs other processes enqueued (its own flusher's
+    # jobs and freed slots start jobs at once, workers/pickup.py)
+    worker_poll_s: float = Field(0.2, gt=0)
 
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
@@ -307,6 +311,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_WORKER_POLL_S": "worker_poll_s",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

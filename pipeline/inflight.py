@@ -36,10 +36,13 @@ INTENT_TTL_S = 7 * 86400
 OPEN, RECORDED = "open", "recorded"
 
 _FINISH = """
--- KEYS: the batch's intents;  ARGV: call id.  Removes the intent, returns it (nil: none).
+-- KEYS: the batch's intents;  ARGV: call id.
+-- Removes the call's intent; returns it (false: none) and the batch's other intents.
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
-return v
+local others = redis.call('HGETALL', KEYS[1])
+if #others <= 2 then others = {} end  -- only `seq`: nothing lost
+return {v or false, others}
 """
 
 
@@ -97,13 +100,12 @@ class InFlight:
         """The call's record is in the ledger: drop its intent, and reconcile every lost call of
         the batch to `cost_nusd` (an answer's cost; None after an error: nothing to go by, except
         for this very call, which then cost nothing)."""
-        mine = await self._finish(keys=[self.keys.call_intents(batch.id)], args=[call_id])
-        if mine is not None and Intent.loads(mine).state == RECORDED:  # taken for lost meanwhile
+        mine, others = await self._finish(keys=[self.keys.call_intents(batch.id)], args=[call_id])
+        if mine and Intent.loads(mine).state == RECORDED:  # taken for lost meanwhile
             await self._adjust(batch, items, Intent.loads(mine), cost_nusd or 0)
         if cost_nusd is None:
             return
-        raw = await self.redis.hgetall(self.keys.call_intents(batch.id))
-        for field, blob in raw.items():
+        for field, blob in zip(others[::2], others[1::2], strict=True):
             if field == b"seq":
                 continue
             intent = Intent.loads(blob)

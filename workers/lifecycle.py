@@ -21,19 +21,22 @@ from arq.connections import ArqRedis
 
 from pipeline.config import Settings
 
+from .pickup import PromptWorker
 from .settings import worker_settings
 
 logger = logging.getLogger("batchwise.worker")
 
 
 def in_process_worker(
-    settings: Settings, redis: ArqRedis, *, poll_delay: float = 0.05, **overrides: Any
+    settings: Settings, redis: ArqRedis, *, poll_delay: float | None = None, **overrides: Any
 ) -> Worker:
     """A worker on an existing pool that leaves signals to its host (the CLI, a test)."""
     options = worker_settings(settings)
     options.pop("redis_settings")
     options.update(overrides)
-    return Worker(**options, redis_pool=redis, handle_signals=False, poll_delay=poll_delay)
+    if poll_delay is not None:
+        options["poll_delay"] = poll_delay
+    return PromptWorker(**options, redis_pool=redis, handle_signals=False)
 
 
 async def stop(
@@ -97,7 +100,7 @@ async def serve(settings: Settings) -> None:
     from arq.connections import RedisSettings, create_pool
 
     redis = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
-    worker = in_process_worker(settings, redis, poll_delay=0.5)
+    worker = in_process_worker(settings, redis)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

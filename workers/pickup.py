@@ -1,0 +1,60 @@
+"""Starting queued batch jobs without waiting for the next queue poll.
+
+arq starts jobs only when it polls the queue (`poll_delay`). In a latency-bound run every job
+slot frees after one provider call, so a slot sat idle for half a poll on average: with a 0.5 s
+poll and ~1 s calls a worker was idle a third of the time. Here a worker also looks at the
+queue the moment one of its slots frees or its own flusher enqueues batches, so the poll only
+matters for jobs that other processes enqueue or that wait out a retry delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq import Worker
+from arq.utils import timestamp_ms
+
+logger = logging.getLogger("batchwise.worker")
+
+
+class PromptWorker(Worker):
+    """An arq worker that starts queued jobs as soon as it has a free slot for them.
+
+    `ctx["wake"]` is the event that asks for a look at the queue (the flusher sets it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake = asyncio.Event()
+        self.ctx["wake"] = self.wake
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self.wake.set()
+
+    async def main(self) -> None:
+        pickup = asyncio.create_task(self._pickup())
+        try:
+            await super().main()
+        finally:
+            pickup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pickup
+
+    async def _pickup(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            free = self.max_jobs - self.job_counter
+            if free <= 0 or not self.allow_pick_jobs or self._pool is None:
+                continue
+            try:
+                job_ids = await self.pool.zrangebyscore(
+                    self.queue_name, min=float("-inf"), max=timestamp_ms(), start=0, num=free
+                )
+                await self.start_jobs(job_ids)
+            except Exception:  # the regular poll carries on; so does this loop
+                logger.exception("starting queued jobs failed")
+                await asyncio.sleep(1)
