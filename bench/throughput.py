@@ -8,11 +8,14 @@ summaries, over three tenants. Modes (each its own fake provider):
     none       the provider answers at once: the pipeline's own overhead
     latency    every answer takes 300 ms + 5 ms per output token (a real model's shape)
     ratelimit  the same latency and a limit of 600 requests per minute over all models
+    workers    2,000 tasks through 1 and through 3 `batchwise worker` processes, 200 ms per
+               answer: a single worker should not be the bottleneck
 
 The pipeline runs with the shipped defaults (semantic cache included) and with the semantic
 cache off. Only the provider and the Redis are configured; everything else is the default.
 
     python bench/throughput.py [--tasks 1500] [--mode none,latency,ratelimit]
+                               [--variants defaults,nosemantic]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import ProviderConfig, load_settings
 from pipeline.embedded import EmbeddedRedis
+from tests import processes
 from tests.conftest import pipeline_client
 from workers.lifecycle import in_process_worker, running
 
@@ -46,6 +50,7 @@ MODES: dict[str, list[str]] = {
     "none": [],
     "latency": ["--latency-ms", "300", "--ms-per-token", "5"],
     "ratelimit": ["--latency-ms", "300", "--ms-per-token", "5", "--rpm", "600"],
+    "workers": ["--latency-ms", "200"],
 }
 TOPICS = ("order", "refund", "invoice", "password", "delivery", "account", "warranty", "coupon")
 SYSTEMS = {
@@ -187,13 +192,18 @@ async def with_fake(mode: str, run: Any) -> Any:
         fake.wait(10)
 
 
-async def measure(mode: str, tasks: list[dict[str, Any]], redis_url: str) -> None:
-    runs = {
-        label: await with_fake(
+VARIANTS = {"defaults": ("shipped defaults", True), "nosemantic": ("semantic cache off", False)}
+
+
+async def measure(
+    mode: str, tasks: list[dict[str, Any]], redis_url: str, variants: list[str]
+) -> None:
+    runs = {}
+    for variant in variants:
+        label, semantic = VARIANTS[variant]
+        runs[label] = await with_fake(
             mode, lambda url, s=semantic: pipeline_run(redis_url, url, tasks, semantic=s)
         )
-        for label, semantic in (("shipped defaults", True), ("semantic cache off", False))
-    }
     base_s, base_failed = await with_fake(mode, lambda url: baseline(url, tasks))
     n = len(tasks)
     print(f"\nmode {mode}: {n} tasks ({' '.join(MODES[mode]) or 'no latency'})")
@@ -209,17 +219,79 @@ async def measure(mode: str, tasks: list[dict[str, Any]], redis_url: str) -> Non
         )
 
 
+async def scale_out(tasks: list[dict[str, Any]], redis_url: str) -> None:
+    """The same file through 1 and through 3 `batchwise worker` processes (a fake answering
+    after 200 ms): how much a single worker leaves on the table."""
+    times = {}
+    for count in (1, 3):
+        times[count] = await with_fake(
+            "workers", lambda url, n=count: worker_run(redis_url, url, tasks, n)
+        )
+    print(f"\nmode workers: {len(tasks)} tasks, fake provider at 200 ms, semantic cache off")
+    for count, (elapsed, ok) in times.items():
+        print(
+            f"  {count} batchwise worker process(es): {elapsed:7.2f}s "
+            f"{len(tasks) / elapsed:6.0f} tasks/s ({ok} ok)"
+        )
+    print(f"  one worker takes {times[1][0] / times[3][0]:.2f}x the time of three", flush=True)
+
+
+async def worker_run(
+    redis_url: str, base_url: str, tasks: list[dict[str, Any]], count: int
+) -> tuple[float, int]:
+    tag = f"bench{time.time_ns()}"
+    log_dir = Path(tempfile.mkdtemp(prefix="bw-workers-"))
+    config = log_dir / "batchwise.toml"
+    config.write_text(
+        f'[providers.fake]\nkind = "openai"\nbase_url = "{base_url}"\n'
+        'api_key_env = "FAKE_KEY"\nmodels = ["*"]\n'
+    )
+    env = {
+        "REDIS_URL": redis_url,
+        "BATCHWISE_CONFIG": str(config),
+        "FAKE_KEY": KEY,
+        "BATCHWISE_KEY_PREFIX": tag,
+        "BATCHWISE_QUEUE": f"{tag}:q",
+        "BATCHWISE_CACHE_SEMANTIC": "0",
+    }
+    settings = load_settings(
+        env={},
+        redis_url=redis_url,
+        key_prefix=tag,
+        queue_name=f"{tag}:q",
+        cache_semantic=False,
+        providers=(
+            ProviderConfig(
+                name="fake", kind="openai", base_url=base_url, api_key=KEY, models=("*",)
+            ),
+        ),
+    )
+    with processes.workers(count, env, log_dir):
+        async with pipeline_client(settings) as client:
+            started = time.perf_counter()
+            run_id = await client.submit(tasks, complete=True)
+            await client.wait(run_id, timeout_s=900)
+            results = [r async for r in client.results(run_id)]
+            elapsed = time.perf_counter() - started
+    return elapsed, sum(r.status == "ok" for r in results)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=1500)
-    parser.add_argument("--mode", default="none,latency,ratelimit")
+    parser.add_argument("--mode", default="none,latency,ratelimit,workers")
+    parser.add_argument("--variants", default="defaults,nosemantic", help="pipeline settings")
+    parser.add_argument("--workers-tasks", type=int, default=2000, help="tasks of mode workers")
     args = parser.parse_args()
     tasks = workload(args.tasks)
     redis = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bw-bench-")))
     try:
         url = redis.start()
         for mode in args.mode.split(","):
-            await measure(mode, tasks, url)
+            if mode == "workers":
+                await scale_out(workload(args.workers_tasks), url)
+            else:
+                await measure(mode, tasks, url, args.variants.split(","))
     finally:
         redis.stop()
 
