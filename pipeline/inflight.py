@@ -32,7 +32,7 @@ from .savings import cost_shares
 
 logger = logging.getLogger("batchwise.inflight")
 
-INTENT_TTL_S = 7 * 86400
+INTENT_TTL_S = 2 * 86400  # as long as a budget reservation is kept
 OPEN, RECORDED = "open", "recorded"
 
 _FINISH = """
