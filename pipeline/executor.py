@@ -179,9 +179,11 @@ class BatchExecutor:
         """The batch's provider call under its budget and its intent; on failure, what the
         batch does instead (the child batches to enqueue), or the error raised for a retry."""
         worst = self.budgets.worst_case_nusd(batch.model, request)
+        steps = self.chain.plan(batch.model)
+        provider = steps[0][1].name if steps else "none"
 
         async def tracked(req: ChatRequest) -> ChatResponse:
-            await self.inflight.begin(batch, call_id, attempt, worst)
+            await self.inflight.begin(batch, call_id, attempt, provider, worst)
             return await self.chain.complete(req)
 
         try:

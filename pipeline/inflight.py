@@ -48,10 +48,12 @@ return {v or false, others}
 
 @dataclass(frozen=True)
 class Intent:
-    """A call that went out: its id, the try that made it, its model and reserved worst case."""
+    """A call that went out: its id, the try that made it, the provider and model it was sent
+    to first (a fallback may have taken it), and its reserved worst case."""
 
     call_id: str
     attempt: int
+    provider: str
     model: str
     worst_nusd: int
     at: float
@@ -89,9 +91,11 @@ class InFlight:
                 await self._record_lost(batch, items, Intent.loads(blob))
         return batch.id if int(seq) == 1 else f"{batch.id}~{seq}"
 
-    async def begin(self, batch: Batch, call_id: str, attempt: int, worst_nusd: int) -> None:
-        """Say that `call_id` is about to reach the provider."""
-        intent = Intent(call_id, attempt, batch.model, worst_nusd, time.time())
+    async def begin(
+        self, batch: Batch, call_id: str, attempt: int, provider: str, worst_nusd: int
+    ) -> None:
+        """Say that `call_id` is about to reach `provider`."""
+        intent = Intent(call_id, attempt, provider, batch.model, worst_nusd, time.time())
         await self.redis.hset(self.keys.call_intents(batch.id), call_id, intent.dumps())
 
     async def finish(
@@ -156,7 +160,7 @@ class InFlight:
                 "id": intent.call_id + suffix,
                 "at": time.time(),
                 "batch_id": batch.id,
-                "provider": "",
+                "provider": intent.provider,
                 "model": intent.model,
                 "status": status,
                 "error": "outcome unknown: its worker stopped while the call was in flight"

@@ -61,6 +61,7 @@ async def test_a_call_cut_off_mid_flight_is_recorded_then_reconciled(
     assert fake.stats(bodies=False)["requests"] == len(records) == 2
     lost, answered = sorted(records, key=lambda r: r.status != "unknown")
     assert (lost.status, answered.status) == ("unknown", "ok")
+    assert (lost.provider, lost.model) == (answered.provider, answered.model)
     worst = Decimal(int(held[b"amount"])) / Decimal(10**9)
     assert held[b"state"] == b"held" and lost.cost_usd == worst
     assert answered.cost_usd is not None and worst > answered.cost_usd > 0
