@@ -172,6 +172,8 @@ async def pipeline_run(
     async with pipeline_client(settings) as client:
         worker = in_process_worker(settings, client.pipeline.redis)  # as `batchwise run` does
         async with running(worker, grace_s=5):
+            while "flusher" not in worker.ctx:  # started up, as the plain client's pool is
+                await asyncio.sleep(0.01)
             started = time.perf_counter()
             run_id = await client.submit(tasks, complete=True)
             await client.wait(run_id, timeout_s=900)

@@ -67,15 +67,25 @@ class BatchExecutor:
         self.inflight = InFlight(redis, keys, ledger, self.budgets)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
+        loaded = await self._load(batch_id)
+        return None if loaded is None else (loaded[0], loaded[1])
+
+    async def _load(self, batch_id: str) -> tuple[Batch, list[Item], bytes | None] | None:
+        """The open batch, its items and its stored answer, in two round trips."""
         k = self.keys
-        raw = {
-            key.decode(): v.decode()
-            for key, v in (await self.redis.hgetall(k.batch(batch_id))).items()
-        }
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.batch(batch_id))
+            pipe.get(k.batch_response(batch_id))
+            fields, stored = await pipe.execute()
+        raw = {key.decode(): v.decode() for key, v in fields.items()}
         if not raw or raw.get("status") == "done":
             return None
-        meta = orjson.loads(await self.redis.get(k.group(raw["group"])))
         item_keys = tuple(raw["items"].split(","))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.group(raw["group"]))
+            pipe.mget([k.item(key) for key in item_keys])
+            group, blobs = await pipe.execute()
+        meta = orjson.loads(group)
         batch = Batch(
             id=batch_id,
             group=raw["group"],
@@ -89,9 +99,8 @@ class BatchExecutor:
             alone_attempts=int(raw.get("alone_attempts", 0)),
             created_at=int(raw.get("created_ms", 0)) / 1000,
         )
-        blobs = await self.redis.mget([k.item(key) for key in item_keys])
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
-        return batch, items
+        return batch, items, stored
 
     def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
         """The provider request for a batch, and whether it is packed."""
@@ -112,15 +121,14 @@ class BatchExecutor:
         `batch_api=True` prices it so); the batch is then split and recorded without a call.
         Raises `TransientError` when the provider is unavailable and this is not the last try.
         """
-        loaded = await self.load(batch_id)
+        loaded = await self._load(batch_id)
         if loaded is None:
             return []
-        batch, items = loaded
+        batch, items, stored = loaded
         if not items:
             await self._close(batch_id)
             return []
         request, packed = self.request_for(batch, items)
-        stored = await self.redis.get(self.keys.batch_response(batch_id))
         call_id: str | None = None
         if stored is not None:
             response = ChatResponse.from_json(stored)
