@@ -92,7 +92,7 @@ class ProviderConfig(BaseModel):
     models: tuple[str, ...] = ()
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
-    max_in_flight: int = 64
+    max_in_flight: int = 128
     # issue 3: shared rate limits per `Settings.rate_window_s` (a minute by default)
     rpm: int | None = None
     tpm: int | None = None
@@ -155,8 +155,8 @@ class Settings(BaseModel):
     max_line_bytes: int = 1_000_000
     submit_chunk: int = 500
 
-    # job slots per worker: a latency-bound run needs a call in flight in every slot
-    worker_max_jobs: int = 64
+    # job slots per worker: in a latency-bound run each slot holds one call for its whole latency
+    worker_max_jobs: int = 128
     job_timeout_s: int = 300
     worker_drain_s: float = 25.0
     job_max_tries: int = 5
