@@ -15,7 +15,7 @@ The pipeline runs with the shipped defaults (semantic cache included) and with t
 cache off. Only the provider and the Redis are configured; everything else is the default.
 
     python bench/throughput.py [--tasks 1500] [--mode none,latency,ratelimit]
-                               [--variants defaults,nosemantic]
+                               [--variants nosemantic,defaults]
 """
 
 from __future__ import annotations
@@ -282,7 +282,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=1500)
     parser.add_argument("--mode", default="none,latency,ratelimit,workers")
-    parser.add_argument("--variants", default="defaults,nosemantic", help="pipeline settings")
+    parser.add_argument("--variants", default="nosemantic,defaults", help="pipeline settings")
     parser.add_argument("--workers-tasks", type=int, default=2000, help="tasks of mode workers")
     args = parser.parse_args()
     tasks = workload(args.tasks)

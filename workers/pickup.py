@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from arq import Worker
+from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 
 logger = logging.getLogger("batchwise.worker")
@@ -28,6 +29,7 @@ class PromptWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wake = asyncio.Event()
+        self.starting = asyncio.Lock()
         self.ctx["wake"] = self.wake
 
     def _release_sem_dec_counter_on_complete(self) -> None:
@@ -35,15 +37,31 @@ class PromptWorker(Worker):
         self.wake.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's, minus the jobs this worker is running, and a slot's worth of jobs at a time.
+        """arq's, for the jobs no worker has taken yet, a slot's worth of jobs at a time.
 
         A running job stays at the head of the queue until it ends, and arq's check that it is
-        taken costs three round trips per job per look (with 64 slots busy, ~190 round trips to
-        start one job). arq also starts jobs one after another, four round trips each: 64 slots
-        took a second or more to fill on a busy machine. Here the jobs of a wave start at once.
+        taken costs three round trips per job per look: every poll of every worker walked all
+        the jobs running anywhere. Here one round trip sorts them out. arq also starts jobs one
+        after another, four round trips each (64 slots took a second or more to fill on a busy
+        machine); here the jobs of a wave start at once. One wave at a time (the poll and the
+        pickup may both call this): a wave never asks for more slots than are free, so no start
+        waits on arq's slot semaphore for a running job to end.
         """
+        async with self.starting:
+            await self._start(job_ids)
+
+    async def _start(self, job_ids: list[bytes]) -> None:
+        if self.job_counter >= self.max_jobs:
+            return
         mine = {job_id for job_id, task in self.tasks.items() if not task.done()}
         todo = [j for j in job_ids if j.decode() not in mine]
+        if not todo:
+            return
+        async with self.pool.pipeline(transaction=False) as pipe:
+            for job_id in todo:
+                pipe.exists(in_progress_key_prefix + job_id.decode())
+            taken = await pipe.execute()
+        todo = [j for j, running in zip(todo, taken, strict=True) if not running]
         while todo and self.job_counter < self.max_jobs:
             free = self.max_jobs - self.job_counter
             wave, todo = todo[:free], todo[free:]
