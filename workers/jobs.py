@@ -105,7 +105,7 @@ async def _flusher(ctx: dict[str, Any]) -> None:
     last_sweep = 0.0
     while True:
         try:
-            await enqueue_batches(ctx, await pipeline.packer.flush())
+            await pipeline.packer.flush(sink=lambda made: enqueue_batches(ctx, made))
             if time.monotonic() - last_sweep > STALE_BATCH_S / 2:
                 last_sweep = time.monotonic()
                 await recover_batches(ctx)
