@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from .outfile import writing
 from .reports import Report
 
 _SCRIPT = r"""
@@ -217,7 +218,11 @@ def render_html(report: Report) -> str:
     figures = [
         _figure("spend", f"${report.cost_usd:.4f}"),
         _figure("saved", f"${report.saved_usd:.4f}"),
-        _figure("naive cost", f"${report.naive_cost_usd:.4f}"),
+        _figure(
+            f"alone on {report.baseline_model or 'the models asked for'}",
+            f"${report.naive_cost_usd:.4f}",
+        ),
+        _figure("alone on the same models", f"${report.same_models_cost_usd:.4f}"),
         _figure("calls", f"{report.calls:,}"),
         _figure("tasks", f"{report.tasks:,}"),
         _figure("cache hit rate", f"{report.cache_hit_rate:.1%}"),
@@ -272,7 +277,6 @@ def render_html(report: Report) -> str:
 
 def write_html(report: Report, path: Path) -> Path:
     """Write the dashboard to `path` (via a temporary file); returns the path."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    tmp.replace(path)
+    with writing(path, "w", encoding="utf-8") as fh:
+        fh.write(render_html(report))
     return path

@@ -29,9 +29,9 @@ class Keys:
         """Sorted set of run ids by creation time."""
         return f"{self.prefix}:runs"
 
-    def task_run(self, task_id: str) -> str:
-        """The latest run that holds a task id."""
-        return f"{self.prefix}:taskrun:{task_id}"
+    def task_run(self, tenant: str, task_id: str) -> str:
+        """The latest run in which a tenant used a task id (tenant names hold no `:`)."""
+        return f"{self.prefix}:taskrun:{tenant}:{task_id}"
 
     # pending work
     def groups(self) -> str:
@@ -238,6 +238,10 @@ class Keys:
     def packing_limits(self) -> str:
         """Hash task type -> maximum batch size lowered by the packing audit."""
         return f"{self.prefix}:packing:limits"
+
+    def packing_sizes(self) -> str:
+        """Hash `task type\x1fmodel:n` / `:out`: answered items and their output tokens."""
+        return f"{self.prefix}:packing:sizes"
 
     def packing_events(self) -> str:
         """List of JSON events: a task type's maximum batch size came down, and why."""

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from .keys import Keys
+from .outfile import check_destination
 from .reports import Report, build_report
+from .terminal import printable
 
 
 def _money(value: Decimal | None) -> str:
@@ -45,9 +47,14 @@ def render_text(report: Report, *, top: int = 10) -> str:
             f"{'-' if ratio is None else f'{ratio:.1%}'}, gross margin "
             f"{'-' if margin is None else f'{margin:.1%}'}"
         )
+    baseline = report.baseline_model or "the models asked for"
     lines.append(
-        f"  saved {_money(report.saved_usd)} against {_money(report.naive_cost_usd)} naive; "
-        f"cache hit rate {report.cache_hit_rate:.1%}"
+        f"  saved {_money(report.saved_usd)} against {_money(report.naive_cost_usd)} "
+        f"(every task alone on {baseline}); cache hit rate {report.cache_hit_rate:.1%}"
+    )
+    lines.append(
+        f"  saved {_money(report.same_models_cost_usd - report.cost_usd)} against "
+        f"{_money(report.same_models_cost_usd)} (every task alone on the model that answered)"
     )
     for s in report.savings:
         if s.tasks or s.saved_usd:
@@ -108,6 +115,8 @@ async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
     from .dashboard import write_html
     from .export import open_redis
 
+    if args.html:
+        check_destination(args.html)
     async with open_redis(settings) as redis:
         report = await build_report(
             redis,
@@ -118,12 +127,13 @@ async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
             top=args.top,
             sigma_warning=settings.anomaly_sigma_warning,
             sigma_critical=settings.anomaly_sigma_critical,
+            baseline_model=settings.baseline_model,
         )
     if args.json:
         print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
-        print(render_text(report, top=args.top))
+        print(printable(render_text(report, top=args.top), keep_lines=True))
     if args.html:
         write_html(report, args.html)
-        print(f"dashboard written to {args.html}")
+        print(printable(f"dashboard written to {args.html}"))
     return 0
