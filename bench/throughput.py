@@ -15,7 +15,7 @@ The pipeline runs with the shipped defaults (semantic cache included) and with t
 cache off. Only the provider and the Redis are configured; everything else is the default.
 
     python bench/throughput.py [--tasks 1500] [--mode none,latency,ratelimit,workers]
-                               [--variants nosemantic,defaults] [--terse]
+                               [--variants nosemantic,defaults] [--terse] [--slots N]
 """
 
 from __future__ import annotations
@@ -185,10 +185,19 @@ async def baseline(base_url: str, tasks: list[dict[str, Any]]) -> tuple[float, i
 
 
 async def pipeline_run(
-    redis_url: str, base_url: str, tasks: list[dict[str, Any]], *, semantic: bool
+    redis_url: str,
+    base_url: str,
+    tasks: list[dict[str, Any]],
+    *,
+    semantic: bool,
+    slots: int | None = None,
 ) -> tuple[float, int, int]:
-    """The shipped defaults with one provider; returns (seconds, ok tasks, failed tasks)."""
+    """The shipped defaults with one provider (`slots`: job slots and calls in flight instead
+    of the default); returns (seconds, ok tasks, failed tasks)."""
     overrides: dict[str, Any] = {} if semantic else {"cache_semantic": False}
+    in_flight: dict[str, Any] = {}
+    if slots is not None:
+        overrides["worker_max_jobs"] = in_flight["max_in_flight"] = slots
     settings = load_settings(
         env={},
         redis_url=redis_url,
@@ -196,7 +205,12 @@ async def pipeline_run(
         queue_name=f"bench:q:{time.time_ns()}",
         providers=(
             ProviderConfig(
-                name="fake", kind="openai", base_url=base_url, api_key=KEY, models=("*",)
+                name="fake",
+                kind="openai",
+                base_url=base_url,
+                api_key=KEY,
+                models=("*",),
+                **in_flight,
             ),
         ),
         **overrides,
@@ -230,13 +244,18 @@ VARIANTS = {"defaults": ("shipped defaults", True), "nosemantic": ("semantic cac
 
 
 async def measure(
-    mode: str, tasks: list[dict[str, Any]], redis_url: str, variants: list[str]
+    mode: str,
+    tasks: list[dict[str, Any]],
+    redis_url: str,
+    variants: list[str],
+    slots: int | None,
 ) -> None:
     runs = {}
     for variant in variants:
         label, semantic = VARIANTS[variant]
         runs[label] = await with_fake(
-            mode, lambda url, s=semantic: pipeline_run(redis_url, url, tasks, semantic=s)
+            mode,
+            lambda url, s=semantic: pipeline_run(redis_url, url, tasks, semantic=s, slots=slots),
         )
     base_s, base_failed = await with_fake(mode, lambda url: baseline(url, tasks))
     n = len(tasks)
@@ -317,6 +336,7 @@ async def main() -> None:
     parser.add_argument("--variants", default="nosemantic,defaults", help="pipeline settings")
     parser.add_argument("--workers-tasks", type=int, default=2000, help="tasks of mode workers")
     parser.add_argument("--terse", action="store_true", help="one-line system prompts")
+    parser.add_argument("--slots", type=int, default=None, help="job slots and calls in flight")
     args = parser.parse_args()
     tasks = workload(args.tasks, terse=args.terse)
     redis = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bw-bench-")))
@@ -326,7 +346,7 @@ async def main() -> None:
             if mode == "workers":
                 await scale_out(workload(args.workers_tasks, terse=args.terse), url)
             else:
-                await measure(mode, tasks, url, args.variants.split(","))
+                await measure(mode, tasks, url, args.variants.split(","), args.slots)
     finally:
         redis.stop()
 
