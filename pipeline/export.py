@@ -9,7 +9,6 @@ and written under a temporary name, then renamed: a reader never sees half an ex
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -17,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from .config import Settings
 from .errors import ConfigError
 from .keys import Keys
 from .ledger import Ledger
+from .state import open_state
 
 CSV_COLUMNS = (
     "type",
@@ -169,32 +168,6 @@ def _ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
-@contextlib.asynccontextmanager
-async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
-    """The Redis that holds the ledger: `REDIS_URL`, else the embedded one in the state dir."""
-    embedded = None
-    url = settings.redis_url
-    if not url:
-        from .embedded import EmbeddedRedis
-
-        if not (settings.state_dir / "appendonlydir").exists() and not any(
-            settings.state_dir.glob("*.aof")
-        ):
-            raise ConfigError(
-                f"no ledger found: REDIS_URL is not set and {settings.state_dir} holds no "
-                "embedded Redis data; run `batchwise run` first or set REDIS_URL"
-            )
-        embedded = EmbeddedRedis(settings.state_dir)
-        url = embedded.start()
-    redis = Redis.from_url(url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
-        if embedded is not None:
-            embedded.stop()
-
-
 def _day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -215,7 +188,7 @@ def add_cli(subparsers: Any) -> None:
 
 
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_redis(settings) as redis:
+    async with open_state(settings, require_data=True) as redis:
         ledger = Ledger(redis, Keys(settings.key_prefix))
         n = await export(ledger, args.out, fmt=args.format, since=args.since, until=args.until)
     print(f"{n} ledger entries written to {args.out}")

@@ -10,6 +10,7 @@ from typing import Any
 
 from .keys import Keys
 from .reports import Report, build_report
+from .state import open_state
 
 
 def _money(value: Decimal | None) -> str:
@@ -106,9 +107,8 @@ async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
     import orjson
 
     from .dashboard import write_html
-    from .export import open_redis
 
-    async with open_redis(settings) as redis:
+    async with open_state(settings, require_data=True) as redis:
         report = await build_report(
             redis,
             Keys(settings.key_prefix),
