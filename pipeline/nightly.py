@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from . import inbox_files as files
+from .app import Pipeline
 from .client import BatchwiseClient, new_run_id
 from .config import Settings
 from .errors import ConfigError, InputError
@@ -41,6 +42,7 @@ from .intake import LineError, read_file
 from .leases import Lease
 from .models import Task, Usage
 from .runs import NANO, to_result
+from .state import open_state
 
 logger = logging.getLogger("batchwise.nightly")
 
@@ -320,7 +322,7 @@ def _names(name: str, tag: str) -> list[str]:
 def add_cli(subparsers: Any) -> None:
     """`batchwise nightly --once [--wait]`."""
     nightly = subparsers.add_parser(
-        "nightly", help="process the nightly inbox (BATCHWISE_NIGHTLY_INBOX) on REDIS_URL"
+        "nightly", help="process the nightly inbox (BATCHWISE_NIGHTLY_INBOX)"
     )
     nightly.add_argument("--once", action="store_true", required=True, help="do one pass")
     nightly.add_argument("--inbox", type=Path, help="inbox directory (overrides the setting)")
@@ -341,20 +343,21 @@ async def cmd_nightly(args: argparse.Namespace, settings: Settings) -> int:
 async def _once(settings: Settings) -> int:
     from .batchapi import BatchApi
 
-    client = await BatchwiseClient.connect(settings)
-    p = client.pipeline
-    batchapi = BatchApi(p.redis, settings, p.keys, p.executor)
-    try:
-        counts = await Nightly(client).tick()
-        sync = await batchapi.tick()
-        if sync:  # leave them to the workers' recovery sweep: open batches are re-enqueued
-            logger.info("nightly: %d batch(es) sent back to the synchronous route", len(sync))
-        subs = await batchapi.open_submissions()
-        print(
-            f"claimed {counts['claimed']}, finished {counts['finished']}, "
-            f"failed {counts['failed']}; open provider batches: {len(subs)}"
-        )
-    finally:
-        await batchapi.aclose()
-        await client.close()
+    async with open_state(settings) as redis:
+        client = BatchwiseClient(Pipeline(settings, redis))
+        p = client.pipeline
+        batchapi = BatchApi(p.redis, settings, p.keys, p.executor)
+        try:
+            counts = await Nightly(client).tick()
+            sync = await batchapi.tick()
+            if sync:  # leave them to the workers' recovery sweep: open batches are re-enqueued
+                logger.info("nightly: %d batch(es) sent back to the synchronous route", len(sync))
+            subs = await batchapi.open_submissions()
+            print(
+                f"claimed {counts['claimed']}, finished {counts['finished']}, "
+                f"failed {counts['failed']}; open provider batches: {len(subs)}"
+            )
+        finally:
+            await batchapi.aclose()
+            await p.aclose()
     return 0
