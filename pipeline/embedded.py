@@ -126,12 +126,13 @@ class EmbeddedRedis:
     # ---- the directory and its locks -----------------------------------------------------------
 
     def _prepare_dir(self) -> None:
-        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.dir.is_symlink() or not self.dir.is_dir():
+        try:
+            self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
             raise ConfigError(
                 f"state directory {self.dir} is not a directory: remove it or set "
                 "BATCHWISE_STATE_DIR to another path"
-            )
+            ) from None
         os.chmod(self.dir, 0o700)
         # files an older version left readable by everyone: every prompt and answer is in them
         for path in (self.dir, self.dir / "appendonlydir"):

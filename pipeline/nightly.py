@@ -108,7 +108,10 @@ class Nightly:
         for entry in os.scandir(self._fd["inbox"]):
             if not _is_job_file(entry.name):
                 continue
-            st = entry.stat(follow_symlinks=False)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # claimed by another pass meanwhile
+                continue
             if stat.S_ISDIR(st.st_mode):
                 continue
             if stat.S_ISREG(st.st_mode) and now - st.st_mtime < self.settings.nightly_settle_s:
@@ -144,15 +147,19 @@ class Nightly:
             )
             await claim.release()  # the rename is done: the name is free for tomorrow's file
             logger.info("nightly: claimed %s as %s", name, tag)
-            return await self._submit(tag, self.processing / f"{tag}.{name}")
+            outcome = await self._submit(tag, self.processing / f"{tag}.{name}")
+            return None if outcome == "gone" else outcome
         finally:
             await lease.release()
             await claim.release()
 
     async def _submit(self, tag: str, path: Path) -> str:
-        """Queue the claimed file as a run: 'submitted', or 'failed' with the file in failed/."""
+        """Queue the claimed file as a run: 'submitted', 'failed' (the file is in failed/) or
+        'gone'."""
         redis, k = self.pipeline.redis, self.pipeline.keys
         kind = files.entry_kind(self._fd["processing"], path.name)
+        if kind is None:  # finished by another pass meanwhile
+            return "gone"
         if kind != "file":
             await self._fail(tag, path, f"not a regular file ({kind}); drop the file itself")
             return "failed"
@@ -206,7 +213,7 @@ class Nightly:
                 logger.warning("nightly: %s was interrupted while submitting; resubmitting", name)
                 await redis.hset(k.nightly_file(tag), "name", name)
                 outcome = await self._submit(tag, path)
-                return "failed" if outcome == "failed" else "resubmitted"
+                return "resubmitted" if outcome == "submitted" else outcome
             if state["state"] != "submitted":
                 return str(state["state"])
             run_id = state["run_id"]
