@@ -134,7 +134,7 @@ class EmbeddedRedis:
                 "BATCHWISE_STATE_DIR to another path"
             ) from None
         os.chmod(self.dir, 0o700)
-        # files an older version left readable by everyone: every prompt and answer is in them
+        # every prompt and answer is in these files: none may stay readable by others
         for path in (self.dir, self.dir / "appendonlydir"):
             with contextlib.suppress(FileNotFoundError):
                 for entry in os.scandir(path):

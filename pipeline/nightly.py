@@ -74,7 +74,11 @@ class Nightly:
         a directory swapped for a symlink mid-pass is never followed."""
         try:
             inbox = self._fd["inbox"] = files.open_dir(self.inbox, follow=True)
-            self._fd["processing"] = files.open_dir(Path(PROCESSING), parent_fd=inbox, mode=0o700)
+            processing = files.open_dir(Path(PROCESSING), parent_fd=inbox, mode=0o700)
+            self._fd["processing"] = processing
+            # claimed files are read by path: nobody else may swap them, whoever made the dir
+            with contextlib.suppress(PermissionError):
+                os.fchmod(processing, 0o700)
             self._fd["done"] = files.open_dir(Path("done"), parent_fd=inbox)
             self._fd["failed"] = files.open_dir(Path("failed"), parent_fd=inbox)
             self._fd["outbox"] = files.open_dir(self.outbox)
