@@ -98,6 +98,11 @@ async def _submit(
     return submission
 
 
+def _say(message: str) -> None:
+    """A line on stderr, printed as it is (no markup, no wrapping: paths stay whole)."""
+    err.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
 def _report_errors(submission: Submission) -> None:
     if not submission.errors:
         return
@@ -146,19 +151,17 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             embedded = attached.embedded
             if embedded is not None and embedded.adopted:
-                err.print(
+                _say(
                     f"reusing the Redis server (pid {embedded.pid}) an earlier run left running "
-                    f"in {embedded.dir}",
-                    highlight=False,
+                    f"in {embedded.dir}"
                 )
             if embedded is not None and not embedded.other_workers:
                 # no other run is attached, so no worker of an earlier run is alive
                 released = await release_dead_jobs(redis, settings.queue_name)
                 if released:
-                    err.print(
+                    _say(
                         f"an earlier run stopped with {released} batch(es) in progress; "
-                        "running them again now",
-                        highlight=False,
+                        "running them again now"
                     )
             return await _run(args, settings, redis, interrupts)
         finally:
@@ -176,33 +179,33 @@ async def _run(
     client = BatchwiseClient(pipeline)
     out_path = Path(args.out) if args.out else default_out(args.file)
     run_id = new_run_id()
-    err.print(f"run {run_id}: {args.file}", highlight=False)
+    _say(f"run {run_id}: {args.file}")
     worker = in_process_worker(settings, redis)
     worker_task = asyncio.create_task(worker.async_run())
     interrupted = False
     try:
-        interrupted, submission = await interrupts.until_signal(
+        interrupted, _ = await interrupts.until_signal(
             _run_file(client, args, run_id, out_path)
         )
         if interrupted:
-            done, total, _ = await pipeline.runs.progress(run_id)
-            err.print(
+            try:
+                done, total, _ = await pipeline.runs.progress(run_id)
+            except KeyError:  # interrupted before the run was created
+                done = total = 0
+            _say(
                 f"interrupted: run {run_id} has {done} of {total} results; finishing the "
                 f"batches in flight (up to {settings.worker_drain_s:g}s; signal again to stop "
-                "now)",
-                highlight=False,
+                "now)"
             )
     finally:
         hurry = interrupts.again if interrupts.first.is_set() else interrupts.first
         await stop(worker, worker_task, settings.worker_drain_s, hurry=hurry)
         await pipeline.aclose()
-    if interrupted or submission is None:
-        err.print(
+    if interrupted:
+        _say(
             f"run {run_id} stopped; its queued tasks resume with the next `batchwise run` (or "
             f"worker) on this state. Fetch its results with: batchwise results {run_id} --out "
-            f"{out_path}",
-            highlight=False,
-            soft_wrap=True,
+            f"{out_path}"
         )
         return interrupts.exit_code
     return 0
