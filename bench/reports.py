@@ -52,7 +52,9 @@ ENDPOINTS = [f"/api/{name}" for name in ("chat", "search", "faq", "tag", "sum", 
 TENANTS = [f"tenant{i}" for i in range(8)]
 
 
-def synthetic(n: int, days: int, users: int, seed: int = 7) -> Iterator[CallRecord]:
+def synthetic(
+    n: int, days: int, users: int, seed: int = 7, prefix: str = "c"
+) -> Iterator[CallRecord]:
     """`n` call records over `days` days: skewed users and tenants, a daily rhythm, and one
     spike: on the last day but two, half of tenant3's calls go to /api/search on gpt-4o."""
     rng = random.Random(seed)
@@ -91,9 +93,9 @@ def synthetic(n: int, days: int, users: int, seed: int = 7) -> Iterator[CallReco
         )
         yield (
             CallRecord(
-                id=f"c{i:08d}",
+                id=f"{prefix}{i:08d}",
                 at=at,
-                batch_id=f"c{i:08d}",
+                batch_id=f"{prefix}{i:08d}",
                 provider=model.split("-")[0],
                 model=model,
                 status="ok",

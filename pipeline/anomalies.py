@@ -2,18 +2,18 @@
 
 A period is compared with its baseline, never with itself: the 14 days before a day; the same
 hour of the 14 days before an hour (spend follows the clock, so 14:00 is compared with 14:00);
-missing periods count as 0. It is anomalous when it lies k standard deviations above the
-baseline mean (`warning` from `sigma_warning`, `critical` from `sigma_critical`), at least 20%
-above that mean, and by at least 5% of an average period's total spend (a cent-sized wobble of
-a tiny tenant is not an alert). σ is floored at 5% of the mean (and a micro-dollar), so a flat
-baseline does not turn a small wobble into an alert. Each anomaly says how far above normal it
-is and what grew: the models, endpoints, tenants and users whose spend rose most against their
-own baseline.
+missing periods count as 0. Normal is the baseline's median and σ comes from its median absolute
+deviation (`robust_level`). It is anomalous when it lies k·σ above normal (`warning` from
+`sigma_warning`, `critical` from `sigma_critical`), at least 20% above it, and by at least 5% of
+an average period's total spend (a cent-sized wobble of a tiny tenant is not an alert). Each
+anomaly says how far above normal it is and what grew: the models, endpoints, tenants and users
+whose spend rose most against their own baseline.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +32,8 @@ MIN_BASELINE = 3
 EXPLAINED_HOURS = 10  # hourly anomalies whose user growth is looked up (the latest)
 MIN_RATIO = 1.2  # a spike is at least 20% above normal, however flat the baseline
 MIN_EXCESS_SHARE = 0.05  # ... and its excess at least 5% of an average period's total spend
+MAD_TO_SIGMA = 1.4826  # the median absolute deviation of a normal distribution is 0.6745 sigma
+LUMP_NUSD = 10_000_000  # a cent: spend arrives in calls, so it varies like a count of them
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Growth:
 
 @dataclass(frozen=True)
 class Anomaly:
-    """A period whose spend lies k·σ above the mean of the periods before it."""
+    """A period whose spend lies k·σ above the normal level of the periods before it."""
 
     granularity: Granularity
     period: str
@@ -114,7 +116,7 @@ class Spike:
     index: int
     level: Level
     value: int
-    mean: float
+    normal: float
     sigma: float
     z: float
 
@@ -135,23 +137,34 @@ def spikes(
     min_ratio: float = MIN_RATIO,
     min_excess: float = 0.0,
 ) -> list[Spike]:
-    """Every index whose value lies k·σ above the mean of its baseline (and at least
-    `min_ratio` times that mean). The baseline is the `window` values before it, `stride` apart:
-    stride 24 over hours compares an hour with the same hour of the days before."""
+    """Every index whose value lies k·σ above its baseline's normal level (and at least
+    `min_ratio` times it). The baseline is the `window` values before it, `stride` apart: stride
+    24 over hours compares an hour with the same hour of the days before. Normal is the median and
+    σ is estimated from the median absolute deviation, so one earlier spike or a few noisy periods
+    in the baseline neither hide the next spike nor widen σ for every period after them."""
     found: list[Spike] = []
     for i, value in enumerate(values):
         base = [values[j] for j in _baseline_indexes(i, window, stride)]
         if len(base) < min_baseline or value <= 0:
             continue
-        n = len(base)
-        mean = sum(base) / n
-        var = sum((b - mean) ** 2 for b in base) / n
-        sigma = max(math.sqrt(var), 0.05 * mean, 1000.0)
-        z = (value - mean) / sigma
-        if z >= sigma_warning and value >= min_ratio * mean and value - mean >= min_excess:
+        normal, sigma = robust_level(base)
+        z = (value - normal) / sigma
+        if z >= sigma_warning and value >= min_ratio * normal and value - normal >= min_excess:
             level: Level = "critical" if z >= sigma_critical else "warning"
-            found.append(Spike(i, level, value, mean, sigma, z))
+            found.append(Spike(i, level, value, normal, sigma, z))
     return found
+
+
+def robust_level(base: Sequence[int]) -> tuple[float, float]:
+    """(normal, σ) of a baseline: its median, and 1.4826 x the median absolute deviation (σ of a
+    normal distribution), floored at 5% of the median and a micro-dollar so that a flat baseline
+    does not turn a small wobble into an alert, and at the mean's Poisson-like spread
+    sqrt(mean x 1 cent) so that a series of few, lumpy calls is not alerted on every busy hour."""
+    normal = statistics.median(base)
+    mad = statistics.median(abs(b - normal) for b in base)
+    mean = sum(base) / len(base)
+    lumpiness = math.sqrt(mean * LUMP_NUSD)
+    return normal, max(MAD_TO_SIGMA * mad, 0.05 * normal, lumpiness, 1000.0)
 
 
 def _periods(names: Sequence[str], granularity: Granularity) -> list[str]:
@@ -284,7 +297,7 @@ def scan(
                 name=name,
                 level=s.level,
                 cost_usd=Decimal(s.value) / NANO,
-                baseline_usd=Decimal(round(s.mean)) / NANO,
+                baseline_usd=Decimal(round(s.normal)) / NANO,
                 sigma_usd=Decimal(round(s.sigma)) / NANO,
                 z=s.z,
             )

@@ -37,6 +37,9 @@ from .providers.batches import BatchOutcome, BatchProvider, BatchStatus, build_b
 
 logger = logging.getLogger("batchwise.batchapi")
 
+# a provider batch lasts up to 24 h and its results are kept 29 days: own it for longer than that
+OWNER_TTL_S = 31 * 86400
+
 SYNC_SUFFIX = ".s"
 
 _CLAIM = """
@@ -258,9 +261,12 @@ class BatchApi:
         except PermanentError as exc:
             logger.warning("submission %s refused: %s; its batches go synchronous", sub_id, exc)
             return await self._abandon(sub_id, f"batch API refused: {exc}")
-        await self.redis.hset(
-            k.bapi_sub(sub_id), mapping={"state": "submitted", "provider_batch": provider_batch}
-        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(k.bapi_owner(provider_batch), sub_id, ex=OWNER_TTL_S)
+            pipe.hset(
+                k.bapi_sub(sub_id), mapping={"state": "submitted", "provider_batch": provider_batch}
+            )
+            await pipe.execute()
         logger.info("submission %s: %d request(s) as %s", sub_id, len(lines), provider_batch)
         return []
 
@@ -324,15 +330,20 @@ class BatchApi:
         self, sub_id: str, sub: dict[str, str], provider: BatchProvider
     ) -> list[str]:
         """A submission whose creation was interrupted: adopt the batch it made, or make it."""
-        found = await provider.find(sub_id)
-        if found is not None:
-            await self.redis.hset(
-                self.keys.bapi_sub(sub_id), mapping={"state": "submitted", "provider_batch": found}
-            )
-            return []
+        ids = sub["ids"].split(",")
+        created_ms = int(sub.get("created_ms") or 0)
+        for candidate in await provider.find(sub_id, created_ms=created_ms, requests=len(ids)):
+            owner = self.keys.bapi_owner(candidate)
+            if await self.redis.set(owner, sub_id, nx=True, ex=OWNER_TTL_S):
+                await self.redis.hset(
+                    self.keys.bapi_sub(sub_id),
+                    mapping={"state": "submitted", "provider_batch": candidate},
+                )
+                logger.info("submission %s: adopted %s after an interruption", sub_id, candidate)
+                return []
         lines: list[bytes] = []
         live: list[str] = []
-        for batch_id in sub["ids"].split(","):
+        for batch_id in ids:
             loaded = await self.executor.load(batch_id)
             if loaded is None or not loaded[1]:
                 continue

@@ -202,6 +202,9 @@ class Settings(BaseModel):
     metrics_host: str = "0.0.0.0"
     anomaly_sigma_warning: float = Field(3.0, gt=0)
     anomaly_sigma_critical: float = Field(5.0, gt=0)
+    ledger_retention_s: int = Field(7 * 86400, ge=86400)  # older entries move to the archive
+    ledger_archive_dir: Path | None = None  # default: STATE_DIR/ledger-archive
+    ledger_archive_every_s: int = Field(3600, ge=0)  # workers' archiving cron; 0: never
 
     # routing and optimisation (issue 7): see docs/routing.md
     quality_floors: dict[str, float] = Field(
@@ -234,6 +237,11 @@ class Settings(BaseModel):
     cache_embedding_dim: int = Field(1536, gt=0)
     # an inbox file is claimed only once its size and mtime have not changed for this long
     nightly_settle_s: float = Field(5.0, ge=0)
+
+    @property
+    def archive_dir(self) -> Path:
+        """Where the ledger archive's Parquet files live."""
+        return self.ledger_archive_dir or self.state_dir / "ledger-archive"
 
     def limits_for(self, model: str) -> ModelLimits:
         return self.model_limits.get(model, ModelLimits())
@@ -290,6 +298,9 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_METRICS_HOST": "metrics_host",
     "BATCHWISE_ANOMALY_SIGMA_WARNING": "anomaly_sigma_warning",
     "BATCHWISE_ANOMALY_SIGMA_CRITICAL": "anomaly_sigma_critical",
+    "BATCHWISE_LEDGER_RETENTION_S": "ledger_retention_s",
+    "BATCHWISE_LEDGER_ARCHIVE_DIR": "ledger_archive_dir",
+    "BATCHWISE_LEDGER_ARCHIVE_EVERY_S": "ledger_archive_every_s",
     # routing and optimisation (issue 7)
     "BATCHWISE_AUDIT_SHARE": "audit_share",
     "BATCHWISE_AUDIT_THRESHOLD": "audit_threshold",

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from .archive import LedgerArchive
 from .config import Settings
 from .errors import ConfigError
 from .keys import Keys
@@ -131,8 +132,10 @@ async def export(
     fmt: str = "jsonl",
     since: date | None = None,
     until: date | None = None,
+    archive: LedgerArchive | None = None,
 ) -> int:
-    """Write the ledger's entries (of the days given, by write time) to `out`; the count."""
+    """Write the ledger's entries (of the days given, by record time) to `out`, the archived
+    ones first; the count."""
     tmp = out.with_name(out.name + ".part")
     written = 0
     with tmp.open("w", newline="", encoding="utf-8") as fh:
@@ -142,7 +145,7 @@ async def export(
             writer.writeheader()
         elif fmt != "jsonl":
             raise ConfigError(f"unknown export format {fmt!r}; use jsonl or csv")
-        async for entry in _entries(ledger, since, until):
+        async for entry in _entries(ledger, archive, since, until):
             if writer is not None:
                 writer.writerows(csv_rows(entry))
             else:
@@ -153,15 +156,19 @@ async def export(
 
 
 async def _entries(
-    ledger: Ledger, since: date | None, until: date | None
+    ledger: Ledger, archive: LedgerArchive | None, since: date | None, until: date | None
 ) -> AsyncIterator[dict[str, Any]]:
     low = _ms(since) if since else None
     high = _ms(until + timedelta(days=1)) if until else None
-    async for entry in ledger.raw_entries():
-        at_ms = entry["at"] * 1000
-        if (low is not None and at_ms < low) or (high is not None and at_ms >= high):
-            continue
-        yield entry
+    sources = (
+        [ledger.raw_entries()] if archive is None else [archive.raw_entries(), ledger.raw_entries()]
+    )
+    for source in sources:
+        async for entry in source:
+            at_ms = entry["at"] * 1000
+            if (low is not None and at_ms < low) or (high is not None and at_ms >= high):
+                continue
+            yield entry
 
 
 def _ms(day: date) -> int:
@@ -176,8 +183,8 @@ def _day(text: str) -> date:
 
 
 def add_cli(subparsers: Any) -> None:
-    """Register `batchwise ledger export`."""
-    p = subparsers.add_parser("ledger", help="the cost ledger: export its records")
+    """Register `batchwise ledger export` and `batchwise ledger archive`."""
+    p = subparsers.add_parser("ledger", help="the cost ledger: export or archive its records")
     sub = p.add_subparsers(dest="ledger_command", required=True)
     ex = sub.add_parser("export", help="write every call and saving record to a file")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
@@ -185,11 +192,48 @@ def add_cli(subparsers: Any) -> None:
     ex.add_argument("--since", type=_day, help="first day, YYYY-MM-DD (UTC)")
     ex.add_argument("--until", type=_day, help="last day, YYYY-MM-DD (UTC)")
     ex.set_defaults(handler=cmd_export)
+    ar = sub.add_parser("archive", help="move old records from Redis to the Parquet archive")
+    ar.add_argument(
+        "--older-than",
+        type=duration_s,
+        default=None,
+        help="archive records written longer ago than this (e.g. 7d, 12h, 0s; "
+        "default: the ledger_retention_s setting)",
+    )
+    ar.set_defaults(handler=cmd_archive)
+
+
+def duration_s(text: str) -> float:
+    """`90s`, `15m`, `12h`, `7d` (or plain seconds) as seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"not a duration (e.g. 7d, 12h, 0s): {text!r}")
+    return value
+
+
+async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
+    older_than_s = settings.ledger_retention_s if args.older_than is None else args.older_than
+    async with open_redis(settings) as redis:
+        archive = LedgerArchive(redis, Keys(settings.key_prefix), settings.archive_dir)
+        done = await archive.run(older_than_s)
+    if done is None:
+        print("error: another process is archiving the ledger right now; try again later")
+        return 1
+    print(f"{done.entries} ledger entries archived in {done.files} file(s) under {archive.root}")
+    return 0
 
 
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     async with open_state(settings, require_data=True) as redis:
         ledger = Ledger(redis, Keys(settings.key_prefix))
-        n = await export(ledger, args.out, fmt=args.format, since=args.since, until=args.until)
+        archive = LedgerArchive(redis, Keys(settings.key_prefix), settings.archive_dir)
+        n = await export(
+            ledger, args.out, fmt=args.format, since=args.since, until=args.until, archive=archive
+        )
     print(f"{n} ledger entries written to {args.out}")
     return 0

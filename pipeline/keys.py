@@ -80,6 +80,14 @@ class Keys:
         """Stream of call records."""
         return f"{self.prefix}:ledger"
 
+    def ledger_archive_mark(self) -> str:
+        """The stream id up to which the ledger is archived to Parquet (and trimmed)."""
+        return f"{self.prefix}:ledger:archived"
+
+    def ledger_archive_lease(self) -> str:
+        """Held by the one process archiving the ledger right now."""
+        return f"{self.prefix}:ledger:archiving"
+
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
@@ -193,6 +201,10 @@ class Keys:
     def bapi_sub(self, sub_id: str) -> str:
         """Hash: provider, model, batch ids, state, the provider's batch id."""
         return f"{self.prefix}:bapi:sub:{sub_id}"
+
+    def bapi_owner(self, provider_batch: str) -> str:
+        """The submission that owns a provider batch (so a lost one is never adopted twice)."""
+        return f"{self.prefix}:bapi:owner:{provider_batch}"
 
     def bapi_lease(self, sub_id: str) -> str:
         """Held by the one worker that submits or settles a submission right now."""

@@ -261,8 +261,10 @@ class Ledger:
                 yield Saving.model_validate_json(fields[b"s"])
 
     async def _stream(self, chunk: int) -> AsyncIterator[dict[bytes, bytes]]:
-        """The fields of every stream entry, oldest first, read `chunk` entries at a time."""
-        start = "-"
+        """The fields of every stream entry not yet archived, oldest first, read `chunk` entries
+        at a time (entries up to the archive's mark may linger until the archiver trims them)."""
+        mark = await self.redis.get(self.keys.ledger_archive_mark())
+        start = "(" + mark.decode() if mark else "-"
         while True:
             rows = await self.redis.xrange(self.keys.ledger(), min=start, count=chunk)
             if not rows:

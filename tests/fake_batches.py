@@ -162,7 +162,7 @@ class FakeBatchAPI:
                 return _error(401, "Incorrect API key provided.")
         parts = [p for p in path.split("/") if p][1:]  # drop "v1"
         if anthropic:
-            return await self._anthropic(method, parts[2:], body)
+            return await self._anthropic(method, parts[2:], query, body)
         if parts[0] == "files":
             return self._files(method, parts[1:], headers, body)
         return await self._openai(method, parts[1:], query, body)
@@ -293,7 +293,11 @@ class FakeBatchAPI:
 
     # ---- Anthropic ---------------------------------------------------------------------------
 
-    async def _anthropic(self, method: str, rest: list[str], body: bytes) -> Response:
+    async def _anthropic(
+        self, method: str, rest: list[str], query: dict[str, list[str]], body: bytes
+    ) -> Response:
+        if method == "GET" and not rest:
+            return self._anthropic_list(query)
         if method == "POST" and not rest:
             doc = json.loads(body or b"{}")
             requests = doc.get("requests")
@@ -354,6 +358,26 @@ class FakeBatchAPI:
             lines = [json.dumps(r) for r in batch["_results"]]
             return 200, {}, ("\n".join(lines) + "\n").encode()
         return _error(404, "no such message batches route")
+
+    def _anthropic_list(self, query: dict[str, list[str]]) -> Response:
+        """Most recently created first; `after_id` pages to older batches, as Anthropic's does."""
+        limit = int((query.get("limit") or ["20"])[0])
+        after = (query.get("after_id") or [""])[0]
+        listed = [b for b in self.batches.values() if b["_anthropic"]]
+        listed.sort(key=lambda b: b["_created"], reverse=True)
+        if after:
+            ids = [b["id"] for b in listed]
+            listed = listed[ids.index(after) + 1 :] if after in ids else []
+        page = [self._public(b) for b in listed[:limit]]
+        return _json(
+            200,
+            {
+                "data": page,
+                "has_more": len(listed) > limit,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+            },
+        )
 
     # ---- answering ---------------------------------------------------------------------------
 

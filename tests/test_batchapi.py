@@ -14,7 +14,7 @@ from pipeline.client import BatchwiseClient
 from pipeline.config import ProviderConfig, Settings
 from pipeline.models import CallRecord, Message
 from pipeline.providers.base import ChatRequest
-from pipeline.providers.batches import AnthropicBatches, OpenAIBatches
+from pipeline.providers.batches import AnthropicBatches, OpenAIBatches, build_batch_provider
 from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
 
@@ -108,8 +108,9 @@ async def test_openai_find_recovers_a_lost_batch_id(fake: FakeProvider) -> None:
     api = OpenAIBatches(config(fake, "openai"))
     try:
         made = await api.submit([api.entry("b0", request("x"))], tag="sub-42")
-        assert await api.find("sub-42") == made
-        assert await api.find("sub-43") is None
+        now_ms = int(time.time() * 1000)
+        assert await api.find("sub-42", created_ms=now_ms, requests=1) == [made]
+        assert await api.find("sub-43", created_ms=now_ms, requests=1) == []
     finally:
         await api.aclose()
 
@@ -216,29 +217,41 @@ async def test_tasks_without_the_flag_stay_synchronous(redis_url: str, fake: Fak
     assert not any(r.batch_api for r in records)
 
 
+@pytest.mark.parametrize("kind", ["openai", "anthropic"])
 @pytest.mark.parametrize("created_before_crash", [True, False])
 async def test_interrupted_submission_is_adopted_or_made_once(
-    redis_url: str, fake: FakeProvider, created_before_crash: bool
+    redis_url: str, fake: FakeProvider, created_before_crash: bool, kind: str
 ) -> None:
     settings = make_settings(redis_url, fake, **FAST)
+    provider_config = config(fake, kind)
+    provider = build_batch_provider(provider_config)
+    assert provider is not None
+    providers = {provider_config.name: provider}
+    route_settings = settings.model_copy(update={"providers": (provider_config,)})
     async with pipeline_client(settings) as client:
         p = client.pipeline
-        route = BatchApi(p.redis, settings, p.keys, p.executor)
+        route = BatchApi(p.redis, route_settings, p.keys, p.executor, providers)
         try:
+            # other provider batches in the same minutes: one of another size, and one of the
+            # same size that a live submission already owns; neither may be adopted
+            await provider.submit([provider.entry("other-0", request("x"))], tag="other-1")
+            twin = [provider.entry(f"twin-{i}", request("x")) for i in range(2)]
+            owned = await provider.submit(twin, tag="other-2")
+            await p.redis.set(p.keys.bapi_owner(owned), "other-2")
             run_id = await client.submit(faq(12), complete=True)
             batch_ids = await p.packer.flush()
+            assert len(batch_ids) == 2
             for batch_id in batch_ids:
                 assert await route.divert(batch_id)
-            # a worker claims the pending batches, then dies before it stores the provider's id
+            # a worker records its intent, then dies before it stores the provider's batch id
             sub_id = "crashed-sub"
             k = p.keys
             await route._claim(
                 keys=[k.bapi_pending(), k.bapi_subs(), k.bapi_sub(sub_id)],
-                args=[sub_id, 1, "fake-openai", "gpt-4o-mini", *batch_ids],
+                args=[sub_id, int(time.time() * 1000), provider.name, "gpt-4o-mini", *batch_ids],
             )
             assert await p.redis.zcard(k.bapi_pending()) == 0
             if created_before_crash:
-                provider = route.providers["fake-openai"]
                 lines = []
                 for batch_id in batch_ids:
                     loaded = await p.executor.load(batch_id)
@@ -252,9 +265,23 @@ async def test_interrupted_submission_is_adopted_or_made_once(
             records = await ledger(client)
         finally:
             await route.aclose()
-    assert fake.batch_api.stats()["created"] == 1
+    assert fake.batch_api.stats()["created"] == 3  # the two others, and ours once
     assert [r.status for r in results] == ["ok"] * 12
     assert sorted(r.id for r in records) == sorted(batch_ids)
+
+
+async def test_anthropic_find_pages_back_to_the_intent(fake: FakeProvider) -> None:
+    api = AnthropicBatches(config(fake, "anthropic"))
+    try:
+        made = [await api.submit([api.entry(f"b{i}", request("x"))], tag="t") for i in range(5)]
+        since_ms = int(time.time() * 1000)
+        assert await api.find("t", created_ms=since_ms, requests=1) == made[::-1]
+        assert await api.find("t", created_ms=since_ms, requests=2) == []
+        # an intent recorded long after those batches were made matches none of them
+        later_ms = since_ms + 3_600_000
+        assert await api.find("t", created_ms=later_ms, requests=1) == []
+    finally:
+        await api.aclose()
 
 
 async def test_provider_limits_split_into_several_provider_batches(

@@ -139,13 +139,17 @@ def test_top_share_takes_at_least_one() -> None:
 
 
 def test_spike_needs_k_sigma_above_the_baseline_without_itself() -> None:
-    flat = [100_000 + (i % 3) * 1000 for i in range(20)]
+    ten = 10 * NANO  # $10 a period: large enough that the floors below are 5% of normal
+    flat = [ten + (i % 3) * NANO // 10 for i in range(20)]
     assert spikes(flat, window=14, sigma_warning=3, sigma_critical=5) == []
-    found = spikes([*flat, 200_000], window=14, sigma_warning=3, sigma_critical=5)
+    found = spikes([*flat, 2 * ten], window=14, sigma_warning=3, sigma_critical=5)
     assert [(s.index, s.level) for s in found] == [(20, "critical")]
-    # a warning between k=3 and k=5: the baseline's sigma is floored at 5% of the mean
-    warn = spikes([*([100_000] * 10), 120_000], window=14, sigma_warning=3, sigma_critical=5)
+    # a warning between k=3 and k=5: the baseline's sigma is floored at 5% of its median
+    warn = spikes([*([ten] * 10), ten * 12 // 10], window=14, sigma_warning=3, sigma_critical=5)
     assert [(s.level, round(s.z, 1)) for s in warn] == [("warning", 4.0)]
+    # a cent-sized series varies like a count of calls: +20% is no alert there
+    cents = [NANO // 100] * 10
+    assert spikes([*cents, NANO * 12 // 1000], window=14, sigma_warning=3, sigma_critical=5) == []
     # no baseline yet, no verdict; a drop is never a spike
     assert spikes([1, 10**9], window=14, sigma_warning=3, sigma_critical=5) == []
     assert spikes([*flat, 0], window=14, sigma_warning=3, sigma_critical=5) == []

@@ -13,6 +13,7 @@ from arq import cron
 from arq.cron import CronJob
 
 from pipeline.app import Pipeline
+from pipeline.archive import LedgerArchive
 from pipeline.batchapi import BatchApi
 from pipeline.client import BatchwiseClient
 from pipeline.config import Settings
@@ -54,6 +55,16 @@ async def nightly_inbox(ctx: dict[str, Any]) -> int:
     return counts["claimed"] + counts["finished"] + counts["failed"]
 
 
+async def archive_ledger(ctx: dict[str, Any]) -> int:
+    """Move ledger entries older than the retention window to the Parquet archive."""
+    p: Pipeline = ctx["pipeline"]
+    archive = LedgerArchive(p.redis, p.keys, p.settings.archive_dir)
+    done = await archive.run(p.settings.ledger_retention_s)
+    if done is not None and done.entries:
+        logger.info("ledger: %d entries archived in %d file(s)", done.entries, done.files)
+    return 0 if done is None else done.entries
+
+
 async def close(ctx: dict[str, Any]) -> None:
     route = ctx.pop("batchapi", None)
     if route is not None:
@@ -89,4 +100,8 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
                 timeout=settings.job_timeout_s,
             )
         )
+    if settings.ledger_archive_every_s:
+        every_min = settings.ledger_archive_every_s // 60
+        minutes = {7} if every_min >= 60 else set(range(0, 60, max(1, every_min)))
+        jobs.append(cron(archive_ledger, minute=minutes, second=0, timeout=settings.job_timeout_s))
     return jobs

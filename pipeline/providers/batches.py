@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -25,6 +26,7 @@ from .openai import OpenAICompatible
 BatchState = Literal["in_progress", "ended", "failed"]
 OPENAI_TERMINAL = {"completed", "expired", "cancelled", "failed"}
 ANTHROPIC_VERSION = "2023-06-01"
+CLOCK_SKEW_S = 120  # the provider's clock against ours, when matching a lost batch by time
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,10 @@ class BatchProvider(Protocol):
 
     async def submit(self, entries: Sequence[bytes], *, tag: str) -> str: ...
 
-    async def find(self, tag: str) -> str | None: ...
+    async def find(self, tag: str, *, created_ms: int, requests: int) -> list[str]:
+        """Provider batches that may be the one created for submission `tag` (recorded at
+        `created_ms` with `requests` requests) when a crash hid its id from us; best first."""
+        ...
 
     async def status(self, batch_id: str) -> BatchStatus: ...
 
@@ -179,13 +184,13 @@ class OpenAIBatches(_HTTPBatches):
         )
         return str(created["id"])
 
-    async def find(self, tag: str) -> str | None:
-        """The provider batch created for `tag`, if a crash hid its id from us."""
+    async def find(self, tag: str, *, created_ms: int, requests: int) -> list[str]:
+        """The provider batch tagged with `tag` in its metadata: an exact match."""
         doc = await self._json("GET", "/batches", params={"limit": 100})
         for batch in doc.get("data") or []:
             if (batch.get("metadata") or {}).get("batchwise") == tag:
-                return str(batch["id"])
-        return None
+                return [str(batch["id"])]
+        return []
 
     async def status(self, batch_id: str) -> BatchStatus:
         doc = await self._json("GET", f"/batches/{batch_id}")
@@ -291,9 +296,28 @@ class AnthropicBatches(_HTTPBatches):
         )
         return str(created["id"])
 
-    async def find(self, tag: str) -> str | None:
-        # Message Batches carry no metadata: a batch whose id we lost cannot be recognised.
-        return None
+    async def find(self, tag: str, *, created_ms: int, requests: int) -> list[str]:
+        """Message Batches carry no metadata, so a lost batch is recognised by when it was made
+        and its size: created no earlier than the submission's intent (less clock skew) and
+        holding exactly `requests` requests. Pages from the newest back to the intent's time.
+        The caller adopts a candidate no other submission owns; the results are joined on
+        custom_id, so a wrong guess can only send requests back to the synchronous route."""
+        since_s = created_ms / 1000 - CLOCK_SKEW_S
+        found: list[str] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            doc = await self._json("GET", "/messages/batches", params=params)
+            page = doc.get("data") or []
+            for batch in page:
+                made = _iso_seconds(str(batch.get("created_at") or ""))
+                if made is not None and made < since_s:
+                    return found
+                counts = batch.get("request_counts") or {}
+                if sum(int(v) for v in counts.values()) == requests:
+                    found.append(str(batch["id"]))
+            if not doc.get("has_more") or not page:
+                return found
+            params = {"limit": 100, "after_id": page[-1]["id"]}
 
     async def status(self, batch_id: str) -> BatchStatus:
         doc = await self._json("GET", f"/messages/batches/{batch_id}")
@@ -330,6 +354,14 @@ class AnthropicBatches(_HTTPBatches):
             latency_ms=0,
         )
         return BatchOutcome(custom_id, response=answer)
+
+
+def _iso_seconds(text: str) -> float | None:
+    """Epoch seconds of an RFC 3339 time (`2024-09-24T18:37:24.100435Z`), None if unreadable."""
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def build_batch_provider(config: ProviderConfig) -> BatchProvider | None:
