@@ -184,9 +184,7 @@ async def _run(
     worker_task = asyncio.create_task(worker.async_run())
     interrupted = False
     try:
-        interrupted, _ = await interrupts.until_signal(
-            _run_file(client, args, run_id, out_path)
-        )
+        interrupted, _ = await interrupts.until_signal(_run_file(client, args, run_id, out_path))
         if interrupted:
             try:
                 done, total, _ = await pipeline.runs.progress(run_id)

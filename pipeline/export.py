@@ -218,7 +218,7 @@ def duration_s(text: str) -> float:
 
 async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     older_than_s = settings.ledger_retention_s if args.older_than is None else args.older_than
-    async with open_redis(settings) as redis:
+    async with open_state(settings, require_data=True) as redis:
         archive = LedgerArchive(redis, Keys(settings.key_prefix), settings.archive_dir)
         done = await archive.run(older_than_s)
     if done is None:
