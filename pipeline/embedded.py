@@ -228,7 +228,7 @@ class EmbeddedRedis:
             str(log),
         ]
         # umask 077: the AOF, its manifest and the log are 0600
-        subprocess.run(
+        launcher = subprocess.run(
             args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -236,6 +236,8 @@ class EmbeddedRedis:
             timeout=timeout_s,
             check=False,
         )
+        if launcher.returncode != 0:
+            raise ConfigError(f"redis-server exited at start; see {log}")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.pid = _read_pid(self.pid_file)

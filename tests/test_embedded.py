@@ -11,10 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from pipeline.config import load_settings
 from pipeline.embedded import EmbeddedRedis
+from pipeline.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,3 +145,21 @@ def test_xdg_state_home_is_honoured() -> None:
     assert load_settings(env=both).state_dir == Path("/data/bw")
     relative = load_settings(env={"XDG_STATE_HOME": "state"}).state_dir
     assert relative == Path.home() / ".local" / "state" / "batchwise"
+
+
+def test_a_live_server_that_does_not_answer_is_never_joined_by_a_second(tmp_path: Path) -> None:
+    other = EmbeddedRedis(tmp_path / "other")
+    other.start()
+    try:
+        client = redis.Redis(unix_socket_path=str(tmp_path / "other" / "redis.sock"))
+        pid = client.info("server")["process_id"]
+        client.close()
+        state = tmp_path / "state"
+        state.mkdir()
+        # as if the state's server were still loading its AOF: alive, silent on the socket
+        (state / "redis.pid").write_text(f"{pid}\n")
+        with pytest.raises(ConfigError, match=rf"a redis-server \(pid {pid}\) holds"):
+            EmbeddedRedis(state).start(timeout_s=0.5)
+        assert not (state / "redis.sock").exists()  # no second server was started
+    finally:
+        other.stop()
