@@ -16,6 +16,7 @@ from .budgets import usd
 from .config import Settings
 from .errors import ConfigError
 from .state import open_state
+from .terminal import terminal_safe
 
 out = Console()
 
@@ -70,7 +71,8 @@ async def _budget(args: argparse.Namespace, pipeline: Pipeline) -> int:
                 print_status(report)
         elif args.budget_command == "close-breaker":
             closed = await pipeline.budgets.close_breaker(args.scope)
-            out.print(f"breaker {args.scope}: {'closed' if closed else 'was not open'}")
+            state = "closed" if closed else "was not open"
+            out.print(f"breaker {terminal_safe(args.scope)}: {state}")
         else:
             await _set(pipeline, args)
     finally:
@@ -90,7 +92,7 @@ async def _set(pipeline: Pipeline, args: argparse.Namespace) -> None:
             raise ConfigError(f"scope must be global, tenant or tenant:NAME, not {args.scope!r}")
         await budgets.set_limit(args.scope, args.window, amount)
         shown = "none" if amount is None else f"${amount}"
-        out.print(f"breaker {args.scope} {args.window} limit: {shown}")
+        out.print(f"breaker {terminal_safe(args.scope)} {args.window} limit: {shown}")
     else:
         if not args.subject.startswith(("user:", "tenant:")):
             raise ConfigError(f"subject must be user:ID or tenant:NAME, not {args.subject!r}")
@@ -99,7 +101,7 @@ async def _set(pipeline: Pipeline, args: argparse.Namespace) -> None:
         if name is not None and name not in plans:
             raise ConfigError(f"unknown plan {name!r}; defined: {sorted(plans)}")
         await pipeline.admission.plan_store.assign(args.subject, name)
-        out.print(f"{args.subject}: plan {name or '(settings)'}")
+        out.print(f"{terminal_safe(args.subject)}: plan {terminal_safe(name or '(settings)')}")
 
 
 async def status_report(pipeline: Pipeline) -> dict[str, Any]:
@@ -159,7 +161,7 @@ def print_status(report: dict[str, Any]) -> None:
     table.add_row("tasks moved to a cheaper tier", degraded.get("total", "0"))
     out.print(table)
     for action in pace["actions"]:
-        out.print(f"  - {action}", highlight=False)
+        out.print(f"  - {terminal_safe(action)}", highlight=False)
     breakers = Table(title=f"cost breakers (policy: {report['policy']})")
     for column in ("scope", "hour spent / limit", "day spent / limit", "state"):
         breakers.add_column(column)
@@ -170,14 +172,14 @@ def print_status(report: dict[str, Any]) -> None:
             until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info["until"]))
             state = f"OPEN ({info['window']} limit) until {until}"
         breakers.add_row(
-            b["scope"],
+            terminal_safe(b["scope"]),
             _window(b, "hourly"),
             _window(b, "daily"),
             state,
         )
     out.print(breakers)
     plans = report["plans"]
-    assigned = ", ".join(f"{k}={v}" for k, v in sorted(plans["assignments"].items()))
+    assigned = ", ".join(terminal_safe(f"{k}={v}") for k, v in sorted(plans["assignments"].items()))
     out.print(
         f"plans: default {plans['default'] or '(none: unlimited)'}; {assigned or 'no assignments'}"
     )

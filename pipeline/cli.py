@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
+from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -19,13 +20,17 @@ from . import budget_cli, cache, nightly, provider_cli
 from .app import Pipeline
 from .client import BatchwiseClient, Submission, Summary, new_run_id
 from .config import Settings, load_settings
-from .errors import ConfigError, PipelineError
+from .errors import ConfigError, InputError, PipelineError
 from .export import add_cli as add_export_cli
+from .intake import check_job_file
 from .interrupts import Interrupts
 from .optimise_cli import add_cli as add_optimise_cli
+from .outfile import check_destination, writing
+from .redaction import redact, redact_logs, secret_values
 from .report_cli import add_cli as add_report_cli
 from .runs import RunStore
 from .state import attach, open_state
+from .terminal import printable, terminal_safe
 
 if TYPE_CHECKING:
     from arq.connections import ArqRedis
@@ -52,13 +57,24 @@ async def write_results(runs: RunStore, run_id: str, out_path: Path) -> int:
     from .runs import to_result
 
     written = 0
-    tmp = out_path.with_name(out_path.name + ".part")
-    with tmp.open("wb") as fh:
-        async for record in runs.records(run_id):
-            fh.write(to_result(record).model_dump_json().encode() + b"\n")
-            written += 1
-    tmp.replace(out_path)
+    try:
+        with writing(out_path) as fh:
+            async for record in runs.records(run_id):
+                fh.write(to_result(record).model_dump_json().encode() + b"\n")
+                written += 1
+    except InputError as exc:
+        raise InputError(
+            f"{exc.reason}; the results of run {run_id} stay in Redis: "
+            f"batchwise results {run_id} --out FILE",
+            where=exc.where,
+        ) from None
     return written
+
+
+def check_paths(job_file: Path, out_path: Path) -> None:
+    """Refuse a missing job file or an unwritable results path before any work starts."""
+    check_job_file(job_file)
+    check_destination(out_path)
 
 
 def _progress() -> Progress:
@@ -99,8 +115,8 @@ async def _submit(
 
 
 def _say(message: str) -> None:
-    """A line on stderr, printed as it is (no markup, no wrapping: paths stay whole)."""
-    err.print(message, markup=False, highlight=False, soft_wrap=True)
+    """A line on stderr, as it is (no markup, no wrapping: paths stay whole; controls escaped)."""
+    err.print(printable(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def _report_errors(submission: Submission) -> None:
@@ -108,13 +124,13 @@ def _report_errors(submission: Submission) -> None:
         return
     err.print(f"[yellow]{len(submission.errors)} invalid line(s) were rejected:[/yellow]")
     for error in submission.errors[:20]:
-        err.print(f"  {error}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"  {printable(error)}", markup=False, highlight=False, soft_wrap=True)
     if len(submission.errors) > 20:
         err.print(f"  ... and {len(submission.errors) - 20} more (see the results file)")
 
 
 def print_summary(summary: Summary, out_path: Path | None) -> None:
-    title = f"run {summary.run_id}"
+    title = f"run {terminal_safe(summary.run_id)}"
     if summary.simulated:
         title += "  [bold yellow](SIMULATED provider: costs are estimates, not real spend)[/]"
     table = Table(title=title, show_header=False)
@@ -135,7 +151,7 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
     table.add_row("saving", f"{summary.saving:.1%}")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f}s")
     if out_path:
-        table.add_row("results", str(out_path))
+        table.add_row("results", terminal_safe(out_path))
     out.print(table)
 
 
@@ -144,6 +160,7 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.recovery import release_dead_jobs
 
+    check_paths(args.file, Path(args.out) if args.out else default_out(args.file))
     with Interrupts() as interrupts, attach(settings, hosts_worker=True) as attached:
         settings = attached.settings
         assert settings.redis_url
@@ -221,8 +238,20 @@ async def _run_file(
     return submission
 
 
-async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+async def connect(settings: Settings) -> BatchwiseClient:
+    """A client on the shared Redis, which answers: no progress bar starts before that."""
     client = await BatchwiseClient.connect(settings)
+    try:
+        await client.pipeline.redis.ping()
+    except BaseException:
+        await client.close()
+        raise
+    return client
+
+
+async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    check_paths(args.file, Path(args.out) if args.out else default_out(args.file))
+    client = await connect(settings)
     try:
         with _progress() as progress:
             submission = await _submit(client, args.file, args.strict, progress)
@@ -243,7 +272,10 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
+    if args.out:
+        check_destination(Path(args.out))
     async with open_state(settings, require_data=True) as redis:
+        await redis.ping()  # an unreachable REDIS_URL is one error line, before any output
         client = BatchwiseClient(Pipeline(settings, redis))
         try:
             if args.out:
@@ -264,6 +296,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("REDIS_URL must be set for `batchwise worker`")
     # force: main() has already configured WARNING, which would hide the worker's INFO lines
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
+    redact_logs(secret_values(settings))
     asyncio.run(serve(settings))
     return 0
 
@@ -295,11 +328,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def fail(message: str, settings: Settings | None) -> int:
+    """Print `error: ...` (keys masked; data escaped, never read as markup); the exit code."""
+    secrets = secret_values(settings) if settings else ()
+    text = terminal_safe(redact(message, secrets), keep_lines=True)
+    err.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    settings: Settings | None = None
     try:
         settings = load_settings(config_file=args.config)
+        redact_logs(secret_values(settings))
         if args.command == "worker":
             return cmd_worker(args, settings)
         if handler := getattr(args, "handler", None):  # subcommands that register their own
@@ -307,8 +350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = {"run": cmd_run, "submit": cmd_submit, "results": cmd_results}[args.command]
         return asyncio.run(command(args, settings))
     except PipelineError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        return fail(str(exc), settings)
+    except RedisConnectionError as exc:
+        return fail(f"cannot reach Redis ({exc}); start it, or fix REDIS_URL", settings)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return fail(f"{where}{exc.strerror or exc}", settings)
     except KeyboardInterrupt:
         err.print("interrupted; queued work stays in Redis and resumes with the next worker")
         return 130

@@ -191,17 +191,18 @@ class BatchwiseClient:
         self, run_id: str, chunk: list[Task | LineError], report: Submission
     ) -> set[str]:
         p = self.pipeline
-        ordered: list[tuple[str, Any]] = []  # (task id, metadata) in input order
+        ordered: list[tuple[str, Any, str]] = []  # (task id, metadata, tenant) in input order
         rejections: list[dict[str, Any]] = []
         queued: list[Task] = []
         for entry in chunk:
             if isinstance(entry, LineError):
                 report.errors.append(entry)
-                ordered.append((result_id(entry), None))
+                ordered.append((result_id(entry), None, entry.tenant))
                 rejections.append(_rejection(result_id(entry), "invalid_input", str(entry)))
                 continue
-            ordered.append((entry.id, entry.metadata))
-            shaped = p.router.shape(entry.model_copy(update={"run_id": run_id}))
+            ordered.append((entry.id, entry.metadata, entry.tenant))
+            mine = {"run_id": run_id, "single_flight": p.settings.single_flight}
+            shaped = p.router.shape(entry.model_copy(update=mine))
             if isinstance(shaped, Rejection):
                 rejections.append(_rejection(entry.id, shaped.code, shaped.message))
             else:
@@ -238,9 +239,12 @@ class BatchwiseClient:
         async for result in self.pipeline.runs.results(run_id):
             yield result
 
-    async def result(self, task_id: str, run_id: str | None = None) -> Result | None:
-        """One task's result (from its latest run unless `run_id` is given); None if not yet."""
-        return await self.pipeline.runs.result(task_id, run_id)
+    async def result(
+        self, task_id: str, run_id: str | None = None, *, tenant: str = "default"
+    ) -> Result | None:
+        """One task's result, None if not yet: from `run_id` when given, else from the latest
+        run in which `tenant` used this id. Another tenant's task of the same id is never found."""
+        return await self.pipeline.runs.result(task_id, run_id, tenant=tenant)
 
     async def summary(self, run_id: str) -> Summary:
         """Counts, tokens and cost of a finished run, and the naive baseline."""

@@ -13,10 +13,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import ConfigError
 from .plans import BreakerLimits, Plan
+from .setting_rules import MINIMUM, check_http_url, check_redis_url, describe_problem
 
 ProviderKind = Literal["openai", "anthropic", "simulated"]
 
@@ -99,6 +108,20 @@ class ProviderConfig(BaseModel):
     model_rpm: dict[str, int] = Field(default_factory=dict)
     model_tpm: dict[str, int] = Field(default_factory=dict)
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value:
+            check_http_url(value)
+        return value
+
+    @field_validator("connect_timeout_s", "read_timeout_s", "max_in_flight", "rpm", "tpm")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"must be above 0, got {value}")
+        return value
+
     def serves(self, model: str) -> bool:
         for pattern in self.models:
             if pattern == model or (pattern.endswith("*") and model.startswith(pattern[:-1])):
@@ -109,8 +132,8 @@ class ProviderConfig(BaseModel):
 class ModelLimits(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    context_tokens: int = 128_000
-    output_tokens: int = 16_384
+    context_tokens: int = Field(default=128_000, gt=0)
+    output_tokens: int = Field(default=16_384, gt=0)
 
 
 class CascadeSpec(BaseModel):
@@ -237,6 +260,30 @@ class Settings(BaseModel):
     cache_embedding_dim: int = Field(1536, gt=0)
     # an inbox file is claimed only once its size and mtime have not changed for this long
     nightly_settle_s: float = Field(5.0, ge=0)
+
+    @field_validator(*MINIMUM)
+    @classmethod
+    def _at_least(cls, value: Any, info: ValidationInfo) -> Any:
+        low = MINIMUM[info.field_name or ""]
+        named = value.items() if isinstance(value, dict) else [("", value)]
+        for name, number in named:
+            if number < low:
+                where = f"{name} " if name else ""
+                raise ValueError(f"{where}must be at least {low}, got {number}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value:
+            check_redis_url(value)
+        return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # a relative state dir would move with the working directory of each command
+        return value.expanduser().absolute()
 
     @property
     def archive_dir(self) -> Path:
@@ -400,11 +447,9 @@ def load_settings(
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        source = f" (from {path} and the environment)" if path else " (from the environment)"
-        raise ConfigError(f"invalid settings{source}: {problems}") from None
+        env_of = {field: var for var, field in ENV_FIELDS.items()}
+        problems = [describe_problem(e, data, env, env_of, path, overrides) for e in exc.errors()]
+        raise ConfigError("; ".join(problems)) from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from .outfile import writing
 from .reports import Report
 
 _SCRIPT = r"""
@@ -272,7 +273,6 @@ def render_html(report: Report) -> str:
 
 def write_html(report: Report, path: Path) -> Path:
     """Write the dashboard to `path` (via a temporary file); returns the path."""
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(render_html(report), encoding="utf-8")
-    tmp.replace(path)
+    with writing(path, "w", encoding="utf-8") as fh:
+        fh.write(render_html(report))
     return path

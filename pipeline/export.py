@@ -22,6 +22,7 @@ from .config import Settings
 from .errors import ConfigError
 from .keys import Keys
 from .ledger import Ledger
+from .outfile import writing
 from .state import open_state
 
 CSV_COLUMNS = (
@@ -136,22 +137,20 @@ async def export(
 ) -> int:
     """Write the ledger's entries (of the days given, by record time) to `out`, the archived
     ones first; the count."""
-    tmp = out.with_name(out.name + ".part")
+    if fmt not in ("jsonl", "csv"):
+        raise ConfigError(f"unknown export format {fmt!r}; use jsonl or csv")
     written = 0
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with writing(out, "w", newline="", encoding="utf-8") as fh:
         writer = None
         if fmt == "csv":
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="raise")
             writer.writeheader()
-        elif fmt != "jsonl":
-            raise ConfigError(f"unknown export format {fmt!r}; use jsonl or csv")
         async for entry in _entries(ledger, archive, since, until):
             if writer is not None:
                 writer.writerows(csv_rows(entry))
             else:
                 fh.write(orjson.dumps(entry).decode() + "\n")
             written += 1
-    tmp.replace(out)
     return written
 
 

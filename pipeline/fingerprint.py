@@ -51,9 +51,10 @@ def request_key(task: Task, *, scope: str | None = None) -> str:
 
 def item_key(task: Task) -> str:
     """The pending-work identity. Identical tasks collapse into one item (single-flight),
-    except `no_cache` tasks, which asked for a fresh answer of their own."""
+    except `no_cache` tasks, which asked for a fresh answer of their own, and every task when
+    single-flight is off."""
     key = request_key(task)
-    if task.ttl_class is TTLClass.no_cache:
+    if task.ttl_class is TTLClass.no_cache or not task.single_flight:
         return canonical_hash([key, task.run_id, task.id])
     if task.batch_api:  # a task that needs its answer now never waits on a provider batch
         return canonical_hash([key, "batch_api"])

@@ -3,21 +3,38 @@
 Two line forms are accepted: the native job line of DESIGN §2 and the OpenAI Batch API line
 (`custom_id`, `method`, `url`, `body`). A bad line becomes a `LineError` that names the file, the
 line, the field and the reason; the good lines go on. Files are read line by line, never whole.
+
+Everything a line stores is bounded here, so one poison line is refused alone and can never break
+the chunk it travels in: values nest at most `MAX_DEPTH` deep, `metadata` and `response_schema`
+serialise to at most `MAX_FIELD_BYTES` each, a conversation holds at most `MAX_MESSAGES` messages,
+a response schema must be a valid JSON Schema, and tenant names use a safe character set.
+
+A line without an id gets `line-N` (its line number). Such ids are reserved: an explicit id of
+that form is accepted only on line N itself, so no given id can collide with a generated one.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import Draft202012Validator, validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .cache.ttl import infer_ttl_class
 from .errors import InputError
-from .models import TASK_TYPES, Message, Task, TTLClass
+from .models import TASK_TYPES, TENANT_RULE, Message, Task, TTLClass, valid_tenant
+
+MAX_DEPTH = 32
+MAX_FIELD_BYTES = 64 * 1024
+MAX_MESSAGES = 1000
+MAX_ID_CHARS = 256
+_GENERATED_ID = re.compile(r"line-[1-9][0-9]*")
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,7 @@ class LineError:
     reason: str
     field: str = ""
     task_id: str = ""
+    tenant: str = "default"
 
     def __str__(self) -> str:
         field = f" field {self.field!r}:" if self.field else ""
@@ -52,11 +70,29 @@ class JobLine(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2)
     ttl_class: TTLClass | None = None
     ttl_s: int | None = Field(None, ge=0)
-    tenant: str = Field("default", min_length=1, max_length=128)
+    tenant: str = "default"
     user_id: str = ""
     endpoint: str = ""
     response_schema: dict[str, Any] | None = None
     metadata: Any = None
+
+    @field_validator("tenant")
+    @classmethod
+    def _safe_tenant(cls, value: str) -> str:
+        if not valid_tenant(value):
+            raise ValueError(f"invalid tenant {value[:80]!r}: {TENANT_RULE}")
+        return value
+
+    @field_validator("response_schema")
+    @classmethod
+    def _json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            checker = validator_for(value, default=Draft202012Validator)
+            try:
+                checker.check_schema(value)
+            except SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message[:200]}") from None
+        return value
 
     @field_validator("task_type")
     @classmethod
@@ -128,6 +164,44 @@ def _from_openai_batch(obj: dict[str, Any]) -> dict[str, Any]:
     return native
 
 
+_RESERVED = "ids of the form line-N are reserved for the id given to line N; choose another id"
+
+
+def _own_id(task_id: str, line: int) -> bool:
+    """False for an id of the generated form that names another line than its own."""
+    return not _GENERATED_ID.fullmatch(task_id) or task_id == f"line-{line}"
+
+
+def _depth(value: Any) -> int:
+    """How deep containers nest in a decoded JSON value (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _check_bounds(obj: dict[str, Any]) -> None:
+    """Refuse values intake would store but no later stage can carry."""
+    for name, value in obj.items():
+        if _depth(value) > MAX_DEPTH:
+            raise _FieldError(str(name), f"nests deeper than {MAX_DEPTH} levels; flatten it")
+    body = obj.get("body")
+    inner = body.items() if isinstance(body, dict) else ()
+    for name, value in (*obj.items(), *inner):
+        if name == "messages" and isinstance(value, list) and len(value) > MAX_MESSAGES:
+            raise _FieldError("messages", f"more than {MAX_MESSAGES} messages; shorten it")
+        if name in ("metadata", "response_schema", "response_format") and value is not None:
+            size = len(orjson.dumps(value))
+            if size > MAX_FIELD_BYTES:
+                raise _FieldError(
+                    str(name), f"{size} bytes, above the limit of {MAX_FIELD_BYTES}; shorten it"
+                )
+
+
 class _FieldError(Exception):
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
@@ -138,6 +212,7 @@ def parse_object(obj: Any, *, line: int, run_id: str = "") -> Task:
     """Validate one decoded job line. Raises `_FieldError` with the field at fault."""
     if not isinstance(obj, dict):
         raise _FieldError("", f"a job line must be a JSON object, got {type(obj).__name__}")
+    _check_bounds(obj)
     if "custom_id" in obj and "body" in obj:
         obj = _from_openai_batch(obj)
     try:
@@ -165,8 +240,10 @@ def parse_object(obj: Any, *, line: int, run_id: str = "") -> Task:
         raise _FieldError("prompt", "empty prompt")
 
     task_id = str(job.id) if job.id is not None else f"line-{line}"
-    if not task_id.strip() or len(task_id) > 256:
-        raise _FieldError("id", "must be a non-empty string of at most 256 characters")
+    if not task_id.strip() or len(task_id) > MAX_ID_CHARS:
+        raise _FieldError("id", f"must be a non-empty string of at most {MAX_ID_CHARS} characters")
+    if not _own_id(task_id, line):
+        raise _FieldError("id", _RESERVED)
     ttl_class = job.ttl_class or infer_ttl_class(job.task_type, messages[-1].content)
     return Task(
         id=task_id,
@@ -252,20 +329,32 @@ def validate(
         task = parse_object(obj, line=number, run_id=run_id)
     except _FieldError as exc:
         given = obj.get("id", obj.get("custom_id")) if isinstance(obj, dict) else None
-        task_id = str(given) if isinstance(given, str | int) and str(given) not in seen else ""
-        if task_id:
+        task_id = str(given) if isinstance(given, str | int) and not isinstance(given, bool) else ""
+        usable = task_id.strip() and len(task_id) <= MAX_ID_CHARS and _own_id(task_id, number)
+        if usable and task_id not in seen:
             seen.add(task_id)
-        return LineError(source, number, exc.reason, exc.field, task_id)
+        else:
+            task_id = ""
+        tenant = obj.get("tenant") if isinstance(obj, dict) else None
+        tenant = tenant if isinstance(tenant, str) and valid_tenant(tenant) else "default"
+        return LineError(source, number, exc.reason, exc.field, task_id, tenant)
     if task.id in seen:
-        return LineError(source, number, f"duplicate id {task.id!r}", "id")
+        return LineError(source, number, f"duplicate id {task.id!r}", "id", tenant=task.tenant)
     seen.add(task.id)
     return task
 
 
-def read_file(path: Path, *, max_line_bytes: int, run_id: str = "") -> Iterator[Task | LineError]:
-    """Stream and validate a JSONL job file."""
+def check_job_file(path: Path) -> None:
+    """Refuse, with what to do, a path that is not a readable job file."""
+    if path.is_dir():
+        raise InputError("is a directory; give the path of a JSONL job file", where=str(path))
     if not path.is_file():
         raise InputError("no such file; give the path of a JSONL job file", where=str(path))
+
+
+def read_file(path: Path, *, max_line_bytes: int, run_id: str = "") -> Iterator[Task | LineError]:
+    """Stream and validate a JSONL job file."""
+    check_job_file(path)
     yield from parse_lines(
         read_lines(path, max_line_bytes=max_line_bytes), source=str(path), run_id=run_id
     )

@@ -29,9 +29,9 @@ class Keys:
         """Sorted set of run ids by creation time."""
         return f"{self.prefix}:runs"
 
-    def task_run(self, task_id: str) -> str:
-        """The latest run that holds a task id."""
-        return f"{self.prefix}:taskrun:{task_id}"
+    def task_run(self, tenant: str, task_id: str) -> str:
+        """The latest run in which a tenant used a task id (tenant names hold no `:`)."""
+        return f"{self.prefix}:taskrun:{tenant}:{task_id}"
 
     # pending work
     def groups(self) -> str:

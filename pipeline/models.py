@@ -8,6 +8,7 @@ meaning, and `CallRecord` is the ledger's immutable record of a call.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
@@ -15,6 +16,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 TaskStatus = Literal["ok", "failed", "rejected"]
+
+# Tenant names go into Redis keys, cache scopes and file names: a letter or digit, then letters,
+# digits, `.`, `_` or `-`, at most 64 in all. No separator a key uses can appear in one.
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TENANT_RULE = "use 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def valid_tenant(name: str) -> bool:
+    """Whether `name` is a tenant name batchwise accepts (see `TENANT_RULE`)."""
+    return _TENANT.fullmatch(name) is not None
+
+
 CacheOutcome = Literal["miss", "exact", "semantic"]
 
 
@@ -88,6 +101,8 @@ class Task(BaseModel):
     response_schema: dict[str, Any] | None = None
     metadata: Any = None
     batch_api: bool = False  # issue 8: may wait for a provider batch API (up to 24 h)
+    # may share one pending item with identical tasks (`Settings.single_flight`)
+    single_flight: bool = True
 
     @property
     def prompt(self) -> str:

@@ -18,6 +18,7 @@ from .config import Settings
 from .keys import Keys
 from .plan import Plan, by_type, plan_file
 from .state import open_state
+from .terminal import terminal_safe
 
 
 def add_cli(subparsers: Any) -> None:
@@ -70,7 +71,8 @@ async def _audit(settings: Settings) -> int:
 def render(plan: Plan, console: Console) -> None:
     """Print the lever table, its legend and notes."""
     naive = plan.naive_usd
-    table = Table(title=f"plan for {plan.source}: {plan.tasks} tasks (no model was called)")
+    source = terminal_safe(plan.source)
+    table = Table(title=f"plan for {source}: {plan.tasks} tasks (no model was called)")
     table.add_column("lever", no_wrap=True)
     for name in ("calls", "tokens in", "tokens out", "cost", "vs naive", "this lever"):
         table.add_column(name, justify="right")
@@ -169,5 +171,7 @@ async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
         render_by_type(plan, console)
     if args.per_task:
         for task_id, saved in plan.tokens_saved_by_compression.items():
-            console.print(f"  {task_id}: {saved} prompt tokens saved", highlight=False)
+            console.print(
+                f"  {terminal_safe(task_id)}: {saved} prompt tokens saved", highlight=False
+            )
     return 0

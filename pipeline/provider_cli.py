@@ -17,6 +17,7 @@ from .keys import Keys
 from .providers.health import ProviderHealth
 from .providers.ratelimit import RateLimiter
 from .state import open_state
+from .terminal import terminal_safe
 
 out = Console()
 
@@ -71,7 +72,8 @@ async def _providers(args: argparse.Namespace, settings: Settings, redis: Redis)
             known = ", ".join(sorted(names)) or "none configured"
             raise ConfigError(f"no provider named {args.name!r} (known: {known})")
         was_open = await health.reset(args.name)
-        out.print(f"{args.name}: circuit closed" + ("" if was_open else " (it was closed)"))
+        closed = " (it was closed)" if not was_open else ""
+        out.print(f"{terminal_safe(args.name)}: circuit closed{closed}")
         return 0
     rows = await provider_status(settings, health, RateLimiter(redis, keys, settings))
     if getattr(args, "json", False):
@@ -90,6 +92,7 @@ async def _providers(args: argparse.Namespace, settings: Settings, redis: Redis)
             + (f", blocked {u['blocked_for_s']}s" if u["blocked_for_s"] else "")
             for scope, u in row["use"].items()
         )
-        table.add_row(row["name"], circuit, str(row["failures"]), limits, use)
+        cells = (row["name"], circuit, str(row["failures"]), limits, use)
+        table.add_row(*(terminal_safe(cell) for cell in cells))
     out.print(table)
     return 0

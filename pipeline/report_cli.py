@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from .keys import Keys
+from .outfile import check_destination
 from .reports import Report, build_report
 from .state import open_state
+from .terminal import printable
 
 
 def _money(value: Decimal | None) -> str:
@@ -108,6 +110,8 @@ async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
 
     from .dashboard import write_html
 
+    if args.html:
+        check_destination(args.html)
     async with open_state(settings, require_data=True) as redis:
         report = await build_report(
             redis,
@@ -122,8 +126,8 @@ async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
     if args.json:
         print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
-        print(render_text(report, top=args.top))
+        print(printable(render_text(report, top=args.top), keep_lines=True))
     if args.html:
         write_html(report, args.html)
-        print(f"dashboard written to {args.html}")
+        print(printable(f"dashboard written to {args.html}"))
     return 0

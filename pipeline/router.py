@@ -6,7 +6,9 @@ preference order, and only models whose provider is configured are eligible. An 
 the task wins. A task type with a cascade starts on the cascade's (cheap) tier instead. Otherwise
 the first eligible model of the needed tier is taken, or, for `budget_sensitive` tasks, the
 cheapest eligible model of the needed tier or any tier above it. max_tokens defaults by task type
-when a task gives none; opted-in task types get their instructions compressed.
+when a task gives none (within the model's output limit); a task asking for more than the chosen
+model's output limit (`model_limits`) is rejected with the limit, never sent or cut silently.
+Opted-in task types get their instructions compressed.
 """
 
 from __future__ import annotations
@@ -101,7 +103,16 @@ class Router:
         model = self.choose(task, degrade=degrade)
         if isinstance(model, Rejection):
             return model
-        max_tokens = task.max_tokens or self.settings.default_max_tokens.get(task.task_type, 400)
+        limit = self.settings.limits_for(model).output_tokens
+        if task.max_tokens > limit:
+            return Rejection(
+                task,
+                "invalid_input",
+                f"max_tokens {task.max_tokens} is above the output limit of {model} "
+                f"({limit} tokens); lower it, or set model_limits for {model} if it allows more",
+            )
+        default = self.settings.default_max_tokens.get(task.task_type, 400)
+        max_tokens = task.max_tokens or min(default, limit)
         shaped = task.model_copy(update={"model": model, "max_tokens": max_tokens})
         if task.task_type in self.settings.compress_task_types:
             shaped = compress_task(shaped).task

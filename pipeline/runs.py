@@ -82,15 +82,15 @@ class RunStore:
         )
         await self.redis.zadd(self.keys.runs(), {run_id: now})
 
-    def add_tasks(self, pipe: Any, run_id: str, tasks: Sequence[tuple[str, Any]]) -> None:
-        """Queue the writes that register (task id, metadata) pairs in input order."""
+    def add_tasks(self, pipe: Any, run_id: str, tasks: Sequence[tuple[str, Any, str]]) -> None:
+        """Queue the writes that register (task id, metadata, tenant) in input order."""
         k = self.keys
-        pipe.rpush(k.run_order(run_id), *[task_id for task_id, _ in tasks])
-        echo = {task_id: orjson.dumps(meta) for task_id, meta in tasks if meta is not None}
+        pipe.rpush(k.run_order(run_id), *[task_id for task_id, _, _ in tasks])
+        echo = {task_id: orjson.dumps(meta) for task_id, meta, _ in tasks if meta is not None}
         if echo:
             pipe.hset(k.run_tasks(run_id), mapping=echo)
-        for task_id, _ in tasks:
-            pipe.set(k.task_run(task_id), run_id, ex=self.ttl_s)
+        for task_id, _, tenant in tasks:
+            pipe.set(k.task_run(tenant, task_id), run_id, ex=self.ttl_s)
 
     async def seal(self, run_id: str, total: int) -> None:
         """Mark the submission complete: the run is done when `done` reaches `total`."""
@@ -211,10 +211,13 @@ class RunStore:
         async for record in self.records(run_id):
             yield to_result(record)
 
-    async def result(self, task_id: str, run_id: str | None = None) -> Result | None:
-        """One task's result, from the latest run that holds the id unless a run is named."""
+    async def result(
+        self, task_id: str, run_id: str | None = None, *, tenant: str = "default"
+    ) -> Result | None:
+        """One task's result: from the named run, else from the latest run in which `tenant`
+        used the id (another tenant's task with the same id is never found)."""
         if run_id is None:
-            raw_run = await self.redis.get(self.keys.task_run(task_id))
+            raw_run = await self.redis.get(self.keys.task_run(tenant, task_id))
             if raw_run is None:
                 return None
             run_id = raw_run.decode()

@@ -238,7 +238,10 @@ async def test_bulk_import_writes_what_the_record_script_writes(redis: Redis) ->
         call(2, DAY0 + 3600, 2 * NANO, shares=[("a", "/x", NANO), ("b", "/y", NANO)]),
         call(3, DAY0 + 86400, 3, tenant="beta", model="gpt-4o"),
     ]
-    one, bulk = Keys(make_settings("redis://x").key_prefix), Keys(make_settings("x").key_prefix)
+    one, bulk = (
+        Keys(make_settings("redis://x").key_prefix),
+        Keys(make_settings("redis://x").key_prefix),
+    )
     assert await Ledger(redis, one).record_many(records) == 3
     assert await Ledger(redis, bulk).import_records(records) == 3
     assert await Ledger(redis, bulk).import_records(records) == 0  # already there

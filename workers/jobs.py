@@ -15,6 +15,7 @@ from pipeline import metrics
 from pipeline.app import Pipeline
 from pipeline.config import Settings, load_settings
 from pipeline.errors import TransientError
+from pipeline.redaction import redact, redact_logs, secret_values
 
 from .cron import batch_api, open_batch_api
 from .cron import close as close_batch_api
@@ -52,9 +53,8 @@ async def process_batch(ctx: dict[str, Any], batch_id: str) -> int:
             logger.exception("batch %s failed unexpectedly; retrying", batch_id)
             raise Retry(defer=random.uniform(0, ceiling)) from None
         logger.exception("batch %s failed on its last try; failing its tasks", batch_id)
-        await pipeline.executor.fail_batch(
-            batch_id, "internal_error", f"{type(exc).__name__}: {exc}"
-        )
+        message = redact(f"{type(exc).__name__}: {exc}", secret_values(settings))
+        await pipeline.executor.fail_batch(batch_id, "internal_error", message)
         return 0
     await enqueue_batches(ctx, children)
     return len(children)
@@ -90,6 +90,7 @@ async def recover_batches(ctx: dict[str, Any]) -> None:
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or load_settings()
     ctx["settings"] = settings
+    redact_logs(secret_values(settings))
     ctx["pipeline"] = Pipeline(settings, ctx["redis"])
     open_batch_api(ctx)
     if settings.metrics_port:

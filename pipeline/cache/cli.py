@@ -16,8 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import Settings
+from ..errors import InputError
 from ..keys import Keys
+from ..models import TENANT_RULE, valid_tenant
 from ..state import open_state
+from ..terminal import terminal_safe
 from .stats import read_stats, total
 from .store import ResponseCache
 
@@ -39,11 +42,13 @@ def add_cli(subparsers: Any) -> None:
 
 async def cmd_cache_clear(args: argparse.Namespace, settings: Settings) -> int:
     """Delete one tenant's cached answers, or everyone's with --all."""
+    if not args.all and not valid_tenant(args.tenant):
+        raise InputError(f"not a tenant name: {TENANT_RULE}", where="--tenant")
     async with open_state(settings) as redis:
         no_model = settings.model_copy(update={"cache_semantic": False})  # needs no embedder
         cache = ResponseCache(redis, no_model, Keys(settings.key_prefix))
         n = await cache.clear(tenant=None if args.all else args.tenant)
-    who = "all tenants" if args.all else f"tenant {args.tenant!r}"
+    who = "all tenants" if args.all else f"tenant {args.tenant}"
     Console(stderr=True).print(f"deleted {n} cached answer(s) of {who}", highlight=False)
     return 0
 
@@ -64,8 +69,8 @@ async def cmd_cache_stats(args: argparse.Namespace, settings: Settings) -> int:
         table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 7))
     for r in [*rows, total(rows)] if rows else []:
         table.add_row(
-            r.tenant,
-            r.model,
+            terminal_safe(r.tenant),
+            terminal_safe(r.model),
             f"{r.entries:,}",
             f"{r.lookups:,}",
             f"{r.exact_hit_rate:.0%}",

@@ -2,7 +2,7 @@
 
 Every provider turns a `ChatRequest` into a `ChatResponse` with normalised `Usage`, or raises a
 `TransientError` (retry later) or `PermanentError` (don't) from `pipeline.errors`. No error
-message ever carries an API key: provider text passes through `redact` first.
+message ever carries an API key: provider text passes through `pipeline.redaction.redact` first.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
@@ -20,7 +20,6 @@ import orjson
 from ..errors import AccountRefused, ContextTooLong, ProviderRefused, RateLimited, TransientError
 from ..models import Message, Usage
 
-_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_*\-]{6,}|AIza[0-9A-Za-z_\-]{10,})")
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
 # What OpenAI, Anthropic, Gemini and OpenAI-compatible servers say when a prompt is too big.
 _CONTEXT_MARKERS = (
@@ -84,14 +83,6 @@ class Provider(Protocol):
     async def complete(self, request: ChatRequest) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove API keys, and anything shaped like one, from provider-supplied text."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    return _KEYLIKE.sub("[redacted]", text)
 
 
 def retry_after_s(headers: Mapping[str, str], message: str = "") -> float | None:

@@ -19,8 +19,9 @@ import orjson
 
 from ..config import ProviderConfig
 from ..errors import TransientError
+from ..redaction import redact
 from ..usage import from_anthropic, from_openai
-from .base import ChatRequest, ChatResponse, classify_http, redact
+from .base import ChatRequest, ChatResponse, classify_http
 from .openai import OpenAICompatible
 
 BatchState = Literal["in_progress", "ended", "failed"]

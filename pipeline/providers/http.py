@@ -11,7 +11,8 @@ import orjson
 
 from ..config import ProviderConfig
 from ..errors import TransientError
-from .base import classify_http, error_fields, redact
+from ..redaction import redact
+from .base import classify_http, error_fields
 
 
 class HTTPProvider:

@@ -32,9 +32,13 @@ def simulated_answer(text: str, max_tokens: int) -> str:
         return _LABELS[digest[0] % len(_LABELS)]
     target = max(4, int(max_tokens * 0.6))
     words = [f"[simulated {digest[:3].hex()}]"]
+    # o200k splits before each space-led word, so the counts add up word by word: linear time
+    tokens = count_tokens(words[0])
     i = digest[1]
-    while count_tokens(" ".join(words)) < target:
-        words.append(_WORDS[i % len(_WORDS)])
+    while tokens < target:
+        word = _WORDS[i % len(_WORDS)]
+        words.append(word)
+        tokens += count_tokens(" " + word)
         i += 7
     return " ".join(words)
 

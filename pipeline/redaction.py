@@ -1,0 +1,111 @@
+"""API keys out of every text batchwise shows or stores: errors, results, the ledger, logs.
+
+A key is found in the forms a provider or a library may echo it in: as written, URL-encoded,
+JSON-escaped, and in part (a key cut short or split across an error body: any run of at least
+`MIN_FRAGMENT` characters taken from it). Anything shaped like a key of a known provider is
+removed too, configured or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from urllib.parse import quote, quote_plus
+
+import orjson
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+MASK = "[redacted]"
+MIN_FRAGMENT = 8
+_KEYLIKE = re.compile(
+    r"(sk-[A-Za-z0-9_*\-]{6,}|AIza[0-9A-Za-z_\-]{10,})"
+    r"|(?<=Bearer )[A-Za-z0-9._~+/\-]{8,}=*",
+    re.IGNORECASE,
+)
+
+
+def _forms(secret: str) -> set[str]:
+    escaped = orjson.dumps(secret).decode()[1:-1]
+    return {
+        secret,
+        quote(secret, safe=""),
+        quote_plus(secret),
+        escaped,
+        escaped.replace("/", "\\/"),
+    }
+
+
+def _mask_fragments(text: str, forms: Iterable[str]) -> str:
+    """Mask every run of `MIN_FRAGMENT` or more characters that also occurs in a form."""
+    grams = {f[i : i + MIN_FRAGMENT] for f in forms for i in range(len(f) - MIN_FRAGMENT + 1)}
+    if not grams or len(text) < MIN_FRAGMENT:
+        return text
+    marked = bytearray(len(text))
+    for i in range(len(text) - MIN_FRAGMENT + 1):
+        if text[i : i + MIN_FRAGMENT] in grams:
+            marked[i : i + MIN_FRAGMENT] = b"\x01" * MIN_FRAGMENT
+    if not any(marked):
+        return text
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if not marked[i]:
+            out.append(ch)
+        elif i == 0 or not marked[i - 1]:
+            out.append(MASK)
+    return "".join(out)
+
+
+def secret_values(settings: Settings) -> tuple[str, ...]:
+    """Every API key the settings hold."""
+    keys = [p.api_key.get_secret_value() for p in settings.providers]
+    keys.append(settings.cache_embedding_api_key.get_secret_value())
+    return tuple(k for k in keys if k)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every configured secret (in any form above) and anything key-shaped masked."""
+    for secret in secrets:
+        if not secret:
+            continue
+        forms = _forms(secret)
+        for form in sorted(forms, key=len, reverse=True):
+            text = text.replace(form, MASK)
+        if len(secret) >= MIN_FRAGMENT:
+            text = _mask_fragments(text, forms)
+    return _KEYLIKE.sub(MASK, text)
+
+
+class RedactingFilter(logging.Filter):
+    """A handler filter that masks secrets in a record's message and traceback."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self.secrets)
+        record.args = ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        return True
+
+
+def redact_logs(secrets: Iterable[str]) -> None:
+    """Mask `secrets` in everything the configured log handlers write: the root logger's and
+    any other logger's own (arq's CLI gives `arq` one). Call it after logging is configured."""
+    found = tuple(secrets)
+    loggers = [logging.getLogger()] + [
+        logger
+        for logger in logging.Logger.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger)
+    ]
+    for handler in {h for logger in loggers for h in logger.handlers}:
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
+        handler.addFilter(RedactingFilter(found))
