@@ -33,9 +33,9 @@ from .errors import ConfigError
 from .fingerprint import group_key
 from .keys import Keys
 from .models import Batch, Item, Task, TTLClass
-from .packer import ITEM_OVERHEAD_TOKENS
 from .router import Router
 from .runs import RunStore
+from .wire import ITEM_OVERHEAD_TOKENS
 
 logger = logging.getLogger("batchwise.cascade")
 

@@ -129,6 +129,13 @@ def _report_errors(submission: Submission) -> None:
         err.print(f"  ... and {len(submission.errors) - 20} more (see the results file)")
 
 
+LEVER_LABELS = {
+    "cache": "exact cache",
+    "semantic_cache": "semantic cache",
+    "calls": "packing, single-flight",
+}
+
+
 def print_summary(summary: Summary, out_path: Path | None) -> None:
     title = f"run {terminal_safe(summary.run_id)}"
     if summary.simulated:
@@ -148,7 +155,13 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
         + (f" (+{summary.unpriced} unpriced)" if summary.unpriced else ""),
     )
     table.add_row("sent one by one (same models)", f"${summary.naive_cost_usd:.6f}")
-    table.add_row("saving", f"{summary.saving:.1%}")
+    table.add_row("saving against the same models", f"{summary.saving:.1%}")
+    table.add_row(
+        f"sent one by one ({summary.baseline_model})", f"${summary.baseline_cost_usd:.6f}"
+    )
+    table.add_row(f"saving against {summary.baseline_model}", f"{summary.baseline_saving:.1%}")
+    for lever, saved in summary.saved_by.items():
+        table.add_row(f"  saved by {LEVER_LABELS.get(lever, lever)}", f"${saved:.6f}")
     table.add_row("elapsed", f"{summary.elapsed_s:.1f}s")
     if out_path:
         table.add_row("results", terminal_safe(out_path))

@@ -26,6 +26,7 @@ from .intake import LineError, read_file, result_id, validate
 from .models import Result, Task, Usage
 from .router import Rejection
 from .runs import NANO
+from .savings import Hit, cache_savings
 
 Progress = Callable[[int], None]
 
@@ -44,7 +45,12 @@ class Submission:
 
 @dataclass
 class Summary:
-    """What a run did and what it cost, beside each task sent alone to the same model."""
+    """What a run did and what it cost, beside each task sent alone to the same model
+    (`naive_cost_usd`) and to its baseline model (`baseline_cost_usd`: the model it named, else
+    `Settings.baseline_model`). `saved_by` splits the saving against the baseline: `routing`,
+    `cache` and `semantic_cache` (tasks answered from the cache), and `calls` (packing,
+    single-flight and batch-API discounts: what the provider calls cost less than each task
+    alone on the same model)."""
 
     run_id: str
     simulated: bool
@@ -59,12 +65,31 @@ class Summary:
     naive_cost_usd: Decimal = Decimal(0)
     unpriced: int = 0
     elapsed_s: float = 0.0
+    baseline_model: str = ""
+    baseline_cost_usd: Decimal = Decimal(0)
+    saved_by: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def saving(self) -> float:
+        """The saving against the same models one by one, as a share of that cost."""
         if self.naive_cost_usd <= 0:
             return 0.0
         return float(1 - self.cost_usd / self.naive_cost_usd)
+
+    @property
+    def baseline_saving(self) -> float:
+        """The saving against the baseline, as a share of its cost."""
+        if self.baseline_cost_usd <= 0:
+            return 0.0
+        return float(1 - self.cost_usd / self.baseline_cost_usd)
+
+    def add_naive(self, cache: str, naive: Decimal, baseline: Decimal) -> None:
+        """A task answered ok: its cost alone on the model that answered and on its baseline."""
+        self.naive_cost_usd += naive
+        self.baseline_cost_usd += baseline
+        lever = {"exact": "cache", "semantic": "semantic_cache"}.get(cache, "calls")
+        for name, amount in (("routing", baseline - naive), (lever, naive)):
+            self.saved_by[name] = self.saved_by.get(name, Decimal(0)) + amount
 
 
 def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> dict[str, Any]:
@@ -212,6 +237,7 @@ class BatchwiseClient:
         report.rejected += len(rejections)
         report.accepted += len(queued)
         cached = await p.cache.lookup(queued)  # hits are answered now; misses go on
+        hits = self._hits(queued, cached.hits)
         queued = cached.misses
         async with p.redis.pipeline(transaction=False) as pipe:
             p.runs.add_tasks(pipe, run_id, ordered)
@@ -228,7 +254,31 @@ class BatchwiseClient:
             sizes[item.group] = max(sizes.get(item.group, 0), int(reply[1]))
             limits[item.group] = p.packer.max_items(task.task_type)
         await p.packer.mark_full([g for g, size in sizes.items() if size >= limits[g]])
+        for saving in cache_savings(p.prices, run_id, hits):  # so `report` counts the hits
+            await p.ledger.record_saving(saving)
         return set(sizes)
+
+    def _hits(self, tasks: list[Task], answered: list[dict[str, Any]]) -> list[Hit]:
+        """The cache hits among `tasks`, each result marked with its task's baseline model."""
+        by_id = {task.id: task for task in tasks}
+        hits = []
+        for result in answered:
+            task = by_id[result["id"]]
+            result["baseline_model"] = task.requested_model or self.pipeline.settings.baseline_model
+            hits.append(
+                Hit(
+                    task_id=task.id,
+                    kind=result["cache"],
+                    tenant=task.tenant,
+                    user_id=task.user_id,
+                    endpoint=task.endpoint,
+                    baseline_model=result["baseline_model"],
+                    model=result.get("model") or task.model,
+                    naive_input_tokens=int(result.get("naive_input_tokens") or 0),
+                    naive_output_tokens=int(result.get("naive_output_tokens") or 0),
+                )
+            )
+        return hits
 
     async def wait(self, run_id: str, *, timeout_s: float | None = None) -> None:
         """Return when every task of the run has its result."""
@@ -250,7 +300,9 @@ class BatchwiseClient:
         """Counts, tokens and cost of a finished run, and the naive baseline."""
         p = self.pipeline
         info = await p.runs.info(run_id)
-        summary = Summary(run_id, simulated=info.get("simulated") == "1")
+        summary = Summary(
+            run_id, simulated=info.get("simulated") == "1", baseline_model=p.settings.baseline_model
+        )
         calls: set[str] = set()
         async for record in p.runs.records(run_id):
             status = record["status"]
@@ -265,14 +317,18 @@ class BatchwiseClient:
                 summary.cost_usd += Decimal(int(record["cost_nusd"])) / NANO
             calls.update(record.get("calls") or ())  # every call charged to the task
             if status == "ok" and record.get("model") and "naive_input_tokens" in record:
-                naive = p.prices.price(
-                    record["model"],
-                    Usage(
-                        input_tokens=int(record["naive_input_tokens"]),
-                        output_tokens=int(record.get("naive_output_tokens") or 0),
-                    ),
+                usage = Usage(
+                    input_tokens=int(record["naive_input_tokens"]),
+                    output_tokens=int(record.get("naive_output_tokens") or 0),
                 )
-                summary.naive_cost_usd += naive or Decimal(0)
+                naive = p.prices.price(record["model"], usage) or Decimal(0)
+                model = record.get("baseline_model") or record["model"]
+                baseline = p.prices.price(model, usage)
+                summary.add_naive(
+                    record.get("cache", "miss"), naive, naive if baseline is None else baseline
+                )
+        # what the calls cost less than their tasks alone: the rest of the naive cost
+        summary.saved_by["calls"] = summary.saved_by.get("calls", Decimal(0)) - summary.cost_usd
         summary.provider_calls = len(calls)
         summary.elapsed_s = time.time() - float(info.get("created_at", time.time()))
         return summary

@@ -239,7 +239,7 @@ class Settings(BaseModel):
     audit_min_samples: int = Field(10, ge=1)
     compress_task_types: tuple[str, ...] = ()
     prompt_cache_min_tokens: int = Field(1024, ge=0)
-    pack_only_when_cheaper: bool = False
+    pack_only_when_cheaper: bool = True
 
     # response cache (issue 4): see docs/caching.md
     cache_enabled: bool = True
@@ -260,6 +260,9 @@ class Settings(BaseModel):
     cache_embedding_dim: int = Field(1536, gt=0)
     # an inbox file is claimed only once its size and mtime have not changed for this long
     nightly_settle_s: float = Field(5.0, ge=0)
+
+    # what a team would send every task to without the tool: savings are shown against it
+    baseline_model: str = "gpt-4o"
 
     @field_validator(*MINIMUM)
     @classmethod
@@ -368,6 +371,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
     "BATCHWISE_NIGHTLY_SETTLE_S": "nightly_settle_s",
+    "BATCHWISE_BASELINE_MODEL": "baseline_model",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

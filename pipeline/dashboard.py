@@ -218,7 +218,11 @@ def render_html(report: Report) -> str:
     figures = [
         _figure("spend", f"${report.cost_usd:.4f}"),
         _figure("saved", f"${report.saved_usd:.4f}"),
-        _figure("naive cost", f"${report.naive_cost_usd:.4f}"),
+        _figure(
+            f"alone on {report.baseline_model or 'the models asked for'}",
+            f"${report.naive_cost_usd:.4f}",
+        ),
+        _figure("alone on the same models", f"${report.same_models_cost_usd:.4f}"),
         _figure("calls", f"{report.calls:,}"),
         _figure("tasks", f"{report.tasks:,}"),
         _figure("cache hit rate", f"{report.cache_hit_rate:.1%}"),

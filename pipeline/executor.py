@@ -18,6 +18,7 @@ import orjson
 from redis.asyncio import Redis
 
 from . import metrics
+from .alone import run_alone
 from .audit import PackingAudit
 from .budgets import Budgets
 from .cache import ResponseCache
@@ -28,12 +29,13 @@ from .keys import Keys
 from .ledger import NANO, Ledger, Share, error_record, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass
 from .packer import build_request, naive_input_tokens
+from .packing_gain import observe_outputs
 from .prices import PriceTable
 from .providers.base import ChatRequest, ChatResponse
 from .providers.fallback import ProviderChain
 from .router import Router
 from .runs import RunStore
-from .savings import Answered, batch_api_saving, call_savings, cost_shares
+from .savings import Answered, Calibration, batch_api_saving, call_savings, cost_shares
 from .splitter import enforce_schema, matches_schema_type, parse_single, split
 from .tokens import count_tokens
 
@@ -86,6 +88,7 @@ class BatchExecutor:
             item_keys=item_keys,
             alone_attempts=int(raw.get("alone_attempts", 0)),
             created_at=int(raw.get("created_ms", 0)) / 1000,
+            alone=raw.get("alone") == "1",
         )
         blobs = await self.redis.mget([k.item(key) for key in item_keys])
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
@@ -117,6 +120,10 @@ class BatchExecutor:
         if not items:
             await self._close(batch_id)
             return []
+        if batch.alone and len(items) > 1 and answer is None:
+            retries = await run_alone(self, batch, items, last_try=last_try, attempt=attempt)
+            await self._close(batch_id)
+            return retries
         request, packed = self.request_for(batch, items)
         stored = await self.redis.get(self.keys.batch_response(batch_id))
         if stored is not None:
@@ -171,13 +178,20 @@ class BatchExecutor:
 
         retry: list[str] = []
         settled: list[tuple[Item, dict[str, Any]]] = []
+        calibration = Calibration.of(request, response)
         for item_id, item in zip(ids, items, strict=True):
             if item_id not in outputs:
                 retry.append(item.key)
-            elif final := await self._outcome(batch, item, response, outputs[item_id], len(items)):
+            elif final := await self._outcome(
+                batch, item, response, outputs[item_id], len(items), calibration
+            ):
                 settled.append((item, final))
         answered = await self._answer(settled)
-        for saving in call_savings(self.prices, batch, answered):
+        if self.settings.audit_share > 0:  # what the packer expects the audit's re-runs to cost
+            sizes = [a.naive_output_tokens for a in answered]
+            await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
+        baseline = self.settings.baseline_model
+        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
             await self.ledger.record_saving(saving)
         metrics.observe_batch(batch.model)
         children: list[str] = []
@@ -265,13 +279,23 @@ class BatchExecutor:
         await self.ledger.record_error(error_record(batch, exc, attempt))
 
     async def _outcome(
-        self, batch: Batch, item: Item, response: ChatResponse, output: Any, size: int
+        self,
+        batch: Batch,
+        item: Item,
+        response: ChatResponse,
+        output: Any,
+        size: int,
+        calibration: Calibration,
     ) -> dict[str, Any] | None:
         """The item's answer, after the audit and the cascade; None when the cascade took it
         (escalated to the next tier's model, or failed evaluation at the top)."""
         output = await self.audit.check(batch, item, output, size)
         if await self.cascade.settle(batch, item, output, size):
             return None
+        naive_in, naive_out = calibration.naive(
+            naive_input_tokens(batch.system, item),
+            count_tokens(output if isinstance(output, str) else orjson.dumps(output).decode()),
+        )
         return {
             "status": "ok",
             "output": output,
@@ -280,10 +304,9 @@ class BatchExecutor:
             "cache": "miss",
             "batch_id": batch.id,
             "batch_size": size,
-            "naive_input_tokens": naive_input_tokens(batch.system, item),
-            "naive_output_tokens": count_tokens(
-                output if isinstance(output, str) else orjson.dumps(output).decode()
-            ),
+            "baseline_model": item.requested_model or self.settings.baseline_model,
+            "naive_input_tokens": naive_in,
+            "naive_output_tokens": naive_out,
         }
 
     async def _answer(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:

@@ -239,6 +239,10 @@ class Keys:
         """Hash task type -> maximum batch size lowered by the packing audit."""
         return f"{self.prefix}:packing:limits"
 
+    def packing_sizes(self) -> str:
+        """Hash `task type\x1fmodel:n` / `:out`: answered items and their output tokens."""
+        return f"{self.prefix}:packing:sizes"
+
     def packing_events(self) -> str:
         """List of JSON events: a task type's maximum batch size came down, and why."""
         return f"{self.prefix}:packing:events"

@@ -58,7 +58,14 @@ for f, n in pairs(cjson.decode(ARGV[1])) do redis.call('HINCRBY', KEYS[1], f, n)
 return 1
 """
 
-LEVERS: tuple[str, ...] = ("cache", "packing", "single_flight", "routing", "batch_api")
+LEVERS: tuple[str, ...] = (
+    "cache",
+    "packing",
+    "single_flight",
+    "routing",
+    "batch_api",
+    "semantic_cache",
+)
 
 
 class Saving(BaseModel):

@@ -199,6 +199,7 @@ class Batch(BaseModel):
     item_keys: tuple[str, ...]
     alone_attempts: int = 0
     created_at: float = 0.0
+    alone: bool = False  # packing would cost more: each item is sent as its own call
 
 
 class CallRecord(BaseModel):

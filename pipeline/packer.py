@@ -23,22 +23,17 @@ from .config import Settings
 from .fingerprint import group_key, item_key
 from .keys import Keys
 from .models import Batch, Item, Message, Task, TTLClass
+from .packing_gain import Expected, GainSettings, expected, packing_pays
 from .prices import PriceTable
 from .providers.base import ChatRequest
 from .tokens import count_messages, count_tokens
-
-PACK_INSTRUCTIONS = (
-    'You will receive a JSON document {"items": [{"id": ..., "input": ...}, ...]}. '
-    "Treat each item's input as a separate, independent request and answer it exactly as you "
-    "would answer it alone, following the instructions above. Reply with only a JSON object "
-    '{"results": [{"id": <the item\'s id>, "output": <your answer>}, ...]} with one result '
-    "for every item, each under the id it was given."
+from .wire import (
+    ITEM_OVERHEAD_TOKENS,
+    PACK_INSTRUCTIONS,
+    SCHEMA_INSTRUCTIONS,
+    WRAPPER_OUTPUT_TOKENS,
+    encode_items,
 )
-SCHEMA_INSTRUCTIONS = "Each output must be a JSON value that conforms to this JSON Schema: "
-
-# Tokens the JSON wrapper adds per item in the request and in the answer.
-ITEM_OVERHEAD_TOKENS = 12
-WRAPPER_OUTPUT_TOKENS = 8
 
 _ENQUEUE = """
 -- KEYS: item, waiters, group items, groups, group meta
@@ -58,7 +53,7 @@ return {1, n}
 
 _TAKE = """
 -- KEYS: group items, groups, batch, open batches
--- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms
+-- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms, alone
 local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if #entries == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -79,7 +74,7 @@ if ARGV[5] == '1' and not full then return {} end
 redis.call('LTRIM', KEYS[1], #taken, -1)
 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
-  'created_ms', ARGV[7], 'alone_attempts', 0, 'status', 'open')
+  'created_ms', ARGV[7], 'alone_attempts', 0, 'status', 'open', 'alone', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
 return taken
 """
@@ -136,26 +131,32 @@ class Packer:
         self._take = redis.register_script(_TAKE)
         self._lowered: dict[str, int] = {}
         self.prices = PriceTable(settings.prices)
+        self.gain = GainSettings(settings.prompt_cache_min_tokens, settings.audit_share)
 
     def max_items(self, task_type: str) -> int:
         configured = max(1, self.settings.max_items.get(task_type, 8))
         return min(configured, self._lowered.get(task_type, configured))
 
-    async def live_max_items(self, group: str, meta: dict[str, Any]) -> int:
-        """max_items, lowered by the packing audit when packed answers drift (audit.py), and 1
-        when packing this group would cost more than sending its items alone (packing_gain.py)."""
-        from .packing_gain import packing_pays  # it imports this module
-
+    async def live_max_items(self, group: str, meta: dict[str, Any]) -> tuple[int, bool]:
+        """max_items, lowered by the packing audit when packed answers drift (audit.py), and
+        whether the batch's items go alone, one call each, because packing them would cost more
+        (packing_gain.py). Such a batch still runs as one job; a provider batch-API group takes
+        one item per batch instead (its batch is one request)."""
         task_type = meta["task_type"]
         lowered = await batch_limit(self.redis, self.keys, task_type)
         if lowered is not None:
             self._lowered[task_type] = lowered
         limit = self.max_items(task_type)
         if limit > 1 and self.settings.pack_only_when_cheaper:
-            pending = await self.redis.llen(self.keys.group_items(group))
-            if not packing_pays(meta, min(limit, pending), self.prices):
-                return 1
-        return limit
+            items = self.keys.group_items(group)
+            if self.gain.audit_share > 0:  # the audit's re-runs cost what the items cost alone
+                entries = await self.redis.lrange(items, 0, limit - 1)
+                n, sizes = len(entries), await expected(self.redis, self.keys, meta, entries)
+            else:
+                n, sizes = min(limit, await self.redis.llen(items)), Expected()
+            if not packing_pays(meta, n, self.prices, sizes, self.gain):
+                return (1, False) if meta.get("batch_api") else (limit, n > 1)
+        return limit, False
 
     def linger_ms(self, ttl_class: TTLClass) -> int:
         return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
@@ -236,16 +237,18 @@ class Packer:
         input_budget = max(1, int(limits.context_tokens * 0.8) - system_tokens)
         output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
         k = self.keys
+        limit, alone = await self.live_max_items(group, meta)
         taken = await self._take(
             keys=[k.group_items(group), k.groups(), k.batch(batch_id), k.open_batches()],
             args=[
                 group,
-                await self.live_max_items(group, meta),
+                limit,
                 input_budget,
                 output_budget,
                 "1" if full_only else "0",
                 batch_id,
                 now_ms(),
+                "1" if alone else "0",
             ],
         )
         return [t.decode() if isinstance(t, bytes) else t for t in taken]
@@ -272,8 +275,8 @@ def build_messages(batch: Batch, items: Sequence[Item]) -> tuple[str, list[Messa
         schema = orjson.dumps(batch.response_schema, option=orjson.OPT_SORT_KEYS).decode()
         instructions = f"{instructions} {SCHEMA_INSTRUCTIONS}{schema}"
     system = f"{batch.system}\n\n{instructions}" if batch.system else instructions
-    payload = {"items": [{"id": str(i + 1), "input": item.prompt} for i, item in enumerate(items)]}
-    return system, [Message(role="user", content=orjson.dumps(payload).decode())], True
+    content = encode_items([item.prompt for item in items])
+    return system, [Message(role="user", content=content)], True
 
 
 def build_request(

@@ -30,15 +30,8 @@ from .config import Settings
 from .fingerprint import group_key, item_key
 from .intake import LineError, read_file
 from .models import Batch, Item, Task, Usage
-from .packer import (
-    ITEM_OVERHEAD_TOKENS,
-    PACK_INSTRUCTIONS,
-    WRAPPER_OUTPUT_TOKENS,
-    build_item,
-    build_request,
-    group_meta,
-)
-from .packing_gain import packing_pays
+from .packer import build_item, build_request, group_meta
+from .packing_gain import Expected, GainSettings, packing_pays
 from .prices import PriceTable
 from .providers import build_providers
 from .providers.base import ChatRequest
@@ -46,8 +39,7 @@ from .providers.fallback import ProviderChain
 from .providers.simulated import SimulatedProvider
 from .router import Rejection, Router
 from .tokens import count_tokens
-
-BASELINE_MODEL = "gpt-4o"
+from .wire import ITEM_OVERHEAD_TOKENS, PACK_INSTRUCTIONS, WRAPPER_OUTPUT_TOKENS
 
 
 @dataclass(frozen=True)
@@ -90,7 +82,7 @@ class Plan:
     invalid: int
     rejected: int
     levers: list[Lever]
-    baseline_model: str = BASELINE_MODEL
+    baseline_model: str = "gpt-4o"
     tokens_saved_by_compression: dict[str, int] = field(default_factory=dict)
     # a provider prompt cache reading each group's shared system block after its first call
     prompt_cache_tokens: int = 0
@@ -176,7 +168,7 @@ class Planner:
         baseline = [
             task.model_copy(
                 update={
-                    "model": BASELINE_MODEL,
+                    "model": self.settings.baseline_model,
                     "max_tokens": task.max_tokens
                     or self.settings.default_max_tokens.get(task.task_type, 400),
                 }
@@ -186,7 +178,9 @@ class Planner:
         ]
 
         levers = [
-            await self._alone("naive", f"every task alone on {BASELINE_MODEL}", baseline),
+            await self._alone(
+                "naive", f"every task alone on {self.settings.baseline_model}", baseline
+            ),
             await self._alone("duplicates", "identical tasks answered once", _unique(baseline)),
             await self._alone("routing", "each task on its routed model", _unique(routed)),
         ]
@@ -221,6 +215,7 @@ class Planner:
             invalid=invalid,
             rejected=len(tasks) - len(routed),
             levers=levers,
+            baseline_model=self.settings.baseline_model,
             tokens_saved_by_compression=saved,
             prompt_cache_tokens=self.cache_tokens,
             prompt_cache_saving_usd=self.cache_saving,
@@ -327,8 +322,13 @@ class Planner:
         output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
         max_items = max(1, self.settings.max_items.get(first.task_type, 8))
         if max_items > 1 and self.settings.pack_only_when_cheaper:
-            meta = group_meta(first)
-            if not packing_pays(meta, min(max_items, len(pending)), self.prices):
+            head = pending[:max_items]
+            sizes = Expected(  # what the packer reads from the pending entries
+                input_tokens=sum(i.input_tokens - ITEM_OVERHEAD_TOKENS for i in head) // len(head),
+                output_tokens=sum(i.max_tokens for i in head) // len(head),
+            )
+            gain = GainSettings(self.settings.prompt_cache_min_tokens, self.settings.audit_share)
+            if not packing_pays(group_meta(first), len(head), self.prices, sizes, gain):
                 max_items = 1
         taken: list[Item] = []
         in_sum = out_sum = 0

@@ -48,9 +48,14 @@ def render_text(report: Report, *, top: int = 10) -> str:
             f"{'-' if ratio is None else f'{ratio:.1%}'}, gross margin "
             f"{'-' if margin is None else f'{margin:.1%}'}"
         )
+    baseline = report.baseline_model or "the models asked for"
     lines.append(
-        f"  saved {_money(report.saved_usd)} against {_money(report.naive_cost_usd)} naive; "
-        f"cache hit rate {report.cache_hit_rate:.1%}"
+        f"  saved {_money(report.saved_usd)} against {_money(report.naive_cost_usd)} "
+        f"(every task alone on {baseline}); cache hit rate {report.cache_hit_rate:.1%}"
+    )
+    lines.append(
+        f"  saved {_money(report.same_models_cost_usd - report.cost_usd)} against "
+        f"{_money(report.same_models_cost_usd)} (every task alone on the model that answered)"
     )
     for s in report.savings:
         if s.tasks or s.saved_usd:
@@ -122,6 +127,7 @@ async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
             top=args.top,
             sigma_warning=settings.anomaly_sigma_warning,
             sigma_critical=settings.anomaly_sigma_critical,
+            baseline_model=settings.baseline_model,
         )
     if args.json:
         print(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())

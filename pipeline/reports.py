@@ -100,15 +100,24 @@ class Report:
     cache_hits: int = 0
     revenue_usd: Decimal | None = None
     anomalies: list[Any] = field(default_factory=list)
+    baseline_model: str = ""
 
     @property
     def saved_usd(self) -> Decimal:
+        """The saving against the baseline: every lever's."""
         return sum((s.saved_usd for s in self.savings), Decimal(0))
 
     @property
     def naive_cost_usd(self) -> Decimal:
-        """What the same work would have cost with every task alone on its requested model."""
+        """What the same work would have cost with every task alone on its baseline model (the
+        model it named, else `baseline_model`)."""
         return self.cost_usd + self.saved_usd
+
+    @property
+    def same_models_cost_usd(self) -> Decimal:
+        """What the same work would have cost with every task alone on the model that answered."""
+        routing = sum((s.saved_usd for s in self.savings if s.lever == "routing"), Decimal(0))
+        return self.naive_cost_usd - routing
 
     @property
     def cache_hit_rate(self) -> float:
@@ -198,6 +207,8 @@ class Report:
             ],
             "saved_usd": str(self.saved_usd),
             "naive_cost_usd": str(self.naive_cost_usd),
+            "baseline_model": self.baseline_model,
+            "same_models_cost_usd": str(self.same_models_cost_usd),
             "cache_hits": self.cache_hits,
             "cache_hit_rate": round(self.cache_hit_rate, 6),
             "anomalies": [a.to_dict() for a in self.anomalies],
@@ -315,7 +326,8 @@ def summarise(
                 calls=fields.get("calls", 0),
                 items=fields.get("items", 0),
                 by_model=dict(sorted(by_model.items(), key=lambda kv: -kv[1])),
-                cache_hits=fields.get("tasks\x1fcache", 0),
+                cache_hits=fields.get("tasks\x1fcache", 0)
+                + fields.get("tasks\x1fsemantic_cache", 0),
                 answered=fields.get("tasks\x1fpacking", 0),
                 saved_usd=_usd(sum(fields.get(f"saved\x1f{lever}", 0) for lever in LEVERS)),
             )
@@ -359,7 +371,7 @@ def summarise(
         for lever in LEVERS
     ]
     report.savings = levers
-    report.cache_hits = totals.get("tasks\x1fcache", 0)
+    report.cache_hits = totals.get("tasks\x1fcache", 0) + totals.get("tasks\x1fsemantic_cache", 0)
     answered = totals.get("tasks\x1fpacking", 0)
     report.tasks = answered + report.cache_hits if answered or report.cache_hits else report.items
     return report
@@ -376,10 +388,13 @@ async def build_report(
     anomalies: bool = True,
     sigma_warning: float = 3.0,
     sigma_critical: float = 5.0,
+    baseline_model: str = "",
 ) -> Report:
-    """The report of a period (default: everything in the ledger), with its anomalies."""
+    """The report of a period (default: everything in the ledger), with its anomalies.
+    `baseline_model` names the baseline the savings were recorded against."""
     rollups = await load_rollups(redis, keys, since=since, until=until)
     report = summarise(rollups, since=since, until=until, revenue_usd=revenue_usd, top=top)
+    report.baseline_model = baseline_model
     if anomalies:
         from .anomalies import detect
 

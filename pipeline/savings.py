@@ -1,16 +1,20 @@
-"""Savings against the naive baseline, and a call's cost by (user, endpoint).
+"""Savings against the baseline, and a call's cost by (user, endpoint).
 
-The naive baseline of a task is what it would have cost sent alone, as a plain prompt, on the
-model it asked for. Each lever's saving is recorded apart from spend (a `Saving` ledger entry):
+The baseline of a task is what it would have cost sent alone, as a plain prompt, on the model it
+asked for, or on `Settings.baseline_model` (what a team sends everything to without the tool)
+when it named none. Each lever's saving is recorded apart from spend (a `Saving` ledger entry),
+so spend plus every saving is the baseline, and spend plus every saving but routing is the same
+models one by one:
 
-- `packing`: for each item answered by a call, its naive cost less everything the item was
-  charged (its share of this call and of any earlier call it failed in). Its `tasks` count every
-  task answered by a provider call.
+- `packing`: for each item answered by a call, its naive cost on the model that answered less
+  everything the item was charged (its share of this call and of any earlier call it failed in).
+  Its `tasks` count every task answered by a provider call.
 - `single_flight`: identical tasks that shared one item: the naive cost of every task but one.
-- `routing`: a task that named a model but was answered on another: its naive cost on the
-  model it asked for less its naive cost on the model that answered (negative if upgraded).
+- `routing`: a task answered on another model than its baseline model: its naive cost on the
+  baseline model less its naive cost on the model that answered (negative if upgraded).
 - `batch_api`: `batch_api_saving` prices the batch discount of one call.
-- `cache`: written by the cache stage (see docs/ledger.md).
+- `cache`, `semantic_cache`: a task answered from the cache costs nothing: its naive cost on the
+  model that answered it first (`cache_savings`, written at submit time with the hit).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from decimal import Decimal
 from .ledger import NANO, Saving, Share, to_nano
 from .models import Batch, CallRecord, CostShare, Item, Usage
 from .prices import PriceTable
+from .providers.base import ChatRequest, ChatResponse
+from .tokens import count_messages, count_tokens
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,33 @@ class Answered:
     spent_nusd: int | None
     naive_input_tokens: int
     naive_output_tokens: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One call's token counts by the provider over the local tokenizer's (o200k).
+
+    A task's naive (alone) tokens are counted locally and scaled by these, so the baseline speaks
+    the provider's tokenizer: a task sent alone has exactly its call's counts as its baseline and
+    saves nothing by packing, whatever the provider counts.
+    """
+
+    input: float = 1.0
+    output: float = 1.0
+
+    @classmethod
+    def of(cls, request: ChatRequest, response: ChatResponse) -> Calibration:
+        local_in = count_messages(request.system, [m.content for m in request.messages])
+        local_out = count_tokens(response.text)
+        used = response.usage
+        return cls(
+            used.input_tokens / local_in if used.input_tokens > 0 and local_in > 0 else 1.0,
+            used.output_tokens / local_out if used.output_tokens > 0 and local_out > 0 else 1.0,
+        )
+
+    def naive(self, input_tokens: int, output_tokens: int) -> tuple[int, int]:
+        """Locally counted (input, output) tokens in the provider's count."""
+        return round(input_tokens * self.input), round(output_tokens * self.output)
 
 
 def cost_shares(items: Sequence[Item], shares: dict[str, Share]) -> tuple[CostShare, ...]:
@@ -63,7 +96,12 @@ def naive_nusd(prices: PriceTable, model: str, input_tokens: int, output_tokens:
 
 
 def call_savings(
-    prices: PriceTable, batch: Batch, answered: Sequence[Answered], *, at: float | None = None
+    prices: PriceTable,
+    batch: Batch,
+    answered: Sequence[Answered],
+    *,
+    baseline_model: str = "",
+    at: float | None = None,
 ) -> list[Saving]:
     """The `packing`, `single_flight` and `routing` savings of one call, one entry per lever and
     (user, endpoint)."""
@@ -80,7 +118,7 @@ def call_savings(
             continue
         packing[0] += naive - a.spent_nusd
         packing[2] += naive
-        wanted = a.item.requested_model
+        wanted = a.item.requested_model or baseline_model
         if wanted and wanted != batch.model:
             asked = naive_nusd(prices, wanted, a.naive_input_tokens, a.naive_output_tokens)
             if asked is not None:  # the router answered on another model than the one asked
@@ -111,6 +149,68 @@ def call_savings(
     ]
 
 
+@dataclass(frozen=True)
+class Hit:
+    """A task answered from the cache: who asked, its baseline model and the cached answer's
+    model and naive tokens."""
+
+    task_id: str
+    kind: str  # "exact" or "semantic"
+    tenant: str
+    user_id: str
+    endpoint: str
+    baseline_model: str
+    model: str
+    naive_input_tokens: int
+    naive_output_tokens: int
+
+
+def cache_savings(
+    prices: PriceTable, run_id: str, hits: Sequence[Hit], *, at: float | None = None
+) -> list[Saving]:
+    """The savings of cache hits answered together: their naive cost on the model that answered
+    (`cache` or `semantic_cache`), and `routing` where that model is not their baseline model;
+    one entry per lever, tenant, model and (user, endpoint). Ids derive from the run and the
+    hits' task ids, so recording the same hits twice adds nothing."""
+    at = time.time() if at is None else at
+    totals: dict[tuple[str, str, str, str, str], list[int]] = {}  # -> [saved, tasks, baseline]
+    for hit in hits:
+        naive = naive_nusd(prices, hit.model, hit.naive_input_tokens, hit.naive_output_tokens)
+        lever = "semantic_cache" if hit.kind == "semantic" else "cache"
+        who = (hit.tenant, hit.model, hit.user_id, hit.endpoint)
+        entry = totals.setdefault((lever, *who), [0, 0, 0])
+        entry[1] += 1
+        if naive is None:
+            continue
+        entry[0] += naive
+        entry[2] += naive
+        if hit.baseline_model and hit.baseline_model != hit.model:
+            asked = naive_nusd(
+                prices, hit.baseline_model, hit.naive_input_tokens, hit.naive_output_tokens
+            )
+            if asked is not None:
+                routing = totals.setdefault(("routing", *who), [0, 0, 0])
+                routing[0] += asked - naive
+                routing[1] += 1
+                routing[2] += asked
+    tag = hashlib.sha256("\x1f".join(sorted(h.task_id for h in hits)).encode()).hexdigest()[:16]
+    return [
+        Saving(
+            id=f"{run_id}:{tag}:{lever}:{_who(tenant, model, user, endpoint)}",
+            at=at,
+            lever=lever,
+            saved_nusd=saved,
+            tasks=tasks,
+            tenant=tenant,
+            user_id=user,
+            endpoint=endpoint,
+            model=model,
+            baseline_nusd=baseline,
+        )
+        for (lever, tenant, model, user, endpoint), (saved, tasks, baseline) in totals.items()
+    ]
+
+
 def batch_api_saving(prices: PriceTable, record: CallRecord) -> Saving:
     """What going through the provider's batch API saved on one call: its standard price less
     its batch price (0 when the model's price is unknown)."""
@@ -137,9 +237,9 @@ def batch_api_saving(prices: PriceTable, record: CallRecord) -> Saving:
     )
 
 
-def _who(user: str, endpoint: str) -> str:
-    """A short stable id for a (user, endpoint) pair, whatever characters they hold."""
-    return hashlib.sha256(f"{user}\x1f{endpoint}".encode()).hexdigest()[:16]
+def _who(*parts: str) -> str:
+    """A short stable id for these names (a user and endpoint...), whatever characters they hold."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 def usd(nusd: int | None) -> Decimal | None:

@@ -1,9 +1,11 @@
 """Splitting a packed answer back into per-item outputs, checked against the ids that were sent.
 
-The model's text may be the object `{"results": [...]}`, a bare array, either inside a fenced
-block, or JSON with prose around it. Each result must carry an id that was sent. An id that is
-missing, unknown, or present twice with different outputs yields no output: the item is retried.
-An output is only ever given to the id it was returned under.
+The model's text is read as the keyed object of the wire format (`{"1": ..., "2": ...}`, see
+`wire.py`), that object under a single key, the older `{"results": [{"id", "output"}]}` or a bare
+array of such entries; any of them inside a fenced block or with prose around it. Each output must
+be under an id that was sent. An id that is missing, unknown, or present twice with different
+outputs yields no output: the item is retried. An output is only ever given to the id it was
+returned under.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-_decoder = json.JSONDecoder()
 
 
 @dataclass
@@ -27,53 +28,117 @@ class Split:
     unknown_ids: list[str] = field(default_factory=list)
 
 
-def _candidates(text: str) -> list[Any]:
-    """Every JSON value the text plausibly holds, most likely first."""
-    found: list[Any] = []
-    stripped = text.strip()
-    try:
-        found.append(json.loads(stripped))
-        return found
-    except ValueError:
-        pass
-    for block in _FENCE.findall(text):
+class _Reader:
+    """Parses JSON and remembers, per object, the keys that appeared twice with different values
+    (a plain parse keeps the last one silently, which would hide a conflicting answer)."""
+
+    def __init__(self) -> None:
+        self.conflicts: dict[int, set[str]] = {}
+        self.decoder = json.JSONDecoder(object_pairs_hook=self._pairs)
+
+    def _pairs(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        twice: set[str] = set()
+        for key, value in pairs:
+            if key in obj and obj[key] != value:
+                twice.add(key)
+            obj.setdefault(key, value)
+        if twice:
+            self.conflicts[id(obj)] = twice
+        return obj
+
+    def loads(self, text: str) -> Any:
+        value, end = self.decoder.raw_decode(text)
+        if text[end:].strip():
+            raise ValueError("extra data")
+        return value
+
+    def candidates(self, text: str) -> list[Any]:
+        """Every JSON value the text plausibly holds, most likely first."""
+        found: list[Any] = []
         try:
-            found.append(json.loads(block.strip()))
+            found.append(self.loads(text.strip()))
+            return found
         except ValueError:
-            continue
-    if found:
-        return found
-    for start, char in enumerate(text):
-        if char in "{[":
+            pass
+        for block in _FENCE.findall(text):
             try:
-                value, _ = _decoder.raw_decode(text, start)
+                found.append(self.loads(block.strip()))
+            except ValueError:
+                continue
+        if found:
+            return found
+        for start in _top_level_starts(text):
+            try:
+                value, _ = self.decoder.raw_decode(text, start)
             except ValueError:
                 continue
             if isinstance(value, dict | list) and value:
                 found.append(value)
                 break
-    return found
+        return found
 
 
-def _result_list(value: Any) -> list[Any] | None:
+def _top_level_starts(text: str) -> list[int]:
+    """Where a JSON object or array may start in prose: at a bracket outside every other bracket
+    and string. A value cut short leaves the rest of the text nested, so a value inside an answer
+    (an output that is itself an object) is never read as the answer."""
+    starts: list[int] = []
+    depth, in_string, escaped = 0, False, False
+    for i, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = depth > 0  # quotes in prose do not open JSON strings
+        elif char in "{[":
+            if depth == 0:
+                starts.append(i)
+            depth += 1
+        elif char in "}]":
+            depth = max(depth - 1, 0)
+    return starts
+
+
+def _entries(value: Any, sent: set[str], reader: _Reader) -> list[tuple[Any, Any]] | None:
+    """(id, output) pairs of an answer in any shape the splitter reads, or None."""
     if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        if isinstance(value.get("results"), list):
-            return list(value["results"])
-        lists = [v for v in value.values() if isinstance(v, list)]
-        if len(value) == 1 and len(lists) == 1:
-            return lists[0]
+        return [(e["id"], e["output"]) for e in value if _is_entry(e)]
+    if not isinstance(value, dict):
+        return None
+    if isinstance(value.get("results"), list):
+        return _entries(value["results"], sent, reader)
+    if value and (set(value) & sent or all(k.isdecimal() for k in value)):
+        twice = reader.conflicts.get(id(value), set())
+        pairs = [(k, v) for k, v in value.items()]
+        return pairs + [(k, _Conflict()) for k in twice]
+    if len(value) == 1:
+        (inner,) = value.values()
+        if isinstance(inner, dict | list):
+            return _entries(inner, sent, reader)
     return None
+
+
+def _is_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and "id" in entry and "output" in entry
+
+
+class _Conflict:
+    """Stands for the second, different output of an id that was returned twice."""
 
 
 def split(text: str, sent_ids: Sequence[str], *, truncated: bool = False) -> Split:
     """Assign outputs in `text` to `sent_ids`. Never gives an output to an id it was not under."""
     result = Split()
     sent = set(sent_ids)
-    entries: list[Any] | None = None
-    for candidate in _candidates(text):
-        entries = _result_list(candidate)
+    reader = _Reader()
+    entries: list[tuple[Any, Any]] | None = None
+    for candidate in reader.candidates(text):
+        entries = _entries(candidate, sent, reader)
         if entries is not None:
             break
     if entries is None:
@@ -83,18 +148,14 @@ def split(text: str, sent_ids: Sequence[str], *, truncated: bool = False) -> Spl
 
     seen: dict[str, Any] = {}
     conflicted: set[str] = set()
-    for entry in entries:
-        if not isinstance(entry, dict) or "id" not in entry or "output" not in entry:
-            continue
-        raw_id = entry["id"]
+    for raw_id, output in entries:
         if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
             continue
         item_id = str(raw_id)
         if item_id not in sent:
             result.unknown_ids.append(item_id)
             continue
-        output = entry["output"]
-        if item_id in seen and seen[item_id] != output:
+        if item_id in seen and (isinstance(output, _Conflict) or seen[item_id] != output):
             conflicted.add(item_id)
         seen.setdefault(item_id, output)
 
@@ -114,7 +175,7 @@ def parse_single(text: str, *, want_json: bool) -> tuple[bool, Any, str]:
     """A batch of one: (ok, output, reason). Plain text passes as is; a schema task needs JSON."""
     if not want_json:
         return True, text, ""
-    for candidate in _candidates(text):
+    for candidate in _Reader().candidates(text):
         return True, candidate, ""
     return False, None, "answer is not valid JSON"
 

@@ -77,6 +77,9 @@ def make_settings(redis_url: str, fake: FakeProvider | None = None, **overrides:
         "job_timeout_s": 20,
         "providers": providers,
         "cache_semantic": False,  # semantic hits only where a test asks for them (issue 4)
+        # tests of packed batches pack their few short tasks; the decision to send a group
+        # alone where packing does not pay is tested where a test asks for it
+        "pack_only_when_cheaper": False,
     }
     values.update(overrides)
     return load_settings(env={}, **values)

@@ -2,9 +2,10 @@
 
 It answers `POST /v1/chat/completions` (OpenAI Chat Completions) and `POST /v1/messages`
 (Anthropic Messages) deterministically: the answer to a prompt `text` is `expected_output(text)`,
-and a packed prompt `{"items": [{"id", "input"}, ...]}` is answered with
-`{"results": [{"id", "output": expected_output(input)}, ...]}`. So a test can check that no task
-ever receives another task's output.
+and a packed prompt `{"1": input, "2": input, ...}` (the keyed wire format) is answered with
+`{"1": expected_output(input), ...}`; the older `{"items": [{"id", "input"}, ...]}` prompt is
+answered in its own shape, `{"results": [{"id", "output"}, ...]}`. So a test can check that no
+task ever receives another task's output.
 
 Faults are queued on demand, in-process with `FakeProvider.add_faults(...)` or from any process
 with `POST /_control/faults`. A fault spec is a dict::
@@ -18,6 +19,7 @@ with `POST /_control/faults`. A fault spec is a dict::
     timeout (delay_s, default 30)    latency (delay_s, default 0.5)
     malformed  truncated  fenced  prose  wrong_output             any request
     bare_array  drop  duplicate_conflict  duplicate_same  reorder  unknown_id   packed only
+    results_object (the older `{"results": [...]}` answer to a keyed prompt)   packed only
     degrade (every item after the first gets a wrong answer, as packing drift)  packed only
 
 Every error status may carry `message` to replace the default text. A fault whose kind needs a
@@ -59,7 +61,7 @@ DELAY_KINDS = frozenset({"timeout", "latency"})
 CONTENT_KINDS = frozenset({"malformed", "truncated", "fenced", "prose", "wrong_output"})
 PACKED_KINDS = frozenset(
     {"bare_array", "drop", "duplicate_conflict", "duplicate_same", "reorder", "unknown_id"}
-    | {"degrade"}
+    | {"degrade", "results_object"}
 )
 FAULT_KINDS = STATUS_KINDS | DELAY_KINDS | CONTENT_KINDS | PACKED_KINDS
 PATHS = {"/v1/chat/completions": "openai", "/v1/messages": "anthropic"}
@@ -126,20 +128,25 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _packed_items(text: str) -> list[dict[str, Any]] | None:
-    """The items of a packed prompt, or None when `text` is a plain prompt."""
+def _packed_items(text: str) -> tuple[list[dict[str, Any]], bool] | None:
+    """The items of a packed prompt as `{"id", "input"}` entries, and whether the prompt was in
+    the keyed format; None when `text` is a plain prompt."""
     if not text.startswith("{"):
         return None
     try:
         doc = json.loads(text)
     except ValueError:
         return None
-    items = doc.get("items") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not doc:
+        return None
+    if all(k.isdecimal() and isinstance(v, str) for k, v in doc.items()):
+        return [{"id": k, "input": v} for k, v in doc.items()], True
+    items = doc.get("items")
     if not isinstance(items, list) or not all(
         isinstance(i, dict) and "id" in i and "input" in i for i in items
     ):
         return None
-    return items
+    return items, False
 
 
 def _input_text(item: dict[str, Any]) -> str:
@@ -155,8 +162,9 @@ def _unknown_id(ids: list[Any]) -> str:
     return candidate
 
 
-def _packed_answer(items: list[dict[str, Any]], kind: str | None) -> str:
-    """The JSON content answering packed `items`, bent by a content fault `kind`."""
+def _packed_answer(items: list[dict[str, Any]], keyed: bool, kind: str | None) -> str:
+    """The JSON content answering packed `items`, in the prompt's format, bent by a content
+    fault `kind`."""
     results = [{"id": i["id"], "output": expected_output(_input_text(i))} for i in items]
     if kind == "drop" and results:
         results.pop()
@@ -179,7 +187,11 @@ def _packed_answer(items: list[dict[str, Any]], kind: str | None) -> str:
             result["output"] = expected_output(_input_text(item) + "#degraded")
     if kind == "bare_array":
         return json.dumps(results)
-    body = json.dumps({"results": results})
+    if keyed and kind != "results_object":  # written by hand: a duplicate id stays in the text
+        pairs = (f"{json.dumps(str(r['id']))}: {json.dumps(r['output'])}" for r in results)
+        body = "{" + ", ".join(pairs) + "}"
+    else:
+        body = json.dumps({"results": results})
     if kind == "fenced":
         return f"Sure! Here is the JSON you asked for:\n```json\n{body}\n```\nLet me know."
     if kind == "prose":
@@ -482,7 +494,8 @@ class FakeProvider:
             if isinstance(m, dict) and m.get("role") == "user":
                 last_user = _text_of(m.get("content"))
                 break
-        items = _packed_items(last_user)
+        packed = _packed_items(last_user)
+        items = packed[0] if packed is not None else None
         with self._lock:
             generation = self._generation
             self._requests += 1
@@ -502,7 +515,7 @@ class FakeProvider:
         if kind == "malformed":
             content = "Sorry, I cannot help with that request."
         elif items is not None:
-            content = _packed_answer(items, kind)
+            content = _packed_answer(items, packed is not None and packed[1], kind)
         else:
             content = _plain_answer(last_user, kind)
         finished = True

@@ -75,12 +75,13 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def worker_process(log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """`batchwise worker` as its own OS process: `env` over a clean environment (no provider key
-    or config from the developer's shell), stdout and stderr appended to `log`."""
+    or config from the developer's shell), stdout and stderr appended to `log`. Like
+    `make_settings`, it packs every group unless `env` says otherwise."""
     with log.open("ab") as fh:  # the child keeps its own copy
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"],
             cwd=ROOT,
-            env=clean_env(**env),
+            env=clean_env(**{"BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "0", **env}),
             stdout=fh,
             stderr=subprocess.STDOUT,
         )

@@ -43,8 +43,8 @@ def packed_sizes(bodies: list[dict[str, Any]]) -> list[int]:
     sizes = []
     for body in bodies:
         content = body["messages"][-1]["content"]
-        if content.startswith('{"items"'):
-            sizes.append(len(orjson.loads(content)["items"]))
+        if content.startswith('{"1":'):
+            sizes.append(len(orjson.loads(content)))
     return sizes
 
 

@@ -108,7 +108,7 @@ def write_jobs(path: Path, lines: list[dict[str, Any]]) -> Path:
 
 def packed_prompts(body: dict[str, Any]) -> list[str]:
     content = body["messages"][-1]["content"]
-    return [item["input"] for item in orjson.loads(content)["items"]]
+    return list(orjson.loads(content).values())
 
 
 async def test_only_failing_items_of_a_packed_batch_escalate(

@@ -40,7 +40,19 @@ def client() -> Iterator[httpx.Client]:
 
 
 def packed(*inputs: str) -> str:
-    return json.dumps({"items": [{"id": str(i), "input": t} for i, t in enumerate(inputs, 1)]})
+    return json.dumps({str(i): t for i, t in enumerate(inputs, 1)})
+
+
+def pairs(text: str) -> list[tuple[str, Any]]:
+    """(id, output) of a keyed answer in text order, duplicates kept."""
+    found: list[tuple[str, Any]] = []
+
+    def keep(entries: list[tuple[str, Any]]) -> dict[str, Any]:
+        found.extend(entries)
+        return dict(entries)
+
+    json.loads(text, object_pairs_hook=keep)
+    return found
 
 
 def openai(client: httpx.Client, fake: FakeProvider, content: str, **body: Any) -> httpx.Response:
@@ -80,8 +92,8 @@ def test_openai_plain_prompt_is_answered_in_openai_shape(fake: FakeProvider, cli
 
 def test_packed_prompt_gets_one_result_per_item(fake: FakeProvider, client: httpx.Client):
     r = openai(client, fake, packed("a", "b", "c"), response_format={"type": "json_object"})
-    results = json.loads(openai_content(r))["results"]
-    assert results == [{"id": str(i), "output": expected_output(t)} for i, t in enumerate("abc", 1)]
+    answers = json.loads(openai_content(r))
+    assert answers == {str(i): expected_output(t) for i, t in enumerate("abc", 1)}
     stats = fake.stats()
     assert stats["items"] == 3 and stats["requests"] == 1 and stats["by_path"] == {"openai": 1}
     assert stats["bodies"][0]["response_format"] == {"type": "json_object"}
@@ -94,8 +106,8 @@ def test_anthropic_messages_with_system_blocks(fake: FakeProvider, client: httpx
     doc = r.json()
     assert doc["type"] == "message" and doc["role"] == "assistant"
     assert doc["stop_reason"] == "end_turn"
-    results = json.loads(doc["content"][0]["text"])["results"]
-    assert [r["output"] for r in results] == [expected_output("x"), expected_output("y")]
+    answers = json.loads(doc["content"][0]["text"])
+    assert answers == {"1": expected_output("x"), "2": expected_output("y")}
     assert set(doc["usage"]) == {
         "input_tokens",
         "output_tokens",
@@ -169,6 +181,7 @@ def test_content_faults_bend_packed_answers(fake: FakeProvider, client: httpx.Cl
     """Each fault once, in queue order, on the same three-item prompt."""
     kinds = ["malformed", "truncated", "fenced", "prose", "bare_array", "drop"]
     kinds += ["duplicate_conflict", "duplicate_same", "reorder", "unknown_id", "wrong_output"]
+    kinds += ["results_object"]
     fake.add_faults(*({"kind": k} for k in kinds))
     a, b, c = (expected_output(t) for t in "abc")
     got = {}
@@ -177,8 +190,12 @@ def test_content_faults_bend_packed_answers(fake: FakeProvider, client: httpx.Cl
         got[kind] = (openai_content(r), r.json()["choices"][0]["finish_reason"])
 
     def results(kind: str) -> list[tuple[str, str]]:
-        doc = json.loads(got[kind][0])
-        return [(x["id"], x["output"]) for x in (doc if kind == "bare_array" else doc["results"])]
+        if kind in ("bare_array", "results_object"):
+            doc = json.loads(got[kind][0])
+            return [
+                (x["id"], x["output"]) for x in (doc if kind == "bare_array" else doc["results"])
+            ]
+        return pairs(got[kind][0])
 
     with pytest.raises(ValueError):
         json.loads(got["malformed"][0])
@@ -194,6 +211,7 @@ def test_content_faults_bend_packed_answers(fake: FakeProvider, client: httpx.Cl
     assert results("reorder") == [("3", c), ("2", b), ("1", a)]
     assert results("unknown_id")[-1][0] not in {"1", "2", "3"}
     assert results("wrong_output") == [("1", b), ("2", a), ("3", c)]
+    assert results("results_object") == [("1", a), ("2", b), ("3", c)]
     assert fake.stats()["faults_fired"] == dict.fromkeys(kinds, 1)
 
 
@@ -201,7 +219,7 @@ def test_packed_only_fault_waits_for_a_packed_prompt(fake: FakeProvider, client:
     fake.add_faults({"kind": "drop"})
     assert openai_content(openai(client, fake, "plain")) == expected_output("plain")
     assert fake.stats()["faults_pending"] == [{"kind": "drop", "times": 1, "retry_after": 1.0}]
-    assert len(json.loads(openai_content(openai(client, fake, packed("a", "b"))))["results"]) == 1
+    assert len(json.loads(openai_content(openai(client, fake, packed("a", "b"))))) == 1
 
 
 def test_timeout_and_latency_faults_delay_the_answer(fake: FakeProvider, client: httpx.Client):

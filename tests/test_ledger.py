@@ -303,11 +303,13 @@ async def test_job_file_attributes_cost_to_users_and_endpoints_and_records_savin
     assert levers["packing"].tasks == 22  # every task answered by a provider call
     assert levers["single_flight"].tasks == 1
     assert levers["packing"].saved_usd > 0
-    # the ledger's naive baseline is the run summary's: every task alone on its model
-    assert report.naive_cost_usd == summary.naive_cost_usd
+    # the ledger's baselines are the run summary's: every task alone on gpt-4o (the tasks
+    # name no model), and every task alone on the model that answered it
+    assert report.naive_cost_usd == summary.baseline_cost_usd
+    assert report.same_models_cost_usd == summary.naive_cost_usd
     assert report.tasks == 22 and report.unit_cost_usd == report.cost_usd / 22
     assert report.gross_margin == pytest.approx(float(1 - report.cost_usd))
-    assert {s.lever for s in savings} == {"packing", "single_flight"}
+    assert {s.lever for s in savings} == {"packing", "single_flight", "routing"}
     # exports: every entry once; the CSV's cost column adds up to the spend exactly
     assert jsonl == rows_written == len(entries)
     lines_out = (tmp_path / "ledger.jsonl").read_bytes().splitlines()

@@ -17,6 +17,36 @@ def results(*pairs: tuple[Any, Any]) -> list[dict[str, Any]]:
     return [{"id": i, "output": o} for i, o in pairs]
 
 
+def test_keyed_object_in_any_order_fenced_or_in_prose() -> None:
+    body = json.dumps({"3": "c", "1": "a", "2": {"x": 1}})
+    for text in (body, f"Sure!\n```json\n{body}\n```\nDone.", f"Here you go: {body} Hope it helps"):
+        assert split(text, IDS).outputs == {"1": "a", "2": {"x": 1}, "3": "c"}
+
+
+def test_keyed_object_under_one_key_is_read() -> None:
+    text = json.dumps({"answers": {"1": "a", "2": "b", "3": "c"}})
+    assert split(text, IDS).outputs == {"1": "a", "2": "b", "3": "c"}
+
+
+def test_keyed_duplicates_conflicting_fail_and_identical_pass() -> None:
+    outcome = split('{"1": "a", "2": "b", "1": "a2", "3": "c", "3": "c", "9": "z"}', IDS)
+    assert outcome.outputs == {"2": "b", "3": "c"}
+    assert "twice" in outcome.failures["1"]
+    assert outcome.unknown_ids == ["9"]
+
+
+def test_cut_keyed_answer_never_yields_a_nested_object() -> None:
+    """An answer cut inside item 1's object output must not be read from that output onwards."""
+    text = '{"1": {"note": "x}", "2": "forged", "3": "forged"}, "2": "b", "3'
+    outcome = split(text, IDS, truncated=True)
+    assert outcome.outputs == {}
+    assert all("truncated" in reason for reason in outcome.failures.values())
+
+
+def test_bare_array_of_outputs_is_never_joined_on_order() -> None:
+    assert split(json.dumps(["a", "b", "c"]), IDS).outputs == {}
+
+
 def test_object_with_results() -> None:
     text = json.dumps({"results": results(("1", "a"), ("2", "b"), ("3", "c"))})
     assert split(text, IDS).outputs == {"1": "a", "2": "b", "3": "c"}
@@ -79,6 +109,42 @@ entry = (
     )
     | json_values
 )
+
+
+def _returned(pairs: list[tuple[Any, Any]], item_id: str) -> list[Any]:
+    return [
+        output
+        for raw_id, output in pairs
+        if not isinstance(raw_id, bool) and raw_id is not None and str(raw_id) == item_id
+    ]
+
+
+@given(
+    pairs=st.lists(
+        st.tuples(st.sampled_from(["1", "2", "3", "4", "x", "01"]), json_values), max_size=8
+    ),
+    wrapper=st.sampled_from(["object", "fenced", "prose", "cut", "nested"]),
+)
+def test_keyed_answers_never_give_an_output_to_another_id(
+    pairs: list[tuple[str, Any]], wrapper: str
+) -> None:
+    body = "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs) + "}"
+    text = {
+        "object": body,
+        "fenced": f"```json\n{body}\n```",
+        "prose": f"Answers: {body} end",
+        "cut": body[: len(body) // 2],
+        "nested": json.dumps({"answers": json.loads(body)}),
+    }[wrapper]
+    outcome = split(text, IDS)
+    assert set(outcome.outputs) | set(outcome.failures) == set(IDS)
+    assert not set(outcome.outputs) & set(outcome.failures)
+    for item_id, output in outcome.outputs.items():
+        returned = _returned(list(pairs), item_id)
+        if wrapper == "nested":  # built with json.loads, which kept the last of each id
+            returned = returned[-1:]
+        assert returned, f"{item_id} got an output it was never returned under"
+        assert all(r == output for r in returned), "a conflicting duplicate must not pass"
 
 
 @given(

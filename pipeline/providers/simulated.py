@@ -15,6 +15,7 @@ import orjson
 
 from ..models import Usage
 from ..tokens import count_messages, count_tokens
+from ..wire import ITEM_OVERHEAD_TOKENS, WRAPPER_OUTPUT_TOKENS, decode_items, encode_answers
 from .base import ChatRequest, ChatResponse
 
 _WORDS = (
@@ -61,21 +62,19 @@ class SimulatedProvider:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         last = request.messages[-1].content
-        items = _packed_items(last)
+        items = decode_items(request.system, last)
         schema = request.response_schema
         if items is None:
             text = simulated_answer(last, request.max_tokens)
             if schema is not None:
                 text = orjson.dumps(schema_instance(schema, text)).decode()
         else:
-            per_item = max(1, (request.max_tokens - 8) // max(1, len(items)) - 12)
-            results = []
-            for it in items:
-                answer: Any = simulated_answer(str(it.get("input", "")), per_item)
-                if schema is not None:
-                    answer = schema_instance(schema, answer)
-                results.append({"id": it["id"], "output": answer})
-            text = orjson.dumps({"results": results}).decode()
+            per_item = (request.max_tokens - WRAPPER_OUTPUT_TOKENS) // len(items)
+            answers: dict[str, Any] = {}
+            for item_id, prompt in items.items():
+                answer: Any = simulated_answer(prompt, max(1, per_item - ITEM_OVERHEAD_TOKENS))
+                answers[item_id] = answer if schema is None else schema_instance(schema, answer)
+            text = encode_answers(answers)
         usage = Usage(
             input_tokens=count_messages(request.system, [m.content for m in request.messages]),
             output_tokens=count_tokens(text),
@@ -109,14 +108,3 @@ def schema_instance(schema: dict[str, Any], text: str) -> Any:
     if kind == "boolean":
         return len(text) % 2 == 0
     return text[:40]
-
-
-def _packed_items(content: str) -> list[dict[str, Any]] | None:
-    if not content.startswith('{"items"'):
-        return None
-    try:
-        payload = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    items = payload.get("items") if isinstance(payload, dict) else None
-    return items if isinstance(items, list) else None
