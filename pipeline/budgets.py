@@ -56,12 +56,22 @@ _RESERVE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return {1, state} end
 local amount, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- every override this call may need, in one read
+local wanted = {'limit:tenant:hourly', 'limit:tenant:daily'}
+for i = 0, n - 1 do
+  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':hourly'
+  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':daily'
+end
+local overrides, got = {}, redis.call('HMGET', KEYS[3], unpack(wanted))
+for i, name in ipairs(wanted) do
+  if got[i] then overrides[name] = got[i] end
+end
 local function limit_of(scope, window, own, default)
-  local v = redis.call('HGET', KEYS[3], 'limit:' .. scope .. ':' .. window)
+  local v = overrides['limit:' .. scope .. ':' .. window]
   if v then return v == 'none' and -1 or tonumber(v) end
   if tonumber(own) ~= -2 then return tonumber(own) end
   if string.sub(scope, 1, 7) ~= 'tenant:' then return -1 end
-  v = redis.call('HGET', KEYS[3], 'limit:tenant:' .. window)
+  v = overrides['limit:tenant:' .. window]
   if v then return v == 'none' and -1 or tonumber(v) end
   if tonumber(default) ~= -2 then return tonumber(default) end
   return -1
@@ -99,14 +109,18 @@ for i = 0, n - 1 do
 end
 local counters, settled = {}, {}
 for i = 0, n - 1 do
-  redis.call('SADD', KEYS[2], ARGV[4 + i * 7])
+  local created = false
   for w = 0, 1 do
     local counter, ttl = KEYS[5 + i * 5 + w], w == 0 and 7200 or 172800
-    redis.call('INCRBY', counter, amount)
-    redis.call('EXPIRE', counter, ttl)
+    -- a counter's lifetime starts with it: set only when this call created it
+    if redis.call('INCRBY', counter, amount) == amount then
+      redis.call('EXPIRE', counter, ttl)
+      created = true
+    end
     counters[#counters + 1] = counter
     settled[#settled + 1] = KEYS[7 + i * 5 + w]
   end
+  if created then redis.call('SADD', KEYS[2], ARGV[4 + i * 7]) end  -- a scope's first spend
 end
 redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
   table.concat(counters, ','), 'settled', table.concat(settled, ','))
@@ -117,25 +131,30 @@ return {1, 'new'}
 _SETTLE = """
 -- KEYS: reservation, month spend, month tenant spend
 -- ARGV: actual cost, tenant, settle (1) or release (0)
-if redis.call('HGET', KEYS[1], 'state') ~= 'held' then return -1 end
-local amount = tonumber(redis.call('HGET', KEYS[1], 'amount'))
+-- (a key's lifetime is set when this step creates it: an increment that returns exactly the
+-- amount added found nothing there)
+local r = redis.call('HMGET', KEYS[1], 'state', 'amount', 'counters', 'settled')
+if r[1] ~= 'held' then return -1 end
+local amount = tonumber(r[2])
 local actual = ARGV[3] == '1' and tonumber(ARGV[1]) or 0
-for counter in string.gmatch(redis.call('HGET', KEYS[1], 'counters'), '[^,]+') do
+for counter in string.gmatch(r[3], '[^,]+') do
   redis.call('INCRBY', counter, actual - amount)
 end
 if ARGV[3] == '0' then
   redis.call('DEL', KEYS[1])
   return -1
 end
-for counter in string.gmatch(redis.call('HGET', KEYS[1], 'settled'), '[^,]+') do
-  redis.call('INCRBY', counter, actual)
-  redis.call('EXPIRE', counter, 172800)
+for counter in string.gmatch(r[4], '[^,]+') do
+  if redis.call('INCRBY', counter, actual) == actual then
+    redis.call('EXPIRE', counter, 172800)
+  end
 end
 redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', actual)
-redis.call('HINCRBY', KEYS[3], ARGV[2], actual)
-redis.call('EXPIRE', KEYS[3], 40 * 86400)
+if redis.call('HINCRBY', KEYS[3], ARGV[2], actual) == actual then
+  redis.call('EXPIRE', KEYS[3], 40 * 86400)
+end
 local total = redis.call('INCRBY', KEYS[2], actual)
-redis.call('EXPIRE', KEYS[2], 40 * 86400)
+if total == actual then redis.call('EXPIRE', KEYS[2], 40 * 86400) end
 return total
 """
 

@@ -215,11 +215,8 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
   for _, ref in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     redis.call('RPUSH', KEYS[5], ref)
   end
-  local cost = redis.call('HGETALL', KEYS[3])
-  for i = 1, #cost, 2 do
-    if cost[i] == 'unknown' then redis.call('HSET', KEYS[6], 'unknown', 1)
-    else redis.call('HINCRBY', KEYS[6], cost[i], cost[i + 1]) end
-  end
+  local cost = redis.call('HGETALL', KEYS[3])  -- one field per call: the calls add up
+  for i = 1, #cost, 2 do redis.call('HSET', KEYS[6], cost[i], cost[i + 1]) end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   return 2
 end

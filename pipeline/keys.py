@@ -110,6 +110,10 @@ class Keys:
         """Hash user -> a day's cost inside a scope (`t:tenant`, `e:endpoint`)."""
         return f"{self.prefix}:ledger:du:{day}:{scope}"
 
+    def ledger_journal(self) -> str:
+        """List of rollup counters appended with their records, not yet folded into the hashes."""
+        return f"{self.prefix}:ledger:journal"
+
     def ledger_hours(self) -> str:
         """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
         return f"{self.prefix}:ledger:hours"
@@ -267,3 +271,12 @@ class Keys:
     def cache_vectors(self, scope_id: str) -> str:
         """Stream of (key, vector, prompt) of one semantic scope, read by every process."""
         return f"{self.prefix}:cache:v:{scope_id}"
+
+    def cache_vset(self, scope_id: str) -> str:
+        """Redis 8 vector set of one semantic scope: element = cache key, attributes = the
+        prompt and its tenant."""
+        return f"{self.prefix}:cache:vs:{scope_id}"
+
+    def cache_vset_ages(self, scope_id: str) -> str:
+        """Sorted set cache key -> time added, beside a scope's vector set: oldest out first."""
+        return f"{self.prefix}:cache:va:{scope_id}"

@@ -26,30 +26,37 @@ from .errors import ProviderError
 from .keys import Keys
 from .models import Batch, CallRecord
 from .prices import allocate
-from .rollup import HSET, INCR, SETEX, Ops, call_counts, call_rollups, saving_rollups
+from .rollup import (
+    FOLD_EVERY,
+    HSET,
+    SETEX,
+    Journal,
+    Ops,
+    call_counts,
+    call_rollups,
+    saving_rollups,
+)
 
 _APPEND = """
 -- KEYS: ledger ids, ledger stream, then the keys the ops name
 -- ARGV: record id, stream field, record json, JSON list of [op, key index, a, b]
 -- (one JSON argument, not four per op: packing hundreds of arguments costs the client more
 -- than the whole script costs the server)
+-- Returns 0 when the record was already written, else the journal's length (1 if none).
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('XADD', KEYS[2], '*', ARGV[2], ARGV[3])
+local journal = 1
 for _, o in ipairs(cjson.decode(ARGV[4])) do
   local op, key, a, b = o[1], KEYS[o[2]], o[3], o[4]
-  if op == 'h' then
-    for f, n in pairs(a) do redis.call('HINCRBY', key, f, n) end
-  elseif op == 'i' then
-    redis.call('HINCRBY', key, a, b)
+  if op == 'j' then
+    journal = redis.call('RPUSH', key, a)
   elseif op == 's' then
     redis.call('HSET', key, a, b)
-  elseif op == 'z' then
-    redis.call('ZADD', key, a, b)
   elseif op == 'x' then
     redis.call('SET', key, a, 'EX', b)
   end
 end
-return 1
+return journal
 """
 
 _INCR_ALL = """
@@ -111,6 +118,13 @@ class Share:
     output_tokens: int
 
 
+def item_charge(part: Share) -> str:
+    """An item's share of one call as an item-cost hash value: `nusd,in,out` (`?` for an
+    unknown price)."""
+    nusd = "?" if part.nusd is None else str(part.nusd)
+    return f"{nusd},{part.input_tokens},{part.output_tokens}"
+
+
 def to_nano(cost: Decimal) -> int:
     return int((cost * NANO).to_integral_value(rounding=ROUND_HALF_UP))
 
@@ -147,6 +161,7 @@ class Ledger:
         self.response_ttl_s = response_ttl_s
         self._append = redis.register_script(_APPEND)
         self._incr_all = redis.register_script(_INCR_ALL)
+        self.journal = Journal(redis, keys)
 
     async def record(
         self, record: CallRecord, response_json: bytes, shares: dict[str, Share]
@@ -170,7 +185,7 @@ class Ledger:
                         record.id,
                         "r",
                         record.model_dump_json().encode(),
-                        ops.args(),
+                        ops.args(self.keys.ledger_journal(), record.id),
                     ]
                     keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
                     await self._append(keys=keys, args=args, client=pipe)
@@ -179,6 +194,7 @@ class Ledger:
                 if flag:
                     written += 1
                     metrics.observe_call(record)
+            await self.journal.fold()
         return written
 
     async def import_records(self, records: Sequence[CallRecord], *, chunk: int = 20_000) -> int:
@@ -222,14 +238,8 @@ class Ledger:
         response_key = self.keys.batch_response(record.batch_id)
         ops.add(SETEX, response_key, response_json.decode(), self.response_ttl_s)
         for item_key, part in shares.items():
-            cost_key = self.keys.item_cost(item_key)
-            if part.nusd is None:
-                ops.add(HSET, cost_key, "unknown", 1)
-            else:
-                ops.add(INCR, cost_key, "nusd", part.nusd)
-            ops.add(INCR, cost_key, "in", part.input_tokens)
-            ops.add(INCR, cost_key, "out", part.output_tokens)
-            ops.add(HSET, cost_key, f"call:{record.id}", 1)  # a run counts its calls
+            # one field per call (`runs.item_spend` sums them): one write per item, not four
+            ops.add(HSET, self.keys.item_cost(item_key), f"call:{record.id}", item_charge(part))
         return ops
 
     async def record_error(self, record: CallRecord) -> bool:
@@ -255,9 +265,13 @@ class Ledger:
         return written
 
     async def _run(self, record_id: str, stream_field: str, blob: bytes, ops: Ops) -> bool:
-        args: list[str | int | bytes] = [record_id, stream_field, blob, ops.args()]
+        encoded = ops.args(self.keys.ledger_journal(), record_id)
+        args: list[str | int | bytes] = [record_id, stream_field, blob, encoded]
         keys = [self.keys.ledger_ids(), self.keys.ledger(), *ops.keys]
-        return bool(await self._append(keys=keys, args=args))
+        journal = int(await self._append(keys=keys, args=args))
+        if journal and journal % FOLD_EVERY == 0:
+            await self.journal.fold()
+        return bool(journal)
 
     async def entries(self, *, chunk: int = 5000) -> AsyncIterator[CallRecord | Saving]:
         """Every ledger entry, call records and savings, oldest first."""

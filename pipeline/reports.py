@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from .keys import Keys
 from .ledger import LEVERS
-from .rollup import NANO, merge, parse_field
+from .rollup import NANO, Journal, merge, parse_field
 
 DIMENSIONS = {"m": "model", "p": "provider", "t": "tenant", "e": "endpoint", "u": "user"}
 
@@ -232,6 +232,7 @@ async def load_rollups(
     hours: bool = True,
 ) -> Rollups:
     """The day (and hour) hashes of every day from `since` to `until`, both included."""
+    await Journal(redis, keys).fold(drain=True)  # every record written so far counts
     low: int | str = _epoch(since) if since else "-inf"
     high: int | str = _epoch(until + timedelta(days=1)) - 1 if until else "+inf"
     members = await redis.zrangebyscore(keys.ledger_hours(), low, high)

@@ -16,6 +16,15 @@ provider, `t` tenant, `e` endpoint, `u` user. Money is in nano-dollars (1e-9 USD
                   cost, items by u; cost by m, e inside t and by m, t inside e; savings per
                   lever, and per lever inside t
     day users     user -> cost, one hash per tenant and per endpoint (explains anomalies)
+
+A record's counters (~60 fields over a dozen hashes) are not added one HINCRBY at a time: the
+append step pushes them, as one JSON entry, onto the ledger's journal list (one RPUSH), and a
+fold sums many entries in memory and adds each distinct field once. The writer whose push makes
+the journal a multiple of `FOLD_EVERY` entries long folds; every reader of the hashes folds all
+first (`Journal.fold(drain=True)`), so a report never misses a record. A fold removes the entries
+it read and adds their sums in one atomic step, and only if no other fold took them first: each
+entry is counted exactly once, whoever folds, and a writer that dies before folding only leaves
+the work to the next fold.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.asyncio import Redis
 
 from .keys import Keys
 
@@ -38,11 +48,12 @@ SEP = "\x1f"
 NANO = Decimal(1_000_000_000)
 
 # Opcodes the ledger's append script understands: [op, key index, a, b]
-INCR = "i"  # HINCRBY key a b
-INCR_ALL = "h"  # HINCRBY key field amount, for each field of the object a
 HSET = "s"  # HSET key a b
-ZADD = "z"  # ZADD key a(score) b(member)
 SETEX = "x"  # SET key a EX b
+JOURNAL = "j"  # RPUSH key a: a record's rollup counters, for the next fold
+
+FOLD_EVERY = 256  # journal entries per fold on the write path (~0.5 MB of entries)
+FOLD_CHUNK = 2000  # entries read per fold step
 
 
 def hour_of(at: float) -> str:
@@ -59,11 +70,13 @@ Counts = dict[str, int]
 
 @dataclass
 class Ops:
-    """Redis writes for the append script: extra keys, ops, and counters per hash."""
+    """Redis writes for the append script: extra keys, ops, and the rollup counters per hash
+    (with the hours they touch) that go to the journal as one entry."""
 
     keys: list[str] = field(default_factory=list)
     ops: list[tuple[str, int, str | int, str | int]] = field(default_factory=list)
     hashes: dict[str, Counts] = field(default_factory=dict)
+    hours: dict[str, int] = field(default_factory=dict)
     _index: dict[str, int] = field(default_factory=dict)
     first_key: int = 3  # KEYS[1], KEYS[2] are the id set and the stream
 
@@ -79,20 +92,25 @@ class Ops:
 
     def incr(self, key: str, counts: Counts) -> None:
         """Add `counts` to the hash `key` (summed with earlier increments of the same hash)."""
-        self.key(key)
         into = self.hashes.setdefault(key, {})
         for name, amount in counts.items():
             if amount:
                 into[name] = into.get(name, 0) + amount
 
-    def args(self) -> bytes:
-        """The ops as the script's one JSON argument (amounts as strings: exact in Lua)."""
+    def hour(self, hour: str, hour_start: int) -> None:
+        """Index `hour` (scored by its start) among the hours that have records."""
+        self.hours[hour] = hour_start
+
+    def args(self, journal: str, entry_id: str) -> bytes:
+        """The ops as the script's one JSON argument (amounts as strings: exact in Lua), the
+        rollup counters as one journal entry."""
         out: list[list[Any]] = [
             [op, i, str(a) if isinstance(a, int) else a, str(b)] for op, i, a, b in self.ops
         ]
-        for key, counts in self.hashes.items():
-            if counts:
-                out.append([INCR_ALL, self.key(key), {k: str(v) for k, v in counts.items()}, ""])
+        if self.hashes or self.hours:
+            entry = {"i": entry_id, "h": {k: v for k, v in self.hashes.items() if v}}
+            entry["z"] = self.hours
+            out.append([JOURNAL, self.key(journal), orjson.dumps(entry).decode(), ""])
         return orjson.dumps(out)
 
 
@@ -174,7 +192,7 @@ def call_rollups(keys: Keys, record: CallRecord, ops: Ops) -> None:
     counts, hour, hour_start = call_counts(keys, record)
     for key, fields in counts.items():
         ops.incr(key, fields)
-    ops.add(ZADD, keys.ledger_hours(), hour_start, hour)
+    ops.hour(hour, hour_start)
 
 
 def saving_rollups(keys: Keys, saving: Saving, ops: Ops) -> None:
@@ -193,7 +211,7 @@ def saving_rollups(keys: Keys, saving: Saving, ops: Ops) -> None:
             field_name("tasks", saving.lever, "t", saving.tenant): saving.tasks,
         },
     )
-    ops.add(ZADD, keys.ledger_hours(), int(saving.at // 3600 * 3600), hour)
+    ops.hour(hour, int(saving.at // 3600 * 3600))
 
 
 def parse_field(name: str) -> tuple[str, ...]:
@@ -206,3 +224,67 @@ def merge(into: dict[str, int], rows: Iterable[tuple[bytes | str, bytes | str | 
     for raw_name, raw_value in rows:
         name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
         into[name] = into.get(name, 0) + int(raw_value)
+
+
+_FOLD = """
+-- KEYS: the journal, the hours index, then the hashes
+-- ARGV: entries read, the last of them, JSON [[key index, {field: amount}], ...],
+--       JSON {hour: start}
+-- Entries are unique (each holds its record id) and only ever leave from the head, so if the
+-- last entry read is still where it was, nobody folded them since they were read.
+local n = tonumber(ARGV[1])
+if redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[2] then return 0 end
+redis.call('LTRIM', KEYS[1], n, -1)
+for _, h in ipairs(cjson.decode(ARGV[3])) do
+  local key = KEYS[h[1]]
+  for f, v in pairs(h[2]) do redis.call('HINCRBY', key, f, v) end
+end
+for hour, start in pairs(cjson.decode(ARGV[4])) do redis.call('ZADD', KEYS[2], start, hour) end
+return 1
+"""
+
+
+class Journal:
+    """The ledger's journal of rollup counters not yet added to their hashes."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._fold = redis.register_script(_FOLD)
+
+    async def fold(self, *, drain: bool = False) -> int:
+        """Add journal entries to their hashes; returns how many this call folded. A writer
+        stops when another fold took its entries; a reader (`drain`) goes on until the journal
+        is empty, so what it reads next includes every record written before."""
+        folded = 0
+        journal = self.keys.ledger_journal()
+        while True:
+            raw: list[bytes] = await self.redis.lrange(journal, 0, FOLD_CHUNK - 1)
+            if not raw:
+                return folded
+            sums: dict[str, Counts] = {}
+            hours: dict[str, int] = {}
+            for entry in raw:
+                doc = orjson.loads(entry)
+                for key, fields in doc["h"].items():
+                    into = sums.setdefault(key, {})
+                    for name, amount in fields.items():
+                        into[name] = into.get(name, 0) + int(amount)
+                hours.update(doc["z"])
+            names = [k for k, v in sums.items() if any(v.values())]
+            counters = [
+                [i + 3, {f: str(n) for f, n in sums[k].items() if n}] for i, k in enumerate(names)
+            ]
+            args: list[int | bytes] = [
+                len(raw),
+                raw[-1],
+                orjson.dumps(counters),
+                orjson.dumps(hours),
+            ]
+            keys = [journal, self.keys.ledger_hours(), *names]
+            if await self._fold(keys=keys, args=args):
+                folded += len(raw)
+            elif not drain:
+                return folded
+            if len(raw) < FOLD_CHUNK and not drain:
+                return folded

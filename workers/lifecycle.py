@@ -5,6 +5,10 @@ arq's own `Worker.close()` cancels the jobs in flight and then awaits them witho
 of `close()`: `on_shutdown` never runs, provider clients stay open, and `batchwise run` ended in a
 traceback. Here the worker stops taking jobs, the jobs in flight get a grace period to finish,
 what is left is cancelled (every job is idempotent; a cancelled batch reruns), then it closes.
+
+A worker also rides out a Redis outage (`DurableWorker`): its Redis client waits and reconnects
+(pipeline/reconnect.py), the jobs it holds carry on, and its jobs are leased, not locked for the
+job timeout (heartbeat.py).
 """
 
 from __future__ import annotations
@@ -18,22 +22,135 @@ from typing import Any
 
 from arq import Worker
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from redis.commands.core import AsyncScript
+from redis.exceptions import WatchError
 
 from pipeline.config import Settings
+from pipeline.reconnect import LOST, arq_settings, retry_policy
 
+from .heartbeat import Heartbeat
 from .settings import worker_settings
 
 logger = logging.getLogger("batchwise.worker")
+CLOSE_WAIT_S = 3.0  # how long a closing worker waits for a lost Redis
+
+
+_TAKE = """
+-- KEYS: the job's in-progress key, the queue;  ARGV: job id, now ms, lease ms
+-- Returns the job's queue score once this worker holds its lease, else 0.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local score = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
+if not score or score > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
+return score
+"""
+
+
+class DurableWorker(Worker):
+    """arq's worker with leased jobs (a heartbeat) that keeps polling through a Redis outage.
+
+    Its pool's retry policy waits out an outage inside each command; what still escapes (a
+    connection lost while arq watches a key) must not end the worker. Jobs are claimed by one
+    script rather than arq's optimistic transaction.
+    """
+
+    def __init__(self, *args: Any, heartbeat_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_progress_timeout_s = heartbeat_s  # the lease; Heartbeat renews it
+        self.heartbeat = Heartbeat(self, heartbeat_s)
+        self._take_script: AsyncScript | None = None
+
+    async def _take(self, *, keys: list[str], args: list[str | int]) -> int:
+        if self._take_script is None:
+            self._take_script = self.pool.register_script(_TAKE)
+        return int(await self._take_script(keys=keys, args=args))
+
+    async def async_run(self) -> None:
+        beat = asyncio.create_task(self.heartbeat.run())
+        try:
+            await super().async_run()
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+    async def close(self) -> None:
+        """arq's close, except that a Redis still gone at shutdown does not hold the exit (the
+        health key is left to expire)."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        await asyncio.gather(*self.tasks.values())
+        with contextlib.suppress(TimeoutError, *LOST):
+            await asyncio.wait_for(self.pool.delete(self.health_check_key), CLOSE_WAIT_S)
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (WatchError, *LOST):
+            logger.debug("poll interrupted by a lost Redis connection", exc_info=True)
+            await asyncio.sleep(self.poll_delay_s)
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """arq's start of each job, claiming it with its lease and giving the job slot back when
+        the claim fails or the connection is lost mid-claim (arq's own would leak the slot)."""
+        for job_id_b in job_ids:
+            await self.sem.acquire()
+            if self.job_counter >= self.max_jobs:
+                self.sem.release()
+                return
+            self.job_counter += 1
+            job_id = job_id_b.decode()
+            started = False
+            try:
+                started = await self._claim(job_id)
+            finally:
+                if not started:
+                    self.job_counter -= 1
+                    self.sem.release()
+
+    async def take_lease(self, job_id: str) -> int:
+        """Take the job's lease if nobody holds it and it is due (not finished, not deferred):
+        one script, one round trip (arq's WATCH / EXISTS / ZSCORE / MULTI / PSETEX / EXEC is
+        four). Returns the job's queue score, or 0 when the lease was not taken."""
+        return await self._take(
+            keys=[in_progress_key_prefix + job_id, self.queue_name],
+            args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)],
+        )
+
+    async def _claim(self, job_id: str) -> bool:
+        here = self.tasks.get(job_id)
+        if here is not None and not here.done():
+            return False  # running here already: its lease ran out while Redis was away
+        score = await self.take_lease(job_id)
+        if not score:
+            return False  # running elsewhere, finished, or deferred by another worker
+        task = self.loop.create_task(self.run_job(job_id, int(score)))
+        task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
+        self.tasks[job_id] = task
+        return True
 
 
 def in_process_worker(
     settings: Settings, redis: ArqRedis, *, poll_delay: float = 0.05, **overrides: Any
-) -> Worker:
+) -> DurableWorker:
     """A worker on an existing pool that leaves signals to its host (the CLI, a test)."""
     options = worker_settings(settings)
     options.pop("redis_settings")
     options.update(overrides)
-    return Worker(**options, redis_pool=redis, handle_signals=False, poll_delay=poll_delay)
+    return DurableWorker(
+        **options,
+        redis_pool=redis,
+        handle_signals=False,
+        poll_delay=poll_delay,
+        heartbeat_s=settings.worker_heartbeat_s,
+    )
 
 
 async def stop(
@@ -94,9 +211,10 @@ async def running(worker: Worker, grace_s: float) -> AsyncIterator[Worker]:
 async def serve(settings: Settings) -> None:
     """`batchwise worker`: run until SIGINT or SIGTERM, drain for `worker_drain_s` (a second
     signal cancels the jobs still running; they rerun elsewhere), close."""
-    from arq.connections import RedisSettings, create_pool
+    from arq.connections import create_pool
 
-    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
+    policy = retry_policy(settings, "worker", give_up_s=None, wait_at_start=True)
+    redis = await create_pool(arq_settings(settings, policy))
     worker = in_process_worker(settings, redis, poll_delay=0.5)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,7 +1,7 @@
 """Jobs left locked by a worker that is known to be dead.
 
-arq marks a running job with an in-progress key that outlives the job's timeout (+10 s), so the
-jobs of a worker that was killed wait out `job_timeout_s` before another worker may run them.
+A running job is marked by an in-progress key, a lease its worker renews (heartbeat.py), so the
+jobs of a worker that was killed wait for the lease to run out before another worker may run them.
 Where the caller knows no live worker can be running them (the embedded server of `batchwise
 run`, with no other run attached), the marks can go at once: every batch job is idempotent.
 """

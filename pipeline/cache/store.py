@@ -9,7 +9,8 @@ Two levels, both in Redis and shared by every producer and worker:
 A submit chunk is looked up in one pipelined read; a hit is answered at once (`cache: "exact"` or
 `"semantic"`, cost 0, the saving recorded). A miss leaves an *intent* beside its pending item:
 the cache key, TTL policy and (for L2) the prompt's vector. When the executor answers the item it
-turns the intent into an entry, so the embedder runs once per prompt, at submit time only.
+turns the intent into an entry, so the embedder runs once per prompt, at submit time only, in
+one batched call per submit chunk.
 `no_cache` tasks (and `ttl_s: 0`) are never looked up and leave no intent: nothing of theirs is
 ever written. The scope is the tenant unless the tenant opted into a shared scope.
 """
@@ -33,7 +34,14 @@ from ..errors import PipelineError
 from ..fingerprint import item_key, request_key
 from ..keys import Keys
 from ..models import Task
-from .semantic import CANDIDATES, Candidate, SemanticIndex, build_embedder, semantic_scope
+from .semantic import (
+    CANDIDATES,
+    Candidate,
+    SemanticIndex,
+    build_embedder,
+    clear_vectors,
+    semantic_scope,
+)
 from .stats import SEP, CacheStatsRow, read_stats
 from .ttl import TTLPolicy
 
@@ -77,7 +85,12 @@ class ResponseCache:
             chosen: Embedder | None = build_embedder(settings) if embedder is _DEFAULT else embedder
             if chosen is not None:
                 self.semantic = SemanticIndex(
-                    redis, keys, chosen, max_entries=settings.cache_semantic_max_entries
+                    redis,
+                    keys,
+                    chosen,
+                    max_entries=settings.cache_semantic_max_entries,
+                    max_chars=settings.cache_semantic_max_chars,
+                    index=settings.cache_semantic_index,
                 )
 
     # identities
@@ -212,16 +225,19 @@ class ResponseCache:
             for i in asking:
                 probes[i].scope_id = None
             return found
-        await index.sync([probes[i].scope_id or "" for i in asking])
         vectors = np.asarray(vectors, dtype=np.float32)
         by_scope: dict[str, list[int]] = {}
         for row, i in enumerate(asking):
             probes[i].vector = vectors[row].tobytes()
             by_scope.setdefault(probes[i].scope_id or "", []).append(row)
+        queries = [
+            (scope_id, [probes[asking[r]].task.prompt for r in rows], vectors[rows])
+            for scope_id, rows in by_scope.items()
+        ]
         choices: dict[int, list[Candidate]] = {}
-        for scope_id, rows in by_scope.items():
-            texts = [probes[asking[r]].task.prompt for r in rows]
-            passed, refused = index.candidates(scope_id, texts, vectors[rows])
+        for rows, (passed, refused) in zip(
+            by_scope.values(), await index.candidates(queries), strict=True
+        ):
             for r, cands, blocked in zip(rows, passed, refused, strict=True):
                 choices[asking[r]] = cands
                 if blocked:
@@ -235,12 +251,14 @@ class ResponseCache:
                 for cand in want.values():
                     pipe.hmget(self.keys.cache_entry(cand.key), list(_ENTRY_FIELDS))
                 entries = await pipe.execute()
+            expired = []
             for (i, cand), row in zip(want.items(), entries, strict=True):
                 choices[i] = choices[i][1:]
                 if row[0] is None:
-                    index.forget(cand)
+                    expired.append(cand)
                 else:
                     found[i] = (cand.key, _entry(row))
+            await index.forget(expired)
         return found
 
     async def _account(
@@ -290,9 +308,14 @@ class ResponseCache:
         if not todo:
             return 0
         now = time.time()
+        scopes = [raw[b"sem"].decode() for _, _, raw in todo if raw.get(b"sem") and raw.get(b"vec")]
+        if self.semantic is not None and scopes:
+            await self.semantic.index()  # chosen before the transaction that publishes
         async with self.redis.pipeline(transaction=True) as pipe:
             for item, outcome, raw in todo:
                 self._write_entry(pipe, item, outcome, {k.decode(): v for k, v in raw.items()}, now)
+            if self.semantic is not None and scopes:
+                self.semantic.trim(pipe, scopes)
             pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
             await pipe.execute()
         return len(todo)
@@ -337,8 +360,9 @@ class ResponseCache:
         """Delete the cached answers (entries, vectors with their prompts, pending intents) of
         one tenant, or of all tenants; returns the number of entries deleted. Counters stay.
 
-        Other processes keep the deleted prompts' rows in memory until they restart, but can
-        no longer serve them: a row whose entry is gone is never a hit."""
+        On a Redis without vector sets other processes keep the deleted prompts' rows in memory
+        until they restart, but can no longer serve them: a row whose entry is gone is never a
+        hit."""
         k = self.keys
         mine = (lambda owner: True) if tenant is None else (lambda owner: owner == tenant)
         members = [
@@ -352,18 +376,7 @@ class ResponseCache:
                 pipe.delete(*[k.cache_entry(m.rsplit(SEP, 1)[1]) for m in part])
                 pipe.zrem(k.cache_entries(), *part)
                 await pipe.execute()
-        async for stream in self.redis.scan_iter(k.cache_vectors("*"), count=1000):
-            if tenant is None:
-                await self.redis.delete(stream)
-                continue
-            last = "-"
-            while rows := await self.redis.xrange(stream, min=last, count=5000):
-                drop = [i for i, fields in rows if fields.get(b"o", b"").decode() == tenant]
-                if drop:
-                    await self.redis.xdel(stream, *drop)
-                if len(rows) < 5000:
-                    break
-                last = "(" + rows[-1][0].decode()
+        await clear_vectors(self.redis, k, tenant)
         async for intent in self.redis.scan_iter(k.cache_intent("*"), count=1000):
             if (
                 tenant is None

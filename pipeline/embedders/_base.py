@@ -14,12 +14,20 @@ Vectors = npt.NDArray[np.float32]
 
 # Calibrated by bench/calibrate_semantic.py (see the module docstring); rerun it after changing
 # the embedder, the guard or the labelled pairs, and paste the figures it prints here.
-THRESHOLD_MINILM, THRESHOLD_JA_MINILM = 0.825, 0.925
-THRESHOLD_E5, THRESHOLD_JA_E5 = 0.955, 0.955
+# The settings cache_semantic_threshold / cache_semantic_threshold_ja override them per deployment.
+THRESHOLD_USEM3, THRESHOLD_JA_USEM3 = 0.79, 0.755
 THRESHOLD_HASHING, THRESHOLD_JA_HASHING = 0.65, 0.855
-THRESHOLD_ROUTED, THRESHOLD_JA_ROUTED = 0.88, 0.955
 
 JAPANESE = re.compile("[\u3041-\u3096\u30a1-\u30fa\u4e00-\u9fff]")
+# Script ranges of the languages a multilingual embedder may confuse across; the first that
+# appears in a prompt names its language class (kana or kanji: Japanese, as `is_japanese`).
+_SCRIPTS = (
+    ("ja", JAPANESE),
+    ("ko", re.compile("[\uac00-\ud7af\u1100-\u11ff]")),
+    ("cyrl", re.compile("[\u0400-\u04ff]")),
+    ("arab", re.compile("[\u0600-\u06ff]")),
+    ("thai", re.compile("[\u0e00-\u0e7f]")),
+)
 
 
 @runtime_checkable
@@ -59,6 +67,28 @@ class Calibrated:
 def is_japanese(text: str) -> bool:
     """True when `text` contains kana or kanji: such a prompt is matched as Japanese."""
     return JAPANESE.search(text) is not None
+
+
+def language_of(text: str) -> str:
+    """A cheap script-based language class: "ja", "ko", "cyrl", "arab", "thai", else "latn".
+
+    It goes into the semantic scope, so prompts in different scripts are never compared (a
+    multilingual model scores a question and its translation close, but the answer is in the
+    asker's language).
+    """
+    for name, script in _SCRIPTS:
+        if script.search(text):
+            return name
+    return "latn"
+
+
+def clip_for_embedding(text: str, max_chars: int) -> str:
+    """`text`, or its head and tail when it is longer than `max_chars` (embedding cost grows
+    with length; the question of a long prompt is often at its end)."""
+    if len(text) <= max_chars:
+        return text
+    tail = max_chars // 4
+    return f"{text[: max_chars - tail]} … {text[-tail:]}"
 
 
 def normalise(vectors: Vectors) -> Vectors:

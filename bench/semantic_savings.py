@@ -1,0 +1,160 @@
+"""Does the semantic cache pay? A paraphrase-heavy FAQ workload through the whole pipeline, run
+with the exact cache only and with the shipped defaults (exact + semantic), in one process run.
+
+    python bench/semantic_savings.py [--latency-s 0.3] [--repeat-share 0.2]
+
+Workload (tests/data/semantic_pairs.jsonl, English and Japanese): wave 1 asks every distinct
+first prompt of the labelled pairs (plus a share of them again, word for word); once it is
+answered, wave 2 asks every pair's second prompt: paraphrases of wave 1 (a semantic hit is right)
+and near-misses (a semantic hit is a WRONG answer). Both waves run through `BatchwiseClient`, an
+in-process worker and the fake provider over HTTP, which answers every call after a fixed
+`--latency-s`. Each served semantic hit is judged by the prompt whose answer it got: a labelled
+paraphrase pair is right, a labelled near-miss pair is wrong, anything else unjudged. Printed per
+configuration: provider calls and items, dollars (the ledger's prices), wall time, hits, wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.config import ProviderConfig, load_settings
+from pipeline.embedded import EmbeddedRedis
+from tests.conftest import pipeline_client, running_worker
+from tests.fake_provider import FakeProvider, expected_output
+
+PAIRS = Path(__file__).resolve().parents[1] / "tests" / "data" / "semantic_pairs.jsonl"
+KEY = "bench-key"
+SYSTEM = "You are the support assistant of an online shop. Answer in one or two sentences."
+
+
+def workload(repeat_share: float) -> tuple[list[str], list[str], dict[frozenset[str], str]]:
+    """Wave 1 prompts, wave 2 prompts, and the label of each labelled pair."""
+    rows = [orjson.loads(line) for line in PAIRS.read_bytes().splitlines() if line.strip()]
+    firsts = list(dict.fromkeys(r["a"] for r in rows))
+    wave1 = firsts + firsts[: int(len(firsts) * repeat_share)]
+    wave2 = [r["b"] for r in rows]
+    labels = {frozenset((r["a"], r["b"])): r["label"] for r in rows}
+    return wave1, wave2, labels
+
+
+async def run_wave(client: Any, prompts: list[str], wave: int) -> list[Any]:
+    tasks = [
+        {"id": f"w{wave}-{i}", "task_type": "faq", "system": SYSTEM, "prompt": p}
+        for i, p in enumerate(prompts)
+    ]
+    run_id = await client.submit(tasks, complete=True)
+    await client.wait(run_id, timeout_s=900)
+    results = [r async for r in client.results(run_id)]
+    summary = await client.summary(run_id)
+    return [results, summary]
+
+
+async def configuration(
+    redis_url: str, fake: FakeProvider, waves: list[list[str]], *, semantic: bool
+) -> dict[str, Any]:
+    settings = load_settings(
+        env={},
+        cache_semantic=semantic,
+        redis_url=redis_url,
+        key_prefix=f"savings{time.time_ns()}",
+        queue_name=f"savings{time.time_ns()}:q",
+        linger_ms=50,
+        providers=(
+            ProviderConfig(
+                name="fake",
+                kind="openai",
+                base_url=fake.openai_base_url,
+                api_key=KEY,
+                models=("gpt-*",),
+            ),
+        ),
+    )
+    fake.reset()
+    fake.add_faults({"kind": "latency", "delay_s": LATENCY_S[0], "times": 1_000_000})
+    out: dict[str, Any] = {"cost": Decimal(0), "results": []}
+    async with pipeline_client(settings) as client, running_worker(settings):
+        started = time.perf_counter()
+        for wave, prompts in enumerate(waves, 1):
+            results, summary = await run_wave(client, prompts, wave)
+            out["results"].append(results)
+            out["cost"] += summary.cost_usd
+        out["wall_s"] = time.perf_counter() - started
+    stats = fake.stats(bodies=False)
+    out["calls"], out["items"] = stats["requests"], stats["items"]
+    return out
+
+
+LATENCY_S = [0.3]
+
+
+def judge(
+    wave2: list[str], results: list[Any], labels: dict[frozenset[str], str], answers: dict[str, str]
+) -> dict[str, int]:
+    """Semantic hits of wave 2 by what the served answer was written for."""
+    counts = {"semantic": 0, "exact": 0, "right": 0, "wrong": 0, "unjudged": 0}
+    for prompt, result in zip(wave2, results, strict=True):
+        if result.cache in ("exact", "semantic"):
+            counts[result.cache] += 1
+        if result.cache != "semantic":
+            continue
+        source = answers.get(result.output or "")
+        label = labels.get(frozenset((prompt, source or "")))
+        key = {"paraphrase": "right", "near_miss": "wrong"}.get(label or "", "unjudged")
+        counts[key] += 1
+    return counts
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency-s", type=float, default=0.3, help="per provider call")
+    parser.add_argument("--repeat-share", type=float, default=0.2)
+    args = parser.parse_args()
+    LATENCY_S[0] = args.latency_s
+    wave1, wave2, labels = workload(args.repeat_share)
+    answers = {expected_output(p): p for p in wave1}
+    with tempfile.TemporaryDirectory() as tmp, FakeProvider(key=KEY) as fake:
+        server = EmbeddedRedis(Path(tmp))
+        url = server.start()
+        try:
+            runs = {
+                label: await configuration(url, fake, [wave1, wave2], semantic=semantic)
+                for label, semantic in (("exact cache only", False), ("exact + semantic", True))
+            }
+        finally:
+            server.stop()
+    print(
+        f"{len(wave1) + len(wave2)} FAQ tasks: wave 1 {len(wave1)} (incl. word-for-word repeats), "
+        f"wave 2 {len(wave2)} (paraphrases and near-misses of wave 1); gpt-4o-mini via the fake "
+        f"provider, {args.latency_s * 1000:.0f} ms per call"
+    )
+    print(
+        f"{'':18}{'calls':>7}{'items':>7}{'cost $':>11}{'wall s':>8}"
+        f"{'exact':>7}{'semantic':>9}{'right':>7}{'wrong':>7}{'unjudged':>9}"
+    )
+    for label, r in runs.items():
+        c = judge(wave2, r["results"][1], labels, answers)
+        print(
+            f"{label:18}{r['calls']:>7}{r['items']:>7}{r['cost']:>11.5f}{r['wall_s']:>8.2f}"
+            f"{c['exact']:>7}{c['semantic']:>9}{c['right']:>7}{c['wrong']:>7}{c['unjudged']:>9}"
+        )
+    base, sem = runs["exact cache only"], runs["exact + semantic"]
+    print(
+        f"semantic vs exact only: provider items {sem['items'] / max(base['items'], 1):.2f}x, "
+        f"cost {float(sem['cost'] / base['cost']) if base['cost'] else 0:.2f}x, "
+        f"wall time {sem['wall_s'] / base['wall_s']:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
