@@ -263,6 +263,12 @@ class Settings(BaseModel):
     # semantic cache v2: see docs/semantic.md
     cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
     cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
+    # the semantic grey zone (docs/semantic.md): candidates up to this far below the serve
+    # threshold are served only when a cheap model confirms them (one packed call per chunk)
+    cache_semantic_verify: bool = True
+    cache_semantic_verify_margin: float = Field(0.15, ge=0, lt=1)
+    cache_semantic_verify_model: str = ""  # empty: the cheapest priced model a provider serves
+    cache_semantic_verify_ttl_s: int = Field(7 * 86400, gt=0)  # how long a verdict is reused
 
     # what a team would send every task to without the tool: savings are shown against it
     baseline_model: str = "gpt-4o"
@@ -390,6 +396,10 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_REDIS_OUTAGE_WAIT_S": "redis_outage_wait_s",
     "BATCHWISE_WORKER_HEARTBEAT_S": "worker_heartbeat_s",
     "BATCHWISE_DURABLE_SUBMIT": "durable_submit",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY": "cache_semantic_verify",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_MARGIN": "cache_semantic_verify_margin",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_MODEL": "cache_semantic_verify_model",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_TTL_S": "cache_semantic_verify_ttl_s",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")
