@@ -258,6 +258,8 @@ class Settings(BaseModel):
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+    # an inbox file is claimed only once its size and mtime have not changed for this long
+    nightly_settle_s: float = Field(5.0, ge=0)
     # semantic cache v2: see docs/semantic.md
     cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
     cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
@@ -384,6 +386,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_NIGHTLY_SETTLE_S": "nightly_settle_s",
     "BATCHWISE_CACHE_SEMANTIC_MAX_CHARS": "cache_semantic_max_chars",
     "BATCHWISE_CACHE_SEMANTIC_INDEX": "cache_semantic_index",
     "BATCHWISE_BASELINE_MODEL": "baseline_model",
@@ -450,6 +453,9 @@ def load_settings(
     """Build the settings from defaults, a TOML file, the environment and explicit overrides."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
+    # the XDG base directory spec: only an absolute XDG_STATE_HOME counts
+    if env.get("XDG_STATE_HOME", "").startswith("/"):
+        data["state_dir"] = Path(env["XDG_STATE_HOME"]) / "batchwise"
 
     path = config_file or (Path(env["BATCHWISE_CONFIG"]) if env.get("BATCHWISE_CONFIG") else None)
     if path is None and Path("batchwise.toml").is_file():
