@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 from .admission import Admission
 from .budgets import Budgets
 from .cache import ResponseCache
+from .cache.verify import Verifier
 from .config import Settings
 from .executor import BatchExecutor
 from .keys import Keys
@@ -36,6 +37,10 @@ class Pipeline:
         self.budgets = Budgets(redis, settings, self.keys, self.prices, self.runs)
         self.admission = Admission(self.budgets, self.router)
         self.cache = ResponseCache(redis, settings, self.keys)
+        if settings.cache_semantic_verify:
+            self.cache.use_verifier(
+                Verifier(redis, settings, self.keys, self.chain, self.prices, self.ledger)
+            )
         self.executor = BatchExecutor(
             redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
         )

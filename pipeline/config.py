@@ -259,9 +259,17 @@ class Settings(BaseModel):
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+    # an inbox file is claimed only once its size and mtime have not changed for this long
+    nightly_settle_s: float = Field(5.0, ge=0)
     # semantic cache v2: see docs/semantic.md
     cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
     cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
+    # the semantic grey zone (docs/semantic.md): candidates up to this far below the serve
+    # threshold are served only when a cheap model confirms them (one packed call per chunk)
+    cache_semantic_verify: bool = True
+    cache_semantic_verify_margin: float = Field(0.15, ge=0, lt=1)
+    cache_semantic_verify_model: str = ""  # empty: the cheapest priced model a provider serves
+    cache_semantic_verify_ttl_s: int = Field(7 * 86400, gt=0)  # how long a verdict is reused
     # how often a worker polls the queue for jobs other processes enqueued (its own flusher's
     # jobs and freed slots start jobs at once, workers/pickup.py)
     worker_poll_s: float = Field(0.2, gt=0)
@@ -382,6 +390,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_NIGHTLY_SETTLE_S": "nightly_settle_s",
     "BATCHWISE_CACHE_SEMANTIC_MAX_CHARS": "cache_semantic_max_chars",
     "BATCHWISE_CACHE_SEMANTIC_INDEX": "cache_semantic_index",
     "BATCHWISE_WORKER_POLL_S": "worker_poll_s",
@@ -392,6 +401,10 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_REDIS_OUTAGE_WAIT_S": "redis_outage_wait_s",
     "BATCHWISE_WORKER_HEARTBEAT_S": "worker_heartbeat_s",
     "BATCHWISE_DURABLE_SUBMIT": "durable_submit",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY": "cache_semantic_verify",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_MARGIN": "cache_semantic_verify_margin",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_MODEL": "cache_semantic_verify_model",
+    "BATCHWISE_CACHE_SEMANTIC_VERIFY_TTL_S": "cache_semantic_verify_ttl_s",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")
@@ -445,6 +458,9 @@ def load_settings(
     """Build the settings from defaults, a TOML file, the environment and explicit overrides."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
+    # the XDG base directory spec: only an absolute XDG_STATE_HOME counts
+    if env.get("XDG_STATE_HOME", "").startswith("/"):
+        data["state_dir"] = Path(env["XDG_STATE_HOME"]) / "batchwise"
 
     path = config_file or (Path(env["BATCHWISE_CONFIG"]) if env.get("BATCHWISE_CONFIG") else None)
     if path is None and Path("batchwise.toml").is_file():

@@ -62,7 +62,7 @@ upgrade/downgrade :: upgrad, アップグレード :: downgrad, ダウングレ�
 enable/disable :: enabl, (?:turn|switch)\w*\s+on\b, activat, 有効, オン :: disabl, (?:turn|switch)\w*\s+off\b, deactivat, 無効, オフ
 more/less :: (?:higher|bigger|larger|greater|over|above)\b, more\s+than\b, at\s+least\b, 以上, 超え, より多 :: (?:lower|smaller|under|below)\b, (?:less|fewer)\s+than\b, at\s+most\b, 以下, 未満, より少
 increase/decrease :: increas, rais, 増や, 増加, 増額, 引き上げ, 上げ, 大き :: decreas, reduc, 減ら, 減少, 減額, 引き下げ, 下げ, 小さ
-add/remove :: add(?:s|ed|ing)?\b, 追加 :: remov, delet, 削除, 取り除
+add/remove :: add(?:s|ed|ing)?\b, appl(?:y|ies|ied|ying)\b, put(?:s|ting)?\b, mak(?:e|es|ing)\b, insert, attach, 追加, 適用, 付け, 入れ :: remov, delet, get(?:ting)?\s+rid\b, tak(?:e|es|ing)\s+(?:\S+\s+){0,3}?off\b, strip, 削除, 取り除, 外す, 外し, 解除, 消す, 消し
 import/export :: import, インポート :: export, エクスポート
 upload/download :: upload, アップロード :: download, ダウンロード
 buy/sell :: buy, bought\b, purchas, 購入 :: sell, sold\b, 売却
@@ -83,6 +83,38 @@ fast/slow :: fast, quick :: slow
 positive/negative :: positive\b, ポジティブ, 肯定 :: negative\b, ネガティブ, 否定
 maximum/minimum :: max(?:imum)?\b, 最大, 上限 :: min(?:imum)?\b, 最小, 下限
 """  # noqa: E501
+
+# relation :: patterns (regexes over the lower-cased text, numbers already in digits). Two
+# prompts must state the same relations: "within 30 days" is not "after 30 days". Each line is
+# one meaning, so "over $50" == "more than $50"; an ambiguous word ("over the phone", "under my
+# account") counts only before a number. Earlier lines win where patterns overlap ("no more than").
+RELATION_TABLE = r"""
+at most :: at\s+most\b, no\s+more\s+than\b, not\s+more\s+than\b, maximum\s+of\b, or\s+(?:less|fewer)\b, up\s+to\s+(?=[$€£¥]?\s*\d), (?<=[^\s「『(（。、！？:：])以下
+at least :: at\s+least\b, no\s+less\s+than\b, minimum\s+of\b, or\s+more\b, (?<=[^\s「『(（。、！？:：])以上
+within :: within\b, 以内
+after :: after\b, later\s+than\b, 以降, (?<=[日月年週間])後
+before :: before\b, prior\s+to\b, earlier\s+than\b, 以前, より前, (?<=[日月年週間])前
+until :: until\b, till\b
+since :: since\b, 以来
+over :: over\s+(?=[$€£¥]?\s*\d), more\s+than\b, above\s+(?=[$€£¥]?\s*\d), greater\s+than\b, exceeding\b, 超
+under :: under\s+(?=[$€£¥]?\s*\d), less\s+than\b, fewer\s+than\b, below\s+(?=[$€£¥]?\s*\d), 未満
+"""  # noqa: E501
+
+# action :: patterns. When both prompts name actions, they must name the same ones: "change my
+# order" is not "cancel my order", though the rest of the sentence may be worded differently.
+# Synonyms share a line; a prompt without any of these words is not compared by this rule.
+ACTION_TABLE = r"""
+cancel :: cancel\w*, call\w*\s+off\b, キャンセル, 取り消, 取消, 解約
+change :: chang\w*, modif\w*, edit\w*, updat\w*, amend\w*, alter\w*, 変更, 修正
+track :: track\w*, trac(?:e|ed|ing)\b, 追跡
+pause :: paus\w*, suspend\w*, on\s+hold\b, 一時停止, 休止
+renew :: renew\w*, extend\w*, 更新, 延長
+return :: return\w*, send\w*\s+(?:\S+\s+){0,2}?back\b, 返品, 返送
+refund :: refund\w*, money\s+back\b, 返金, お金\S{0,2}戻
+exchange :: exchang\w*, swap\w*, 交換
+reset :: reset\w*, リセット
+delete :: delet\w*, 削除
+"""
 
 # "one", "first" and "second" are left out: "which one", "first time", "30 seconds".
 NUMBER_WORDS = """
@@ -151,6 +183,8 @@ KANJI_NUMERAL = re.compile(
 )
 QUOTED = re.compile(r"\"([^\"]{2,})\"|“([^”]{2,})”|「([^」]{2,})」|『([^』]{2,})』")
 CAPITALISED = re.compile(r"(?:[A-Z][A-Za-z'-]*|[a-z]+[A-Z][A-Za-z'-]*)(?:[ \t]+[A-Z][A-Za-z'-]*)*")
+# A kanji place name before 店/駅/市...: 梅田店 and 天神店 are different shops.
+JA_PLACE = re.compile(rf"(?<![当本各同全支閉開来入出])([{KANJI}]{{1,4}}?)(?=店|駅|県|市|区|支店)")
 KATAKANA_RUN = re.compile(rf"[{KATA}]{{2,}}")
 EN_TOKEN = re.compile(r"[a-z0-9$%]+(?:[.,'][a-z0-9]+)*")
 # A Japanese term with the particle after it: scrambled word order keeps the particles.
@@ -197,8 +231,10 @@ DATES = [
 NUMBER_VALUES = dict(zip(*[iter(NUMBER_WORDS.split())] * 2, strict=True))
 TENS = "|".join(w for w, n in NUMBER_VALUES.items() if int(n) >= 20)
 EN_NUMBER_WORD = re.compile(
-    rf"\b(?:({TENS})-)?({'|'.join(sorted(NUMBER_VALUES, key=len, reverse=True))})\b"
+    rf"\b(?:({TENS})[-\s])?({'|'.join(sorted(NUMBER_VALUES, key=len, reverse=True))})\b"
 )
+# "a dozen" == 12, "half a dozen" == 6, "2 dozen" == 24 (number words are digits by then)
+DOZEN = re.compile(r"\b(?:(half\s+a)|a|(\d+))\s+dozens?\b")
 
 SIDES = [
     (f"{name}:{side}", terms.split(", "))
@@ -215,3 +251,28 @@ EN_OPPOSITE = re.compile(
     + ")"
 )
 JA_OPPOSITES = [(side, t) for side, terms in SIDES for t in terms if not t.isascii()]
+
+RELATION_NAMES = [line.split(" :: ")[0] for line in RELATION_TABLE.strip().splitlines()]
+# One regex: an English pattern must start a word, a Japanese one may start anywhere.
+RELATION = re.compile(
+    "|".join(
+        f"(?P<r{i}>"
+        + "|".join((rf"\b{t}" if "a" <= t[0] <= "z" else t) for t in terms.split(", "))
+        + ")"
+        for i, terms in enumerate(
+            line.split(" :: ")[1] for line in RELATION_TABLE.strip().splitlines()
+        )
+    )
+)
+
+ACTION_NAMES = [line.split(" :: ")[0] for line in ACTION_TABLE.strip().splitlines()]
+ACTION = re.compile(
+    "|".join(
+        f"(?P<a{i}>"
+        + "|".join((rf"\b{t}" if "a" <= t[0] <= "z" else t) for t in terms.split(", "))
+        + ")"
+        for i, terms in enumerate(
+            line.split(" :: ")[1] for line in ACTION_TABLE.strip().splitlines()
+        )
+    )
+)

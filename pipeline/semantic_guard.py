@@ -5,13 +5,16 @@ Embeddings put "refund within 30 days" next to "within 60 days", "convert USD to
 #12234), and no threshold separates those from true paraphrases. So `blocks_semantic_hit`
 compares the concrete facts of the query and the cached prompt and refuses when they differ:
 ids (URLs, e-mails, ORD-1234, #44127), dates (ISO, "March 3", 3月3日, weekdays, holidays,
-tomorrow, 来週 ...), numbers (full-width digits, number words, kanji numerals before a counter),
-a negation in one prompt only (not, n't, never, without; ない, ません, ず, 不要, 無効 ...),
-a repetition in one prompt only ("again", "reissue"; もう一度, 再発行: a receipt vs a second one),
-opposite terms (upgrade/downgrade, 有効/無効), direction ("from A to B" / "from B to A", AからB),
-one content slot changed or added in a shared frame ("the blue version" / "the red version",
-注文/予約をキャンセル), and names: capitalised words, acronyms and quoted text the other prompt
-lacks, or katakana terms swapped for others (a katakana word merely added is allowed).
+tomorrow, 来週 ...), numbers (full-width digits, number words, "a dozen", kanji numerals
+before a counter), relations (within / after, over / under, at least / at most; 以内 / 以降,
+以上 / 未満 ...), actions when both prompts name one (change / cancel / pause; 変更 /
+キャンセル ...), a negation in one prompt only (not, n't, never, without; ない, ません, ず,
+不要, 無効 ...), a repetition in one prompt only ("again", "reissue"; もう一度, 再発行: a
+receipt vs a second one), opposite terms (upgrade/downgrade, apply/remove, 有効/無効),
+direction ("from A to B" / "from B to A", AからB), one content slot changed or added in a
+shared frame ("the blue version" / "the red version", 注文/予約をキャンセル), and names:
+capitalised words, acronyms, quoted text and kanji place names (梅田店) the other prompt lacks,
+or katakana terms swapped for others (a katakana word merely added is allowed).
 
 All of it is regular expressions over NFKC-normalised text, and a text's facts are cached. The
 guard only refuses: a hit it lets through must still clear the embedder's threshold.
@@ -26,9 +29,12 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
 from .guard_lexicon import (
+    ACTION,
+    ACTION_NAMES,
     CAPITALISED,
     CODE,
     DATES,
+    DOZEN,
     EMAIL,
     EN_FROM_TO,
     EN_INSTEAD,
@@ -45,6 +51,7 @@ from .guard_lexicon import (
     JA_NEGATION_NEUTRAL,
     JA_NUMERAL_NEUTRAL,
     JA_OPPOSITES,
+    JA_PLACE,
     JA_TEXT,
     JA_TOKEN,
     KANJI_NUMERAL,
@@ -53,6 +60,8 @@ from .guard_lexicon import (
     NUMBER_VALUES,
     PRONOUN_I,
     QUOTED,
+    RELATION,
+    RELATION_NAMES,
     REPETITION,
     SENTENCE_BREAK,
     SIDES,
@@ -72,6 +81,8 @@ class PromptFacts:
     ids: frozenset[str]
     dates: frozenset[str]
     numbers: frozenset[str]
+    relations: frozenset[str]
+    actions: frozenset[str]
     negated: bool
     repeated: bool
     opposites: frozenset[str]
@@ -95,10 +106,14 @@ def blocks_semantic_hit(query: str, cached: str) -> str | None:
         mine, theirs = getattr(q, label), getattr(c, label)
         if mine != theirs:
             return f"{label} differ: {_show(mine - theirs)} vs {_show(theirs - mine)}"
+    if q.relations != c.relations:
+        return f"relations differ: {_show(q.relations)} vs {_show(c.relations)}"
     if q.negated != c.negated:
         return f"negation only in the {'query' if q.negated else 'cached prompt'}"
     if q.repeated != c.repeated:
         return f"repetition only in the {'query' if q.repeated else 'cached prompt'}"
+    if q.actions and c.actions and q.actions != c.actions:
+        return f"actions differ: {_show(q.actions)} vs {_show(c.actions)}"
     clash = _opposite_clash(q.opposites, c.opposites)
     if clash:
         return f"opposite terms: {clash}"
@@ -135,9 +150,8 @@ def prompt_facts(text: str) -> PromptFacts:
     if {"wd:sat", "wd:sun"} <= dates:  # "weekends" == "Saturdays and Sundays"
         dates = (dates - {"wd:sat", "wd:sun"}) | {"weekend"}
     # The text without its ids and dates, numbers in one spelling: "3 days" == "three days".
-    skeleton = NUMBER.sub(
-        lambda m: f" {_number_key(m)} ", EN_NUMBER_WORD.sub(_number_word, rest.lower())
-    )
+    spelled = DOZEN.sub(_dozen, EN_NUMBER_WORD.sub(_number_word, rest.lower()))
+    skeleton = NUMBER.sub(lambda m: f" {_number_key(m)} ", spelled)
     numbers = {_number_key(m) for m in NUMBER.finditer(skeleton)}
     quoted = {next(g for g in m.groups() if g).strip().lower() for m in QUOTED.finditer(norm)}
     return PromptFacts(
@@ -145,6 +159,10 @@ def prompt_facts(text: str) -> PromptFacts:
         ids=frozenset(ids),
         dates=frozenset(dates),
         numbers=frozenset(numbers),
+        relations=frozenset(
+            RELATION_NAMES[int(str(m.lastgroup)[1:])] for m in RELATION.finditer(skeleton)
+        ),
+        actions=frozenset(ACTION_NAMES[int(str(m.lastgroup)[1:])] for m in ACTION.finditer(lower)),
         negated=bool(
             EN_NEGATION.search(EN_NEGATION_NEUTRAL.sub(" ", lower))
             or JA_NEGATION.search(_mask(lower, JA_NEGATION_NEUTRAL))
@@ -156,7 +174,7 @@ def prompt_facts(text: str) -> PromptFacts:
         ),
         directions=frozenset(_directions(lower)),
         content=tuple(t for t in EN_TOKEN.findall(lower) if t not in STOPWORDS),
-        names=frozenset(_names(rest) | quoted),
+        names=frozenset(_names(rest) | quoted | set(JA_PLACE.findall(norm))),
         katakana=frozenset(KATAKANA_RUN.findall(norm)),
         skeleton=skeleton,
     )
@@ -181,6 +199,10 @@ def _number_key(m: re.Match[str]) -> str:
 
 def _number_word(m: re.Match[str]) -> str:
     return f" {int(NUMBER_VALUES[m[2]]) + (int(NUMBER_VALUES[m[1]]) if m[1] else 0)} "
+
+
+def _dozen(m: re.Match[str]) -> str:
+    return f" {6 if m[1] else 12 * int(m[2] or 1)} "
 
 
 def _kanji_to_int(numeral: str) -> int:
@@ -253,8 +275,8 @@ def _changed_slot(q_text: str, c_text: str) -> tuple[str, str] | None:
         content = [any(JA_CONTENT.match(ch) for ch in span) for span in (q_span, c_span)]
     else:
         content = [any(t not in FRAME_WORDS for t in span) for span in (q_span, c_span)]
-    # A changed slot needs content on both sides; an added qualifier needs content on its side.
-    if (q_span and c_span and all(content)) or (not (q_span and c_span) and any(content)):
+    # Content on either side decides: "change" (a frame word) for "cancel" changes the request.
+    if any(content):
         joiner = "" if japanese else " "
         return joiner.join(q_span) or "(nothing)", joiner.join(c_span) or "(nothing)"
     return None

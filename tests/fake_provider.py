@@ -6,6 +6,9 @@ and a packed prompt `{"1": input, "2": input, ...}` (the keyed wire format) is a
 `{"1": expected_output(input), ...}`; the older `{"items": [{"id", "input"}, ...]}` prompt is
 answered in its own shape, `{"results": [{"id", "output"}, ...]}`. So a test can check that no
 task ever receives another task's output.
+A semantic-cache verification (`{"pairs": {"1": [a, b], ...}}`, see pipeline/verdicts.py) is
+answered with `FakeProvider.verdict` for every pair: "yes" after a reset, or a function of the
+pair's two texts.
 
 Faults are queued on demand, in-process with `FakeProvider.add_faults(...)` or from any process
 with `POST /_control/faults`. A fault spec is a dict::
@@ -50,6 +53,7 @@ import math
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -150,6 +154,18 @@ def _packed_items(text: str) -> tuple[list[dict[str, Any]], bool] | None:
     ):
         return None
     return items, False
+
+
+def _verify_pairs(text: str) -> dict[str, Any] | None:
+    """The pairs of a semantic-cache verification (`{"pairs": {"1": [a, b], ...}}`), or None."""
+    if not text.startswith('{"pairs"'):
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    pairs = doc.get("pairs") if isinstance(doc, dict) else None
+    return pairs if isinstance(pairs, dict) else None
 
 
 def _input_text(item: dict[str, Any]) -> str:
@@ -300,6 +316,8 @@ class FakeProvider:
             # A delayed answer to a request from before the reset must not count after it.
             self._generation += 1
             self._faults = []
+            # the answer to a semantic-cache verification pair, or a function of its two texts
+            self.verdict: str | Callable[[str, str], str] = "yes"
             self._requests = 0
             self._items = 0
             self._items_answered = 0
@@ -313,6 +331,11 @@ class FakeProvider:
             self._prefixes: set[tuple[str, str, str]] = set()
             self._bodies: list[Any] = []
             self.batch_api = FakeBatchAPI(self)
+
+    def _verdict(self, pair: Any) -> str:
+        if callable(self.verdict) and isinstance(pair, list) and len(pair) == 2:
+            return self.verdict(str(pair[0]), str(pair[1]))
+        return self.verdict if isinstance(self.verdict, str) else "no"
 
     def stats(self, *, bodies: bool = True) -> dict[str, Any]:
         """Counters since the last reset; the same dict `GET /_control/stats` returns."""
@@ -522,6 +545,8 @@ class FakeProvider:
         kind = fault.kind if fault else None
         if kind == "malformed":
             content = "Sorry, I cannot help with that request."
+        elif (pairs := _verify_pairs(last_user)) is not None:
+            content = json.dumps({n: self._verdict(pair) for n, pair in pairs.items()})
         elif items is not None:
             content = _packed_answer(items, packed is not None and packed[1], kind)
         else:

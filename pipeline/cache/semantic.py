@@ -144,6 +144,8 @@ class SemanticIndex:
         self.max_chars = max_chars
         self.index_choice = index
         self.blocked = 0  # candidates above the threshold that the guard refused
+        # how far below the threshold candidates are still returned, for verification
+        self.grey_margin = 0.0
         self._index: VectorIndex | None = None
         self._choosing = asyncio.Lock()
 
@@ -195,7 +197,7 @@ class SemanticIndex:
         may answer it, best first, and how many above the threshold the guard refused. All
         scopes are searched together (one round trip on vector sets)."""
         searches = [
-            Search(scope_id, vectors, [self.threshold_for(q) for q in texts])
+            Search(scope_id, vectors, [self.threshold_for(q) - self.grey_margin for q in texts])
             for scope_id, texts, vectors in queries
         ]
         index = await self.index()

@@ -38,6 +38,8 @@ class CacheStatsRow:
     saved_input_tokens: int = 0
     saved_output_tokens: int = 0
     unpriced_hits: int = 0
+    semantic_verified: int = 0  # grey-zone candidates the verification model confirmed
+    semantic_refused: int = 0  # grey-zone candidates it did not (or could not) confirm
 
     @property
     def saved_usd(self) -> Decimal:

@@ -44,6 +44,7 @@ from .semantic import (
 )
 from .stats import SEP, CacheStatsRow, read_stats
 from .ttl import TTLPolicy
+from .verify import PairCheck, Verifier
 
 logger = logging.getLogger("batchwise.cache")
 
@@ -81,6 +82,7 @@ class ResponseCache:
         self.keys = keys
         self.enabled = settings.cache_enabled
         self.semantic: SemanticIndex | None = None
+        self.verifier: Verifier | None = None
         if self.enabled and settings.cache_semantic:
             chosen: Embedder | None = build_embedder(settings) if embedder is _DEFAULT else embedder
             if chosen is not None:
@@ -92,6 +94,13 @@ class ResponseCache:
                     max_chars=settings.cache_semantic_max_chars,
                     index=settings.cache_semantic_index,
                 )
+
+    def use_verifier(self, verifier: Verifier) -> None:
+        """Serve grey-zone candidates (up to `cache_semantic_verify_margin` below the
+        threshold) when `verifier` confirms them; without one they are misses."""
+        self.verifier = verifier
+        if self.semantic is not None:
+            self.semantic.grey_margin = self.settings.cache_semantic_verify_margin
 
     # identities
     def scope(self, tenant: str) -> str:
@@ -235,6 +244,7 @@ class ResponseCache:
             for scope_id, rows in by_scope.items()
         ]
         choices: dict[int, list[Candidate]] = {}
+        chosen: dict[int, Candidate] = {}
         for rows, (passed, refused) in zip(
             by_scope.values(), await index.candidates(queries), strict=True
         ):
@@ -258,8 +268,46 @@ class ResponseCache:
                     expired.append(cand)
                 else:
                     found[i] = (cand.key, _entry(row))
+                    chosen[i] = cand
             await index.forget(expired)
+        await self._verify_grey(probes, found, chosen, counts)
         return found
+
+    async def _verify_grey(
+        self,
+        probes: list[_Probe],
+        found: list[tuple[str, dict[bytes, bytes]] | None],
+        chosen: dict[int, Candidate],
+        counts: Counter[tuple[str, str, str]],
+    ) -> None:
+        """Keep a grey-zone match (below the serve threshold) only if the verifier confirms it."""
+        if self.semantic is None:
+            return
+        threshold_for = self.semantic.threshold_for
+        grey = [
+            i for i, cand in chosen.items() if cand.score < threshold_for(probes[i].task.prompt)
+        ]
+        if not grey:
+            return
+        checks = [
+            PairCheck(
+                probes[i].task.tenant,
+                chosen[i].scope_id,
+                probes[i].task.prompt,
+                chosen[i].text,
+            )
+            for i in grey
+        ]
+        verdicts = (
+            [False] * len(grey) if self.verifier is None else await self.verifier.confirm(checks)
+        )
+        for i, yes in zip(grey, verdicts, strict=True):
+            task = probes[i].task
+            counts[
+                (task.tenant, task.model, "semantic_verified" if yes else "semantic_refused")
+            ] += 1
+            if not yes:
+                found[i] = None
 
     async def _account(
         self,

@@ -15,6 +15,7 @@ import orjson
 
 from ..models import Usage
 from ..tokens import count_messages, count_tokens
+from ..verdicts import asked_pairs, offline_verdicts
 from ..wire import ITEM_OVERHEAD_TOKENS, WRAPPER_OUTPUT_TOKENS, decode_items, encode_answers
 from .base import ChatRequest, ChatResponse
 
@@ -64,7 +65,9 @@ class SimulatedProvider:
         last = request.messages[-1].content
         items = decode_items(request.system, last)
         schema = request.response_schema
-        if items is None:
+        if asked_pairs(request.system, last) is not None:
+            text = offline_verdicts(last)
+        elif items is None:
             text = simulated_answer(last, request.max_tokens)
             if schema is not None:
                 text = orjson.dumps(schema_instance(schema, text)).decode()
