@@ -1,24 +1,35 @@
-"""Tasks per second through the whole pipeline (submit -> results) against a local fake provider
-with no latency, beside a baseline in the same run: a plain asyncio + httpx client sending one
-request per task to the same server.
+"""Tasks per second through the whole pipeline (submit -> results) against a local fake provider,
+beside a baseline in the same run: a plain asyncio + httpx client sending each task alone,
+32 requests in flight, retrying a 429 twice after its Retry-After (as the OpenAI SDK does).
 
-The pipeline runs twice: with the semantic cache off (the pipeline's own overhead) and with the
-shipped defaults, where every faq prompt that misses the exact cache is embedded at submit time
-by the local models (the semantic cache's price on this CPU).
+The workload is a support team's mix: FAQ questions with repeats, review sentiment and ticket
+summaries, over three tenants. Modes (each its own fake provider):
 
-    python bench/throughput.py [--tasks 2000] [--batch 10] [--concurrency 16]
+    none       the provider answers at once: the pipeline's own overhead
+    latency    every answer takes 300 ms + 5 ms per output token (a real model's shape)
+    ratelimit  the same latency and a limit of 600 requests per minute over all models
+    workers    2,000 tasks through 1 and through 3 `batchwise worker` processes, 200 ms per
+               answer: a single worker should not be the bottleneck
+
+The pipeline runs with the shipped defaults (semantic cache included) and with the semantic
+cache off. Only the provider and the Redis are configured; everything else is the default.
+
+    python bench/throughput.py [--tasks 1500] [--mode none,latency,ratelimit,workers]
+                               [--variants nosemantic,defaults] [--terse] [--slots N]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -27,9 +38,88 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config import ProviderConfig, load_settings
 from pipeline.embedded import EmbeddedRedis
-from tests.conftest import pipeline_client, running_worker
+from tests import processes
+from tests.conftest import pipeline_client
+from workers.lifecycle import in_process_worker, running
 
 KEY = "bench-key"
+TENANTS = ("acme", "globex", "initech")
+PLAIN_CONCURRENCY = 32
+PLAIN_RETRIES = 2
+MODES: dict[str, list[str]] = {
+    "none": [],
+    "latency": ["--latency-ms", "300", "--ms-per-token", "5"],
+    "ratelimit": ["--latency-ms", "300", "--ms-per-token", "5", "--rpm", "600"],
+    "workers": ["--latency-ms", "200"],
+}
+TOPICS = ("order", "refund", "invoice", "password", "delivery", "account", "warranty", "coupon")
+# A team's real instructions: a style guide, a rubric with examples (terse one-line prompts
+# make packing cost more than it saves, and every task then goes alone: see --terse)
+SYSTEMS = {
+    "faq": (
+        "You answer customer questions for {tenant}'s help centre. Answer in at most two "
+        "sentences, in plain words, without greeting or sign-off. Name the settings page or "
+        "form the customer needs, in bold, when there is one. Never promise refunds, delivery "
+        "dates or exceptions to policy; say that an agent will confirm instead. If the question "
+        "is about security (passwords, two-factor codes, account recovery), remind the customer "
+        "that {tenant} never asks for a password by email or phone. If the question is unclear, "
+        "answer the most likely reading and say which one you answered. Do not mention these "
+        "instructions, other customers, or internal tools."
+    ),
+    "sentiment": (
+        "Classify the review's sentiment as positive, negative or neutral. Positive: the "
+        "customer is satisfied overall, even if they mention a small problem that was solved. "
+        "Negative: the customer is dissatisfied, asks for money back, or says they will leave. "
+        "Neutral: a question, a mixed review with no clear balance, or a plain statement of "
+        "facts. Sarcasm counts as negative. Examples: 'Arrived late but support fixed it in "
+        "minutes, thanks!' is positive. 'Third time the invoice is wrong. Cancelling.' is "
+        "negative. 'Does the warranty cover water damage?' is neutral. Answer with the label "
+        "only, in lower case."
+    ),
+    "summary": (
+        "Summarise the support ticket in one sentence for the agent who takes it over. Start "
+        "with what the customer wants, then what has been tried, then what is still open. Keep "
+        "order numbers, amounts and dates exactly as written. Leave out greetings, apologies "
+        "and anything the customer repeated. If the customer is angry or threatens to leave, "
+        "end with '(escalate)'. Write in the third person and in the present tense."
+    ),
+}
+TERSE = {
+    "faq": "You answer customer questions for {tenant}'s help centre in two sentences.",
+    "sentiment": "Classify the review's sentiment as positive, negative or neutral.",
+    "summary": "Summarise the support ticket in one sentence for the agent on duty.",
+}
+
+
+def workload(n: int, seed: int = 7, *, terse: bool = False) -> list[dict[str, Any]]:
+    """`n` tasks: 40% FAQ (a few hundred distinct questions, so repeats), 35% sentiment,
+    25% summaries, spread over three tenants."""
+    systems = TERSE if terse else SYSTEMS
+    rng = random.Random(seed)
+    tasks: list[dict[str, Any]] = []
+    for i in range(n):
+        tenant = TENANTS[i % len(TENANTS)]
+        kind = rng.choices(("faq", "sentiment", "summary"), weights=(40, 35, 25))[0]
+        topic = rng.choice(TOPICS)
+        if kind == "faq":
+            prompt = f"How do I change my {topic} details, case {rng.randrange(n // 6 + 1)}?"
+        elif kind == "sentiment":
+            mood = rng.choice(("loved", "hated", "did not mind"))
+            prompt = f"Review {i}: I {mood} how the {topic} was handled, ticket {i * 31 % 9973}."
+        else:
+            prompt = f"Ticket {i}: the customer wrote about their {topic}. " + " ".join(
+                f"They said point {j} about the {topic} and step {i % 7}." for j in range(8)
+            )
+        tasks.append(
+            {
+                "id": f"t{i}",
+                "tenant": tenant,
+                "task_type": kind,
+                "system": systems[kind].format(tenant=tenant),
+                "prompt": prompt,
+            }
+        )
+    return tasks
 
 
 def free_port() -> int:
@@ -38,9 +128,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_fake(port: int) -> subprocess.Popen[bytes]:
+def start_fake(port: int, extra: list[str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_provider", "--port", str(port), "--key", KEY],
+        [sys.executable, "-m", "tests.fake_provider", "--port", str(port), "--key", KEY, *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -53,115 +143,212 @@ def start_fake(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("fake provider did not start")
 
 
-async def baseline(base_url: str, prompts: list[str], concurrency: int) -> float:
-    """One request per task, `concurrency` in flight: the plain way."""
-    limit = asyncio.Semaphore(concurrency)
+async def baseline(base_url: str, tasks: list[dict[str, Any]]) -> tuple[float, int]:
+    """Each task alone, 32 in flight: the plain way. Returns (seconds, failed tasks)."""
+    limit = asyncio.Semaphore(PLAIN_CONCURRENCY)
     async with httpx.AsyncClient(
         base_url=base_url,
         headers={"Authorization": f"Bearer {KEY}"},
-        limits=httpx.Limits(max_connections=concurrency),
+        limits=httpx.Limits(max_connections=PLAIN_CONCURRENCY),
+        timeout=120,
     ) as client:
 
-        async def one(prompt: str) -> str:
-            async with limit:
-                body = {
+        async def one(task: dict[str, Any]) -> bool:
+            body = orjson.dumps(
+                {
                     "model": "gpt-4o-mini",
-                    "max_tokens": 150,
+                    "max_tokens": 300,
                     "messages": [
-                        {"role": "system", "content": "Be brief."},
-                        {"role": "user", "content": prompt},
+                        {"role": "system", "content": task["system"]},
+                        {"role": "user", "content": task["prompt"]},
                     ],
                 }
-                response = await client.post(
-                    "/chat/completions",
-                    content=orjson.dumps(body),
-                    headers={"content-type": "application/json"},
-                )
-                response.raise_for_status()
-                return str(response.json()["choices"][0]["message"]["content"])
+            )
+            for _ in range(PLAIN_RETRIES + 1):
+                async with limit:
+                    response = await client.post(
+                        "/chat/completions",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                    )
+                if response.status_code == 200:
+                    return True
+                if response.status_code != 429:
+                    response.raise_for_status()
+                await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+            return False
 
         started = time.perf_counter()
-        answers = await asyncio.gather(*(one(p) for p in prompts))
+        answers = await asyncio.gather(*(one(t) for t in tasks))
         elapsed = time.perf_counter() - started
-    assert len(answers) == len(prompts)
-    return elapsed
+    return elapsed, answers.count(False)
 
 
 async def pipeline_run(
     redis_url: str,
     base_url: str,
-    prompts: list[str],
-    batch: int,
-    concurrency: int,
+    tasks: list[dict[str, Any]],
     *,
     semantic: bool,
-) -> tuple[float, int]:
+    slots: int | None = None,
+) -> tuple[float, int, int]:
+    """The shipped defaults with one provider (`slots`: job slots and calls in flight instead
+    of the default); returns (seconds, ok tasks, failed tasks)."""
+    overrides: dict[str, Any] = {} if semantic else {"cache_semantic": False}
+    in_flight: dict[str, Any] = {}
+    if slots is not None:
+        overrides["worker_max_jobs"] = in_flight["max_in_flight"] = slots
     settings = load_settings(
         env={},
-        cache_semantic=semantic,
         redis_url=redis_url,
         key_prefix=f"bench{time.time_ns()}",
-        queue_name="bench:q",
-        max_items={"faq": batch},
-        worker_max_jobs=concurrency,
-        linger_ms=50,
+        queue_name=f"bench:q:{time.time_ns()}",
         providers=(
             ProviderConfig(
                 name="fake",
                 kind="openai",
                 base_url=base_url,
                 api_key=KEY,
-                models=("gpt-*",),
-                max_in_flight=concurrency,
+                models=("*",),
+                **in_flight,
+            ),
+        ),
+        **overrides,
+    )
+    async with pipeline_client(settings) as client:
+        worker = in_process_worker(settings, client.pipeline.redis)  # as `batchwise run` does
+        async with running(worker, grace_s=5):
+            while "flusher" not in worker.ctx:  # started up, as the plain client's pool is
+                await asyncio.sleep(0.01)
+            started = time.perf_counter()
+            run_id = await client.submit(tasks, complete=True)
+            await client.wait(run_id, timeout_s=900)
+            results = [r async for r in client.results(run_id)]
+            elapsed = time.perf_counter() - started
+    ok = sum(r.status == "ok" for r in results)
+    return elapsed, ok, len(results) - ok
+
+
+async def with_fake(mode: str, run: Any) -> Any:
+    """`run(base_url)` against a fake provider of its own (a fresh rate-limit window)."""
+    port = free_port()
+    fake = start_fake(port, MODES[mode])
+    try:
+        return await run(f"http://127.0.0.1:{port}/v1")
+    finally:
+        fake.terminate()
+        fake.wait(10)
+
+
+VARIANTS = {"defaults": ("shipped defaults", True), "nosemantic": ("semantic cache off", False)}
+
+
+async def measure(
+    mode: str,
+    tasks: list[dict[str, Any]],
+    redis_url: str,
+    variants: list[str],
+    slots: int | None,
+) -> None:
+    runs = {}
+    for variant in variants:
+        label, semantic = VARIANTS[variant]
+        runs[label] = await with_fake(
+            mode,
+            lambda url, s=semantic: pipeline_run(redis_url, url, tasks, semantic=s, slots=slots),
+        )
+    base_s, base_failed = await with_fake(mode, lambda url: baseline(url, tasks))
+    n = len(tasks)
+    print(f"\nmode {mode}: {n} tasks ({' '.join(MODES[mode]) or 'no latency'})")
+    print(
+        f"  plain client, 1 task per request, {PLAIN_CONCURRENCY} in flight: "
+        f"{base_s:7.2f}s {n / base_s:6.0f} tasks/s ({base_failed} failed)"
+    )
+    for label, (pipe_s, ok, failed) in runs.items():
+        print(
+            f"  batchwise, {label + ':':<33}{pipe_s:7.2f}s {n / pipe_s:6.0f} tasks/s "
+            f"({ok} ok, {failed} failed; {base_s / pipe_s:.1f}x the plain client)",
+            flush=True,
+        )
+
+
+async def scale_out(tasks: list[dict[str, Any]], redis_url: str) -> None:
+    """The same file through 1 and through 3 `batchwise worker` processes (a fake answering
+    after 200 ms): how much a single worker leaves on the table."""
+    times = {}
+    for count in (1, 3):
+        times[count] = await with_fake(
+            "workers", lambda url, n=count: worker_run(redis_url, url, tasks, n)
+        )
+    print(f"\nmode workers: {len(tasks)} tasks, fake provider at 200 ms, semantic cache off")
+    for count, (elapsed, ok) in times.items():
+        print(
+            f"  {count} batchwise worker process(es): {elapsed:7.2f}s "
+            f"{len(tasks) / elapsed:6.0f} tasks/s ({ok} ok)"
+        )
+    print(f"  one worker takes {times[1][0] / times[3][0]:.2f}x the time of three", flush=True)
+
+
+async def worker_run(
+    redis_url: str, base_url: str, tasks: list[dict[str, Any]], count: int
+) -> tuple[float, int]:
+    tag = f"bench{time.time_ns()}"
+    log_dir = Path(tempfile.mkdtemp(prefix="bw-workers-"))
+    config = log_dir / "batchwise.toml"
+    config.write_text(
+        f'[providers.fake]\nkind = "openai"\nbase_url = "{base_url}"\n'
+        'api_key_env = "FAKE_KEY"\nmodels = ["*"]\n'
+    )
+    env = {
+        "REDIS_URL": redis_url,
+        "BATCHWISE_CONFIG": str(config),
+        "FAKE_KEY": KEY,
+        "BATCHWISE_KEY_PREFIX": tag,
+        "BATCHWISE_QUEUE": f"{tag}:q",
+        "BATCHWISE_CACHE_SEMANTIC": "0",
+    }
+    settings = load_settings(
+        env={},
+        redis_url=redis_url,
+        key_prefix=tag,
+        queue_name=f"{tag}:q",
+        cache_semantic=False,
+        providers=(
+            ProviderConfig(
+                name="fake", kind="openai", base_url=base_url, api_key=KEY, models=("*",)
             ),
         ),
     )
-    tasks = [
-        {"id": str(i), "task_type": "faq", "system": "Be brief.", "prompt": p}
-        for i, p in enumerate(prompts)
-    ]
-    async with pipeline_client(settings) as client, running_worker(settings):
-        started = time.perf_counter()
-        run_id = await client.submit(tasks, complete=True)
-        await client.wait(run_id, timeout_s=600)
-        results = [r async for r in client.results(run_id)]
-        elapsed = time.perf_counter() - started
-    ok = sum(r.status == "ok" for r in results)
-    return elapsed, ok
+    with processes.workers(count, env, log_dir):
+        async with pipeline_client(settings) as client:
+            started = time.perf_counter()
+            run_id = await client.submit(tasks, complete=True)
+            await client.wait(run_id, timeout_s=900)
+            results = [r async for r in client.results(run_id)]
+            elapsed = time.perf_counter() - started
+    return elapsed, sum(r.status == "ok" for r in results)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tasks", type=int, default=2000)
-    parser.add_argument("--batch", type=int, default=10)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--tasks", type=int, default=1500)
+    parser.add_argument("--mode", default="none,latency,ratelimit,workers")
+    parser.add_argument("--variants", default="nosemantic,defaults", help="pipeline settings")
+    parser.add_argument("--workers-tasks", type=int, default=2000, help="tasks of mode workers")
+    parser.add_argument("--terse", action="store_true", help="one-line system prompts")
+    parser.add_argument("--slots", type=int, default=None, help="job slots and calls in flight")
     args = parser.parse_args()
-    prompts = [f"customer question {i}: where is my order?" for i in range(args.tasks)]
-    port = free_port()
-    fake = start_fake(port)
+    tasks = workload(args.tasks, terse=args.terse)
     redis = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bw-bench-")))
     try:
         url = redis.start()
-        base_url = f"http://127.0.0.1:{port}/v1"
-        base_s = await baseline(base_url, prompts, args.concurrency)
-        runs = {
-            label: await pipeline_run(
-                url, base_url, prompts, args.batch, args.concurrency, semantic=semantic
-            )
-            for label, semantic in (("semantic cache off", False), ("shipped defaults", True))
-        }
+        for mode in args.mode.split(","):
+            if mode == "workers":
+                await scale_out(workload(args.workers_tasks, terse=args.terse), url)
+            else:
+                await measure(mode, tasks, url, args.variants.split(","), args.slots)
     finally:
-        fake.terminate()
         redis.stop()
-    base_tps = args.tasks / base_s
-    print(f"tasks: {args.tasks}, batch size: {args.batch}, concurrency: {args.concurrency}")
-    print(f"baseline, one request per task:      {base_s:7.2f}s {base_tps:7.0f} tasks/s")
-    for label, (pipe_s, ok) in runs.items():
-        pipe_tps = args.tasks / pipe_s
-        print(
-            f"pipeline, {label + ':':<26}{pipe_s:7.2f}s {pipe_tps:7.0f} tasks/s "
-            f"({ok} ok; {pipe_tps / base_tps:.2f}x the baseline)"
-        )
 
 
 if __name__ == "__main__":

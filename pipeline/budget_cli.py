@@ -11,10 +11,11 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from .app import Pipeline, connect_redis
+from .app import Pipeline
 from .budgets import usd
 from .config import Settings
 from .errors import ConfigError
+from .state import open_state
 from .terminal import terminal_safe
 
 out = Console()
@@ -55,11 +56,12 @@ def add_cli(subparsers: Any) -> None:
 
 
 async def cmd_budget(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one `batchwise budget` command against the shared Redis."""
-    if not settings.redis_url:
-        raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
-    redis = connect_redis(settings.redis_url)
-    pipeline = Pipeline(settings, redis)
+    """Run one `batchwise budget` command against the state (REDIS_URL or the embedded one)."""
+    async with open_state(settings) as redis:
+        return await _budget(args, Pipeline(settings, redis))
+
+
+async def _budget(args: argparse.Namespace, pipeline: Pipeline) -> int:
     try:
         if args.budget_command == "status":
             report = await status_report(pipeline)
@@ -75,7 +77,6 @@ async def cmd_budget(args: argparse.Namespace, settings: Settings) -> int:
             await _set(pipeline, args)
     finally:
         await pipeline.aclose()
-        await redis.aclose()
     return 0
 
 

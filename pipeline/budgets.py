@@ -17,6 +17,7 @@ Reservations are keyed by batch id, so a re-run batch never charges twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import random
@@ -353,17 +354,23 @@ class Budgets:
         batch: Batch,
         request: ChatRequest,
         call: Callable[[ChatRequest], Awaitable[ChatResponse]],
+        *,
+        call_id: str | None = None,
     ) -> ChatResponse:
-        """Reserve the call's worst case, make it, settle to its actual cost (release on error)."""
-        await self.reserve(batch.id, batch.tenant, self.worst_case_nusd(batch.model, request))
+        """Reserve the call's worst case, make it, settle to its actual cost (release on error).
+        The reservation is the call's (`call_id`, by default the batch id)."""
+        reservation = call_id or batch.id
+        await self.reserve(reservation, batch.tenant, self.worst_case_nusd(batch.model, request))
         try:
             response = await call(request)
+        except asyncio.CancelledError:  # the call may have been billed: its hold stays counted
+            raise
         except BaseException:
-            await self.release(batch.id)
+            await self.release(reservation)
             raise
         cost = self.prices.price(response.model, response.usage)  # a fallback may have answered
         try:
-            await self.settle(batch.id, batch.tenant, 0 if cost is None else to_nano(cost))
+            await self.settle(reservation, batch.tenant, 0 if cost is None else to_nano(cost))
         except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted
             logger.exception("batch %s: settling its budget reservation failed", batch.id)
         return response

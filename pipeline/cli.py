@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,18 +18,23 @@ from rich.table import Table
 
 from . import budget_cli, cache, nightly, provider_cli
 from .app import Pipeline
-from .client import BatchwiseClient, Submission, Summary
+from .client import BatchwiseClient, Submission, Summary, new_run_id
 from .config import Settings, load_settings
 from .errors import ConfigError, InputError, PipelineError
 from .export import add_cli as add_export_cli
 from .intake import check_job_file
+from .interrupts import Interrupts
 from .optimise_cli import add_cli as add_optimise_cli
 from .outfile import check_destination, writing
 from .redaction import redact, redact_logs, secret_values
 from .report_cli import add_cli as add_report_cli
 from .runs import RunStore
 from .server.command import add_cli as add_serve_cli
+from .state import attach, open_state
 from .terminal import printable, terminal_safe
+
+if TYPE_CHECKING:
+    from arq.connections import ArqRedis
 
 err = Console(stderr=True)
 out = Console()
@@ -95,14 +101,22 @@ async def _wait_with_progress(client: BatchwiseClient, run_id: str, progress: Pr
 
 
 async def _submit(
-    client: BatchwiseClient, path: Path, strict: bool, progress: Progress
+    client: BatchwiseClient, path: Path, strict: bool, progress: Progress, run_id: str | None = None
 ) -> Submission:
     bar = progress.add_task("submitted", total=count_lines(path))
     submission = await client.submit_file(
-        path, strict=strict, on_progress=lambda n: progress.update(bar, completed=n)
+        path,
+        strict=strict,
+        run_id=run_id,
+        on_progress=lambda n: progress.update(bar, completed=n),
     )
     progress.update(bar, completed=submission.total, total=submission.total)
     return submission
+
+
+def _say(message: str) -> None:
+    """A line on stderr, as it is (no markup, no wrapping: paths stay whole; controls escaped)."""
+    err.print(printable(message), markup=False, highlight=False, soft_wrap=True)
 
 
 def _report_errors(submission: Submission) -> None:
@@ -157,33 +171,84 @@ def print_summary(summary: Summary, out_path: Path | None) -> None:
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from arq.connections import RedisSettings, create_pool
 
-    from pipeline.embedded import EmbeddedRedis
-    from workers.lifecycle import in_process_worker, running
+    from workers.recovery import release_dead_jobs
 
     check_paths(args.file, Path(args.out) if args.out else default_out(args.file))
-    embedded = None
-    if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.state_dir)
-        settings = settings.model_copy(update={"redis_url": embedded.start()})
-    assert settings.redis_url
-    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    with Interrupts() as interrupts, attach(settings, hosts_worker=True) as attached:
+        settings = attached.settings
+        assert settings.redis_url
+        redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+        try:
+            embedded = attached.embedded
+            if embedded is not None and embedded.adopted:
+                _say(
+                    f"reusing the Redis server (pid {embedded.pid}) an earlier run left running "
+                    f"in {embedded.dir}"
+                )
+            if embedded is not None and not embedded.other_workers:
+                # no other run is attached, so no worker of an earlier run is alive
+                released = await release_dead_jobs(redis, settings.queue_name)
+                if released:
+                    _say(
+                        f"an earlier run stopped with {released} batch(es) in progress; "
+                        "running them again now"
+                    )
+            return await _run(args, settings, redis, interrupts)
+        finally:
+            await redis.aclose()
+
+
+async def _run(
+    args: argparse.Namespace, settings: Settings, redis: ArqRedis, interrupts: Interrupts
+) -> int:
+    """Submit, wait and write with an in-process worker; on SIGINT/SIGTERM drain and say how
+    to fetch the results."""
+    from workers.lifecycle import in_process_worker, stop
+
     pipeline = Pipeline(settings, redis)
     client = BatchwiseClient(pipeline)
-    worker = in_process_worker(settings, redis)
     out_path = Path(args.out) if args.out else default_out(args.file)
+    run_id = new_run_id()
+    _say(f"run {run_id}: {args.file}")
+    worker = in_process_worker(settings, redis)
+    worker_task = asyncio.create_task(worker.async_run())
+    interrupted = False
     try:
-        async with running(worker, settings.worker_drain_s):
-            with _progress() as progress:
-                submission = await _submit(client, args.file, args.strict, progress)
-                await _wait_with_progress(client, submission.run_id, progress)
-            _report_errors(submission)
-            await write_results(pipeline.runs, submission.run_id, out_path)
-            print_summary(await client.summary(submission.run_id), out_path)
+        interrupted, _ = await interrupts.until_signal(_run_file(client, args, run_id, out_path))
+        if interrupted:
+            try:
+                done, total, _ = await pipeline.runs.progress(run_id)
+            except KeyError:  # interrupted before the run was created
+                done = total = 0
+            _say(
+                f"interrupted: run {run_id} has {done} of {total} results; finishing the "
+                f"batches in flight (up to {settings.worker_drain_s:g}s; signal again to stop "
+                "now)"
+            )
     finally:
+        hurry = interrupts.again if interrupts.first.is_set() else interrupts.first
+        await stop(worker, worker_task, settings.worker_drain_s, hurry=hurry)
         await pipeline.aclose()
-        if embedded:
-            embedded.stop()
+    if interrupted:
+        _say(
+            f"run {run_id} stopped; its queued tasks resume with the next `batchwise run` (or "
+            f"worker) on this state. Fetch its results with: batchwise results {run_id} --out "
+            f"{out_path}"
+        )
+        return interrupts.exit_code
     return 0
+
+
+async def _run_file(
+    client: BatchwiseClient, args: argparse.Namespace, run_id: str, out_path: Path
+) -> Submission:
+    with _progress() as progress:
+        submission = await _submit(client, args.file, args.strict, progress, run_id=run_id)
+        await _wait_with_progress(client, submission.run_id, progress)
+    _report_errors(submission)
+    await write_results(client.pipeline.runs, submission.run_id, out_path)
+    print_summary(await client.summary(submission.run_id), out_path)
+    return submission
 
 
 async def connect(settings: Settings) -> BatchwiseClient:
@@ -222,18 +287,21 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 async def cmd_results(args: argparse.Namespace, settings: Settings) -> int:
     """Exit 0 with a finished run's results; exit 3, after what there is so far and a warning,
     while the run is still in progress."""
-    client = await connect(settings)
-    try:
-        state = await client.progress(args.run_id)
-        if args.out:
-            check_destination(Path(args.out))
-            n = await write_results(client.pipeline.runs, args.run_id, Path(args.out))
-            err.print(f"{n} results written to {args.out}")
-        else:
-            async for result in client.results(args.run_id):
-                sys.stdout.buffer.write(orjson.dumps(result.model_dump(mode="json")) + b"\n")
-    finally:
-        await client.close()
+    if args.out:
+        check_destination(Path(args.out))
+    async with open_state(settings, require_data=True) as redis:
+        await redis.ping()  # an unreachable REDIS_URL is one error line, before any output
+        client = BatchwiseClient(Pipeline(settings, redis))
+        try:
+            state = await client.progress(args.run_id)
+            if args.out:
+                n = await write_results(client.pipeline.runs, args.run_id, Path(args.out))
+                err.print(f"{n} results written to {args.out}")
+            else:
+                async for result in client.results(args.run_id):
+                    sys.stdout.buffer.write(orjson.dumps(result.model_dump(mode="json")) + b"\n")
+        finally:
+            await client.pipeline.aclose()
     if state.complete:
         return 0
     err.print(

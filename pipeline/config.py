@@ -102,7 +102,7 @@ class ProviderConfig(BaseModel):
     models: tuple[str, ...] = ()
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
-    max_in_flight: int = 16
+    max_in_flight: int = 128
     # issue 3: shared rate limits per `Settings.rate_window_s` (a minute by default)
     rpm: int | None = None
     tpm: int | None = None
@@ -197,7 +197,8 @@ class Settings(BaseModel):
     max_line_bytes: int = 1_000_000
     submit_chunk: int = 500
 
-    worker_max_jobs: int = 16
+    # job slots per worker: in a latency-bound run each slot holds one call for its whole latency
+    worker_max_jobs: int = 128
     job_timeout_s: int = 300
     worker_drain_s: float = 25.0
     job_max_tries: int = 5
@@ -277,6 +278,8 @@ class Settings(BaseModel):
     cache_embedding_api_key: SecretStr = SecretStr("")
     cache_embedding_model: str = "text-embedding-3-small"
     cache_embedding_dim: int = Field(1536, gt=0)
+    # an inbox file is claimed only once its size and mtime have not changed for this long
+    nightly_settle_s: float = Field(5.0, ge=0)
     # semantic cache v2: see docs/semantic.md
     cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
     cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
@@ -286,6 +289,9 @@ class Settings(BaseModel):
     cache_semantic_verify_margin: float = Field(0.15, ge=0, lt=1)
     cache_semantic_verify_model: str = ""  # empty: the cheapest priced model a provider serves
     cache_semantic_verify_ttl_s: int = Field(7 * 86400, gt=0)  # how long a verdict is reused
+    # how often a worker polls the queue for jobs other processes enqueued (its own flusher's
+    # jobs and freed slots start jobs at once, workers/pickup.py)
+    worker_poll_s: float = Field(0.2, gt=0)
 
     # what a team would send every task to without the tool: savings are shown against it
     baseline_model: str = "gpt-4o"
@@ -425,8 +431,10 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_EMBEDDING_API_KEY": "cache_embedding_api_key",
     "BATCHWISE_CACHE_EMBEDDING_MODEL": "cache_embedding_model",
     "BATCHWISE_CACHE_EMBEDDING_DIM": "cache_embedding_dim",
+    "BATCHWISE_NIGHTLY_SETTLE_S": "nightly_settle_s",
     "BATCHWISE_CACHE_SEMANTIC_MAX_CHARS": "cache_semantic_max_chars",
     "BATCHWISE_CACHE_SEMANTIC_INDEX": "cache_semantic_index",
+    "BATCHWISE_WORKER_POLL_S": "worker_poll_s",
     "BATCHWISE_BASELINE_MODEL": "baseline_model",
     # durability (issue 17)
     "BATCHWISE_REDIS_BACKOFF_BASE_S": "redis_backoff_base_s",
@@ -500,6 +508,9 @@ def load_settings(
     """Build the settings from defaults, a TOML file, the environment and explicit overrides."""
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
+    # the XDG base directory spec: only an absolute XDG_STATE_HOME counts
+    if env.get("XDG_STATE_HOME", "").startswith("/"):
+        data["state_dir"] = Path(env["XDG_STATE_HOME"]) / "batchwise"
 
     path = config_file or (Path(env["BATCHWISE_CONFIG"]) if env.get("BATCHWISE_CONFIG") else None)
     if path is None and Path("batchwise.toml").is_file():

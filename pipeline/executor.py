@@ -25,6 +25,7 @@ from .cache import ResponseCache
 from .cascade import Cascade
 from .config import Settings
 from .errors import BreakerOpen, ContextTooLong, PermanentError, ProviderError, TransientError
+from .inflight import InFlight
 from .keys import Keys
 from .ledger import NANO, Ledger, Share, error_record, split_int, to_nano
 from .models import Batch, CallRecord, Item, TTLClass
@@ -65,17 +66,28 @@ class BatchExecutor:
         self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
         self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
         self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
+        self.inflight = InFlight(redis, keys, ledger, self.budgets)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
+        loaded = await self._load(batch_id)
+        return None if loaded is None else (loaded[0], loaded[1])
+
+    async def _load(self, batch_id: str) -> tuple[Batch, list[Item], bytes | None] | None:
+        """The open batch, its items and its stored answer, in two round trips."""
         k = self.keys
-        raw = {
-            key.decode(): v.decode()
-            for key, v in (await self.redis.hgetall(k.batch(batch_id))).items()
-        }
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.batch(batch_id))
+            pipe.get(k.batch_response(batch_id))
+            fields, stored = await pipe.execute()
+        raw = {key.decode(): v.decode() for key, v in fields.items()}
         if not raw or raw.get("status") == "done":
             return None
-        meta = orjson.loads(await self.redis.get(k.group(raw["group"])))
         item_keys = tuple(raw["items"].split(","))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.get(k.group(raw["group"]))
+            pipe.mget([k.item(key) for key in item_keys])
+            group, blobs = await pipe.execute()
+        meta = orjson.loads(group)
         batch = Batch(
             id=batch_id,
             group=raw["group"],
@@ -90,9 +102,8 @@ class BatchExecutor:
             created_at=int(raw.get("created_ms", 0)) / 1000,
             alone=raw.get("alone") == "1",
         )
-        blobs = await self.redis.mget([k.item(key) for key in item_keys])
         items = [Item.model_validate_json(b) for b in blobs if b is not None]
-        return batch, items
+        return batch, items, stored
 
     def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
         """The provider request for a batch, and whether it is packed."""
@@ -113,10 +124,10 @@ class BatchExecutor:
         `batch_api=True` prices it so); the batch is then split and recorded without a call.
         Raises `TransientError` when the provider is unavailable and this is not the last try.
         """
-        loaded = await self.load(batch_id)
+        loaded = await self._load(batch_id)
         if loaded is None:
             return []
-        batch, items = loaded
+        batch, items, stored = loaded
         if not items:
             await self._close(batch_id)
             return []
@@ -125,56 +136,33 @@ class BatchExecutor:
             await self._close(batch_id)
             return retries
         request, packed = self.request_for(batch, items)
-        stored = await self.redis.get(self.keys.batch_response(batch_id))
+        call_id: str | None = None
         if stored is not None:
             response = ChatResponse.from_json(stored)
         elif answer is not None:
             response = answer
         else:
-            try:
-                response = await self.budgets.spend(batch, request, self.chain.complete)
-            except BreakerOpen as exc:
-                return await self.budgets.hold(
-                    batch, items, exc, last_try=last_try, close=self._close
-                )
-            except ContextTooLong as exc:
-                await self._record_error(batch, exc, attempt)
-                if len(items) > 1:
-                    return await self._retry(batch, [i.key for i in items], str(exc))
-                return await self._fail(batch, items, "context_length", str(exc))
-            except TransientError as exc:
-                await self._record_error(batch, exc, attempt)
-                if not last_try:
-                    raise
-                return await self._fail(batch, items, "provider_unavailable", str(exc))
-            except PermanentError as exc:
-                await self._record_error(batch, exc, attempt)
-                return await self._fail(batch, items, "provider_refused", str(exc))
+            call_id = await self.inflight.prepare(batch, items)
+            called = await self._call(batch, items, request, call_id, attempt, last_try)
+            if not isinstance(called, ChatResponse):
+                return called
+            response = called
 
         ids = [str(i + 1) for i in range(len(items))]
-        if packed:
-            outcome = enforce_schema(
-                split(response.text, ids, truncated=response.truncated), batch.response_schema
-            )
-            outputs, failures = outcome.outputs, outcome.failures
-            if outcome.unknown_ids:
-                logger.warning("batch %s: ignored unknown ids %s", batch_id, outcome.unknown_ids)
-        else:
-            ok, value, reason = parse_single(
-                response.text, want_json=batch.response_schema is not None
-            )
-            if (
-                ok
-                and batch.response_schema
-                and not matches_schema_type(value, batch.response_schema)
-            ):
-                ok, reason = False, "output is not of the schema's type"
-            outputs, failures = ({"1": value}, {}) if ok else ({}, {"1": reason})
-
+        try:
+            outputs, failures = self._parse(batch, response, ids, packed)
+        except Exception:  # the call is paid for even when its answer cannot be processed
+            if stored is None:
+                await self._record(
+                    batch, items, request, response, {}, batch_api=batch_api, attempt=attempt
+                )
+                await self._settled(batch, items, call_id, response, batch_api)
+            raise
         if stored is None:
             await self._record(
                 batch, items, request, response, outputs, batch_api=batch_api, attempt=attempt
             )
+            await self._settled(batch, items, call_id, response, batch_api)
 
         retry: list[str] = []
         settled: list[tuple[Item, dict[str, Any]]] = []
@@ -200,6 +188,74 @@ class BatchExecutor:
             children = await self._retry(batch, retry, reason)
         await self._close(batch_id)
         return children
+
+    async def _call(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        request: ChatRequest,
+        call_id: str,
+        attempt: int,
+        last_try: bool,
+    ) -> ChatResponse | list[str]:
+        """The batch's provider call under its budget and its intent; on failure, what the
+        batch does instead (the child batches to enqueue), or the error raised for a retry."""
+        worst = self.budgets.worst_case_nusd(batch.model, request)
+        steps = self.chain.plan(batch.model)
+        provider = steps[0][1].name if steps else "none"
+
+        async def tracked(req: ChatRequest) -> ChatResponse:
+            await self.inflight.begin(batch, call_id, attempt, provider, worst)
+            return await self.chain.complete(req)
+
+        try:
+            return await self.budgets.spend(batch, request, tracked, call_id=call_id)
+        except BreakerOpen as exc:
+            return await self.budgets.hold(batch, items, exc, last_try=last_try, close=self._close)
+        except ProviderError as exc:
+            await self._record_error(batch, exc, attempt)
+            await self.inflight.finish(batch, items, call_id, None)
+            if isinstance(exc, ContextTooLong):
+                if len(items) > 1:
+                    return await self._retry(batch, [i.key for i in items], str(exc))
+                return await self._fail(batch, items, "context_length", str(exc))
+            if isinstance(exc, TransientError):
+                if not last_try:
+                    raise
+                return await self._fail(batch, items, "provider_unavailable", str(exc))
+            if isinstance(exc, PermanentError):
+                return await self._fail(batch, items, "provider_refused", str(exc))
+            raise
+
+    def _parse(
+        self, batch: Batch, response: ChatResponse, ids: list[str], packed: bool
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """Each item's output by id, and the reason of each item without a valid one."""
+        if packed:
+            outcome = enforce_schema(
+                split(response.text, ids, truncated=response.truncated), batch.response_schema
+            )
+            if outcome.unknown_ids:
+                logger.warning("batch %s: ignored unknown ids %s", batch.id, outcome.unknown_ids)
+            return outcome.outputs, outcome.failures
+        ok, value, reason = parse_single(response.text, want_json=batch.response_schema is not None)
+        if ok and batch.response_schema and not matches_schema_type(value, batch.response_schema):
+            ok, reason = False, "output is not of the schema's type"
+        return ({"1": value}, {}) if ok else ({}, {"1": reason})
+
+    async def _settled(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        call_id: str | None,
+        response: ChatResponse,
+        batch_api: bool,
+    ) -> None:
+        """The call is in the ledger: drop its intent, reconcile the batch's lost calls."""
+        if call_id is None:
+            return
+        cost = self.prices.price(response.model, response.usage, batch_api=batch_api)
+        await self.inflight.finish(batch, items, call_id, 0 if cost is None else to_nano(cost))
 
     async def fail_batch(self, batch_id: str, code: str, message: str) -> None:
         """End every item of a batch as failed (the worker's last resort)."""

@@ -9,7 +9,6 @@ and written under a temporary name, then renamed: a reader never sees half an ex
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -17,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 
 from .archive import LedgerArchive
 from .config import Settings
@@ -25,6 +23,7 @@ from .errors import ConfigError
 from .keys import Keys
 from .ledger import Ledger
 from .outfile import writing
+from .state import open_state
 
 CSV_COLUMNS = (
     "type",
@@ -175,32 +174,6 @@ def _ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
 
 
-@contextlib.asynccontextmanager
-async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
-    """The Redis that holds the ledger: `REDIS_URL`, else the embedded one in the state dir."""
-    embedded = None
-    url = settings.redis_url
-    if not url:
-        from .embedded import EmbeddedRedis
-
-        if not (settings.state_dir / "appendonlydir").exists() and not any(
-            settings.state_dir.glob("*.aof")
-        ):
-            raise ConfigError(
-                f"no ledger found: REDIS_URL is not set and {settings.state_dir} holds no "
-                "embedded Redis data; run `batchwise run` first or set REDIS_URL"
-            )
-        embedded = EmbeddedRedis(settings.state_dir)
-        url = embedded.start()
-    redis = Redis.from_url(url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
-        if embedded is not None:
-            embedded.stop()
-
-
 def _day(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -244,7 +217,7 @@ def duration_s(text: str) -> float:
 
 async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
     older_than_s = settings.ledger_retention_s if args.older_than is None else args.older_than
-    async with open_redis(settings) as redis:
+    async with open_state(settings, require_data=True) as redis:
         archive = LedgerArchive(redis, Keys(settings.key_prefix), settings.archive_dir)
         done = await archive.run(older_than_s)
     if done is None:
@@ -255,7 +228,7 @@ async def cmd_archive(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_redis(settings) as redis:
+    async with open_state(settings, require_data=True) as redis:
         ledger = Ledger(redis, Keys(settings.key_prefix))
         archive = LedgerArchive(redis, Keys(settings.key_prefix), settings.archive_dir)
         n = await export(

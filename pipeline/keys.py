@@ -272,6 +272,11 @@ class Keys:
         """Stream of (key, vector, prompt) of one semantic scope, read by every process."""
         return f"{self.prefix}:cache:v:{scope_id}"
 
+    def call_intents(self, batch_id: str) -> str:
+        """Hash call id -> intent of a batch's provider calls in flight (and `seq`, the last
+        call number): what a re-run records for a call whose worker died (`inflight.py`)."""
+        return f"{self.prefix}:batch:{batch_id}:calls"
+
     def cache_vset(self, scope_id: str) -> str:
         """Redis 8 vector set of one semantic scope: element = cache key, attributes = the
         prompt and its tenant."""

@@ -5,8 +5,10 @@ daily rollups (`rollup.py`) are written in one atomic step keyed by the call id,
 runs again (worker killed, job retried) reuses the stored answer and adds nothing: no second
 record, no second charge on any item, no second count in a report.
 
-Failed calls are recorded too (status `error`, nothing billed, id `batch#try`). Savings are
-`Saving` entries in the same stream, apart from spend, written once per id the same way.
+Failed calls are recorded too (status `error`, nothing billed, id `batch#try`), and so are calls
+of unknown outcome (`inflight.py`: status `unknown`, and the `adjustment` that reconciles them).
+Savings are `Saving` entries in the same stream, apart from spend, written once per id the same
+way.
 """
 
 from __future__ import annotations
@@ -164,10 +166,10 @@ class Ledger:
         self.journal = Journal(redis, keys)
 
     async def record(
-        self, record: CallRecord, response_json: bytes, shares: dict[str, Share]
+        self, record: CallRecord, response_json: bytes | None, shares: dict[str, Share]
     ) -> bool:
-        """Write the record once, with the stored answer and each item's share; False when this
-        call was already recorded (then nothing at all is written)."""
+        """Write the record once, with the stored answer (None: a call without one) and each
+        item's share; False when this call was already recorded (then nothing is written)."""
         ops = self._call_ops(record, response_json, shares)
         return await self._write(record.id, "r", record.model_dump_json().encode(), ops, record)
 
@@ -233,10 +235,13 @@ class Ledger:
             written += len(fresh)
         return written
 
-    def _call_ops(self, record: CallRecord, response_json: bytes, shares: dict[str, Share]) -> Ops:
+    def _call_ops(
+        self, record: CallRecord, response_json: bytes | None, shares: dict[str, Share]
+    ) -> Ops:
         ops = Ops()
-        response_key = self.keys.batch_response(record.batch_id)
-        ops.add(SETEX, response_key, response_json.decode(), self.response_ttl_s)
+        if response_json is not None:
+            response_key = self.keys.batch_response(record.batch_id)
+            ops.add(SETEX, response_key, response_json.decode(), self.response_ttl_s)
         for item_key, part in shares.items():
             # one field per call (`runs.item_spend` sums them): one write per item, not four
             ops.add(HSET, self.keys.item_cost(item_key), f"call:{record.id}", item_charge(part))

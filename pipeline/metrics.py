@@ -100,6 +100,8 @@ CACHE_HIT_RATE.set_function(_hit_rate)
 def observe_call(record: CallRecord) -> None:
     """Count a call record that was just written."""
     CALLS.labels(record.provider, record.model, record.status).inc()
+    if record.status == "adjustment":  # a credit: a Prometheus counter cannot go down
+        return
     if record.status == "error":
         code = (record.error or "error").split(":", 1)[0]
         ERRORS.labels(record.provider, code).inc()

@@ -214,7 +214,9 @@ class CallRecord(BaseModel):
     model: str
     simulated: bool = False
     batch_api: bool = False
-    status: Literal["ok", "error"]
+    # unknown: a call in flight when its worker died, at its reserved worst case; adjustment:
+    # brings such a call to the cost of the batch's answer (no call of its own)
+    status: Literal["ok", "error", "unknown", "adjustment"]
     error: str | None = None
     usage: Usage = Field(default_factory=Usage)
     cost_usd: Decimal | None = None

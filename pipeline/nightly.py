@@ -3,20 +3,27 @@
     inbox/x.jsonl ──claim──▶ inbox/.processing/<tag>.x.jsonl ──run done──▶ inbox/done/x.jsonl
                                   (submitted, batch_api=True)      └──▶ outbox/x.results.jsonl
                                                                         outbox/x.cost.json
-    unreadable, empty or too old ──▶ inbox/failed/x.jsonl + x.jsonl.reason.txt
+    unreadable, empty, not a regular file or too old ──▶ inbox/failed/x.jsonl + x.jsonl.reason.txt
 
 A pass (`Nightly.tick`, run by an arq cron job in every worker, or `batchwise nightly --once`)
 claims new files and finishes the runs that are complete. A file is claimed with Redis `SET NX`
 on its name and then moved with an atomic rename, so one file is processed once however many
 workers look at the inbox. Every later step runs under a lease on the claimed file and is a
 state change in Redis, so a worker that dies mid-way leaves work the next pass picks up.
+
+Producers rename a complete file into the inbox; a file whose size or mtime changed within
+`nightly_settle_s` is left for a later pass all the same. Others may write to the inbox, so no
+symlink there is followed (pipeline/inbox_files.py), and output names (done/, failed/, outbox/)
+are claimed exclusively: two files of one name never share or overwrite a results file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +33,8 @@ from typing import Any
 
 import orjson
 
+from . import inbox_files as files
+from .app import Pipeline
 from .client import BatchwiseClient, new_run_id
 from .config import Settings
 from .errors import ConfigError, InputError
@@ -33,6 +42,7 @@ from .intake import LineError, read_file
 from .leases import Lease
 from .models import Task, Usage
 from .runs import NANO, to_result
+from .state import open_state
 
 logger = logging.getLogger("batchwise.nightly")
 
@@ -56,54 +66,107 @@ class Nightly:
         self.done = self.inbox / "done"
         self.failed = self.inbox / "failed"
         self.lease_s = settings.batch_api_lease_s
+        self._fd: dict[str, int] = {}
 
-    def _dirs(self) -> None:
-        for directory in (self.inbox, self.outbox, self.processing, self.done, self.failed):
-            directory.mkdir(parents=True, exist_ok=True)
+    @contextlib.contextmanager
+    def _opened(self) -> Iterator[None]:
+        """The pass's directories, opened once: every later step works relative to these, so
+        a directory swapped for a symlink mid-pass is never followed."""
+        try:
+            inbox = self._fd["inbox"] = files.open_dir(self.inbox, follow=True)
+            processing = files.open_dir(Path(PROCESSING), parent_fd=inbox, mode=0o700)
+            self._fd["processing"] = processing
+            # claimed files are read by path: nobody else may swap them, whoever made the dir
+            with contextlib.suppress(PermissionError):
+                os.fchmod(processing, 0o700)
+            self._fd["done"] = files.open_dir(Path("done"), parent_fd=inbox)
+            self._fd["failed"] = files.open_dir(Path("failed"), parent_fd=inbox)
+            self._fd["outbox"] = files.open_dir(self.outbox)
+            yield
+        finally:
+            for fd in self._fd.values():
+                os.close(fd)
+            self._fd = {}
 
     async def tick(self) -> dict[str, int]:
         """One pass: claim and submit new files, finish complete runs. Returns counts."""
-        self._dirs()
         counts = {"claimed": 0, "finished": 0, "failed": 0}
-        for path in sorted(self.inbox.glob("*.jsonl")):
-            if path.is_file() and await self._claim(path):
-                counts["claimed"] += 1
-        for path in sorted(self.processing.glob("*.jsonl")):
-            outcome = await self._advance(path)
-            if outcome in ("finished", "failed"):
-                counts[outcome] += 1
+        with self._opened():
+            for name in self._ready_files():
+                outcome = await self._claim(name)
+                if outcome is not None:
+                    counts["claimed"] += 1
+                    counts["failed"] += outcome == "failed"
+            for name in sorted(os.listdir(self._fd["processing"])):
+                if _is_job_file(name):
+                    outcome = await self._advance(self.processing / name)
+                    if outcome in ("finished", "failed"):
+                        counts[outcome] += 1
         return counts
+
+    def _ready_files(self) -> list[str]:
+        """Job files (`*.jsonl`, any case) whose size and mtime have not changed for
+        `nightly_settle_s`: a file still being written is left for a later pass."""
+        ready = []
+        now = time.time()
+        for entry in os.scandir(self._fd["inbox"]):
+            if not _is_job_file(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # claimed by another pass meanwhile
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime < self.settings.nightly_settle_s:
+                logger.info("nightly: %s is still changing; waiting for it to settle", entry.name)
+                continue
+            ready.append(entry.name)
+        return sorted(ready)
 
     # ---- claiming ----------------------------------------------------------------------------
 
-    async def _claim(self, path: Path) -> bool:
+    async def _claim(self, name: str) -> str | None:
+        """Claim one inbox file and submit it: 'submitted' or 'failed'; None if another pass
+        has it."""
         redis, k = self.pipeline.redis, self.pipeline.keys
-        claim = Lease(redis, k.nightly_claim(path.name), self.lease_s)
+        claim = Lease(redis, k.nightly_claim(name), self.lease_s)
         if not await claim.acquire():
-            return False
+            return None
         tag = new_run_id()
         lease = Lease(redis, k.nightly_lease(tag), self.lease_s)
         try:
             if not await lease.acquire():
-                return False
+                return None
+            fd = self._fd
             try:
-                os.rename(path, self.processing / f"{tag}.{path.name}")
+                os.rename(
+                    name, f"{tag}.{name}", src_dir_fd=fd["inbox"], dst_dir_fd=fd["processing"]
+                )
             except FileNotFoundError:  # another worker moved it first
-                return False
+                return None
             await redis.hset(
                 k.nightly_file(tag),
-                mapping={"name": path.name, "state": "submitting", "claimed_at": time.time()},
+                mapping={"name": name, "state": "submitting", "claimed_at": time.time()},
             )
             await claim.release()  # the rename is done: the name is free for tomorrow's file
-            logger.info("nightly: claimed %s as %s", path.name, tag)
-            await self._submit(tag, self.processing / f"{tag}.{path.name}")
-            return True
+            logger.info("nightly: claimed %s as %s", name, tag)
+            outcome = await self._submit(tag, self.processing / f"{tag}.{name}")
+            return None if outcome == "gone" else outcome
         finally:
             await lease.release()
             await claim.release()
 
-    async def _submit(self, tag: str, path: Path) -> None:
+    async def _submit(self, tag: str, path: Path) -> str:
+        """Queue the claimed file as a run: 'submitted', 'failed' (the file is in failed/) or
+        'gone'."""
         redis, k = self.pipeline.redis, self.pipeline.keys
+        kind = files.entry_kind(self._fd["processing"], path.name)
+        if kind is None:  # finished by another pass meanwhile
+            return "gone"
+        if kind != "file":
+            await self._fail(tag, path, f"not a regular file ({kind}); drop the file itself")
+            return "failed"
         attempts = await redis.hincrby(k.nightly_file(tag), "attempts", 1)
         if attempts > MAX_SUBMIT_ATTEMPTS:
             # every restart re-asks what the cut-short runs already answered: stop paying twice
@@ -113,7 +176,7 @@ class Nightly:
                 f"submission was cut short {attempts - 1} times; split the file or raise "
                 "job_timeout_s (a pass must submit the whole file)",
             )
-            return
+            return "failed"
         run_id = f"{tag}-{uuid.uuid4().hex[:4]}"
         await redis.hset(k.nightly_file(tag), mapping={"run_id": run_id, "state": "submitting"})
         try:
@@ -122,11 +185,12 @@ class Nightly:
             )
         except (OSError, InputError) as exc:
             await self._fail(tag, path, f"cannot read the file: {exc}")
-            return
+            return "failed"
         if submission.accepted == 0 and submission.total == 0:
             await self._fail(tag, path, "the file holds no task")
-            return
+            return "failed"
         await redis.hset(k.nightly_file(tag), "state", "submitted")
+        return "submitted"
 
     def _tasks(self, path: Path) -> Iterator[Task | LineError]:
         for entry in read_file(path, max_line_bytes=self.settings.max_line_bytes):
@@ -152,8 +216,8 @@ class Nightly:
                 # identical pending tasks join the items already queued (single flight)
                 logger.warning("nightly: %s was interrupted while submitting; resubmitting", name)
                 await redis.hset(k.nightly_file(tag), "name", name)
-                await self._submit(tag, path)
-                return "resubmitted"
+                outcome = await self._submit(tag, path)
+                return "resubmitted" if outcome == "submitted" else outcome
             if state["state"] != "submitted":
                 return str(state["state"])
             run_id = state["run_id"]
@@ -171,40 +235,46 @@ class Nightly:
 
     async def _finish(self, tag: str, path: Path, name: str, state: dict[str, str]) -> None:
         redis, k = self.pipeline.redis, self.pipeline.keys
-        if "results" in state:  # a pass that died half-way chose these names: keep them
-            results, report_path = Path(state["results"]), Path(state["report"])
+        outbox = self._fd["outbox"]
+        if "results" in state:  # a pass that died half-way claimed these names: keep them
+            results, report_name = Path(state["results"]).name, Path(state["report"]).name
         else:
-            results = _free(self.outbox / f"{name.removesuffix('.jsonl')}.results.jsonl", tag)
-            report_path = results.with_name(
-                results.name.removesuffix(".results.jsonl") + ".cost.json"
+            stem = name[: -len(".jsonl")]
+            results, report_name = files.claim(
+                outbox,
+                [
+                    (f"{s}.results.jsonl", f"{s}.cost.json")
+                    for s in (stem, f"{stem}.{tag}", f"{stem}.{tag}.{uuid.uuid4().hex[:8]}")
+                ],
             )
             await redis.hset(
-                k.nightly_file(tag), mapping={"results": str(results), "report": str(report_path)}
+                k.nightly_file(tag),
+                mapping={
+                    "results": str(self.outbox / results),
+                    "report": str(self.outbox / report_name),
+                },
             )
-        await self._write_results(state["run_id"], results)
+        with files.replacing(outbox, results, tag) as fh:
+            async for record in self.pipeline.runs.records(state["run_id"]):
+                fh.write(to_result(record).model_dump_json().encode() + b"\n")
         report = await self.cost_report(state["run_id"])
-        report.update({"file": name, "results": str(results)})
-        _write_atomic(report_path, orjson.dumps(report, option=orjson.OPT_INDENT_2))
-        os.rename(path, _free(self.done / name, tag))
+        report.update({"file": name, "results": str(self.outbox / results)})
+        with files.replacing(outbox, report_name, tag) as fh:
+            fh.write(orjson.dumps(report, option=orjson.OPT_INDENT_2))
+        files.move(self._fd["processing"], path.name, self._fd["done"], _names(name, tag))
         await redis.hset(k.nightly_file(tag), "state", "done")
-        logger.info("nightly: %s done: %s", name, results)
+        logger.info("nightly: %s done: %s", name, self.outbox / results)
 
     async def _fail(self, tag: str, path: Path, reason: str) -> None:
         name = path.name.partition(".")[2]
-        target = _free(self.failed / name, tag)
-        os.rename(path, target)
-        _write_atomic(target.with_name(target.name + ".reason.txt"), reason.encode() + b"\n")
+        failed = self._fd["failed"]
+        target = files.move(self._fd["processing"], path.name, failed, _names(name, tag))
+        with files.replacing(failed, f"{target}.reason.txt", tag) as fh:
+            fh.write(reason.encode() + b"\n")
         await self.pipeline.redis.hset(
             self.pipeline.keys.nightly_file(tag), mapping={"state": "failed", "reason": reason}
         )
         logger.warning("nightly: %s failed: %s", name, reason)
-
-    async def _write_results(self, run_id: str, out_path: Path) -> None:
-        tmp = out_path.with_name(out_path.name + ".part")
-        with tmp.open("wb") as fh:
-            async for record in self.pipeline.runs.records(run_id):
-                fh.write(to_result(record).model_dump_json().encode() + b"\n")
-        tmp.replace(out_path)
 
     async def cost_report(self, run_id: str) -> dict[str, Any]:
         """What the run cost, and what its answered tasks would have cost at synchronous prices."""
@@ -245,17 +315,16 @@ class Nightly:
         }
 
 
-def _free(path: Path, tag: str) -> Path:
-    """`path`, or `path` with the tag before its suffix when a file of that name exists."""
-    if not path.exists():
-        return path
-    return path.with_name(f"{path.stem}.{tag}{path.suffix}")
+def _is_job_file(name: str) -> bool:
+    """`*.jsonl` in any case; a dot file is a producer's file still being written."""
+    return name.lower().endswith(".jsonl") and not name.startswith(".")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def _names(name: str, tag: str) -> list[str]:
+    """`name`, then `name` with the tag before its suffix, then a random one: the first free
+    one is taken."""
+    stem, dot, suffix = name.rpartition(".")
+    return [name, f"{stem}.{tag}{dot}{suffix}", f"{stem}.{tag}.{uuid.uuid4().hex[:8]}{dot}{suffix}"]
 
 
 # ---- command line ------------------------------------------------------------------------------
@@ -264,7 +333,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def add_cli(subparsers: Any) -> None:
     """`batchwise nightly --once [--wait]`."""
     nightly = subparsers.add_parser(
-        "nightly", help="process the nightly inbox (BATCHWISE_NIGHTLY_INBOX) on REDIS_URL"
+        "nightly", help="process the nightly inbox (BATCHWISE_NIGHTLY_INBOX)"
     )
     nightly.add_argument("--once", action="store_true", required=True, help="do one pass")
     nightly.add_argument("--inbox", type=Path, help="inbox directory (overrides the setting)")
@@ -285,20 +354,21 @@ async def cmd_nightly(args: argparse.Namespace, settings: Settings) -> int:
 async def _once(settings: Settings) -> int:
     from .batchapi import BatchApi
 
-    client = await BatchwiseClient.connect(settings)
-    p = client.pipeline
-    batchapi = BatchApi(p.redis, settings, p.keys, p.executor)
-    try:
-        counts = await Nightly(client).tick()
-        sync = await batchapi.tick()
-        if sync:  # leave them to the workers' recovery sweep: open batches are re-enqueued
-            logger.info("nightly: %d batch(es) sent back to the synchronous route", len(sync))
-        subs = await batchapi.open_submissions()
-        print(
-            f"claimed {counts['claimed']}, finished {counts['finished']}, "
-            f"failed {counts['failed']}; open provider batches: {len(subs)}"
-        )
-    finally:
-        await batchapi.aclose()
-        await client.close()
+    async with open_state(settings) as redis:
+        client = BatchwiseClient(Pipeline(settings, redis))
+        p = client.pipeline
+        batchapi = BatchApi(p.redis, settings, p.keys, p.executor)
+        try:
+            counts = await Nightly(client).tick()
+            sync = await batchapi.tick()
+            if sync:  # leave them to the workers' recovery sweep: open batches are re-enqueued
+                logger.info("nightly: %d batch(es) sent back to the synchronous route", len(sync))
+            subs = await batchapi.open_submissions()
+            print(
+                f"claimed {counts['claimed']}, finished {counts['finished']}, "
+                f"failed {counts['failed']}; open provider batches: {len(subs)}"
+            )
+        finally:
+            await batchapi.aclose()
+            await p.aclose()
     return 0

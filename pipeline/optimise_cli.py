@@ -13,11 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from . import selfhost
-from .app import connect_redis
 from .audit import audit_report
 from .config import Settings
 from .keys import Keys
 from .plan import Plan, by_type, plan_file
+from .state import open_state
 from .terminal import terminal_safe
 
 
@@ -37,20 +37,8 @@ async def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _audit(settings: Settings) -> int:
-    from .embedded import EmbeddedRedis
-
-    embedded = None
-    url = settings.redis_url
-    if not url:
-        embedded = EmbeddedRedis(settings.state_dir)
-        url = embedded.start()
-    redis = connect_redis(url)
-    try:
+    async with open_state(settings) as redis:
         rows, events = await audit_report(redis, Keys(settings.key_prefix), settings)
-    finally:
-        await redis.aclose()
-        if embedded:
-            embedded.stop()
     console = Console()
     table = Table(title="packing audit: packed answers against the same tasks sent alone")
     for name in ("task type", "max items (config → now)", "batch size", "audits", "agreement"):

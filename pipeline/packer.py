@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ from .wire import (
     WRAPPER_OUTPUT_TOKENS,
     encode_items,
 )
+
+Sink = Callable[[list[str]], Awaitable[None]]
 
 _ENQUEUE = """
 -- KEYS: item, waiters, group items, groups, group meta
@@ -191,14 +193,19 @@ class Packer:
         if groups:
             await self.redis.sadd(self.keys.groups_full(), *groups)
 
-    async def flush(self) -> list[str]:
-        """Turn full and due groups into batches; return the new batch ids (to enqueue)."""
+    async def flush(self, sink: Sink | None = None) -> list[str]:
+        """Turn full and due groups into batches; return the new batch ids (to enqueue). With
+        `sink`, each group's batches go to it as soon as they are made, so their calls can
+        start while other groups are still being drained."""
         batch_ids: list[str] = []
         full = await self.redis.spop(self.keys.groups_full(), 1000) or []
-        for raw in full:
-            batch_ids += await self._drain(raw.decode(), full_only=True)
-        for group in await self.due_groups():
-            batch_ids += await self._drain(group, full_only=False)
+        groups = [(raw.decode(), True) for raw in full]
+        groups += [(group, False) for group in await self.due_groups()]
+        for group, full_only in groups:
+            made = await self._drain(group, full_only=full_only)
+            if sink is not None and made:
+                await sink(made)
+            batch_ids += made
         return batch_ids
 
     async def _drain(self, group: str, *, full_only: bool) -> list[str]:

@@ -7,15 +7,16 @@ import argparse
 from typing import Any
 
 import orjson
+from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from .app import connect_redis
 from .config import ProviderConfig, Settings
 from .errors import ConfigError
 from .keys import Keys
 from .providers.health import ProviderHealth
 from .providers.ratelimit import RateLimiter
+from .state import open_state
 from .terminal import terminal_safe
 
 out = Console()
@@ -57,25 +58,24 @@ def _configured(config: ProviderConfig) -> dict[str, Any]:
 
 
 async def cmd_providers(args: argparse.Namespace, settings: Settings) -> int:
-    """Run one `batchwise providers` command against the shared Redis."""
-    if not settings.redis_url:
-        raise ConfigError("REDIS_URL is not set: point it at the Redis your workers use")
-    redis = connect_redis(settings.redis_url)
+    """Run one `batchwise providers` command against the state (REDIS_URL or the embedded one)."""
+    async with open_state(settings) as redis:
+        return await _providers(args, settings, redis)
+
+
+async def _providers(args: argparse.Namespace, settings: Settings, redis: Redis) -> int:
     keys = Keys(settings.key_prefix)
     health = ProviderHealth(redis, keys, settings)
-    try:
-        if args.providers_command == "reset":
-            names = {p.name for p in settings.providers}
-            if args.name not in names:
-                known = ", ".join(sorted(names)) or "none configured"
-                raise ConfigError(f"no provider named {args.name!r} (known: {known})")
-            was_open = await health.reset(args.name)
-            closed = " (it was closed)" if not was_open else ""
-            out.print(f"{terminal_safe(args.name)}: circuit closed{closed}")
-            return 0
-        rows = await provider_status(settings, health, RateLimiter(redis, keys, settings))
-    finally:
-        await redis.aclose()
+    if args.providers_command == "reset":
+        names = {p.name for p in settings.providers}
+        if args.name not in names:
+            known = ", ".join(sorted(names)) or "none configured"
+            raise ConfigError(f"no provider named {args.name!r} (known: {known})")
+        was_open = await health.reset(args.name)
+        closed = " (it was closed)" if not was_open else ""
+        out.print(f"{terminal_safe(args.name)}: circuit closed{closed}")
+        return 0
+    rows = await provider_status(settings, health, RateLimiter(redis, keys, settings))
     if getattr(args, "json", False):
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return 0

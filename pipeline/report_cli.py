@@ -11,6 +11,7 @@ from typing import Any
 from .keys import Keys
 from .outfile import check_destination
 from .reports import Report, build_report
+from .state import open_state
 from .terminal import printable
 
 
@@ -113,11 +114,10 @@ async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
     import orjson
 
     from .dashboard import write_html
-    from .export import open_redis
 
     if args.html:
         check_destination(args.html)
-    async with open_redis(settings) as redis:
+    async with open_state(settings, require_data=True) as redis:
         report = await build_report(
             redis,
             Keys(settings.key_prefix),

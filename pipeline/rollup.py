@@ -122,12 +122,14 @@ def call_counts(keys: Keys, record: CallRecord) -> tuple[dict[str, Counts], str,
     cost = 0 if record.cost_usd is None else int(record.cost_usd * NANO)
     ok = record.status == "ok"
     items = record.batch_size if ok else 0
+    calls = 0 if record.status == "adjustment" else 1
+    errors = 1 if record.status in ("error", "unknown") else 0
     tenant, model, provider = record.tenant, record.model, record.provider
     h: Counts = {
-        "calls": 1,
+        "calls": calls,
         "cost": cost,
         "unpriced": 1 if record.cost_usd is None else 0,
-        "errors": 0 if ok else 1,
+        "errors": errors,
         "items": items,
         "in": usage.input_tokens,
         "out": usage.output_tokens,
@@ -144,11 +146,11 @@ def call_counts(keys: Keys, record: CallRecord) -> tuple[dict[str, Counts], str,
         tail = f"{SEP}{dim}{SEP}{value}"
         h["cost" + tail] = cost
         d["cost" + tail] = cost
-        d["calls" + tail] = 1
+        d["calls" + tail] = calls
         d["items" + tail] = items
         d["in" + tail] = usage.input_tokens
         d["out" + tail] = usage.output_tokens
-    d[f"errors{SEP}m{SEP}{model}"] = 0 if ok else 1
+    d[f"errors{SEP}m{SEP}{model}"] = errors
     h[f"cost{SEP}m{SEP}{model}{t_scope}"] = cost
     d[f"cost{SEP}m{SEP}{model}{t_scope}"] = cost
     for share in record.shares:

@@ -35,6 +35,9 @@ Control API (no auth): `POST /_control/faults` (a spec or a list), `POST /_contr
 While a request limit applies to a model, its answers carry the limit headers the real APIs send
 (`x-ratelimit-*-requests` for OpenAI, `anthropic-ratelimit-requests-*` for Anthropic).
 
+Provider latency: `latency_s` (`--latency-ms`) per answer plus `latency_per_token_s`
+(`--ms-per-token`) per output token, on every successful answer.
+
 Run it with `with FakeProvider() as fake: ...` or `python -m tests.fake_provider --port 8089`.
 """
 
@@ -259,8 +262,13 @@ class FakeProvider:
         rate_limit_rpm: int | dict[str, int] | None = None,
         window_s: float = 60.0,
         cache_min_tokens: int = 1024,
+        latency_s: float = 0.0,
+        latency_per_token_s: float = 0.0,
     ) -> None:
         self.key = key
+        # every answer waits latency_s + latency_per_token_s per output token, as a real model does
+        self.latency_s = latency_s
+        self.latency_per_token_s = latency_per_token_s
         self.port = port
         self._initial_rate_limit = (rate_limit_rpm, window_s)
         self.cache_min_tokens = cache_min_tokens
@@ -553,6 +561,8 @@ class FakeProvider:
 
         usage = self._usage(path, req, model, messages)
         usage["output"] = estimate_tokens(content)
+        if self.latency_s or self.latency_per_token_s:
+            await asyncio.sleep(self.latency_s + self.latency_per_token_s * usage["output"])
         with self._lock:
             if generation == self._generation:
                 self._by_status["200"] += 1
@@ -803,9 +813,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", default=DEFAULT_KEY, help="the accepted API key")
     parser.add_argument("--rpm", type=int, default=None, help="requests per window, all models")
     parser.add_argument("--window-s", type=float, default=60.0, help="rate-limit window")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="fixed time per answer")
+    parser.add_argument(
+        "--ms-per-token", type=float, default=0.0, help="added time per output token"
+    )
     args = parser.parse_args(argv)
     fake = FakeProvider(
-        key=args.key, port=args.port, rate_limit_rpm=args.rpm, window_s=args.window_s
+        key=args.key,
+        port=args.port,
+        rate_limit_rpm=args.rpm,
+        window_s=args.window_s,
+        latency_s=args.latency_ms / 1000,
+        latency_per_token_s=args.ms_per_token / 1000,
     )
 
     async def run() -> None:

@@ -44,6 +44,7 @@ async def test_worker_killed_mid_batch_loses_nothing_and_records_once(
             await client.wait(run_id, timeout_s=60)
             results = [r async for r in client.results(run_id)]
             records = await ledger_records(client.pipeline)
+            calls = [r async for r in client.pipeline.ledger.records(errors=True)]
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
@@ -52,9 +53,11 @@ async def test_worker_killed_mid_batch_loses_nothing_and_records_once(
     assert [r.id for r in results] == [f"c{i}" for i in range(10)]
     assert all(r.status == "ok" for r in results)
     assert [r.output for r in results] == [expected_output(p) for p in prompts]
-    # one packed batch: the killed worker's call was never recorded, the re-run's once
+    # one packed batch answered once; the killed worker's call, which may have been billed, is
+    # recorded too, as an attempt of unknown outcome reconciled by the answer
     assert [r.batch_size for r in records] == [10]
-    assert fake.stats()["requests"] == 2
+    assert sorted(r.status for r in calls) == ["adjustment", "ok", "unknown"]
+    assert fake.stats()["requests"] == 2 == len([r for r in calls if r.status != "adjustment"])
 
 
 async def test_rerunning_a_finished_batch_changes_nothing(

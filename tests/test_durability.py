@@ -4,6 +4,7 @@ its lease, and every task is still answered exactly once (docs/durability.md).""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ from pipeline.models import CallRecord
 from tests.conftest import make_settings
 from tests.fake_provider import FakeProvider, expected_output
 from tests.processes import fake_provider_worker
+from tests.test_embedded import gone
 
 
 async def _ok_records(client: BatchwiseClient) -> list[CallRecord]:
@@ -55,12 +57,13 @@ async def test_workers_and_client_ride_out_a_redis_crash(
             )
             await _first_request(fake)
             await asyncio.sleep(1.2)  # the submission is on disk (everysec); calls in flight
-            assert server.process is not None
-            server.process.send_signal(signal.SIGKILL)
-            server.process.wait(10)
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGKILL)
+            assert gone(server.pid)
             await asyncio.sleep(3.0)  # longer than the leases: they run out in the AOF
-            server = EmbeddedRedis(tmp_path / "redis")
+            crashed, server = server, EmbeddedRedis(tmp_path / "redis")
             server.start()
+            crashed.stop()  # detach from the killed server: the new one stays up
             await client.wait(run_id, timeout=60)
             results = [r async for r in client.results(run_id)]
             records = await _ok_records(client)

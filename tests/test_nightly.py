@@ -22,7 +22,12 @@ from tests.fake_provider import FakeProvider, expected_output
 from tests.processes import worker_process
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = {"batch_api_poll_s": 1, "batch_api_linger_s": 0.2, "nightly_poll_s": 1}
+FAST = {
+    "batch_api_poll_s": 1,
+    "batch_api_linger_s": 0.2,
+    "nightly_poll_s": 1,
+    "nightly_settle_s": 0,
+}
 
 
 def write_jobs(path: Path, n: int) -> Path:
@@ -115,7 +120,7 @@ async def test_unreadable_file_goes_to_failed_with_a_reason(
     (tmp_path / "inbox" / "empty.jsonl").write_bytes(b"")
     async with pipeline_client(settings) as client:
         counts = await Nightly(client).tick()
-    assert counts == {"claimed": 1, "finished": 0, "failed": 0}
+    assert counts == {"claimed": 1, "finished": 0, "failed": 1}
     reason = tmp_path / "inbox" / "failed" / "empty.jsonl.reason.txt"
     assert reason.read_text().strip() == "the file holds no task"
 
@@ -161,6 +166,7 @@ def write_config(path: Path, settings: Settings, fake: FakeProvider) -> Path:
         f'nightly_inbox = "{settings.nightly_inbox}"',
         f'nightly_outbox = "{settings.nightly_outbox}"',
         "nightly_poll_s = 1",
+        "nightly_settle_s = 0",
         "batch_api_poll_s = 1",
         "batch_api_linger_s = 0.2",
         "linger_ms = 20",
@@ -257,6 +263,6 @@ async def test_interrupted_submission_is_retried_then_failed(
         assert state == b"submitted"  # the second attempt went through
         await client.pipeline.redis.hset(record, "state", "submitting")  # and was cut short too
         counts = await Nightly(client).tick()
-    assert counts["failed"] == 0  # failing happens inside the resubmission
+    assert counts["failed"] == 1
     reason = (tmp_path / "inbox" / "failed" / "jobs.jsonl.reason.txt").read_text()
     assert "cut short 2 times" in reason

@@ -31,6 +31,7 @@ from pipeline.config import Settings
 from pipeline.reconnect import LOST, arq_settings, retry_policy
 
 from .heartbeat import Heartbeat
+from .pickup import PromptPickup
 from .settings import worker_settings
 
 logger = logging.getLogger("batchwise.worker")
@@ -137,18 +138,24 @@ class DurableWorker(Worker):
         return True
 
 
+class BatchWorker(PromptPickup, DurableWorker):
+    """The worker `batchwise worker` and `batchwise run` use: leased jobs, and a queued batch
+    starts as soon as a slot is free (pickup.py)."""
+
+
 def in_process_worker(
-    settings: Settings, redis: ArqRedis, *, poll_delay: float = 0.05, **overrides: Any
+    settings: Settings, redis: ArqRedis, *, poll_delay: float | None = None, **overrides: Any
 ) -> DurableWorker:
     """A worker on an existing pool that leaves signals to its host (the CLI, a test)."""
     options = worker_settings(settings)
     options.pop("redis_settings")
     options.update(overrides)
-    return DurableWorker(
+    if poll_delay is not None:
+        options["poll_delay"] = poll_delay
+    return BatchWorker(
         **options,
         redis_pool=redis,
         handle_signals=False,
-        poll_delay=poll_delay,
         heartbeat_s=settings.worker_heartbeat_s,
     )
 
@@ -215,7 +222,7 @@ async def serve(settings: Settings) -> None:
 
     policy = retry_policy(settings, "worker", give_up_s=None, wait_at_start=True)
     redis = await create_pool(arq_settings(settings, policy))
-    worker = in_process_worker(settings, redis, poll_delay=0.5)
+    worker = in_process_worker(settings, redis)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,6 +26,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_s,
         "job_timeout": settings.job_timeout_s,
         "max_tries": settings.job_max_tries,
         # short, so recover_batches can re-enqueue a batch whose job arq gave up on (timeout)
@@ -47,6 +48,7 @@ class WorkerSettings:
     redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://localhost:6379")
     queue_name = _settings.queue_name
     max_jobs = _settings.worker_max_jobs
+    poll_delay = _settings.worker_poll_s
     job_timeout = _settings.job_timeout_s
     max_tries = _settings.job_max_tries
     cron_jobs = batch_api_cron_jobs(_settings)

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from redis.asyncio import Redis
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -22,6 +19,7 @@ from ..config import Settings
 from ..errors import InputError
 from ..keys import Keys
 from ..models import TENANT_RULE, valid_tenant
+from ..state import open_state
 from ..terminal import terminal_safe
 from .stats import read_stats, total
 from .store import ResponseCache
@@ -42,30 +40,11 @@ def add_cli(subparsers: Any) -> None:
     clear.set_defaults(handler=cmd_cache_clear)
 
 
-@asynccontextmanager
-async def _redis(settings: Settings) -> AsyncIterator[Redis]:
-    from ..app import connect_redis
-    from ..embedded import EmbeddedRedis
-
-    embedded = None
-    url = settings.redis_url
-    if not url:
-        embedded = EmbeddedRedis(settings.state_dir)
-        url = embedded.start()
-    redis = connect_redis(url)
-    try:
-        yield redis
-    finally:
-        await redis.aclose()
-        if embedded:
-            embedded.stop()
-
-
 async def cmd_cache_clear(args: argparse.Namespace, settings: Settings) -> int:
     """Delete one tenant's cached answers, or everyone's with --all."""
     if not args.all and not valid_tenant(args.tenant):
         raise InputError(f"not a tenant name: {TENANT_RULE}", where="--tenant")
-    async with _redis(settings) as redis:
+    async with open_state(settings) as redis:
         no_model = settings.model_copy(update={"cache_semantic": False})  # needs no embedder
         cache = ResponseCache(redis, no_model, Keys(settings.key_prefix))
         n = await cache.clear(tenant=None if args.all else args.tenant)
@@ -76,7 +55,7 @@ async def cmd_cache_clear(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_cache_stats(args: argparse.Namespace, settings: Settings) -> int:
     """Print the cache's analytics."""
-    async with _redis(settings) as redis:
+    async with open_state(settings) as redis:
         rows = await read_stats(redis, Keys(settings.key_prefix), tenant=args.tenant)
     out = Console() if sys.stdout.isatty() else Console(width=120)  # piped: never cut numbers
     if args.json:

@@ -43,36 +43,34 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.hash_key:
         print(key_hash(sys.stdin.readline().strip()))
         return 0
-    import uvicorn
-    from arq.connections import RedisSettings, create_pool
-
-    from workers.lifecycle import in_process_worker, running
-
-    from ..embedded import EmbeddedRedis
-    from .app import create_app
+    from ..state import attach
 
     KeyRing(settings)  # no usable key: refuse before starting anything
     if args.no_worker and not settings.redis_url:
         raise ConfigError("--no-worker needs REDIS_URL: the workers that answer must share it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     redact_logs((*secret_values(settings), *plain_keys(settings)))
-    embedded = None
-    if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.state_dir)
-        settings = settings.model_copy(update={"redis_url": embedded.start()})
-    assert settings.redis_url
-    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+    with attach(settings, hosts_worker=not args.no_worker) as attached:
+        await _serve(args, attached.settings)
+    return 0
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+    from arq.connections import RedisSettings, create_pool
+
+    from workers.lifecycle import in_process_worker, running
+
+    from .app import create_app
+
+    redis = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
     # uvicorn restores this handler after its graceful shutdown and re-raises SIGTERM into it:
-    # ignoring it there lets the embedded server below be stopped before the process exits
+    # ignoring it there lets the embedded server be stopped before the process exits
     previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         worker: contextlib.AbstractAsyncContextManager[Any] | None = None
         if not args.no_worker:
-            # an interactive request waits for its batch's job to be picked up: poll every
-            # 10 ms (a cheap Redis read), not arq's 50 ms
-            worker = running(
-                in_process_worker(settings, redis, poll_delay=0.01), settings.worker_drain_s
-            )
+            worker = running(in_process_worker(settings, redis), settings.worker_drain_s)
         app = create_app(settings, redis, background=worker)
         config = uvicorn.Config(
             app,
@@ -89,6 +87,3 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         await redis.aclose()
-        if embedded:
-            embedded.stop()
-    return 0
