@@ -1,13 +1,14 @@
 """Chat completions through `batchwise serve` beside the same requests sent straight to the
 provider, in the same run: 200 concurrent clients, each sending its requests one after another.
 
-Both go to one fake provider process that answers after a fixed latency (`--latency-ms`, a
-latency fault on every request). The server runs as its own process, as deployed: shared Redis
-(an embedded server here), an in-process worker with 64 job slots, exact cache on (every prompt
-is new, so nothing hits), semantic cache off. Prints p50/p99 latency, requests/s and provider
-calls of each, and what the server adds.
+Both go to one fake provider process that answers after a fixed latency plus a time per output
+token (`--latency-ms 300 --ms-per-token 5`, as bench/throughput.py's latency mode). The server
+runs as its own process, as deployed: shared Redis (an embedded server here), an in-process
+worker with the default job slots, exact cache on (every prompt is new, so nothing hits),
+semantic cache off. Prints p50/p99 latency, requests/s and provider calls of each, and what the
+server adds.
 
-    python bench/serve.py [--clients 200] [--requests 5] [--latency-ms 300]
+    python bench/serve.py [--clients 200] [--requests 5] [--latency-ms 300] [--ms-per-token 5]
 """
 
 from __future__ import annotations
@@ -52,8 +53,6 @@ def start_server(port: int, redis_url: str, fake_url: str, state: Path) -> subpr
         FAKE_KEY=FAKE_KEY,
         BATCHWISE_API_KEYS=f"bench={SERVER_KEY}",
         BATCHWISE_CACHE_SEMANTIC="0",
-        # latency-bound: a packed call holds a job slot for the provider's whole latency
-        BATCHWISE_WORKER_MAX_JOBS="64",
         BATCHWISE_KEY_PREFIX=f"bench{time.time_ns()}",
     )
     log = (state / "serve.log").open("wb")
@@ -136,17 +135,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--requests", type=int, default=5, help="per client, one after another")
-    parser.add_argument("--latency-ms", type=float, default=300.0, help="the provider's latency")
+    parser.add_argument("--latency-ms", type=float, default=300.0, help="provider: fixed part")
+    parser.add_argument(
+        "--ms-per-token", type=float, default=5.0, help="provider: time per output token"
+    )
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="bw-bench-serve-"))
     fake_port, server_port = free_port(), free_port()
-    fake = start_fake(fake_port)
+    latency = ["--latency-ms", f"{args.latency_ms:g}", "--ms-per-token", f"{args.ms_per_token:g}"]
+    fake = start_fake(fake_port, latency)
     redis = EmbeddedRedis(state)
     server = None
     try:
         fake_url = f"http://127.0.0.1:{fake_port}"
-        fault = {"kind": "latency", "delay_s": args.latency_ms / 1000, "times": 10**9}
-        httpx.post(f"{fake_url}/_control/faults", json=fault).raise_for_status()
         server = start_server(server_port, redis.start(), f"{fake_url}/v1", state)
         n = (args.clients, args.requests)
         direct = await load(f"{fake_url}/v1", FAKE_KEY, fake_url, *n, "direct")
@@ -160,7 +161,7 @@ async def main() -> None:
         redis.stop()
     print(
         f"{args.clients} concurrent clients x {args.requests} requests, "
-        f"provider latency {args.latency_ms:g} ms"
+        f"provider latency {args.latency_ms:g} ms + {args.ms_per_token:g} ms per output token"
     )
     print(f"{'':34}{'p50 ms':>9}{'p99 ms':>9}{'req/s':>9}{'provider calls':>16}")
     for label, (lat, wall, calls) in (
