@@ -1,4 +1,4 @@
-"""The command line: `batchwise run | submit | worker | results`."""
+"""The command line: `batchwise run | submit | worker | results | serve | ...`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from .outfile import check_destination, writing
 from .redaction import redact, redact_logs, secret_values
 from .report_cli import add_cli as add_report_cli
 from .runs import RunStore
+from .server.command import add_cli as add_serve_cli
 from .state import attach, open_state
 from .terminal import printable, terminal_safe
 
@@ -350,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
     nightly.add_cli(sub)
     add_optimise_cli(sub)
     cache.add_cli(sub)
+    add_serve_cli(sub)
     return p
 
 

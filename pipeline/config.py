@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .models import TENANT_RULE, valid_tenant
 from .plans import BreakerLimits, Plan
 from .setting_rules import MINIMUM, check_http_url, check_redis_url, describe_problem
 
@@ -151,6 +152,24 @@ class CascadeSpec(BaseModel):
     start_tier: str = "fast_cheap"
     max_tier: str = "best"
     on_exhausted: Literal["answer", "fail"] = "fail"
+
+
+class ServerKey(BaseModel):
+    """What an HTTP API key (known only by its SHA-256) stands for: a tenant, optionally a user
+    (whose plan then applies) and a plan for that subject."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant: str
+    user_id: str = ""
+    plan: str | None = None
+
+    @field_validator("tenant")
+    @classmethod
+    def _safe_tenant(cls, value: str) -> str:
+        if not valid_tenant(value):
+            raise ValueError(f"invalid tenant {value[:80]!r}: {TENANT_RULE}")
+        return value
 
 
 class Settings(BaseModel):
@@ -284,6 +303,28 @@ class Settings(BaseModel):
     worker_heartbeat_s: float = Field(30.0, gt=0)  # a silent worker's batches rerun after this
     durable_submit: bool = False  # acknowledge a submission only once Redis has it on disk
 
+    # the HTTP API, `batchwise serve` (docs/server.md)
+    server_api_keys: SecretStr = SecretStr("")  # quick start: "acme=KEY1,globex/bob=KEY2"
+    server_key_hashes: dict[str, ServerKey] = Field(default_factory=dict)  # sha256 hex -> key
+    server_admin_tenants: tuple[str, ...] = ()  # whose keys may read /metrics and /dashboard
+    server_max_body_bytes: int = Field(100 * 1024 * 1024, gt=0)
+    server_max_batch_lines: int = Field(50_000, gt=0)
+    server_chat_linger_ms: int = Field(5, ge=0)
+    server_chat_timeout_s: float = Field(120.0, gt=0)
+    server_drain_s: float = Field(10.0, ge=0)
+    # an OpenAI-style batch whose completion window is at least this long may wait for a
+    # provider batch API (half price); 0: every batch takes the synchronous path
+    server_batch_api_min_window_h: int = Field(24, ge=0)
+
+    @field_validator("server_admin_tenants", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return (
+            tuple(v.strip() for v in value.split(",") if v.strip())
+            if isinstance(value, str)
+            else value
+        )
+
     @field_validator(*MINIMUM)
     @classmethod
     def _at_least(cls, value: Any, info: ValidationInfo) -> Any:
@@ -405,6 +446,15 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_CACHE_SEMANTIC_VERIFY_MARGIN": "cache_semantic_verify_margin",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY_MODEL": "cache_semantic_verify_model",
     "BATCHWISE_CACHE_SEMANTIC_VERIFY_TTL_S": "cache_semantic_verify_ttl_s",
+    # the HTTP API
+    "BATCHWISE_API_KEYS": "server_api_keys",
+    "BATCHWISE_SERVER_ADMIN_TENANTS": "server_admin_tenants",
+    "BATCHWISE_SERVER_MAX_BODY_BYTES": "server_max_body_bytes",
+    "BATCHWISE_SERVER_MAX_BATCH_LINES": "server_max_batch_lines",
+    "BATCHWISE_SERVER_CHAT_LINGER_MS": "server_chat_linger_ms",
+    "BATCHWISE_SERVER_CHAT_TIMEOUT_S": "server_chat_timeout_s",
+    "BATCHWISE_SERVER_DRAIN_S": "server_drain_s",
+    "BATCHWISE_SERVER_BATCH_API_MIN_WINDOW_H": "server_batch_api_min_window_h",
 }
 
 OPENAI_MODELS = ("gpt-*", "o1*", "o3*", "o4*", "chatgpt-*")

@@ -285,3 +285,25 @@ class Keys:
     def cache_vset_ages(self, scope_id: str) -> str:
         """Sorted set cache key -> time added, beside a scope's vector set: oldest out first."""
         return f"{self.prefix}:cache:va:{scope_id}"
+
+    # the HTTP API (batchwise serve): every object lives under the tenant that owns it
+    def server_file(self, tenant: str, file_id: str) -> str:
+        """Hash of an uploaded or produced file: its metadata and `content`."""
+        return f"{self.prefix}:srv:{tenant}:file:{file_id}"
+
+    def server_files(self, tenant: str) -> str:
+        """Sorted set file id -> creation time of a tenant's files."""
+        return f"{self.prefix}:srv:{tenant}:files"
+
+    def server_batch(self, tenant: str, batch_id: str) -> str:
+        """Hash of an OpenAI-style batch (its run has the same id): `doc`, the batch object's
+        JSON, and `rejected`, how many lines were refused when it was queued."""
+        return f"{self.prefix}:srv:{tenant}:batch:{batch_id}"
+
+    def server_batches(self, tenant: str) -> str:
+        """Sorted set batch id -> creation time of a tenant's batches."""
+        return f"{self.prefix}:srv:{tenant}:batches"
+
+    def server_run(self, tenant: str, run_id: str) -> str:
+        """Set when a tenant's key submitted the run; a run without it is not the tenant's."""
+        return f"{self.prefix}:srv:{tenant}:run:{run_id}"

@@ -206,18 +206,26 @@ class RunStore:
             if not ids:
                 return
             start += len(ids)
-            raw = await self.redis.hmget(k.run_results(run_id), ids)
-            echoes = await self.redis.hmget(k.run_tasks(run_id), ids)
-            refs = {v.decode()[1:].rsplit("|", 1)[0] for v in raw if v and v.startswith(b"@")}
-            outcomes = await self._outcomes(sorted(refs))
-            for task_id, value, echo in zip(ids, raw, echoes, strict=True):
-                if value is None:
-                    continue
-                record = self._resolve(value.decode(), outcomes)
-                record["id"] = task_id
-                if echo is not None:
-                    record["metadata"] = orjson.loads(echo)
+            for record in await self.written(run_id, ids):
                 yield record
+
+    async def written(self, run_id: str, ids: list[str]) -> list[dict[str, Any]]:
+        """The records of those `ids` whose result is written, in the order given."""
+        k = self.keys
+        raw = await self.redis.hmget(k.run_results(run_id), ids)
+        echoes = await self.redis.hmget(k.run_tasks(run_id), ids)
+        refs = {v.decode()[1:].rsplit("|", 1)[0] for v in raw if v and v.startswith(b"@")}
+        outcomes = await self._outcomes(sorted(refs))
+        found = []
+        for task_id, value, echo in zip(ids, raw, echoes, strict=True):
+            if value is None:
+                continue
+            record = self._resolve(value.decode(), outcomes)
+            record["id"] = task_id
+            if echo is not None:
+                record["metadata"] = orjson.loads(echo)
+            found.append(record)
+        return found
 
     async def results(self, run_id: str) -> AsyncIterator[Result]:
         async for record in self.records(run_id):

@@ -1,0 +1,87 @@
+"""The HTTP API application: its routes, and a lifespan that opens the pipeline (and whatever
+runs beside it, such as an in-process worker) and closes them after the last request."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from ..app import Pipeline
+from ..client import BatchwiseClient
+from ..config import Settings
+from . import batches, chat, files, ops, tasks
+from .auth import KeyRing
+from .errors import ApiError, handle_api_error, handle_unexpected
+from .state import ServerState
+
+ROUTES = [
+    Route("/v1/files", files.create_file, methods=["POST"]),
+    Route("/v1/files", files.list_files, methods=["GET"]),
+    Route("/v1/files/{id}", files.get_file, methods=["GET"]),
+    Route("/v1/files/{id}", files.delete_file, methods=["DELETE"]),
+    Route("/v1/files/{id}/content", files.get_content, methods=["GET"]),
+    Route("/v1/batches", batches.create_batch, methods=["POST"]),
+    Route("/v1/batches", batches.list_batches, methods=["GET"]),
+    Route("/v1/batches/{id}", batches.get_batch, methods=["GET"]),
+    Route("/v1/batches/{id}/cancel", batches.cancel_batch, methods=["POST"]),
+    Route("/v1/chat/completions", chat.chat_completions, methods=["POST"]),
+    Route("/v1/tasks", tasks.create_tasks, methods=["POST"]),
+    Route("/v1/runs/{id}", tasks.get_run, methods=["GET"]),
+    Route("/v1/runs/{id}/results", tasks.run_results, methods=["GET"]),
+    Route("/healthz", ops.healthz, methods=["GET"]),
+    Route("/metrics", ops.metrics, methods=["GET"]),
+    Route("/dashboard", ops.dashboard, methods=["GET"]),
+]
+
+
+def server_settings(settings: Settings, keyring: KeyRing) -> Settings:
+    """The settings with the plans that API keys carry added to the plan assignments."""
+    assigned = {**settings.plan_assignments, **keyring.plan_assignments()}
+    return settings.model_copy(update={"plan_assignments": assigned})
+
+
+def create_app(
+    settings: Settings,
+    redis: Redis,
+    *,
+    background: contextlib.AbstractAsyncContextManager[Any] | None = None,
+) -> Starlette:
+    """The API over `redis` (`settings.redis_url` must point at it). `background` (an
+    in-process worker, say) runs for the life of the app and stops after the last request."""
+    keyring = KeyRing(settings)  # refuses to build a server that no key can use
+    settings = server_settings(settings, keyring)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pipeline = Pipeline(settings, redis)
+        client = BatchwiseClient(pipeline)
+        file_store = files.FileStore(redis, pipeline.keys, settings.results_ttl_s)
+        state = ServerState(
+            pipeline=pipeline,
+            client=client,
+            keyring=keyring,
+            files=file_store,
+            batches=batches.BatchStore(client, file_store),
+            chat=chat.ChatBatcher(client, settings.server_chat_linger_ms / 1000),
+        )
+        app.state.batchwise = state
+        try:
+            async with background or contextlib.nullcontext():
+                yield
+        finally:
+            await state.batches.aclose()
+            await state.chat.aclose()
+            await pipeline.aclose()
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(ops.Guard, max_body_bytes=settings.server_max_body_bytes)],
+        exception_handlers={ApiError: handle_api_error, Exception: handle_unexpected},
+        lifespan=lifespan,
+    )

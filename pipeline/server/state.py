@@ -1,0 +1,42 @@
+"""What every request handler reaches: the pipeline, the stores and the key ring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+from ..app import Pipeline
+from ..client import BatchwiseClient
+from .auth import KeyRing, Principal
+
+if TYPE_CHECKING:
+    from .batches import BatchStore
+    from .chat import ChatBatcher
+    from .files import FileStore
+
+
+@dataclass
+class ServerState:
+    pipeline: Pipeline
+    client: BatchwiseClient
+    keyring: KeyRing
+    files: FileStore
+    batches: BatchStore
+    chat: ChatBatcher
+
+
+def state_of(request: Request) -> ServerState:
+    state: ServerState = request.app.state.batchwise
+    return state
+
+
+def principal(request: Request) -> Principal:
+    """The request's principal, authenticated once (401 when the key is missing or wrong)."""
+    found = request.scope.setdefault("state", {}).get("principal")
+    if isinstance(found, Principal):
+        return found
+    who = state_of(request).keyring.authenticate(request)
+    request.scope["state"]["principal"] = who
+    return who
