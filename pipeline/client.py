@@ -336,7 +336,8 @@ class BatchwiseClient:
     def results(self, run_id: str) -> RunResults:
         """The run's results in submission order (`async for`); the iterator's `complete`
         flag says whether the run had finished (see `progress` and `wait`)."""
-        return RunResults(self, run_id)
+        doing = f"reading the results of run {run_id}"
+        return RunResults(run_id, self.pipeline.runs, self.progress, lambda: self.lost_redis(doing))
 
     async def result(
         self, task_id: str, run_id: str | None = None, *, tenant: str = "default"

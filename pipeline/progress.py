@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from .models import Result
-
-if TYPE_CHECKING:
-    from .client import BatchwiseClient
+from .runs import RunStore
 
 
 @dataclass(frozen=True)
@@ -30,9 +28,17 @@ class RunResults:
     """A run's results in submission order (`async for`); `complete` says, once iteration has
     begun, whether the run had finished when reading began (False: more results will come)."""
 
-    def __init__(self, client: BatchwiseClient, run_id: str) -> None:
-        self.client = client
+    def __init__(
+        self,
+        run_id: str,
+        runs: RunStore,
+        progress: Callable[[str], Awaitable[RunProgress]],
+        guard: Callable[[], contextlib.AbstractAsyncContextManager[None]],
+    ) -> None:
         self.run_id = run_id
+        self.runs = runs
+        self._progress = progress
+        self._guard = guard  # turns Redis lost for good into one line saying what to do
         self.progress: RunProgress | None = None
 
     @property
@@ -40,7 +46,7 @@ class RunResults:
         return None if self.progress is None else self.progress.complete
 
     async def __aiter__(self) -> AsyncIterator[Result]:
-        self.progress = await self.client.progress(self.run_id)
-        async with self.client.lost_redis(f"reading the results of run {self.run_id}"):
-            async for result in self.client.pipeline.runs.results(self.run_id):
+        self.progress = await self._progress(self.run_id)
+        async with self._guard():
+            async for result in self.runs.results(self.run_id):
                 yield result

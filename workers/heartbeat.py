@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import WatchError
 
 from pipeline.reconnect import LOST
 
-if TYPE_CHECKING:
-    from .lifecycle import DurableWorker
+
+class LeasingWorker(Protocol):
+    """What the heartbeat needs of a worker: its running jobs, its pool, and taking a lease."""
+
+    tasks: dict[str, asyncio.Task[Any]]
+
+    @property
+    def pool(self) -> ArqRedis: ...
+
+    async def take_lease(self, job_id: str) -> int: ...
+
 
 logger = logging.getLogger("batchwise.worker")
 
@@ -31,7 +41,7 @@ logger = logging.getLogger("batchwise.worker")
 class Heartbeat:
     """Renews the leases of the jobs `worker` is running, every `lease_s / 3`."""
 
-    def __init__(self, worker: DurableWorker, lease_s: float) -> None:
+    def __init__(self, worker: LeasingWorker, lease_s: float) -> None:
         self.worker = worker
         self.lease_ms = max(1, int(lease_s * 1000))
         self.renewed = 0
