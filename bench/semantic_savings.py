@@ -1,7 +1,7 @@
 """Does the semantic cache pay? A paraphrase-heavy FAQ workload through the whole pipeline, run
 with the exact cache only and with the shipped defaults (exact + semantic), in one process run.
 
-    python bench/semantic_savings.py [--latency-s 0.3] [--repeat-share 0.2]
+    python bench/semantic_savings.py [--latency-s 0.3] [--repeat-share 0.2] [--warm-model]
 
 Workload (tests/data/semantic_pairs.jsonl, English and Japanese): wave 1 asks every distinct
 first prompt of the labelled pairs (plus a share of them again, word for word); once it is
@@ -67,6 +67,7 @@ async def configuration(
     *,
     semantic: bool,
     labels: dict[frozenset[str], str],
+    warm_model: bool = False,
 ) -> dict[str, Any]:
     settings = load_settings(
         env={},
@@ -91,6 +92,9 @@ async def configuration(
     fake.add_faults({"kind": "latency", "delay_s": LATENCY_S[0], "times": 1_000_000})
     out: dict[str, Any] = {"cost": Decimal(0), "results": []}
     async with pipeline_client(settings) as client, running_worker(settings):
+        index = client.pipeline.cache.semantic
+        if warm_model and index is not None:  # a long-lived process has loaded it long ago
+            await index.embed(["warm up"])
         started = time.perf_counter()
         for wave, prompts in enumerate(waves, 1):
             results, summary = await run_wave(client, prompts, wave)
@@ -126,6 +130,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-s", type=float, default=0.3, help="per provider call")
     parser.add_argument("--repeat-share", type=float, default=0.2)
+    parser.add_argument(
+        "--warm-model", action="store_true", help="load the embedding model before timing"
+    )
     args = parser.parse_args()
     LATENCY_S[0] = args.latency_s
     wave1, wave2, labels = workload(args.repeat_share)
@@ -136,7 +143,12 @@ async def main() -> None:
         try:
             runs = {
                 label: await configuration(
-                    url, fake, [wave1, wave2], semantic=semantic, labels=labels
+                    url,
+                    fake,
+                    [wave1, wave2],
+                    semantic=semantic,
+                    labels=labels,
+                    warm_model=args.warm_model,
                 )
                 for label, semantic in (("exact cache only", False), ("exact + semantic", True))
             }
@@ -146,7 +158,8 @@ async def main() -> None:
         f"{len(wave1) + len(wave2)} FAQ tasks: wave 1 {len(wave1)} (incl. word-for-word repeats), "
         f"wave 2 {len(wave2)} (paraphrases and near-misses of wave 1); gpt-4o-mini via the fake "
         f"provider, {args.latency_s * 1000:.0f} ms per call; grey-zone verification answered "
-        "from the labels (a verification model that is always right)"
+        "from the labels (a verification model that is always right); embedding model "
+        + ("loaded before timing" if args.warm_model else "loaded within the timed run")
     )
     print(
         f"{'':18}{'calls':>7}{'items':>7}{'cost $':>11}{'wall s':>8}"
