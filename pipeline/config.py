@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .models import TENANT_RULE, valid_tenant
+from .models import TenantName
 from .plans import BreakerLimits, Plan
 from .setting_rules import MINIMUM, check_http_url, check_redis_url, describe_problem
 
@@ -160,16 +160,9 @@ class ServerKey(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    tenant: str
+    tenant: TenantName
     user_id: str = ""
     plan: str | None = None
-
-    @field_validator("tenant")
-    @classmethod
-    def _safe_tenant(cls, value: str) -> str:
-        if not valid_tenant(value):
-            raise ValueError(f"invalid tenant {value[:80]!r}: {TENANT_RULE}")
-        return value
 
 
 class Settings(BaseModel):

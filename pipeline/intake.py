@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .cache.ttl import infer_ttl_class
 from .errors import InputError
-from .models import TASK_TYPES, TENANT_RULE, Message, Task, TTLClass, valid_tenant
+from .models import TASK_TYPES, Message, Task, TenantName, TTLClass, valid_tenant
 
 MAX_DEPTH = 32
 MAX_FIELD_BYTES = 64 * 1024
@@ -70,18 +70,11 @@ class JobLine(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2)
     ttl_class: TTLClass | None = None
     ttl_s: int | None = Field(None, ge=0)
-    tenant: str = "default"
+    tenant: TenantName = "default"
     user_id: str = ""
     endpoint: str = ""
     response_schema: dict[str, Any] | None = None
     metadata: Any = None
-
-    @field_validator("tenant")
-    @classmethod
-    def _safe_tenant(cls, value: str) -> str:
-        if not valid_tenant(value):
-            raise ValueError(f"invalid tenant {value[:80]!r}: {TENANT_RULE}")
-        return value
 
     @field_validator("response_schema")
     @classmethod

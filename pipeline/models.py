@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 TaskStatus = Literal["ok", "failed", "rejected"]
 
@@ -26,6 +26,16 @@ TENANT_RULE = "use 1 to 64 letters, digits, '.', '_' or '-', starting with a let
 def valid_tenant(name: str) -> bool:
     """Whether `name` is a tenant name batchwise accepts (see `TENANT_RULE`)."""
     return _TENANT.fullmatch(name) is not None
+
+
+def _checked_tenant(value: str) -> str:
+    if not valid_tenant(value):
+        raise ValueError(f"invalid tenant {value[:80]!r}: {TENANT_RULE}")
+    return value
+
+
+TenantName = Annotated[str, AfterValidator(_checked_tenant)]
+"""A tenant name field: refused with `TENANT_RULE` when it is not a valid one."""
 
 
 CacheOutcome = Literal["miss", "exact", "semantic"]
