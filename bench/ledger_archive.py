@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +25,9 @@ from redis.asyncio import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reports import synthetic
+from reports import private_redis, synthetic
 
 from pipeline.archive import LedgerArchive
-from pipeline.embedded import redis_server_binary
 from pipeline.keys import Keys
 from pipeline.ledger import Ledger
 from pipeline.reports import build_report
@@ -57,18 +55,7 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=5000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bw-archive-bench-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        server = subprocess.Popen(
-            [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--dir", tmp,
-             "--appendonly", "no", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(100):
-                if sock.exists():
-                    break
-                await asyncio.sleep(0.05)
-            redis = Redis(unix_socket_path=str(sock))
+        async with private_redis(Path(tmp)) as redis:
             plain, kept = Keys("plain"), Keys("kept")
             archive = LedgerArchive(redis, kept, Path(tmp) / "archive")
             for round_no in range(1, args.rounds + 1):
@@ -94,10 +81,6 @@ async def main() -> None:
                     f"{len(files)} files, {on_disk / 2**20:.1f} MiB); report over the whole range "
                     f"{report_s:.2f} s; same figures as the unarchived ledger: {same}"
                 )
-            await redis.aclose()
-        finally:
-            server.terminate()
-            server.wait()
 
 
 if __name__ == "__main__":

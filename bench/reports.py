@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import math
 import random
@@ -24,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -109,6 +110,31 @@ def synthetic(
         )
 
 
+@contextlib.asynccontextmanager
+async def private_redis(folder: Path) -> AsyncIterator[Redis]:
+    """A throwaway redis-server (no AOF, no snapshots: these benches measure reading) on a unix
+    socket in `folder`, and a client of it."""
+    sock = folder / "redis.sock"
+    server = subprocess.Popen(
+        [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--dir", str(folder),
+         "--appendonly", "no", "--save", ""],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            await asyncio.sleep(0.05)
+        redis = Redis(unix_socket_path=str(sock))
+        try:
+            yield redis
+        finally:
+            await redis.aclose()
+    finally:
+        server.terminate()
+        server.wait()
+
+
 async def scan_baseline(redis: Redis, keys: Keys) -> dict[str, object]:
     """The same headline figures from a full read of the stream (orjson, no validation)."""
     daily: dict[str, int] = defaultdict(int)
@@ -160,18 +186,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bw-reports-bench-") as tmp:
-        sock = Path(tmp) / "redis.sock"
-        server = subprocess.Popen(
-            [redis_server_binary(), "--port", "0", "--unixsocket", str(sock), "--dir", tmp,
-             "--appendonly", "no", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            for _ in range(100):
-                if sock.exists():
-                    break
-                await asyncio.sleep(0.05)
-            redis = Redis(unix_socket_path=str(sock))
+        async with private_redis(Path(tmp)) as redis:
             keys = Keys("bench")
             ledger = Ledger(redis, keys)
 
@@ -233,10 +248,6 @@ async def main() -> None:
                     f"{scanned['peak_hour'] == report.peak_hour_of_day}; top-20% "
                     f"{scanned['top20']:.4f} vs {report.top20_users_share:.4f}"
                 )
-            await redis.aclose()
-        finally:
-            server.terminate()
-            server.wait()
 
 
 if __name__ == "__main__":
