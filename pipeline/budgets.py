@@ -356,11 +356,15 @@ class Budgets:
         call: Callable[[ChatRequest], Awaitable[ChatResponse]],
         *,
         call_id: str | None = None,
+        worst_nusd: int | None = None,
     ) -> ChatResponse:
-        """Reserve the call's worst case, make it, settle to its actual cost (release on error).
-        The reservation is the call's (`call_id`, by default the batch id)."""
+        """Reserve the call's worst case (`worst_nusd` when the caller has it already), make it,
+        settle to its actual cost (release on error). The reservation is the call's (`call_id`,
+        by default the batch id)."""
         reservation = call_id or batch.id
-        await self.reserve(reservation, batch.tenant, self.worst_case_nusd(batch.model, request))
+        if worst_nusd is None:
+            worst_nusd = self.worst_case_nusd(batch.model, request)
+        await self.reserve(reservation, batch.tenant, worst_nusd)
         try:
             response = await call(request)
         except asyncio.CancelledError:  # the call may have been billed: its hold stays counted

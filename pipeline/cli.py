@@ -173,7 +173,8 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     from workers.recovery import release_dead_jobs
 
-    check_paths(args.file, Path(args.out) if args.out else default_out(args.file))
+    out_path = Path(args.out) if args.out else default_out(args.file)
+    check_paths(args.file, out_path)
     with Interrupts() as interrupts, attach(settings, hosts_worker=True) as attached:
         settings = attached.settings
         assert settings.redis_url
@@ -193,13 +194,17 @@ async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                         f"an earlier run stopped with {released} batch(es) in progress; "
                         "running them again now"
                     )
-            return await _run(args, settings, redis, interrupts)
+            return await _run(args, out_path, settings, redis, interrupts)
         finally:
             await redis.aclose()
 
 
 async def _run(
-    args: argparse.Namespace, settings: Settings, redis: ArqRedis, interrupts: Interrupts
+    args: argparse.Namespace,
+    out_path: Path,
+    settings: Settings,
+    redis: ArqRedis,
+    interrupts: Interrupts,
 ) -> int:
     """Submit, wait and write with an in-process worker; on SIGINT/SIGTERM drain and say how
     to fetch the results."""
@@ -207,7 +212,6 @@ async def _run(
 
     pipeline = Pipeline(settings, redis)
     client = BatchwiseClient(pipeline)
-    out_path = Path(args.out) if args.out else default_out(args.file)
     run_id = new_run_id()
     _say(f"run {run_id}: {args.file}")
     worker = in_process_worker(settings, redis)
@@ -251,20 +255,10 @@ async def _run_file(
     return submission
 
 
-async def connect(settings: Settings) -> BatchwiseClient:
-    """A client on the shared Redis, which answers: no progress bar starts before that."""
-    client = await BatchwiseClient.connect(settings)
-    try:
-        await client.pipeline.redis.ping()
-    except BaseException:
-        await client.close()
-        raise
-    return client
-
-
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    check_paths(args.file, Path(args.out) if args.out else default_out(args.file))
-    client = await connect(settings)
+    out_path = Path(args.out) if args.out else default_out(args.file)
+    check_paths(args.file, out_path)
+    client = await BatchwiseClient.connect(settings)  # pings: no progress bar before Redis answers
     try:
         with _progress() as progress:
             submission = await _submit(client, args.file, args.strict, progress)
@@ -276,7 +270,6 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
             await _wait_with_progress(client, submission.run_id, progress)
         _report_errors(submission)
-        out_path = Path(args.out) if args.out else default_out(args.file)
         await write_results(client.pipeline.runs, submission.run_id, out_path)
         print_summary(await client.summary(submission.run_id), out_path)
     finally:

@@ -39,6 +39,7 @@ from .runs import RunStore
 from .savings import Answered, Calibration, batch_api_saving, call_savings, cost_shares
 from .splitter import enforce_schema, matches_schema_type, parse_single, split
 from .tokens import count_tokens
+from .wire import item_ids
 
 logger = logging.getLogger("batchwise.executor")
 
@@ -148,7 +149,7 @@ class BatchExecutor:
                 return called
             response = called
 
-        ids = [str(i + 1) for i in range(len(items))]
+        ids = item_ids(len(items))
         try:
             outputs, failures = self._parse(batch, response, ids, packed)
         except Exception:  # the call is paid for even when its answer cannot be processed
@@ -209,7 +210,9 @@ class BatchExecutor:
             return await self.chain.complete(req)
 
         try:
-            return await self.budgets.spend(batch, request, tracked, call_id=call_id)
+            return await self.budgets.spend(
+                batch, request, tracked, call_id=call_id, worst_nusd=worst
+            )
         except BreakerOpen as exc:
             return await self.budgets.hold(batch, items, exc, last_try=last_try, close=self._close)
         except ProviderError as exc:
@@ -281,8 +284,8 @@ class BatchExecutor:
         shared = max(usage.input_tokens - sum(own), 0)
         in_weights = [shared / n + o for o in own]
         out_weights = [
-            count_tokens(orjson.dumps(outputs[str(i + 1)]).decode()) if str(i + 1) in outputs else 0
-            for i in range(n)
+            count_tokens(orjson.dumps(outputs[i]).decode()) if i in outputs else 0
+            for i in item_ids(n)
         ]
         # a fallback may have answered: price the model that did
         cost = self.prices.price(response.model, usage, batch_api=batch_api)

@@ -44,7 +44,6 @@ class Heartbeat:
     def __init__(self, worker: LeasingWorker, lease_s: float) -> None:
         self.worker = worker
         self.lease_ms = max(1, int(lease_s * 1000))
-        self.renewed = 0
 
     @property
     def tick_s(self) -> float:
@@ -68,7 +67,6 @@ class Heartbeat:
         for job_id, flag in zip(running, flags, strict=True):
             if not flag and await self.worker.take_lease(job_id):
                 extended += 1
-        self.renewed += extended
         return extended
 
     async def run(self) -> None:

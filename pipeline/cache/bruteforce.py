@@ -92,8 +92,6 @@ class ScopeIndex:
 class StreamIndex:
     """Per process: scope id -> in-process index, kept in step with the Redis streams."""
 
-    kind = "brute force"
-
     def __init__(self, redis: Redis, keys: Keys, dim: int, *, max_entries: int) -> None:
         self.redis = redis
         self.keys = keys

@@ -39,8 +39,6 @@ class Match:
 class VectorIndex(Protocol):
     """Where the vectors of cached prompts live; shared by every process through Redis."""
 
-    kind: str
-
     async def search(self, searches: Sequence[Search]) -> list[list[list[Match]]]:
         """Per search, per query: up to CANDIDATES matches at or above the threshold, best
         first."""

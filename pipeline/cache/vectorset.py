@@ -46,8 +46,6 @@ async def has_vector_sets(redis: Redis) -> bool:
 class VectorSetIndex:
     """Semantic scopes as Redis 8 vector sets, shared by every process without a local copy."""
 
-    kind = "vector sets"
-
     def __init__(self, redis: Redis, keys: Keys, *, max_entries: int) -> None:
         self.redis = redis
         self.keys = keys
