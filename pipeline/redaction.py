@@ -8,6 +8,7 @@ removed too, configured or not.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Iterable
@@ -28,20 +29,29 @@ _KEYLIKE = re.compile(
 )
 
 
-def _forms(secret: str) -> set[str]:
+@functools.lru_cache(maxsize=256)  # the same few keys, for every log line and error text
+def _forms(secret: str) -> tuple[str, ...]:
+    """The secret as written, URL-encoded and JSON-escaped; longest first."""
     escaped = orjson.dumps(secret).decode()[1:-1]
-    return {
+    forms = {
         secret,
         quote(secret, safe=""),
         quote_plus(secret),
         escaped,
         escaped.replace("/", "\\/"),
     }
+    return tuple(sorted(forms, key=len, reverse=True))
 
 
-def _mask_fragments(text: str, forms: Iterable[str]) -> str:
+@functools.lru_cache(maxsize=256)
+def _grams(secret: str) -> frozenset[str]:
+    """Every run of `MIN_FRAGMENT` characters of every form of the secret."""
+    n = MIN_FRAGMENT
+    return frozenset(f[i : i + n] for f in _forms(secret) for i in range(len(f) - n + 1))
+
+
+def _mask_fragments(text: str, grams: frozenset[str]) -> str:
     """Mask every run of `MIN_FRAGMENT` or more characters that also occurs in a form."""
-    grams = {f[i : i + MIN_FRAGMENT] for f in forms for i in range(len(f) - MIN_FRAGMENT + 1)}
     if not grams or len(text) < MIN_FRAGMENT:
         return text
     marked = bytearray(len(text))
@@ -71,11 +81,10 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for secret in secrets:
         if not secret:
             continue
-        forms = _forms(secret)
-        for form in sorted(forms, key=len, reverse=True):
+        for form in _forms(secret):
             text = text.replace(form, MASK)
         if len(secret) >= MIN_FRAGMENT:
-            text = _mask_fragments(text, forms)
+            text = _mask_fragments(text, _grams(secret))
     return _KEYLIKE.sub(MASK, text)
 
 
