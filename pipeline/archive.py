@@ -100,13 +100,13 @@ class LedgerArchive:
                 rows = await self._next_chunk(mark, cutoff_ms)
                 if not rows:
                     return Archived(entries, files, mark)
-                rows, wrote = await asyncio.to_thread(self._write, rows)  # off the event loop
+                rows, wrote, ids = await asyncio.to_thread(self._write, rows)  # off the loop
                 files += wrote
                 if after_write is not None:
                     after_write()
                 mark = rows[-1][0]
                 await self.redis.set(self.keys.ledger_archive_mark(), mark)
-                await self._forget(mark, [_guard_id(blob) for _, blob in rows])
+                await self._forget(mark, ids)
                 entries += len(rows)
         finally:
             await lease.release()
@@ -123,19 +123,24 @@ class LedgerArchive:
         day = _day_of(rows[0][0])
         return [r for r in rows if _day_of(r[0]) == day]
 
-    def _write(self, rows: list[tuple[str, bytes]]) -> tuple[list[tuple[str, bytes]], int]:
+    def _write(
+        self, rows: list[tuple[str, bytes]]
+    ) -> tuple[list[tuple[str, bytes]], int, list[str]]:
         """Write a chunk's file, or adopt the file an interrupted pass wrote for the same first
-        entry (then the chunk ends where that file ends). Returns the chunk and files written."""
+        entry (then the chunk ends where that file ends). Returns the chunk, the files written
+        and the chunk's ids in the ledger's id guard."""
         first = rows[0][0]
         folder = self.root / _day_of(first).isoformat()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         done = sorted(folder.glob(f"{_safe(first)}_*.parquet"))
         if done:
             last = _unsafe(done[0].stem.split("_", 1)[1])
-            return [r for r in rows if _id_key(r[0]) <= _id_key(last)], 0
+            rows = [r for r in rows if _id_key(r[0]) <= _id_key(last)]
+            return rows, 0, [_guard_id(blob) for _, blob in rows]
         path = folder / f"{_safe(first)}_{_safe(rows[-1][0])}.parquet"
         tmp = path.with_suffix(".parquet.part")
-        pq.write_table(_table(rows), tmp, compression="zstd")
+        table = _table(rows)
+        pq.write_table(table, tmp, compression="zstd")
         with tmp.open("rb") as fh:
             os.fsync(fh.fileno())
         tmp.replace(path)
@@ -145,7 +150,8 @@ class LedgerArchive:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return rows, 1
+        kinds, ids = table.column("type").to_pylist(), table.column("id").to_pylist()
+        return rows, 1, [i if k == "call" else f"s:{i}" for k, i in zip(kinds, ids, strict=True)]
 
     async def _forget(self, mark: str, ids: list[str]) -> None:
         """Trim the stream up to `mark` and drop archived ids from the id guard."""
