@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+from redis.asyncio.client import Pipeline
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -79,10 +80,13 @@ class BatchStore:
         )
         window_h = int(window.group(1))
         doc = _batch_object(batch_id, request, file_id, now, window_h)
-        await self.redis.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
-        await self._save(who.tenant, doc)
-        await self.redis.zadd(self.keys.server_batches(who.tenant), {batch_id: time.time()})
-        await self.redis.expire(self.keys.server_batches(who.tenant), self.ttl_s)
+        listed = self.keys.server_batches(who.tenant)
+        async with self.redis.pipeline(transaction=True) as pipe:  # one round trip
+            pipe.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
+            self._save_in(pipe, who.tenant, doc)
+            pipe.zadd(listed, {batch_id: time.time()})
+            pipe.expire(listed, self.ttl_s)
+            await pipe.execute()
         min_window_h = settings.server_batch_api_min_window_h
         batch_api = min_window_h > 0 and window_h >= min_window_h
         lines = check_lines(entries, who, source=file_id, batch_api=batch_api)
@@ -128,12 +132,19 @@ class BatchStore:
         await asyncio.gather(*self._validating, return_exceptions=True)
 
     async def _save(self, tenant: str, doc: dict[str, Any], rejected: int | None = None) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self._save_in(pipe, tenant, doc, rejected)
+            await pipe.execute()
+
+    def _save_in(
+        self, pipe: Pipeline, tenant: str, doc: dict[str, Any], rejected: int | None = None
+    ) -> None:
         key = self.keys.server_batch(tenant, doc["id"])
         mapping: dict[str, Any] = {"doc": orjson.dumps(doc)}
         if rejected is not None:
             mapping["rejected"] = rejected
-        await self.redis.hset(key, mapping=mapping)
-        await self.redis.expire(key, self.ttl_s)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl_s)
 
     async def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
         raw = await self.redis.hget(self.keys.server_batch(tenant, batch_id), "doc")

@@ -81,11 +81,10 @@ async def get_run(request: Request) -> Response:
     state = state_of(request)
     run_id = object_id(request.path_params["id"], "run")
     await owned_run(state, who, run_id)
-    try:
-        done, total, sealed = await state.pipeline.runs.progress(run_id)
-    except KeyError:
-        raise not_found("run", run_id) from None
-    info = await state.pipeline.runs.info(run_id)
+    info = await state.pipeline.runs.info(run_id)  # one read: progress and the rest
+    if "done" not in info:
+        raise not_found("run", run_id)
+    done, total, sealed = int(info["done"]), int(info.get("total") or 0), info.get("sealed") == "1"
     return JSONResponse(
         {
             "id": run_id,
