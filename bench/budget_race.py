@@ -2,7 +2,7 @@
 
 The baseline does what many gateways do: before a call it checks the recorded spend against the
 cap, and records the cost after the call. Calls that start together all pass the check, so the
-spend walks past the cap. The breaker (pipeline/budgets.py) reserves each call's worst case
+spend walks past the cap. The breaker (pipeline/budgets/breaker.py) reserves each call's worst case
 atomically first and settles it afterwards. Both run here, in one process, on a real Redis, with
 the same calls (cost and latency drawn from one seeded generator):
 
@@ -20,15 +20,15 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-from pipeline.app import connect_redis
-from pipeline.budgets import Budgets
-from pipeline.config import load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.budgets.breaker import Budgets
+from pipeline.config.settings import load_settings
+from pipeline.core.runs import RunStore
+from pipeline.core.wiring import connect_redis
+from pipeline.costs.ledger import NANO, to_nano
+from pipeline.costs.prices import PriceTable
 from pipeline.errors import BreakerOpen, BudgetBusy
 from pipeline.keys import Keys
-from pipeline.ledger import NANO, to_nano
-from pipeline.prices import PriceTable
-from pipeline.runs import RunStore
+from pipeline.state.embedded import EmbeddedRedis
 
 WORST_USD = Decimal("0.02")  # the most one call can cost (full max_tokens)
 

@@ -49,12 +49,12 @@ from pipeline.cache import ResponseCache
 from pipeline.cache.semantic import semantic_scope
 from pipeline.cache.stats import SEP
 from pipeline.cache.vectors import Search
-from pipeline.config import ProviderConfig, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import ProviderConfig, load_settings
 from pipeline.keys import Keys
 from pipeline.models import Message, Task, TTLClass
 from pipeline.providers import build_providers
 from pipeline.providers.base import ChatRequest
+from pipeline.state.embedded import EmbeddedRedis
 from tests.fake_provider import FakeProvider
 
 DIM = 512  # the default embedder's (LocalUSE)
@@ -201,7 +201,7 @@ async def stored_vectors(texts: list[str], rng: np.random.Generator, real: bool)
     vectors (the worst case for an HNSW graph: every vector about as far from every other)."""
     if not real:
         return unit(rng.standard_normal((len(texts), DIM)))
-    from pipeline.embedders import default_embedder
+    from pipeline.cache.embedders import default_embedder
 
     return np.asarray(await default_embedder().embed(texts), dtype=np.float32)
 
@@ -302,7 +302,7 @@ async def provider_call_s(fake: FakeProvider, calls: int) -> float:
 
 
 async def embedding_s(texts: list[str]) -> float | None:
-    from pipeline.embedders import default_embedder
+    from pipeline.cache.embedders import default_embedder
 
     try:
         model = default_embedder()
@@ -316,7 +316,7 @@ async def embedding_s(texts: list[str]) -> float | None:
 
 
 def model_name() -> str:
-    from pipeline.embedders import LocalUSE
+    from pipeline.cache.embedders import LocalUSE
 
     return LocalUSE.name
 

@@ -8,14 +8,14 @@
         --base-url https://api.openai.com/v1 --model text-embedding-3-small --dim 1536
 
 For every pair of tests/data/semantic_pairs.jsonl it embeds both prompts, takes their cosine
-similarity and asks pipeline.semantic_guard whether a hit would be refused. A pair is a *hit* at
+similarity and asks pipeline.cache.guard whether a hit would be refused. A pair is a *hit* at
 threshold t when similarity >= t and the guard lets it through. For a sweep of t it prints the
 paraphrase hit rate and the near-miss false-hit rate (with and without the guard), plus the hit
 rate on unrelated prompts (prompts of different rows, same language, 16 per row), and picks the
 lowest t whose near-miss false hits are <= 1% and that lets no unrelated pair through, separately
 for English (`threshold`) and Japanese (`threshold_ja`). Those two values belong in the
-THRESHOLD_* constants of pipeline/embedders/_base.py. With --held-out it also calibrates on the
-even lines of the file only and reports the figures those thresholds reach on the odd lines,
+THRESHOLD_* constants of pipeline/cache/embedders/_base.py. With --held-out it also calibrates on
+the even lines of the file only and reports the figures those thresholds reach on the odd lines,
 which the calibration never saw, and then the other way round.
 """
 
@@ -35,14 +35,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.embedders import (
+from pipeline.cache.embedders import (
     Embedder,
     HashingEmbedder,
     LocalUSE,
     OpenAIEmbeddings,
     Vectors,
 )
-from pipeline.semantic_guard import blocks_semantic_hit
+from pipeline.cache.guard import blocks_semantic_hit
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "semantic_pairs.jsonl"
 MAX_FALSE_HIT_RATE = 0.01

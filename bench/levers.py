@@ -33,12 +33,12 @@ from typing import Any
 import orjson
 from arq.connections import RedisSettings, create_pool
 
-from pipeline.app import Pipeline
-from pipeline.client import BatchwiseClient
-from pipeline.config import load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import load_settings
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.wiring import Pipeline
+from pipeline.costs.reports import build_report
 from pipeline.models import TASK_TYPES
-from pipeline.reports import build_report
+from pipeline.state.embedded import EmbeddedRedis
 from workers.lifecycle import in_process_worker, running
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"

@@ -20,10 +20,10 @@ from typing import Any
 
 from arq.connections import RedisSettings, create_pool
 
-from pipeline.app import Pipeline
-from pipeline.client import BatchwiseClient
-from pipeline.config import ProviderConfig, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.wiring import Pipeline
+from pipeline.state.embedded import EmbeddedRedis
 from tests.fake_provider import FakeProvider
 from workers.lifecycle import in_process_worker, running
 

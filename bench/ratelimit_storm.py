@@ -32,13 +32,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.config import ProviderConfig, Settings, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import ProviderConfig, Settings, load_settings
 from pipeline.errors import RateLimited
 from pipeline.models import Message
 from pipeline.providers.base import ChatRequest, ChatResponse
-from pipeline.providers.fallback import ProviderChain
+from pipeline.providers.chain import ProviderChain
 from pipeline.providers.openai import OpenAICompatible
+from pipeline.state.embedded import EmbeddedRedis
 from tests.fake_provider import expected_output
 from tests.processes import FakeProcess
 

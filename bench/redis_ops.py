@@ -26,8 +26,8 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import DEFAULT_MAX_ITEMS, ProviderConfig, Settings, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import DEFAULT_MAX_ITEMS, ProviderConfig, Settings, load_settings
+from pipeline.state.embedded import EmbeddedRedis
 from tests.conftest import pipeline_client, running_worker
 from tests.fake_provider import FakeProvider
 

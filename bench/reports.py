@@ -34,12 +34,12 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.dashboard import render_html
-from pipeline.embedded import redis_server_binary
+from pipeline.costs.dashboard import render_html
+from pipeline.costs.ledger import Ledger
+from pipeline.costs.reports import build_report
 from pipeline.keys import Keys
-from pipeline.ledger import Ledger
 from pipeline.models import CallRecord, CostShare, Usage
-from pipeline.reports import build_report
+from pipeline.state.embedded import redis_server_binary
 
 MODELS = {  # model -> (input, output) USD per million tokens
     "gpt-4o-mini": (0.15, 0.60),

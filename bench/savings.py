@@ -38,13 +38,13 @@ from typing import Any
 import orjson
 from arq.connections import RedisSettings, create_pool
 
-from pipeline.app import Pipeline
-from pipeline.cascade import EvalContext, register_evaluator
-from pipeline.client import BatchwiseClient
-from pipeline.config import CascadeSpec, Settings, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import CascadeSpec, Settings, load_settings
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.wiring import Pipeline
 from pipeline.models import TASK_TYPES
-from pipeline.plan import plan_file
+from pipeline.routing.cascade import EvalContext, register_evaluator
+from pipeline.routing.estimate import plan_file
+from pipeline.state.embedded import EmbeddedRedis
 from workers.lifecycle import in_process_worker, running
 
 POLICIES = [

@@ -36,11 +36,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.cache.guard import blocks_semantic_hit
+from pipeline.cache.verdicts import VERIFY_SYSTEM, verify_prompt
+from pipeline.costs.prices import PriceTable
 from pipeline.models import Usage
-from pipeline.prices import PriceTable
-from pipeline.semantic_guard import blocks_semantic_hit
 from pipeline.tokens import count_tokens
-from pipeline.verdicts import VERIFY_SYSTEM, verify_prompt
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 STEP = 0.005

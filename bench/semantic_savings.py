@@ -28,8 +28,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import ProviderConfig, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.state.embedded import EmbeddedRedis
 from tests.conftest import pipeline_client, running_worker
 from tests.fake_provider import FakeProvider, expected_output
 

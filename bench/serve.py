@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.throughput import free_port, start_fake  # noqa: E402
-from pipeline.embedded import EmbeddedRedis  # noqa: E402
+from pipeline.state.embedded import EmbeddedRedis  # noqa: E402
 
 FAKE_KEY = "bench-key"  # bench.throughput's fake provider key
 SERVER_KEY = "sk-bench-tenant"
@@ -57,7 +57,7 @@ def start_server(port: int, redis_url: str, fake_url: str, state: Path) -> subpr
     )
     log = (state / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "pipeline.cli.main", "serve", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -36,8 +36,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import ProviderConfig, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.state.embedded import EmbeddedRedis
 from tests import processes
 from tests.conftest import pipeline_client
 from workers.lifecycle import in_process_worker, running

@@ -17,15 +17,15 @@ from typing import Any
 
 import orjson
 
-from pipeline.providers.simulated import simulated_answer
-from pipeline.tokens import count_tokens
-from pipeline.wire import (
+from pipeline.packing.wire import (
     ITEM_OVERHEAD_MEAN_TOKENS,
     ITEM_OVERHEAD_TOKENS,
     PACK_INSTRUCTIONS,
     encode_answers,
     encode_items,
 )
+from pipeline.providers.simulated import simulated_answer
+from pipeline.tokens import count_tokens
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "jobs.example.jsonl"
 OLD_INSTRUCTIONS = (

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .models import Task, TTLClass
+from pipeline.models import Task, TTLClass
 
 _SPACE = re.compile(r"\s+")
 

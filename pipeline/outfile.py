@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError
+from pipeline.errors import InputError
 
 
 def check_destination(path: Path) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import quote, quote_plus
 import orjson
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from pipeline.config.settings import Settings
 
 MASK = "[redacted]"
 MIN_FRAGMENT = 8

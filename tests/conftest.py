@@ -14,10 +14,10 @@ import pytest
 from arq import Worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from pipeline.app import Pipeline
-from pipeline.client import BatchwiseClient
-from pipeline.config import ProviderConfig, Settings, load_settings
-from pipeline.embedded import EmbeddedRedis
+from pipeline.config.settings import ProviderConfig, Settings, load_settings
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.wiring import Pipeline
+from pipeline.state.embedded import EmbeddedRedis
 from tests.fake_provider import FakeProvider
 from workers.lifecycle import in_process_worker, running
 

@@ -6,7 +6,7 @@ and a packed prompt `{"1": input, "2": input, ...}` (the keyed wire format) is a
 `{"1": expected_output(input), ...}`; the older `{"items": [{"id", "input"}, ...]}` prompt is
 answered in its own shape, `{"results": [{"id", "output"}, ...]}`. So a test can check that no
 task ever receives another task's output.
-A semantic-cache verification (`{"pairs": {"1": [a, b], ...}}`, see pipeline/verdicts.py) is
+A semantic-cache verification (`{"pairs": {"1": [a, b], ...}}`, see pipeline/cache/verdicts.py) is
 answered with `FakeProvider.verdict` for every pair: "yes" after a reset, or a function of the
 pair's two texts.
 

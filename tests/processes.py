@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from tests.fake_provider import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +79,7 @@ def worker_process(log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]
     `make_settings`, it packs every group unless `env` says otherwise."""
     with log.open("ab") as fh:  # the child keeps its own copy
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
+            [sys.executable, "-m", "pipeline.cli.main", "worker"],
             cwd=ROOT,
             env=clean_env(**{"BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "0", **env}),
             stdout=fh,
@@ -111,7 +111,7 @@ def fake_provider_worker(
 
 
 class WorkerProcesses:
-    """N `python -m pipeline.cli worker` processes with the same environment."""
+    """N `python -m pipeline.cli.main worker` processes with the same environment."""
 
     def __init__(self, count: int, env: Mapping[str, str], log_dir: Path) -> None:
         self.logs = [log_dir / f"worker{i}.log" for i in range(count)]

@@ -15,7 +15,7 @@ from arq.connections import RedisSettings, create_pool
 from openai import AsyncOpenAI
 from starlette.applications import Starlette
 
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
 from pipeline.server import create_app
 from workers.lifecycle import in_process_worker, running
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .settings import WorkerSettings, worker_settings
+from workers.settings import WorkerSettings, worker_settings
 
 __all__ = ["WorkerSettings", "worker_settings"]

@@ -12,13 +12,13 @@ from typing import Any
 from arq import cron
 from arq.cron import CronJob
 
-from pipeline.app import Pipeline
-from pipeline.archive import LedgerArchive
-from pipeline.batchapi import BatchApi
-from pipeline.client import BatchwiseClient
-from pipeline.config import Settings
+from pipeline.config.settings import Settings
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.wiring import Pipeline
+from pipeline.costs.archive import LedgerArchive
 from pipeline.errors import TransientError
-from pipeline.nightly import Nightly
+from pipeline.nightly.batch_api import BatchApi
+from pipeline.nightly.inbox import Nightly
 
 logger = logging.getLogger("batchwise.worker")
 
@@ -37,7 +37,7 @@ def batch_api(ctx: dict[str, Any]) -> BatchApi:
 
 async def poll_provider_batches(ctx: dict[str, Any]) -> int:
     """Submit pending batches to provider batch APIs and settle the ended ones."""
-    from .jobs import enqueue_batches
+    from workers.jobs import enqueue_batches
 
     try:
         children = await batch_api(ctx).tick()

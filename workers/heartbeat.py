@@ -21,7 +21,7 @@ from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import WatchError
 
-from pipeline.reconnect import LOST
+from pipeline.state.reconnect import LOST
 
 
 class LeasingWorker(Protocol):

@@ -15,14 +15,13 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
-from pipeline import metrics
-from pipeline.app import Pipeline
-from pipeline.config import Settings, load_settings
+from pipeline.config.settings import Settings, load_settings
+from pipeline.core.wiring import Pipeline
+from pipeline.costs import metrics
 from pipeline.errors import TransientError
 from pipeline.redaction import redact, redact_logs, secret_values
-
-from .cron import batch_api, open_batch_api
-from .cron import close as close_batch_api
+from workers.cron import batch_api, open_batch_api
+from workers.cron import close as close_batch_api
 
 logger = logging.getLogger("batchwise.worker")
 

@@ -7,8 +7,8 @@ traceback. Here the worker stops taking jobs, the jobs in flight get a grace per
 what is left is cancelled (every job is idempotent; a cancelled batch reruns), then it closes.
 
 A worker also rides out a Redis outage (`DurableWorker`): its Redis client waits and reconnects
-(pipeline/reconnect.py), the jobs it holds carry on, and its jobs are leased, not locked for the
-job timeout (heartbeat.py).
+(pipeline/state/reconnect.py), the jobs it holds carry on, and its jobs are leased, not locked for
+the job timeout (heartbeat.py).
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from arq.utils import timestamp_ms
 from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
-from pipeline.config import Settings
-from pipeline.reconnect import LOST, arq_settings, retry_policy
-
-from .heartbeat import Heartbeat
-from .pickup import PromptPickup
-from .settings import worker_settings
+from pipeline.config.settings import Settings
+from pipeline.state.reconnect import LOST, arq_settings, retry_policy
+from workers.heartbeat import Heartbeat
+from workers.pickup import PromptPickup
+from workers.settings import worker_settings
 
 logger = logging.getLogger("batchwise.worker")
 CLOSE_WAIT_S = 3.0  # how long a closing worker waits for a lost Redis

@@ -7,10 +7,9 @@ from typing import Any, ClassVar
 from arq import func
 from arq.connections import RedisSettings
 
-from pipeline.config import Settings, load_settings
-
-from .cron import cron_jobs as batch_api_cron_jobs
-from .jobs import process_batch, shutdown, startup
+from pipeline.config.settings import Settings, load_settings
+from workers.cron import cron_jobs as batch_api_cron_jobs
+from workers.jobs import process_batch, shutdown, startup
 
 
 def worker_settings(settings: Settings) -> dict[str, Any]:

@@ -9,10 +9,10 @@ cli.py       `batchwise cache stats | clear`
 
 from __future__ import annotations
 
-from .cli import add_cli
-from .stats import CacheStatsRow
-from .store import Lookup, ResponseCache
-from .ttl import TTLPolicy, infer_ttl_class
+from pipeline.cache.stats import CacheStatsRow
+from pipeline.cache.store import Lookup, ResponseCache
+from pipeline.cache.ttl import TTLPolicy, infer_ttl_class
+from pipeline.cli.cache import add_cli
 
 __all__ = [
     "CacheStatsRow",

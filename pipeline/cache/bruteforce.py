@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 
-from ..embedders import Vectors
-from ..keys import Keys
-from .vectors import CANDIDATES, Match, Search
+from pipeline.cache.embedders import Vectors
+from pipeline.cache.vectors import CANDIDATES, Match, Search
+from pipeline.keys import Keys
 
 SYNC_PAGE = 5000  # stream entries read per round trip when a process catches up
 QUERY_BLOCK = 64  # queries scored against an index at once (bounds the score matrix)

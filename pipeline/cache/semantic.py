@@ -9,9 +9,9 @@ one warning.
 
 A candidate is a hit when its cosine similarity reaches the embedder's calibrated threshold for
 the query (`Embedder.threshold_for`, overridable by settings) AND
-`pipeline.semantic_guard.blocks_semantic_hit` finds no differing number, id, date, negation,
+`pipeline.cache.guard.blocks_semantic_hit` finds no differing number, id, date, negation,
 opposite term or name between the two prompts: the same rule bench/calibrate_semantic.py and
-tests/test_semantic.py measure on the labelled pairs, so their figures hold for this cache.
+tests/cache/test_semantic.py measure on the labelled pairs, so their figures hold for this cache.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from ..config import Settings
-from ..embedders import (
+from pipeline.cache.bruteforce import StreamIndex
+from pipeline.cache.embedders import (
     Embedder,
     HashingEmbedder,
     LocalUSE,
@@ -34,14 +34,14 @@ from ..embedders import (
     clip_for_embedding,
     language_of,
 )
-from ..errors import ConfigError
-from ..fingerprint import canonical_hash
-from ..keys import Keys
-from ..models import Task, TTLClass
-from ..semantic_guard import blocks_semantic_hit
-from .bruteforce import StreamIndex
-from .vectors import CANDIDATES, Search, VectorIndex
-from .vectorset import VectorSetIndex, has_vector_sets
+from pipeline.cache.guard import blocks_semantic_hit
+from pipeline.cache.vectors import CANDIDATES, Search, VectorIndex
+from pipeline.cache.vectorset import VectorSetIndex, has_vector_sets
+from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError
+from pipeline.fingerprint import canonical_hash
+from pipeline.keys import Keys
+from pipeline.models import Task, TTLClass
 
 logger = logging.getLogger("batchwise.cache")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from ..keys import Keys
+from pipeline.keys import Keys
 
 SEP = "\x1f"
 NANO = Decimal(1_000_000_000)

@@ -28,13 +28,8 @@ import numpy as np
 import orjson
 from redis.asyncio import Redis
 
-from ..config import Settings
-from ..embedders import Embedder
-from ..errors import PipelineError
-from ..fingerprint import item_key, request_key
-from ..keys import Keys
-from ..models import Task
-from .semantic import (
+from pipeline.cache.embedders import Embedder
+from pipeline.cache.semantic import (
     CANDIDATES,
     Candidate,
     SemanticIndex,
@@ -42,9 +37,14 @@ from .semantic import (
     clear_vectors,
     semantic_scope,
 )
-from .stats import SEP, CacheStatsRow, read_stats
-from .ttl import TTLPolicy
-from .verify import PairCheck, Verifier
+from pipeline.cache.stats import SEP, CacheStatsRow, read_stats
+from pipeline.cache.ttl import TTLPolicy
+from pipeline.cache.verify import PairCheck, Verifier
+from pipeline.config.settings import Settings
+from pipeline.errors import PipelineError
+from pipeline.fingerprint import item_key, request_key
+from pipeline.keys import Keys
+from pipeline.models import Task
 
 logger = logging.getLogger("batchwise.cache")
 

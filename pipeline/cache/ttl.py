@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..models import TTL_SECONDS, TTLClass
+from pipeline.models import TTL_SECONDS, TTLClass
 
 DAY_S = 86400
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..embedders import Vectors
+from pipeline.cache.embedders import Vectors
 
 CANDIDATES = 4  # best-scoring entries checked by the guard and for liveness, per query
 

@@ -19,8 +19,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from ..keys import Keys
-from .vectors import CANDIDATES, Match, Search
+from pipeline.cache.vectors import CANDIDATES, Match, Search
+from pipeline.keys import Keys
 
 # Drop a scope's oldest elements beyond ARGV[1], in the same transaction as the write.
 _TRIM = """

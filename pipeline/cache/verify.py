@@ -3,8 +3,9 @@
 Above the serve threshold a candidate that the guard lets through is a hit; in the grey zone
 below it (`cache_semantic_verify_margin` wide) it is a hit only when the verification model
 answers a clear "yes" to "do these two requests ask the same thing?". All grey-zone candidates
-of a submit chunk go in one call per tenant (the format is `pipeline.verdicts`), on the cheapest
-model the configured providers serve, and the call is recorded in the ledger like any other.
+of a submit chunk go in one call per tenant (the format is `pipeline.cache.verdicts`), on the
+cheapest model the configured providers serve, and the call is recorded in the ledger like any
+other.
 Verdicts are cached per (semantic scope, query, cached prompt), "no" as well as "yes", so a pair
 is never paid for twice while its verdict lives. Any failure is a "no": a provider outage costs
 savings, never a wrong answer.
@@ -23,15 +24,15 @@ from decimal import Decimal
 
 from redis.asyncio import Redis
 
-from ..config import Settings
-from ..errors import PipelineError
-from ..keys import Keys
-from ..ledger import NANO, Ledger, to_nano
-from ..models import CallRecord, Message, Usage
-from ..prices import PriceTable
-from ..providers.base import ChatRequest
-from ..providers.fallback import ProviderChain
-from ..verdicts import VERIFY_SYSTEM, read_verdicts, verify_prompt
+from pipeline.cache.verdicts import VERIFY_SYSTEM, read_verdicts, verify_prompt
+from pipeline.config.settings import Settings
+from pipeline.costs.ledger import NANO, Ledger, to_nano
+from pipeline.costs.prices import PriceTable
+from pipeline.errors import PipelineError
+from pipeline.keys import Keys
+from pipeline.models import CallRecord, Message, Usage
+from pipeline.providers.base import ChatRequest
+from pipeline.providers.chain import ProviderChain
 
 logger = logging.getLogger("batchwise.cache")
 

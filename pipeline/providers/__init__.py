@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import Settings
-from ..errors import ConfigError
-from .anthropic import AnthropicMessages
-from .base import ChatRequest, ChatResponse, Provider
-from .openai import OpenAICompatible
-from .simulated import SimulatedProvider
+from pipeline.config.settings import Settings
+from pipeline.errors import ConfigError
+from pipeline.providers.anthropic import AnthropicMessages
+from pipeline.providers.base import ChatRequest, ChatResponse, Provider
+from pipeline.providers.openai import OpenAICompatible
+from pipeline.providers.simulated import SimulatedProvider
 
 __all__ = ["ChatRequest", "ChatResponse", "Provider", "build_providers"]
 

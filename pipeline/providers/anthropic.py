@@ -3,7 +3,8 @@
 `ANTHROPIC_API_KEY` and `ANTHROPIC_BASE_URL` (the root, without `/v1`) configure it; requests carry
 `x-api-key` and `anthropic-version`, the system prompt goes in the top-level `system` field, and a
 long system prompt is marked for Anthropic's prompt cache so that every batch of a group reuses it.
-Usage is normalised with `pipeline.usage.from_anthropic` (cache reads and writes counted in input).
+Usage is normalised with `pipeline.costs.usage.from_anthropic` (cache reads and writes counted in
+input).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import Any
 import httpx
 import orjson
 
-from ..config import ProviderConfig
-from ..errors import TransientError
-from ..tokens import count_tokens
-from ..usage import from_anthropic
-from .base import ChatRequest, ChatResponse, rate_headers
-from .http import HTTPProvider
+from pipeline.config.settings import ProviderConfig
+from pipeline.costs.usage import from_anthropic
+from pipeline.errors import TransientError
+from pipeline.providers.base import ChatRequest, ChatResponse, rate_headers
+from pipeline.providers.http import HTTPProvider
+from pipeline.tokens import count_tokens
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Below this a prompt cannot be cached (1,024 tokens for Sonnet/Opus, 2,048 for Haiku), and

@@ -17,8 +17,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..errors import AccountRefused, ContextTooLong, ProviderRefused, RateLimited, TransientError
-from ..models import Message, Usage
+from pipeline.errors import (
+    AccountRefused,
+    ContextTooLong,
+    ProviderRefused,
+    RateLimited,
+    TransientError,
+)
+from pipeline.models import Message, Usage
 
 _TRY_AGAIN = re.compile(r"try again in (\d+(?:\.\d+)?)\s*(ms|s)", re.IGNORECASE)
 # What OpenAI, Anthropic, Gemini and OpenAI-compatible servers say when a prompt is too big.

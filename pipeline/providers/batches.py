@@ -17,12 +17,12 @@ from typing import Any, Literal, Protocol
 import httpx
 import orjson
 
-from ..config import ProviderConfig
-from ..errors import TransientError
-from ..redaction import redact
-from ..usage import from_anthropic, from_openai
-from .base import ChatRequest, ChatResponse, classify_http
-from .openai import OpenAICompatible
+from pipeline.config.settings import ProviderConfig
+from pipeline.costs.usage import from_anthropic, from_openai
+from pipeline.errors import TransientError
+from pipeline.providers.base import ChatRequest, ChatResponse, classify_http
+from pipeline.providers.openai import OpenAICompatible
+from pipeline.redaction import redact
 
 BatchState = Literal["in_progress", "ended", "failed"]
 OPENAI_TERMINAL = {"completed", "expired", "cancelled", "failed"}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from ..config import Settings
-from ..keys import Keys
+from pipeline.config.settings import Settings
+from pipeline.keys import Keys
 
 # KEYS: health hash, probe lease.  ARGV: lease_ms.  -> {state, ms, reason, account}
 # state 0: closed, call (ms: the failures so far).  1: half-open and this caller holds the probe.

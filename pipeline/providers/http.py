@@ -9,10 +9,10 @@ from typing import Any
 import httpx
 import orjson
 
-from ..config import ProviderConfig
-from ..errors import TransientError
-from ..redaction import redact
-from .base import classify_http, error_fields
+from pipeline.config.settings import ProviderConfig
+from pipeline.errors import TransientError
+from pipeline.providers.base import classify_http, error_fields
+from pipeline.redaction import redact
 
 
 class HTTPProvider:

@@ -8,11 +8,11 @@ from typing import Any
 import httpx
 import orjson
 
-from ..config import ProviderConfig
-from ..errors import TransientError
-from ..usage import from_openai
-from .base import ChatRequest, ChatResponse, rate_headers
-from .http import HTTPProvider
+from pipeline.config.settings import ProviderConfig
+from pipeline.costs.usage import from_openai
+from pipeline.errors import TransientError
+from pipeline.providers.base import ChatRequest, ChatResponse, rate_headers
+from pipeline.providers.http import HTTPProvider
 
 
 class OpenAICompatible(HTTPProvider):

@@ -28,9 +28,9 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
-from ..config import ProviderConfig, Settings
-from ..errors import RateLimited
-from ..keys import Keys
+from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.errors import RateLimited
+from pipeline.keys import Keys
 
 logger = logging.getLogger("batchwise.ratelimit")
 

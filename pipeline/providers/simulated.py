@@ -13,11 +13,16 @@ from typing import Any
 
 import orjson
 
-from ..models import Usage
-from ..tokens import count_messages, count_tokens
-from ..verdicts import asked_pairs, offline_verdicts
-from ..wire import ITEM_OVERHEAD_TOKENS, WRAPPER_OUTPUT_TOKENS, decode_items, encode_answers
-from .base import ChatRequest, ChatResponse
+from pipeline.cache.verdicts import asked_pairs, offline_verdicts
+from pipeline.models import Usage
+from pipeline.packing.wire import (
+    ITEM_OVERHEAD_TOKENS,
+    WRAPPER_OUTPUT_TOKENS,
+    decode_items,
+    encode_answers,
+)
+from pipeline.providers.base import ChatRequest, ChatResponse
+from pipeline.tokens import count_messages, count_tokens
 
 _WORDS = (
     "the order ships within two business days and you can track it from your account page "

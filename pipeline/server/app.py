@@ -12,13 +12,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from ..app import Pipeline
-from ..client import BatchwiseClient
-from ..config import Settings
-from . import batches, chat, files, ops, tasks
-from .auth import KeyRing
-from .errors import ApiError, handle_api_error, handle_unexpected
-from .state import ServerState
+from pipeline.config.settings import Settings
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.wiring import Pipeline
+from pipeline.server import batches, chat, files, ops, tasks
+from pipeline.server.auth import KeyRing
+from pipeline.server.errors import ApiError, handle_api_error, handle_unexpected
+from pipeline.server.state import ServerState
 
 ROUTES = [
     Route("/v1/files", files.create_file, methods=["POST"]),

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from ..config import ServerKey, Settings
-from ..errors import ConfigError
-from .errors import ApiError
+from pipeline.config.settings import ServerKey, Settings
+from pipeline.errors import ConfigError
+from pipeline.server.errors import ApiError
 
 
 @dataclass(frozen=True)

@@ -26,17 +26,17 @@ from redis.asyncio.client import Pipeline
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..client import BatchwiseClient, Submission
-from ..intake import LineError
-from ..keys import Keys
-from ..models import Task
-from ..runs import NANO
-from .auth import Principal
-from .chat import completion_body
-from .errors import ApiError, not_found, object_id, result_status
-from .files import FileStore, page, page_limit
-from .lines import check_lines, split_jsonl
-from .state import principal, state_of
+from pipeline.core.client import BatchwiseClient, Submission
+from pipeline.core.intake import LineError
+from pipeline.core.runs import NANO
+from pipeline.keys import Keys
+from pipeline.models import Task
+from pipeline.server.auth import Principal
+from pipeline.server.chat import completion_body
+from pipeline.server.errors import ApiError, not_found, object_id, result_status
+from pipeline.server.files import FileStore, page, page_limit
+from pipeline.server.lines import check_lines, split_jsonl
+from pipeline.server.state import principal, state_of
 
 logger = logging.getLogger("batchwise.server")
 

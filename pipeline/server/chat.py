@@ -21,13 +21,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..client import BatchwiseClient, new_run_id
-from ..intake import LineError
-from ..models import Task
-from ..runs import NANO
-from .errors import ApiError, result_status, retry_after_s
-from .lines import check_lines
-from .state import principal, state_of
+from pipeline.core.client import BatchwiseClient, new_run_id
+from pipeline.core.intake import LineError
+from pipeline.core.runs import NANO
+from pipeline.models import Task
+from pipeline.server.errors import ApiError, result_status, retry_after_s
+from pipeline.server.lines import check_lines
+from pipeline.server.state import principal, state_of
 
 logger = logging.getLogger("batchwise.server")
 

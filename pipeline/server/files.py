@@ -15,9 +15,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from ..keys import Keys
-from .errors import ApiError, not_found, object_id
-from .state import principal, state_of
+from pipeline.keys import Keys
+from pipeline.server.errors import ApiError, not_found, object_id
+from pipeline.server.state import principal, state_of
 
 PURPOSES = ("batch", "batch_output")
 

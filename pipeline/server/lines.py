@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from ..intake import LineError, validate
-from ..models import Task
-from .auth import Principal
+from pipeline.core.intake import LineError, validate
+from pipeline.models import Task
+from pipeline.server.auth import Principal
 
 
 def split_jsonl(

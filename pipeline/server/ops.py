@@ -13,11 +13,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..dashboard import render_html
-from ..metrics import REGISTRY
-from ..reports import build_report
-from .errors import ApiError, error_response
-from .state import principal, state_of
+from pipeline.costs.dashboard import render_html
+from pipeline.costs.metrics import REGISTRY
+from pipeline.costs.reports import build_report
+from pipeline.server.errors import ApiError, error_response
+from pipeline.server.state import principal, state_of
 
 access_log = logging.getLogger("batchwise.access")
 

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from ..app import Pipeline
-from ..client import BatchwiseClient
-from .auth import KeyRing, Principal
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.wiring import Pipeline
+from pipeline.server.auth import KeyRing, Principal
 
 if TYPE_CHECKING:
-    from .batches import BatchStore
-    from .chat import ChatBatcher
-    from .files import FileStore
+    from pipeline.server.batches import BatchStore
+    from pipeline.server.chat import ChatBatcher
+    from pipeline.server.files import FileStore
 
 
 @dataclass

@@ -10,12 +10,12 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..client import new_run_id
-from ..runs import to_result
-from .auth import Principal
-from .errors import ApiError, not_found, object_id
-from .lines import check_lines, split_jsonl
-from .state import ServerState, principal, state_of
+from pipeline.core.client import new_run_id
+from pipeline.core.runs import to_result
+from pipeline.server.auth import Principal
+from pipeline.server.errors import ApiError, not_found, object_id
+from pipeline.server.lines import check_lines, split_jsonl
+from pipeline.server.state import ServerState, principal, state_of
 
 
 def _entries(body: bytes, content_type: str, max_line_bytes: int) -> list[tuple[int, Any]]:

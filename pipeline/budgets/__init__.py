@@ -1,0 +1,1 @@
+"""Budgets: the cost circuit breaker, the monthly pace, per-user quotas and admission."""

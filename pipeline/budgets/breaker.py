@@ -1,0 +1,487 @@
+"""Budgets: the cost circuit breaker that holds across every worker.
+
+The breaker holds per scope (`global`, and `tenant:NAME` for each tenant) with an hourly and a
+daily limit, across every worker. Before a provider call its worst-case cost (estimated input
+plus the full max_tokens of output, priced) is *reserved* in one Lua step that checks every limit
+of every scope and charges them all or none. After the call the reservation is *settled* to the
+actual cost (and the month's spend counter moves); on failure it is *released*. Concurrent calls
+therefore never take the recorded spend past a limit, whatever their timing.
+
+When a reservation would cross a limit the scope's breaker opens until the end of that window
+(or until an operator closes it): no call of the scope starts, and its batches wait (the worker
+re-queues them, `BreakerOpen`) or are rejected, by `breaker_policy`. Nothing is lost: a waiting
+batch keeps its items and, when its job runs out of tries, hands them to a continuation batch.
+
+Reservations are keyed by batch id, so a re-run batch never charges twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from redis.asyncio import Redis
+
+from pipeline.budgets.pace import MonthlyBudget, month_bounds
+from pipeline.config.settings import Settings
+from pipeline.core.runs import RunStore
+from pipeline.costs.ledger import NANO, to_nano
+from pipeline.costs.prices import PriceTable
+from pipeline.errors import BreakerOpen, BudgetBusy, CallOverLimit, ConfigError
+from pipeline.keys import Keys
+from pipeline.models import Batch, Item, Usage
+from pipeline.providers.base import ChatRequest, ChatResponse
+from pipeline.tokens import count_messages
+
+logger = logging.getLogger("batchwise.budget")
+
+Clock = Callable[[], float]
+WINDOWS = ("hourly", "daily")
+UNSET = -2  # a limit the settings leave to the next rule
+_CONTINUATION = re.compile(r"\.w(\d+)$")
+
+_RESERVE = """
+-- KEYS: reservation, scope set, operator overrides, then per scope: open marker, hourly and
+--       daily counters of reserved + settled spend, hourly and daily counters of settled spend
+-- ARGV: amount, now, scope count, then per scope: name, its hourly and daily limits from the
+--       settings, the tenant defaults from the settings (-2: unset), hourly and daily window end
+-- Limits are resolved here, in the same atomic step: the scope's override, its setting, then
+-- (tenants only) the `tenant` override and setting; an override `none` means no limit.
+local state = redis.call('HGET', KEYS[1], 'state')
+if state then return {1, state} end
+local amount, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- every override this call may need, in one read
+local wanted = {'limit:tenant:hourly', 'limit:tenant:daily'}
+for i = 0, n - 1 do
+  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':hourly'
+  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':daily'
+end
+local overrides, got = {}, redis.call('HMGET', KEYS[3], unpack(wanted))
+for i, name in ipairs(wanted) do
+  if got[i] then overrides[name] = got[i] end
+end
+local function limit_of(scope, window, own, default)
+  local v = overrides['limit:' .. scope .. ':' .. window]
+  if v then return v == 'none' and -1 or tonumber(v) end
+  if tonumber(own) ~= -2 then return tonumber(own) end
+  if string.sub(scope, 1, 7) ~= 'tenant:' then return -1 end
+  v = overrides['limit:tenant:' .. window]
+  if v then return v == 'none' and -1 or tonumber(v) end
+  if tonumber(default) ~= -2 then return tonumber(default) end
+  return -1
+end
+for i = 0, n - 1 do
+  local k, a = 4 + i * 5, 4 + i * 7
+  local open, scope = KEYS[k], ARGV[a]
+  local until_s = redis.call('HGET', open, 'until')
+  if until_s and tonumber(until_s) > now then
+    return {0, scope, until_s, redis.call('HGET', open, 'window'), 'held',
+      redis.call('HGET', open, 'limit')}
+  end
+  for w = 0, 1 do
+    local window = w == 0 and 'hourly' or 'daily'
+    local limit = limit_of(scope, window, ARGV[a + 1 + w], ARGV[a + 3 + w])
+    if limit >= 0 and amount > limit then  -- could never fit: refuse it, keep the breaker shut
+      return {0, scope, ARGV[a + 5 + w], window, 'never', tostring(limit)}
+    end
+    if limit >= 0 then
+      local used = tonumber(redis.call('GET', KEYS[k + 1 + w]) or '0')
+      local settled = tonumber(redis.call('GET', KEYS[k + 3 + w]) or '0')
+      local ends = ARGV[a + 5 + w]
+      if settled + amount > limit then
+        redis.call('HSET', open, 'until', ends, 'window', window, 'limit', limit,
+          'used', settled, 'wanted', amount, 'opened_at', ARGV[2])
+        redis.call('EXPIRE', open, math.ceil(tonumber(ends) - now) + 86400)
+        redis.call('SADD', KEYS[2], scope)
+        return {0, scope, ends, window, 'opened', tostring(limit)}
+      end
+      if used + amount > limit then  -- fits once calls in flight settle: wait, stay closed
+        return {0, scope, ends, window, 'busy', tostring(limit)}
+      end
+    end
+  end
+end
+local counters, settled = {}, {}
+for i = 0, n - 1 do
+  local created = false
+  for w = 0, 1 do
+    local counter, ttl = KEYS[5 + i * 5 + w], w == 0 and 7200 or 172800
+    -- a counter's lifetime starts with it: set only when this call created it
+    if redis.call('INCRBY', counter, amount) == amount then
+      redis.call('EXPIRE', counter, ttl)
+      created = true
+    end
+    counters[#counters + 1] = counter
+    settled[#settled + 1] = KEYS[7 + i * 5 + w]
+  end
+  if created then redis.call('SADD', KEYS[2], ARGV[4 + i * 7]) end  -- a scope's first spend
+end
+redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
+  table.concat(counters, ','), 'settled', table.concat(settled, ','))
+redis.call('EXPIRE', KEYS[1], 172800)
+return {1, 'new'}
+"""
+
+_SETTLE = """
+-- KEYS: reservation, month spend, month tenant spend
+-- ARGV: actual cost, tenant, settle (1) or release (0)
+-- (a key's lifetime is set when this step creates it: an increment that returns exactly the
+-- amount added found nothing there)
+local r = redis.call('HMGET', KEYS[1], 'state', 'amount', 'counters', 'settled')
+if r[1] ~= 'held' then return -1 end
+local amount = tonumber(r[2])
+local actual = ARGV[3] == '1' and tonumber(ARGV[1]) or 0
+for counter in string.gmatch(r[3], '[^,]+') do
+  redis.call('INCRBY', counter, actual - amount)
+end
+if ARGV[3] == '0' then
+  redis.call('DEL', KEYS[1])
+  return -1
+end
+for counter in string.gmatch(r[4], '[^,]+') do
+  if redis.call('INCRBY', counter, actual) == actual then
+    redis.call('EXPIRE', counter, 172800)
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', actual)
+if redis.call('HINCRBY', KEYS[3], ARGV[2], actual) == actual then
+  redis.call('EXPIRE', KEYS[3], 40 * 86400)
+end
+local total = redis.call('INCRBY', KEYS[2], actual)
+if total == actual then redis.call('EXPIRE', KEYS[2], 40 * 86400) end
+return total
+"""
+
+
+@dataclass(frozen=True)
+class BreakerState:
+    """An open breaker: which scope, until when, and the limit that the call would have crossed."""
+
+    scope: str
+    window: str
+    until: float
+    limit_usd: Decimal
+    used_usd: Decimal
+    wanted_usd: Decimal
+
+
+def usd(nusd: int | str | bytes) -> Decimal:
+    """Nano-dollars (as Redis returns them) in USD."""
+    value: Decimal = Decimal(int(nusd)) / NANO
+    return value
+
+
+class Budgets:
+    """The cost circuit breaker and the monthly budget it feeds, over one Redis."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        keys: Keys,
+        prices: PriceTable,
+        runs: RunStore,
+        *,
+        clock: Clock = time.time,
+        monthly: MonthlyBudget | None = None,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = keys
+        self.prices = prices
+        self.runs = runs
+        self.clock = clock
+        self.monthly = monthly or MonthlyBudget(
+            redis,
+            keys,
+            settings.budget_monthly_usd,
+            alert_pcts=settings.budget_alert_pcts,
+            webhook_url=settings.budget_webhook_url,
+        )
+        self._reserve = redis.register_script(_RESERVE)
+        self._settle = redis.register_script(_SETTLE)
+
+    def set_clock(self, clock: Clock) -> None:
+        """Use another clock for windows, pace and plan counters (tests, replays)."""
+        self.clock = clock
+
+    # -- limits ------------------------------------------------------------------------------
+
+    def _setting(self, scope: str, window: str) -> int:
+        """A scope's limit from the settings in nano-dollars; UNSET when it has none."""
+        lim = self.settings.breaker_limits.get(scope)
+        value = None if lim is None else (lim.hourly_usd if window == "hourly" else lim.daily_usd)
+        return UNSET if value is None else to_nano(value)
+
+    async def scopes(self) -> list[str]:
+        """Every scope with a limit or a reservation (`tenant` defaults are not a scope)."""
+        names = set(self.settings.breaker_limits) | {"global"}
+        for key in await self.redis.hkeys(self.keys.budget_config()):
+            if key.startswith(b"limit:"):
+                names.add(key.decode()[len("limit:") :].rsplit(":", 1)[0])
+        names |= {s.decode() for s in await self.redis.smembers(self.keys.breaker_scopes())}
+        return sorted(names - {"tenant"})
+
+    async def limits(self, scope: str) -> dict[str, int | None]:
+        """A scope's limits in nano-dollars (None: no limit), resolved as `reserve` does."""
+        raw = await self.redis.hgetall(self.keys.budget_config())
+        config = {k.decode(): v.decode() for k, v in raw.items()}
+        out: dict[str, int | None] = {}
+        for window in WINDOWS:
+            chain = [(f"limit:{scope}:{window}", self._setting(scope, window))]
+            if scope.startswith("tenant:"):
+                chain.append((f"limit:tenant:{window}", self._setting("tenant", window)))
+            out[window] = None
+            for field, setting in chain:
+                if field in config:
+                    out[window] = None if config[field] == "none" else int(config[field])
+                    break
+                if setting != UNSET:
+                    out[window] = setting
+                    break
+        return out
+
+    async def set_limit(self, scope: str, window: str, limit_usd: Decimal | None) -> None:
+        """Operator override of a scope's limit (None: no limit)."""
+        if window not in WINDOWS:
+            raise ConfigError(f"window must be one of {WINDOWS}, not {window!r}")
+        value = "none" if limit_usd is None else str(to_nano(limit_usd))
+        await self.redis.hset(self.keys.budget_config(), f"limit:{scope}:{window}", value)
+
+    # -- the breaker -------------------------------------------------------------------------
+
+    def worst_case_nusd(self, model: str, request: ChatRequest) -> int:
+        """The most a call can cost: estimated input (plus the margin) and all of max_tokens."""
+        estimate = count_messages(request.system, [m.content for m in request.messages])
+        tokens_in = math.ceil(estimate * (1 + self.settings.breaker_input_margin))
+        usage = Usage(input_tokens=tokens_in, output_tokens=request.max_tokens)
+        cost = self.prices.price(model, usage)
+        return 0 if cost is None else to_nano(cost)
+
+    async def reserve(self, reservation_id: str, tenant: str, amount_nusd: int) -> None:
+        """Reserve `amount_nusd` in the global and the tenant scope, or raise `BreakerOpen`
+        (`BudgetBusy` when only calls in flight are in the way)."""
+        now = self.clock()
+        hour, day = int(now // 3600), int(now // 86400)
+        keys = [
+            self.keys.reservation(reservation_id),
+            self.keys.breaker_scopes(),
+            self.keys.budget_config(),
+        ]
+        args: list[str | int | float] = [amount_nusd, now, 2]
+        for scope in ("global", f"tenant:{tenant}"):
+            keys += [
+                self.keys.breaker_open(scope),
+                self.keys.breaker_spend(scope, f"h:{hour}"),
+                self.keys.breaker_spend(scope, f"d:{day}"),
+                self.keys.breaker_spend(scope, f"hs:{hour}"),
+                self.keys.breaker_spend(scope, f"ds:{day}"),
+            ]
+            args.append(scope)
+            args += [self._setting(scope, w) for w in WINDOWS]
+            args += [self._setting("tenant", w) for w in WINDOWS]
+            args += [(hour + 1) * 3600, (day + 1) * 86400]
+        reply = await self._reserve(keys=keys, args=args)
+        if int(reply[0]) == 1:
+            return
+        scope, until, window, how, limit = (v.decode() for v in reply[1:])
+        until_s = float(until)
+        if how == "never":
+            raise CallOverLimit(
+                f"cost breaker {scope}: this call's worst case of ${usd(amount_nusd)} is more than "
+                f"the whole {window} limit of ${usd(limit)}; raise the limit or send fewer or "
+                "shorter tasks (lower max_tokens)",
+                scope=scope,
+                until=until_s,
+                retry_after_s=0.0,
+            )
+        if how == "busy":
+            raise BudgetBusy(
+                f"cost breaker {scope}: its {window} limit of ${usd(limit)} has room only once "
+                "calls in flight settle; trying again shortly",
+                scope=scope,
+                until=until_s,
+                retry_after_s=min(self.settings.breaker_recheck_s, 1.0) * random.uniform(0.5, 1),
+            )
+        if how == "opened":
+            logger.warning(
+                "cost breaker %s opened: a call of $%s would cross its %s limit; closed at %s",
+                scope,
+                usd(amount_nusd),
+                window,
+                time.strftime("%H:%M:%S", time.gmtime(until_s)),
+            )
+        wait_s = max(min(until_s - now, self.settings.breaker_recheck_s), 0.05)
+        raise BreakerOpen(
+            f"cost breaker {scope} is open: its {window} limit of ${usd(limit)} would be crossed; "
+            f"calls wait until {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(until_s))} "
+            "or an operator closes it (batchwise budget close-breaker)",
+            scope=scope,
+            until=until_s,
+            retry_after_s=wait_s,
+        )
+
+    async def settle(self, reservation_id: str, tenant: str, actual_nusd: int) -> int | None:
+        """Turn a held reservation into the actual cost; returns the month's spend, or None when
+        it was already settled (a re-run)."""
+        month, _, _ = month_bounds(self.clock())
+        total = await self._settle(
+            keys=[
+                self.keys.reservation(reservation_id),
+                self.keys.month_spend(month),
+                self.keys.month_tenant_spend(month),
+            ],
+            args=[actual_nusd, tenant, 1],
+        )
+        if int(total) < 0:
+            return None
+        await self.monthly.alert(int(total), self.clock())
+        return int(total)
+
+    async def release(self, reservation_id: str) -> None:
+        """Give a held reservation back (the call failed): a retry reserves afresh."""
+        await self._settle(keys=[self.keys.reservation(reservation_id), "-", "-"], args=[0, "", 0])
+
+    async def spend(
+        self,
+        batch: Batch,
+        request: ChatRequest,
+        call: Callable[[ChatRequest], Awaitable[ChatResponse]],
+        *,
+        call_id: str | None = None,
+        worst_nusd: int | None = None,
+    ) -> ChatResponse:
+        """Reserve the call's worst case (`worst_nusd` when the caller has it already), make it,
+        settle to its actual cost (release on error). The reservation is the call's (`call_id`,
+        by default the batch id)."""
+        reservation = call_id or batch.id
+        if worst_nusd is None:
+            worst_nusd = self.worst_case_nusd(batch.model, request)
+        await self.reserve(reservation, batch.tenant, worst_nusd)
+        try:
+            response = await call(request)
+        except asyncio.CancelledError:  # the call may have been billed: its hold stays counted
+            raise
+        except BaseException:
+            await self.release(reservation)
+            raise
+        cost = self.prices.price(response.model, response.usage)  # a fallback may have answered
+        try:
+            await self.settle(reservation, batch.tenant, 0 if cost is None else to_nano(cost))
+        except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted
+            logger.exception("batch %s: settling its budget reservation failed", batch.id)
+        return response
+
+    async def hold(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        exc: BreakerOpen,
+        *,
+        last_try: bool,
+        close: Callable[[str], Awaitable[None]],
+    ) -> list[str]:
+        """What a batch does while its breaker is open: wait (re-raise, or hand its items to a
+        continuation batch when its job is out of tries) or have its tasks rejected. A batch too
+        costly for a whole window is split in halves; a single task that is, is rejected."""
+        over = isinstance(exc, CallOverLimit)
+        if over and len(items) > 1:
+            half = (len(items) + 1) // 2
+            parts = [items[:half], items[half:]]
+            children = [f"{batch.id}.b{i}" for i in range(2)]
+            for child, part in zip(children, parts, strict=True):
+                await self._child(batch, child, part, "split to fit the cost limit")
+            await close(batch.id)
+            logger.info("batch %s split to fit %s: %s", batch.id, exc.scope, ", ".join(children))
+            return children
+        if over or (self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy)):
+            spent = await self.runs.spent([item.key for item in items])
+            await self.runs.finish_items(
+                [
+                    (
+                        item.key,
+                        {
+                            "status": "rejected",
+                            "model": batch.model,
+                            "batch_id": batch.id,
+                            "batch_size": len(items),
+                            **cost,
+                            "error": {"code": "budget_exceeded", "message": str(exc)},
+                        },
+                    )
+                    for item, cost in zip(items, spent, strict=True)
+                ]
+            )
+            await close(batch.id)
+            return []
+        if not last_try:
+            raise exc
+        match = _CONTINUATION.search(batch.id)
+        base = batch.id[: match.start()] if match else batch.id
+        child = f"{base}.w{int(match.group(1)) + 1 if match else 1}"
+        await self._child(batch, child, items, "waiting for the cost breaker")
+        await close(batch.id)
+        logger.info("batch %s waits for breaker %s as %s", batch.id, exc.scope, child)
+        return [child]
+
+    async def _child(self, batch: Batch, child: str, items: Sequence[Item], reason: str) -> None:
+        """A new open batch of the same group holding `items`, for the caller to enqueue."""
+        now_ms = int(time.time() * 1000)
+        await self.redis.hset(
+            self.keys.batch(child),
+            mapping={
+                "group": batch.group,
+                "items": ",".join(i.key for i in items),
+                "created_ms": now_ms,
+                "alone_attempts": batch.alone_attempts,
+                "reason": reason,
+                "status": "open",
+            },
+        )
+        await self.redis.zadd(self.keys.open_batches(), {child: now_ms})
+
+    async def open_breakers(self) -> list[BreakerState]:
+        """Every breaker that is open now."""
+        now = self.clock()
+        states = []
+        for raw_scope in sorted(await self.redis.smembers(self.keys.breaker_scopes())):
+            scope = raw_scope.decode()
+            raw = await self.redis.hgetall(self.keys.breaker_open(scope))
+            info = {k.decode(): v.decode() for k, v in raw.items()}
+            if info and float(info["until"]) > now:
+                states.append(
+                    BreakerState(
+                        scope,
+                        info["window"],
+                        float(info["until"]),
+                        usd(info["limit"]),
+                        usd(info["used"]),
+                        usd(info["wanted"]),
+                    )
+                )
+        return states
+
+    async def close_breaker(self, scope: str) -> bool:
+        """Operator command: close a scope's breaker now. Calls resume while they fit under the
+        limits; one that still does not fit opens it again. True if it was open."""
+        was_open = bool(await self.redis.delete(self.keys.breaker_open(scope)))
+        if was_open:
+            logger.warning("cost breaker %s closed by the operator", scope)
+        return was_open
+
+    async def window_spend(self, scope: str) -> dict[str, Decimal]:
+        """A scope's spend in the current hour and day: `hourly` and `daily` count reserved plus
+        settled spend, `hourly_settled` and `daily_settled` only what calls actually cost."""
+        now = self.clock()
+        hour, day = int(now // 3600), int(now // 86400)
+        names = {"hourly": f"h:{hour}", "daily": f"d:{day}"}
+        names |= {"hourly_settled": f"hs:{hour}", "daily_settled": f"ds:{day}"}
+        values = await self.redis.mget([self.keys.breaker_spend(scope, w) for w in names.values()])
+        return {name: usd(v or 0) for name, v in zip(names, values, strict=True)}

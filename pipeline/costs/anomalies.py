@@ -1,0 +1,394 @@
+"""Spend spikes: daily and hourly, overall and per tenant and per endpoint.
+
+A period is compared with its baseline, never with itself: the 14 days before a day; the same
+hour of the 14 days before an hour (spend follows the clock, so 14:00 is compared with 14:00);
+missing periods count as 0. Normal is the baseline's median and σ comes from its median absolute
+deviation (`robust_level`). It is anomalous when it lies k·σ above normal (`warning` from
+`sigma_warning`, `critical` from `sigma_critical`), at least 20% above it, and by at least 5% of
+an average period's total spend (a cent-sized wobble of a tiny tenant is not an alert). Each
+anomaly says how far above normal it is and what grew: the models, endpoints, tenants and users
+whose spend rose most against their own baseline.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+
+from pipeline.costs.rollup import NANO, SEP, parse_field
+from pipeline.keys import Keys
+
+Level = Literal["warning", "critical"]
+Granularity = Literal["day", "hour"]
+
+MIN_BASELINE = 3
+EXPLAINED_HOURS = 10  # hourly anomalies whose user growth is looked up (the latest)
+MIN_RATIO = 1.2  # a spike is at least 20% above normal, however flat the baseline
+MIN_EXCESS_SHARE = 0.05  # ... and its excess at least 5% of an average period's total spend
+MAD_TO_SIGMA = 1.4826  # the median absolute deviation of a normal distribution is 0.6745 sigma
+LUMP_NUSD = 10_000_000  # a cent: spend arrives in calls, so it varies like a count of them
+
+
+@dataclass(frozen=True)
+class Growth:
+    """One contributor to a spike: its spend in the period against its baseline mean."""
+
+    dimension: str
+    name: str
+    cost_usd: Decimal
+    baseline_usd: Decimal
+
+    @property
+    def delta_usd(self) -> Decimal:
+        return self.cost_usd - self.baseline_usd
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    """A period whose spend lies k·σ above the normal level of the periods before it."""
+
+    granularity: Granularity
+    period: str
+    scope: str  # "all", "tenant", "endpoint"
+    name: str
+    level: Level
+    cost_usd: Decimal
+    baseline_usd: Decimal
+    sigma_usd: Decimal
+    z: float
+    grew: tuple[Growth, ...] = field(default=())
+
+    @property
+    def ratio(self) -> float | None:
+        return float(self.cost_usd / self.baseline_usd) if self.baseline_usd else None
+
+    def describe(self) -> str:
+        """One line a person can act on."""
+        who = "all spend" if self.scope == "all" else f"{self.scope} {self.name or '(none)'}"
+        times = f"{self.ratio:.1f}x normal, " if self.ratio else ""
+        text = (
+            f"{self.level.upper()} {self.granularity} {self.period}: {who} "
+            f"${self.cost_usd:.4f} vs ${self.baseline_usd:.4f} normal ({times}"
+            f"{self.z:.1f} sigma above)"
+        )
+        if self.grew:
+            grew = ", ".join(
+                f"{g.dimension} {g.name or '(none)'} +${g.delta_usd:.4f}" for g in self.grew
+            )
+            text += f"; grew: {grew}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "granularity": self.granularity,
+            "period": self.period,
+            "scope": self.scope,
+            "name": self.name,
+            "level": self.level,
+            "cost_usd": str(self.cost_usd),
+            "baseline_usd": str(self.baseline_usd),
+            "sigma_usd": str(self.sigma_usd),
+            "z": round(self.z, 2),
+            "ratio": None if self.ratio is None else round(self.ratio, 3),
+            "grew": [
+                {
+                    "dimension": g.dimension,
+                    "name": g.name,
+                    "cost_usd": str(g.cost_usd),
+                    "baseline_usd": str(g.baseline_usd),
+                    "delta_usd": str(g.delta_usd),
+                }
+                for g in self.grew
+            ],
+            "message": self.describe(),
+        }
+
+
+@dataclass(frozen=True)
+class Spike:
+    index: int
+    level: Level
+    value: int
+    normal: float
+    sigma: float
+    z: float
+
+
+def _baseline_indexes(i: int, window: int, stride: int) -> list[int]:
+    """The `window` indexes before `i`, `stride` apart, nearest first."""
+    return [j for j in range(i - stride, -1, -stride)][:window]
+
+
+def spikes(
+    values: Sequence[int],
+    *,
+    window: int,
+    sigma_warning: float,
+    sigma_critical: float,
+    stride: int = 1,
+    min_baseline: int = MIN_BASELINE,
+    min_ratio: float = MIN_RATIO,
+    min_excess: float = 0.0,
+) -> list[Spike]:
+    """Every index whose value lies k·σ above its baseline's normal level (and at least
+    `min_ratio` times it). The baseline is the `window` values before it, `stride` apart: stride
+    24 over hours compares an hour with the same hour of the days before. Normal is the median and
+    σ is estimated from the median absolute deviation, so one earlier spike or a few noisy periods
+    in the baseline neither hide the next spike nor widen σ for every period after them."""
+    found: list[Spike] = []
+    for i, value in enumerate(values):
+        base = [values[j] for j in _baseline_indexes(i, window, stride)]
+        if len(base) < min_baseline or value <= 0:
+            continue
+        normal, sigma = robust_level(base)
+        z = (value - normal) / sigma
+        if z >= sigma_warning and value >= min_ratio * normal and value - normal >= min_excess:
+            level: Level = "critical" if z >= sigma_critical else "warning"
+            found.append(Spike(i, level, value, normal, sigma, z))
+    return found
+
+
+def robust_level(base: Sequence[int]) -> tuple[float, float]:
+    """(normal, σ) of a baseline: its median, and 1.4826 x the median absolute deviation (σ of a
+    normal distribution), floored at 5% of the median and a micro-dollar so that a flat baseline
+    does not turn a small wobble into an alert, and at the mean's Poisson-like spread
+    sqrt(mean x 1 cent) so that a series of few, lumpy calls is not alerted on every busy hour."""
+    normal = statistics.median(base)
+    mad = statistics.median(abs(b - normal) for b in base)
+    mean = sum(base) / len(base)
+    lumpiness = math.sqrt(mean * LUMP_NUSD)
+    return normal, max(MAD_TO_SIGMA * mad, 0.05 * normal, lumpiness, 1000.0)
+
+
+def _periods(names: Sequence[str], granularity: Granularity) -> list[str]:
+    """Every day or hour from the first to the last name, gaps included."""
+    if not names:
+        return []
+    fmt, step = (
+        ("%Y%m%d", timedelta(days=1)) if granularity == "day" else ("%Y%m%d%H", timedelta(hours=1))
+    )
+    first = datetime.strptime(min(names), fmt).replace(tzinfo=UTC)
+    last = datetime.strptime(max(names), fmt).replace(tzinfo=UTC)
+    out = []
+    while first <= last:
+        out.append(first.strftime(fmt))
+        first += step
+    return out
+
+
+def _label(period: str) -> str:
+    if len(period) == 8:
+        return f"{period[:4]}-{period[4:6]}-{period[6:]}"
+    return f"{period[:4]}-{period[4:6]}-{period[6:8]} {period[8:]}:00 UTC"
+
+
+def _series(table: dict[str, dict[str, int]]) -> dict[tuple[str, str], str]:
+    """The series to watch: all spend, and spend per tenant and per endpoint."""
+    found: dict[tuple[str, str], str] = {("all", ""): "cost"}
+    for fields in table.values():
+        for name in fields:
+            if not name.startswith(SERIES_PREFIXES):
+                continue
+            parts = parse_field(name)
+            if len(parts) == 3 and parts[0] == "cost" and parts[1] in ("t", "e"):
+                scope = "tenant" if parts[1] == "t" else "endpoint"
+                found[(scope, parts[2])] = name
+    return found
+
+
+Index = dict[tuple[str, str, str], dict[str, int]]  # (dim, scope dim, scope) -> name -> nusd
+
+
+def index_fields(fields: dict[str, int]) -> Index:
+    """A rollup hash's cost breakdowns, by dimension and scope, parsed once."""
+    out: Index = {}
+    for key, value in fields.items():
+        if not key.startswith(COST) or key.startswith(USER_COST):
+            continue  # users are looked up apart, only for the scope an anomaly is in
+        parts = parse_field(key)
+        if len(parts) == 3:
+            out.setdefault((parts[1], "", ""), {})[parts[2]] = value
+        elif len(parts) == 5:
+            out.setdefault((parts[1], parts[3], parts[4]), {})[parts[2]] = value
+    return out
+
+
+COST = f"cost{SEP}"
+USER_COST = f"cost{SEP}u{SEP}"
+SERIES_PREFIXES = (f"cost{SEP}t{SEP}", f"cost{SEP}e{SEP}")
+DIMENSION_NAMES = {"m": "model", "e": "endpoint", "t": "tenant", "u": "user"}
+
+
+def _explainers(scope: str, name: str) -> list[tuple[str, str, str]]:
+    """What to break a spike down by: (dimension, scope dimension, scope value)."""
+    if scope == "all":
+        return [("m", "", ""), ("e", "", ""), ("t", "", ""), ("u", "", "")]
+    if scope == "tenant":
+        return [("m", "t", name), ("e", "t", name), ("u", "t", name)]
+    return [("m", "e", name), ("t", "e", name), ("u", "e", name)]
+
+
+def _growth(
+    current: Index, baseline: Sequence[Index], scope: str, name: str, *, limit: int = 3
+) -> tuple[Growth, ...]:
+    grew: list[Growth] = []
+    n = max(len(baseline), 1)
+    for explainer in _explainers(scope, name):
+        sums: dict[str, int] = {}
+        for index in baseline:
+            for label, value in index.get(explainer, {}).items():
+                sums[label] = sums.get(label, 0) + value
+        rows = []
+        for label, value in current.get(explainer, {}).items():
+            base = sums.get(label, 0) / n
+            if value > base:
+                rows.append((value - base, label, value, base))
+        rows.sort(reverse=True)
+        for _delta, label, value, base in rows[:limit]:
+            grew.append(
+                Growth(
+                    DIMENSION_NAMES[explainer[0]],
+                    label,
+                    Decimal(value) / NANO,
+                    Decimal(round(base)) / NANO,
+                )
+            )
+    grew.sort(key=lambda g: -g.delta_usd)
+    return tuple(grew[: limit * 2])
+
+
+def scan(
+    table: dict[str, dict[str, int]],
+    granularity: Granularity,
+    *,
+    series: dict[tuple[str, str], str] | None = None,
+    stride: int = 1,
+    window: int,
+    sigma_warning: float,
+    sigma_critical: float,
+) -> list[tuple[Anomaly, list[str], str]]:
+    """Anomalies in one table of rollups; each with its baseline periods (to explain it)."""
+    periods = _periods(list(table), granularity)
+    empty: dict[str, int] = {}
+    # an alert must matter: its excess is at least 5% of an average period's total spend
+    overall = sum(table.get(p, empty).get("cost", 0) for p in periods) / max(len(periods), 1)
+    found: list[tuple[Anomaly, list[str], str]] = []
+    for (scope, name), key in (series or _series(table)).items():
+        values = [table.get(p, empty).get(key, 0) for p in periods]
+        for s in spikes(
+            values,
+            window=window,
+            stride=stride,
+            sigma_warning=sigma_warning,
+            sigma_critical=sigma_critical,
+            min_excess=MIN_EXCESS_SHARE * overall,
+        ):
+            anomaly = Anomaly(
+                granularity=granularity,
+                period=_label(periods[s.index]),
+                scope=scope,
+                name=name,
+                level=s.level,
+                cost_usd=Decimal(s.value) / NANO,
+                baseline_usd=Decimal(round(s.normal)) / NANO,
+                sigma_usd=Decimal(round(s.sigma)) / NANO,
+                z=s.z,
+            )
+            base = [periods[j] for j in _baseline_indexes(s.index, window, stride)]
+            found.append((anomaly, base, periods[s.index]))
+    return found
+
+
+async def detect(
+    redis: Redis,
+    keys: Keys,
+    rollups: Any,
+    *,
+    sigma_warning: float = 3.0,
+    sigma_critical: float = 5.0,
+    baseline_days: int = 14,
+    baseline_hour_days: int = 14,
+    limit: int = 50,
+) -> list[Anomaly]:
+    """Daily and hourly spikes in loaded rollups (`reports.Rollups`), most recent first, each
+    explained by what grew. Hourly user growth is read from the hour-user hashes."""
+    series = _series(rollups.days)  # every tenant and endpoint appears in some day
+    daily = scan(
+        rollups.days,
+        "day",
+        series=series,
+        window=baseline_days,
+        sigma_warning=sigma_warning,
+        sigma_critical=sigma_critical,
+    )
+    hourly = scan(
+        rollups.hours,
+        "hour",
+        series=series,
+        window=baseline_hour_days,
+        stride=24,
+        sigma_warning=sigma_warning,
+        sigma_critical=sigma_critical,
+    )
+    daily.sort(key=lambda f: f[2], reverse=True)
+    hourly.sort(key=lambda f: f[2], reverse=True)
+    daily, hourly = daily[:limit], hourly[:limit]
+    indexes: dict[str, Index] = {}
+
+    def index_of(period: str) -> Index:
+        if period not in indexes:
+            table = rollups.days if len(period) == 8 else rollups.hours
+            indexes[period] = index_fields(table.get(period, {}))
+        return indexes[period]
+
+    out: list[Anomaly] = []
+    for rank, (anomaly, window_periods, period) in enumerate([*daily, *hourly]):
+        hourly_one = anomaly.granularity == "hour"
+        base = window_periods
+        current = dict(index_of(period))
+        baseline = [dict(index_of(p)) for p in base]
+        if not hourly_one or rank - len(daily) < EXPLAINED_HOURS:
+            scope_dim = {"all": "", "tenant": "t", "endpoint": "e"}[anomaly.scope]
+            user_key = ("u", scope_dim, anomaly.name if scope_dim else "")
+            periods = [*base, period]
+            if scope_dim or hourly_one:
+                scope = f"{scope_dim}:{anomaly.name}" if scope_dim else ""
+                hashes = [
+                    keys.ledger_hour_users(p, scope)
+                    if hourly_one
+                    else keys.ledger_day_users(p, scope)
+                    for p in periods
+                ]
+                found = await _user_costs(redis, hashes)
+            else:  # overall cost per user per day: already loaded with the day
+                found = [_day_users(rollups.days.get(p, {})) for p in periods]
+            for index, users in zip([*baseline, current], found, strict=True):
+                index[user_key] = users
+        grew = _growth(current, baseline, anomaly.scope, anomaly.name)
+        out.append(_with(anomaly, grew))
+    out.sort(key=lambda a: (a.level == "critical", a.granularity == "day", a.period), reverse=True)
+    return out
+
+
+def _day_users(fields: dict[str, int]) -> dict[str, int]:
+    return {k[len(USER_COST) :]: v for k, v in fields.items() if k.startswith(USER_COST)}
+
+
+async def _user_costs(redis: Redis, hashes: list[str]) -> list[dict[str, int]]:
+    """user -> cost of each user hash, in one round trip."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in hashes:
+            pipe.hgetall(name)
+        rows = await pipe.execute()
+    return [{k.decode(): int(v) for k, v in row.items()} for row in rows]
+
+
+def _with(anomaly: Anomaly, grew: tuple[Growth, ...]) -> Anomaly:
+    return Anomaly(**{**anomaly.__dict__, "grew": grew})

@@ -1,0 +1,318 @@
+"""No wrong semantic hits: the guard's relations and actions through the cache, and the grey zone
+verified on a cheap model (fake provider and simulated provider)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from pipeline.cache import ResponseCache
+from pipeline.cache.guard import blocks_semantic_hit, prompt_facts
+from pipeline.cache.verdicts import VERIFY_SYSTEM, offline_verdicts, read_verdicts, verify_prompt
+from pipeline.config.settings import Settings
+from pipeline.core.wiring import Pipeline
+from pipeline.costs.ledger import Ledger
+from pipeline.fingerprint import item_key
+from pipeline.models import CallRecord, Message, Task, TTLClass, Usage
+from tests.conftest import make_settings, pipeline_client, running_worker
+from tests.fake_provider import FakeProvider, expected_output
+
+WITHIN_AFTER = ("Can I get a refund within 30 days?", "Is a refund possible after thirty days?")
+THIRTY_30 = ("Can I get a refund within 30 days?", "Can I get a refund after thirty days?")
+BOLD = ("How do I remove bold from the text?", "How do I make the text bold?")
+JA_WITHIN_AFTER = ("30日以内に返金できますか？", "三十日以降に返金できますか？")
+NEVER_SERVED = [WITHIN_AFTER, THIRTY_30, BOLD, JA_WITHIN_AFTER]
+# (query, cached prompt) that ask the same thing: a numbers-in-words paraphrase, and a frame
+# change the guard allows
+SAME = [
+    ("Can I get a refund within 30 days?", "Can I get a refund within thirty days?"),
+    ("30日以内に返金できますか？", "三十日以内に返金できますか？"),
+    ("How can I reset my password?", "How do I reset my password?"),
+]
+
+
+def faq(prompt: str, tenant: str = "acme", task_id: str = "t") -> Task:
+    return Task(
+        id=task_id,
+        messages=(Message(role="user", content=prompt),),
+        task_type="faq",
+        model="gpt-4o-mini",
+        max_tokens=150,
+        ttl_class=TTLClass.semi_static,
+        tenant=tenant,
+    )
+
+
+async def cache_answer(cache: ResponseCache, *tasks: Task) -> None:
+    """Answer `tasks` (looked up together, so none is a candidate for another) into the cache."""
+    found = await cache.lookup(tasks)
+    assert found.misses == list(tasks)
+    async with cache.redis.pipeline(transaction=False) as pipe:
+        cache.remember(pipe, found)
+        await pipe.execute()
+    for task in tasks:
+        output = {"status": "ok", "output": f"answer to {task.id}"}
+        assert await cache.store(item_key(task), output)
+
+
+async def served(
+    cache: ResponseCache, pairs: Sequence[tuple[str, str]], tenant: str = "p"
+) -> list[str | None]:
+    """Cache each pair's second prompt (a tenant per pair), ask its first: the hit kinds."""
+    await cache_answer(
+        cache, *(faq(cached, f"{tenant}{n}", f"c{n}") for n, (_, cached) in enumerate(pairs))
+    )
+    found = await cache.lookup([faq(q, f"{tenant}{n}", f"q{n}") for n, (q, _) in enumerate(pairs)])
+    hits = {h["id"]: h for h in found.hits}
+    for n in range(len(pairs)):
+        if f"q{n}" in hits:
+            assert hits[f"q{n}"]["output"] == f"answer to c{n}"  # never another pair's answer
+    return [hits[f"q{n}"]["cache"] if f"q{n}" in hits else None for n in range(len(pairs))]
+
+
+async def ledger_records(redis: Redis, settings: Settings) -> list[CallRecord]:
+    ledger = Ledger(redis, Pipeline(settings, redis).keys)
+    return [e async for e in ledger.entries() if isinstance(e, CallRecord)]
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+def semantic(redis_url: str, fake: FakeProvider | None = None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"cache_semantic": True, "cache_embedder": "hashing"}
+    return make_settings(redis_url, fake, **(values | overrides))
+
+
+@pytest.mark.parametrize("query, cached", NEVER_SERVED)
+def test_guard_refuses_a_changed_relation_or_action(query: str, cached: str) -> None:
+    assert blocks_semantic_hit(query, cached) is not None
+    assert blocks_semantic_hit(cached, query) is not None
+
+
+@pytest.mark.parametrize("query, cached", SAME)
+def test_guard_lets_numbers_in_words_and_frame_changes_through(query: str, cached: str) -> None:
+    assert blocks_semantic_hit(query, cached) is None
+
+
+@pytest.mark.parametrize(
+    "query, cached",
+    [
+        ("Is shipping free on orders over $50?", "Is shipping free on orders under $50?"),
+        ("Do orders of at least $50 ship free?", "Do orders of at most $50 ship free?"),
+        ("Can I cancel before the 14th day?", "Can I cancel after the 14th day?"),
+        ("How do I apply a filter to the photo?", "How do I remove a filter from the photo?"),
+        ("5000円以上の注文は送料無料ですか？", "5000円未満の注文は送料無料ですか？"),
+        ("写真にフィルターを適用するには？", "写真のフィルターを解除するには？"),
+        ("梅田店の営業時間は？", "天神店の営業時間は？"),
+        ("How do I change my order?", "How do I cancel my order?"),
+        ("Can I update my subscription online?", "Can I pause my subscription online?"),
+    ],
+)
+def test_guard_refuses_the_other_relations_actions_and_places(query: str, cached: str) -> None:
+    assert blocks_semantic_hit(query, cached) is not None
+
+
+@pytest.mark.parametrize(
+    "query, cached, same",
+    [
+        ("Start a 30-day trial", "Start a thirty-day trial", True),
+        ("I need twenty five boxes", "I need 25 boxes", True),
+        ("Can I order a dozen eggs?", "Can I order 12 eggs?", True),
+        ("Can I order two dozen eggs?", "Can I order 24 eggs?", True),
+        ("Can I order half a dozen eggs?", "Can I order 6 eggs?", True),
+        ("Can I order a dozen eggs?", "Can I order 13 eggs?", False),
+        ("三十日以内に返品できますか？", "30日以内に返品できますか？", True),
+    ],
+)
+def test_numbers_are_compared_in_one_spelling(query: str, cached: str, same: bool) -> None:
+    assert (blocks_semantic_hit(query, cached) is None) is same
+
+
+def test_relation_words_away_from_numbers_are_no_relation() -> None:
+    # "over the phone" and "the ticket below" are no amounts
+    for text in ("Can I pay over the phone?", "Summarise the ticket below.", "以下の文を要約して"):
+        assert prompt_facts(text).relations == frozenset()
+    assert prompt_facts("Orders over thirty dollars, or below $5?").relations == {"over", "under"}
+
+
+def test_verdicts_are_yes_only_when_clearly_yes() -> None:
+    text = '```json\n{"1": "yes", "2": "no", "3": " YES ", "4": "yes.", "5": true}\n```'
+    assert read_verdicts(text, 6) == [True, False, True, False, False, False]
+    assert read_verdicts("I think so", 2) == [False, False]
+    assert read_verdicts('{"1": "yes"', 1) == [False]
+
+
+def test_offline_verdicts_confirm_only_the_same_words() -> None:
+    prompt = verify_prompt([("How do I reset my password?", "how do I reset my password"), SAME[2]])
+    assert offline_verdicts(prompt) == '{"1":"yes","2":"no"}'
+    assert VERIFY_SYSTEM.startswith("You check whether two requests")
+
+
+async def test_never_served_pairs_above_the_threshold(redis: Redis, redis_url: str) -> None:
+    # every candidate scores above this threshold: only the guard stands between them
+    settings = semantic(redis_url, cache_semantic_threshold=0.01, cache_semantic_threshold_ja=0.01)
+    cache = ResponseCache(redis, settings, Pipeline(settings, redis).keys)
+    kinds = await served(cache, [*NEVER_SERVED, *SAME])
+    assert kinds == [None] * len(NEVER_SERVED) + ["semantic"] * len(SAME)
+
+
+async def test_never_served_pairs_even_if_the_verifier_says_yes(
+    redis: Redis, redis_url: str, fake: FakeProvider
+) -> None:
+    # every candidate falls in the grey zone and the model confirms everything it is asked
+    settings = semantic(
+        redis_url,
+        fake,
+        cache_semantic_threshold=0.999,
+        cache_semantic_threshold_ja=0.999,
+        cache_semantic_verify_margin=0.99,
+        cache_semantic_verify_model="gpt-4o-mini",
+    )
+    pipeline = Pipeline(settings, redis)
+    kinds = await served(pipeline.cache, [*NEVER_SERVED, *SAME])
+    assert kinds == [None] * len(NEVER_SERVED) + ["semantic"] * len(SAME)
+    asked = [b["messages"][-1]["content"] for b in fake.stats()["bodies"]]
+    assert len(asked) == 3  # one call per tenant asked: the refused pairs never reach the model
+    assert all(a.startswith('{"pairs"') for a in asked)
+    await pipeline.aclose()
+
+
+async def test_grey_zone_is_verified_in_one_packed_call_recorded_and_cached(
+    redis: Redis, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = semantic(
+        redis_url,
+        fake,
+        cache_semantic_threshold=0.999,
+        cache_semantic_verify_margin=0.99,
+        cache_semantic_verify_model="gpt-4o-mini",
+    )
+    pipeline = Pipeline(settings, redis)
+    cache = pipeline.cache
+    prompts = ["How do I reset my password?", "Where can I download my invoice?"]
+    await cache_answer(cache, *(faq(prompt, task_id=f"c{n}") for n, prompt in enumerate(prompts)))
+    queries = [faq("How can I reset my password?", task_id="q0")]
+    queries.append(faq("Where could I download my invoice?", task_id="q1"))
+    found = await cache.lookup(queries)
+    assert sorted(h["id"] for h in found.hits) == ["q0", "q1"]
+    assert fake.stats()["requests"] == 1  # both pairs in one call
+    records = await ledger_records(redis, settings)
+    assert len(records) == 1 and records[0].batch_size == 2 and records[0].tenant == "acme"
+    assert records[0].cost_usd is not None and records[0].cost_usd > 0
+    again = await cache.lookup(queries)  # verdicts cached per pair: no second call
+    assert len(again.hits) == 2 and fake.stats()["requests"] == 1
+    stats = {(r.tenant, r.model): r for r in await cache.stats()}
+    assert stats[("acme", "gpt-4o-mini")].semantic_verified == 4
+
+    fake.verdict = "no"
+    await cache_answer(cache, faq("How do I change my username?", "other", "c2"))
+    refused = await cache.lookup([faq("How can I change my username?", "other", "q2")])
+    assert refused.hits == [] and fake.stats()["requests"] == 2
+    await pipeline.aclose()
+
+
+async def test_a_failed_verification_is_a_miss_and_is_asked_again(
+    redis: Redis, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = semantic(
+        redis_url,
+        fake,
+        cache_semantic_threshold=0.999,
+        cache_semantic_verify_margin=0.99,
+        cache_semantic_verify_model="gpt-4o-mini",
+        provider_retries=0,
+    )
+    pipeline = Pipeline(settings, redis)
+    await cache_answer(pipeline.cache, faq("How do I reset my password?", task_id="c0"))
+    query = faq("How can I reset my password?", task_id="q0")
+    fake.add_faults({"kind": "500"})
+    assert (await pipeline.cache.lookup([query])).hits == []
+    assert [h["id"] for h in (await pipeline.cache.lookup([query])).hits] == ["q0"]
+    await pipeline.aclose()
+
+
+async def test_simulated_provider_confirms_nothing_that_differs(
+    redis: Redis, redis_url: str
+) -> None:
+    settings = semantic(
+        redis_url, cache_semantic_threshold=0.999, cache_semantic_verify_margin=0.99
+    )
+    pipeline = Pipeline(settings, redis)
+    assert pipeline.simulated
+    kinds = await served(
+        pipeline.cache,
+        [("How can I reset my password?", "How do I reset my password?"), *NEVER_SERVED],
+    )
+    assert kinds == [None] * (1 + len(NEVER_SERVED))
+    same_words = await served(
+        pipeline.cache, [("how do I reset my password", "How do I reset my password?")], "s"
+    )
+    assert same_words == ["semantic"]
+    records = await ledger_records(redis, settings)
+    assert records and all(r.simulated for r in records)
+    await pipeline.aclose()
+
+
+def test_verification_is_on_by_default() -> None:
+    settings = make_settings("redis://localhost")
+    assert settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
+
+
+def test_the_verification_model_is_the_cheapest_one_served(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    fake_openai = semantic(redis_url, fake)  # serves gpt-* only
+    pipeline = Pipeline(fake_openai, Redis.from_url(redis_url))
+    assert pipeline.cache.verifier is not None
+    chosen = pipeline.cache.verifier.model()
+    served = {m for tier in fake_openai.tiers.values() for m in tier if m.startswith("gpt-")}
+    typical = Usage(input_tokens=400, output_tokens=20)
+    prices = {m: pipeline.prices.price(m, typical) for m in served}
+    assert chosen in served
+    assert prices[chosen] == min(p for p in prices.values() if p is not None)
+    pinned = semantic(redis_url, cache_semantic_verify_model="gpt-4.1-nano")
+    verifier = Pipeline(pinned, Redis.from_url(redis_url)).cache.verifier
+    assert verifier is not None and verifier.model() == "gpt-4.1-nano"
+
+
+async def test_through_client_and_worker_grey_hits_are_verified_and_paid_for(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = semantic(
+        redis_url,
+        fake,
+        linger_ms=0,
+        cache_semantic_threshold=0.999,
+        cache_semantic_threshold_ja=0.999,
+        cache_semantic_verify_margin=0.99,
+        cache_semantic_verify_model="gpt-4o-mini",
+    )
+    first = [
+        {"id": "c0", "task_type": "faq", "prompt": "How do I reset my password?"},
+        {"id": "c1", "task_type": "faq", "prompt": WITHIN_AFTER[1]},
+    ]
+    second = [
+        {"id": "q0", "task_type": "faq", "prompt": "How can I reset my password?"},
+        {"id": "q1", "task_type": "faq", "prompt": WITHIN_AFTER[0]},
+    ]
+    async with pipeline_client(settings) as client, running_worker(settings):
+        run = await client.submit(first, complete=True)
+        await client.wait(run, timeout_s=20)
+        answered = {r.id: r.output async for r in client.results(run)}
+        run = await client.submit(second, complete=True)
+        await client.wait(run, timeout_s=20)
+        results = {r.id: r async for r in client.results(run)}
+        records = await ledger_records(client.pipeline.redis, settings)
+    assert results["q0"].cache == "semantic" and results["q0"].output == answered["c0"]
+    assert results["q1"].cache == "miss"  # the within/after pair: answered by the provider
+    assert results["q1"].output == expected_output(WITHIN_AFTER[0])
+    verify = [r for r in records if r.batch_id.startswith("verify-")]
+    assert len(verify) == 1 and verify[0].batch_size == 1  # only the pair the guard let through
+    assert verify[0].cost_usd is not None and verify[0].cost_usd > 0

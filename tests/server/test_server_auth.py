@@ -1,0 +1,35 @@
+"""API keys: the quick-start list is hashed, bad entries and a key-less server are refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.config.settings import ServerKey, load_settings
+from pipeline.errors import ConfigError
+from pipeline.server.auth import KeyRing, key_hash, parse_key_list, plain_keys
+
+
+def test_the_quick_start_list_becomes_hashes() -> None:
+    keys = parse_key_list(" acme=K1 , globex/bob=K2,")
+    assert keys == {
+        key_hash("K1"): ServerKey(tenant="acme"),
+        key_hash("K2"): ServerKey(tenant="globex", user_id="bob"),
+    }
+    assert "K1" not in repr(keys) and "K2" not in repr(keys)
+
+
+@pytest.mark.parametrize("text", ["acme", "=K1", "acme=", "a:b=K1"])
+def test_a_bad_entry_is_a_one_line_config_error(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_key_list(f"ok=K0,{text}")
+    assert str(caught.value).startswith("BATCHWISE_API_KEYS entry 2")
+    assert "\n" not in str(caught.value) and "K0" not in str(caught.value)
+
+
+def test_a_server_needs_a_key_and_knows_the_plain_ones_to_mask() -> None:
+    with pytest.raises(ConfigError, match="no API keys"):
+        KeyRing(load_settings(env={}))
+    settings = load_settings(env={"BATCHWISE_API_KEYS": "acme=K1,globex/bob=K2"})
+    assert plain_keys(settings) == ("K1", "K2")
+    ring = KeyRing(settings)
+    assert "K1" not in repr(vars(ring))

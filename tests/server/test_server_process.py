@@ -1,0 +1,132 @@
+"""`batchwise serve` as its own process: it answers, and on SIGTERM it finishes the requests in
+flight before it exits."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import FAKE_KEY, make_settings
+from tests.fake_provider import FakeProvider, expected_output
+from tests.processes import ROOT, clean_env
+from tests.server_harness import API_KEYS, KEY_A
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _serve(
+    tmp_path: Path, redis_url: str | None, fake: FakeProvider | None, port: int
+) -> subprocess.Popen[bytes]:
+    """`batchwise serve` on the test Redis and the fake provider; with neither, on its own
+    embedded Redis (state in tmp_path) with the simulated provider."""
+    env = {"BATCHWISE_API_KEYS": API_KEYS, "BATCHWISE_STATE_DIR": str(tmp_path / "state")}
+    if redis_url is not None and fake is not None:
+        settings = make_settings(redis_url)
+        config = tmp_path / "batchwise.toml"
+        config.write_text(
+            f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
+            f'api_key_env = "FAKE_KEY"\nmodels = ["gpt-*"]\n'
+        )
+        env.update(
+            REDIS_URL=redis_url,
+            BATCHWISE_CONFIG=str(config),
+            FAKE_KEY=FAKE_KEY,
+            BATCHWISE_KEY_PREFIX=settings.key_prefix,
+            BATCHWISE_QUEUE=settings.queue_name,
+        )
+    with (tmp_path / "serve.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli.main", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=clean_env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def _until_healthy(http: httpx.AsyncClient, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if (await http.get("/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "the server did not start"
+        await asyncio.sleep(0.1)
+
+
+async def test_sigterm_lets_requests_in_flight_finish(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    port = _free_port()
+    proc = _serve(tmp_path, redis_url, fake, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            await _until_healthy(http, proc, tmp_path / "serve.log")
+            fake.add_faults({"kind": "latency", "delay_s": 1.5})
+            chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "slow one"}]}
+            headers = {"authorization": f"Bearer {KEY_A}"}
+            in_flight = asyncio.create_task(
+                http.post("/v1/chat/completions", json=chat, headers=headers)
+            )
+            await asyncio.sleep(0.6)
+            proc.send_signal(signal.SIGTERM)
+            answer = await in_flight
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["message"]["content"] == expected_output("slow one")
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "serve.log").read_text()
+    assert '"route":"/v1/chat/completions"' in log
+    assert KEY_A not in log and "slow one" not in log
+
+
+async def test_without_redis_url_it_runs_on_the_embedded_server(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _serve(tmp_path, None, None, port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            await _until_healthy(http, proc, tmp_path / "serve.log")
+            chat = {"model": "auto", "messages": [{"role": "user", "content": "hello"}]}
+            headers = {"authorization": f"Bearer {KEY_A}"}
+            answer = await http.post("/v1/chat/completions", json=chat, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-batchwise-provider"] == "simulated"
+            assert answer.json()["choices"][0]["message"]["content"]
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not _processes_mentioning(str(tmp_path / "state")), "the embedded Redis still runs"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if text in args:
+            found.append(args)
+    return found
