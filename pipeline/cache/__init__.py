@@ -4,7 +4,6 @@ store.py     ResponseCache: L1 exact + L2 semantic lookups at submit, stores on 
 semantic.py  embedder choice, semantic scopes, the per-process index synced from Redis
 ttl.py       TTL classes for tasks that name none; adaptive TTL within a class's bounds
 stats.py     per tenant and model analytics
-cli.py       `batchwise cache stats | clear`
 """
 
 from __future__ import annotations
@@ -12,13 +11,11 @@ from __future__ import annotations
 from pipeline.cache.stats import CacheStatsRow
 from pipeline.cache.store import Lookup, ResponseCache
 from pipeline.cache.ttl import TTLPolicy, infer_ttl_class
-from pipeline.cli.cache import add_cli
 
 __all__ = [
     "CacheStatsRow",
     "Lookup",
     "ResponseCache",
     "TTLPolicy",
-    "add_cli",
     "infer_ttl_class",
 ]

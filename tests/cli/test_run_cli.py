@@ -169,7 +169,9 @@ def test_a_rerun_after_a_killed_run_reuses_its_server_and_does_not_wait_out_the_
     assert time.monotonic() - started < 25
     text = rerun.stderr.decode()
     assert f"reusing the Redis server (pid {orphan})" in text
-    assert "an earlier run stopped with 1 batch(es) in progress; running them again now" in text
+    assert (
+        "an earlier run or worker stopped with 1 batch(es) in progress; running them again now"
+    ) in text
     assert gone(orphan)  # the last one out stopped the server it adopted
     fetched = cli(tmp_path, env, "results", first, timeout_s=60)
     statuses = [orjson.loads(x)["status"] for x in fetched.stdout.splitlines()]
