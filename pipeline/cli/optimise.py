@@ -14,7 +14,7 @@ from rich.table import Table
 
 from pipeline.config.settings import Settings
 from pipeline.keys import Keys
-from pipeline.packing.audit import audit_report
+from pipeline.packing.audit import TaskTypeAudit, audit_report
 from pipeline.routing import selfhost
 from pipeline.routing.estimate import Plan, by_type, plan_file
 from pipeline.state.opening import open_state
@@ -40,6 +40,21 @@ async def _audit(settings: Settings) -> int:
     async with open_state(settings) as redis:
         rows, events = await audit_report(redis, Keys(settings.key_prefix), settings)
     console = Console()
+    if rows:
+        console.print(_audit_table(rows))
+    else:
+        console.print("no audits yet: set audit_share (BATCHWISE_AUDIT_SHARE) above 0")
+    for event in events:
+        console.print(
+            f"{event['task_type']}: max batch size {event['from_items']} → {event['to_items']} "
+            f"(agreement {event['agreement']:.1%} over {event['samples']} audits, "
+            f"threshold {event['threshold']:.0%})",
+            highlight=False,
+        )
+    return 0
+
+
+def _audit_table(rows: list[TaskTypeAudit]) -> Table:
     table = Table(title="packing audit: packed answers against the same tasks sent alone")
     for name in ("task type", "max items (config → now)", "batch size", "audits", "agreement"):
         table.add_column(name, justify="left" if name == "task type" else "right")
@@ -55,17 +70,7 @@ async def _audit(settings: Settings) -> int:
                 str(n),
                 f"{mean:.1%}",
             )
-    console.print(table)
-    if not rows:
-        console.print("no audits yet: set audit_share (BATCHWISE_AUDIT_SHARE) above 0")
-    for event in events:
-        console.print(
-            f"{event['task_type']}: max batch size {event['from_items']} → {event['to_items']} "
-            f"(agreement {event['agreement']:.1%} over {event['samples']} audits, "
-            f"threshold {event['threshold']:.0%})",
-            highlight=False,
-        )
-    return 0
+    return table
 
 
 def render(plan: Plan, console: Console) -> None:

@@ -201,3 +201,84 @@ def test_a_run_leaves_the_server_to_a_process_still_attached(
         client.close()
     mine.stop()
     assert not (state / "redis.sock").exists()
+
+
+def test_a_run_beside_a_worker_leaves_the_workers_batch_and_the_server_alone(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    env = cli_env(tmp_path, fake, BATCHWISE_WORKER_DRAIN_S="1")
+    queued = cli(tmp_path, env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", 4)), timeout_s=60)
+    assert queued.returncode == 0, queued.stderr.decode()[-2000:]
+    submitted = run_id_of(queued.stdout.decode())
+    fake.add_faults({"kind": "latency", "delay_s": 8, "times": 1})
+    log = tmp_path / "worker.log"
+    with log.open("wb") as fh:
+        worker = subprocess.Popen(
+            [*CLI, "worker"], env=env, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: fake.stats()["requests"] >= 1, 60, "the worker's provider call")
+        other = tmp_path / "other.jsonl"
+        other.write_bytes(orjson.dumps({"id": "o1", "task_type": "faq", "prompt": "other"}) + b"\n")
+        run = cli(tmp_path, env, "run", str(other), timeout_s=60)
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+        # a worker host is attached: the batch it is running is not cleared and run again
+        assert b"stopped with" not in run.stderr
+        assert (tmp_path / "state" / "redis.sock").exists()  # nor the server stopped under it
+        wait_for(
+            lambda: cli(tmp_path, env, "results", submitted, timeout_s=60).returncode == 0,
+            60,
+            "the worker's batch",
+        )
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, log.read_text()[-2000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    asked = [str(body) for body in fake.stats()["bodies"] if "run question 0" in str(body)]
+    assert len(asked) == 1  # the slow batch went to the provider once
+    assert not (tmp_path / "state" / "redis.sock").exists()  # the worker was the last one out
+
+
+def test_a_worker_after_a_killed_worker_runs_its_batch_again_at_once(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    fake.add_faults(SLOW)
+    env = cli_env(tmp_path, fake, BATCHWISE_JOB_TIMEOUT_S="300")
+    queued = cli(tmp_path, env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", 4)), timeout_s=60)
+    assert queued.returncode == 0, queued.stderr.decode()[-2000:]
+    submitted = run_id_of(queued.stdout.decode())
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("killed", "next"):
+            with (tmp_path / f"{name}.log").open("wb") as fh:
+                workers.append(
+                    subprocess.Popen(
+                        [*CLI, "worker"], env=env, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT
+                    )
+                )
+            if name == "killed":
+                wait_for(lambda: fake.stats()["requests"] >= 1, 60, "the first worker's call")
+                workers[0].send_signal(signal.SIGKILL)
+                workers[0].wait(10)
+                started = time.monotonic()
+        # before any other command attaches, so that this worker is the one to adopt the server
+        wait_for(lambda: "worker ready" in (tmp_path / "next.log").read_text(), 30, "the worker")
+        wait_for(
+            lambda: cli(tmp_path, env, "results", submitted, timeout_s=60).returncode == 0,
+            60,
+            "the killed worker's batch",
+        )
+        assert time.monotonic() - started < 25  # not when its 30 s lease ran out
+        workers[1].send_signal(signal.SIGTERM)
+        assert workers[1].wait(30) == 0
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = (tmp_path / "next.log").read_text()
+    assert "reusing the Redis server (pid" in text
+    assert "an earlier run or worker stopped with 1 batch(es) in progress" in text
+    assert not (tmp_path / "state" / "redis.sock").exists()
