@@ -7,8 +7,10 @@ of a run still in progress; 130 / 143 a run stopped by SIGINT / SIGTERM.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import date
 
 from redis.asyncio import Redis
 from rich.console import Console
@@ -38,6 +40,14 @@ def fail(message: str, settings: Settings | None, code: int = ERROR_EXIT) -> int
     text = terminal_safe(redact(message, secrets), keep_lines=True)
     err.print(f"[red]error:[/red] {text}", highlight=False, soft_wrap=True)
     return code
+
+
+def iso_day(text: str) -> date:
+    """An argument that is a day, YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 @contextlib.asynccontextmanager

@@ -18,6 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 import pipeline.cli.budget as budget_cli
 import pipeline.cli.cache as cache_cli
+import pipeline.cli.ledger as ledger_cli
+import pipeline.cli.nightly as nightly_cli
 import pipeline.cli.optimise as optimise_cli
 import pipeline.cli.providers as provider_cli
 import pipeline.cli.report as report_cli
@@ -26,8 +28,6 @@ import pipeline.cli.run as run_cli
 import pipeline.cli.serve as serve_cli
 import pipeline.cli.submit as submit_cli
 import pipeline.cli.worker as worker_cli
-import pipeline.costs.export as export_cli
-import pipeline.nightly.inbox as nightly_cli
 from pipeline.cli.common import err, fail
 from pipeline.config.settings import Settings, load_settings
 from pipeline.errors import PipelineError
@@ -39,7 +39,7 @@ COMMAND_GROUPS = (
     worker_cli,
     results_cli,
     report_cli,
-    export_cli,
+    ledger_cli,
     budget_cli,
     provider_cli,
     nightly_cli,
