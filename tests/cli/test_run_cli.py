@@ -1,5 +1,5 @@
-"""`batchwise run` as a user runs it, on the embedded state: signals, the run id, a rerun after
-a kill, several processes on one state directory, and every command opening that state."""
+"""`batchwise run` and `batchwise worker` as a user runs them, on the embedded state: signals,
+the run id, a rerun after a kill, several processes on one state directory."""
 
 from __future__ import annotations
 
@@ -76,27 +76,6 @@ def run_id_of(text: str) -> str:
     found = re.search(r"^run (\S+): ", text, re.MULTILINE)
     assert found, text
     return found.group(1)
-
-
-def test_every_command_opens_the_embedded_state_after_a_run(tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
-    jobs = write_jobs(tmp_path / "jobs.jsonl", 3)
-    run = cli(tmp_path, env, "run", str(jobs), timeout_s=120)
-    assert run.returncode == 0, run.stderr.decode()[-2000:]
-    run_id = run_id_of(run.stderr.decode())
-    for command in (
-        ["budget", "status", "--json"],
-        ["providers", "status", "--json"],
-        ["results", run_id],
-        ["cache", "stats", "--json"],
-        ["report", "--json"],
-    ):
-        proc = cli(tmp_path, env, *command, timeout_s=60)
-        assert proc.returncode == 0, (command, proc.stderr.decode()[-2000:])
-        assert b"REDIS_URL" not in proc.stderr
-    results = cli(tmp_path, env, "results", run_id, timeout_s=60)
-    assert [orjson.loads(x)["id"] for x in results.stdout.splitlines()] == ["q0", "q1", "q2"]
-    assert not (tmp_path / "state" / "redis.sock").exists()  # each command stopped it again
 
 
 def test_sigterm_stops_a_run_like_sigint_and_says_how_to_fetch_its_results(
