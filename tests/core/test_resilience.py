@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import AccountRefused, TransientError
 from pipeline.keys import Keys

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.models import CallRecord, Message
 from pipeline.nightly.batch_api import BatchApi, Entry, chunk_entries
