@@ -63,7 +63,7 @@ class CascadeSpec(BaseModel):
     """A task type's cascade: start on a cheap tier, escalate what fails its evaluators.
 
     An evaluator is a name (`json`, `schema`, `non_empty`, or one registered with
-    `pipeline.routing.cascade.register_evaluator`) or a table with `kind` and its parameters:
+    `pipeline.register_evaluator`) or a table with `kind` and its parameters:
     `{kind = "labels", labels = [...]}`, `{kind = "length", min_chars = 1, max_chars = 500}`,
     `{kind = "schema", schema = {...}}`, `{kind = "callable", path = "module:function"}`.
     """
