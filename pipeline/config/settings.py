@@ -13,14 +13,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
-from pipeline.budgets.quotas import BreakerLimits, Plan
 from pipeline.config.defaults import (
     DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_TOKENS,
     DEFAULT_TASK_TIERS,
     DEFAULT_TIERS,
 )
-from pipeline.config.records import CascadeSpec, ModelLimits, ProviderConfig, ServerKey
+from pipeline.config.records import (
+    BreakerLimits,
+    CascadeSpec,
+    ModelLimits,
+    Plan,
+    ProviderConfig,
+    ServerKey,
+)
 from pipeline.config.rules import MINIMUM, check_redis_url
 
 
