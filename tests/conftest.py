@@ -27,7 +27,7 @@ FAKE_KEY = "test-key"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The semantic cache (and its model) runs only in tests that ask for it; this
+    """The semantic cache (and its model) runs only in tests that ask for it (issue 4); this
     reaches subprocesses and settings read from the environment, as make_settings does."""
     os.environ.setdefault("BATCHWISE_CACHE_SEMANTIC", "0")
 
@@ -79,7 +79,7 @@ def make_settings(redis_url: str, fake: FakeProvider | None = None, **overrides:
         "backoff_cap_s": 0.2,
         "job_timeout_s": 20,
         "providers": providers,
-        "cache_semantic": False,  # semantic hits only where a test asks for them
+        "cache_semantic": False,  # semantic hits only where a test asks for them (issue 4)
         # tests of packed batches pack their few short tasks; the decision to send a group
         # alone where packing does not pay is tested where a test asks for it
         "pack_only_when_cheaper": False,
