@@ -29,7 +29,8 @@ import pipeline.cli.serve as serve_cli
 import pipeline.cli.submit as submit_cli
 import pipeline.cli.worker as worker_cli
 from pipeline.cli.common import err, fail
-from pipeline.config.settings import Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.settings import Settings
 from pipeline.errors import PipelineError
 from pipeline.redaction import redact_logs, secret_values
 

@@ -18,7 +18,8 @@ import pipeline.cli.cache as cache_cli
 import pipeline.cli.jobfile as jobfile_cli
 import pipeline.cli.main as cli
 import pipeline.cli.results as results_cli
-from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
 from pipeline.core.client import Summary
 from pipeline.core.runs import RunStore
 from pipeline.errors import ConfigError, InputError
