@@ -1,5 +1,5 @@
 """A job file's way through `batchwise run` and `batchwise submit`: its paths checked before any
-work, the progress bars, the lines refused, and the summary table at the end."""
+work, the progress bars, and at the end the lines refused, the results file and the summary."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.cli.common import err, out
+from pipeline.cli.results import write_results
 from pipeline.core.client import BatchwiseClient, Submission, Summary
 from pipeline.core.intake import check_job_file
 from pipeline.outfile import check_destination
@@ -22,14 +23,17 @@ LEVER_LABELS = {
 }
 
 
-def default_out(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".jsonl") + ".results.jsonl")
-
-
-def check_paths(job_file: Path, out_path: Path) -> None:
-    """Refuse a missing job file or an unwritable results path before any work starts."""
+def results_path(job_file: Path, out: str | None) -> Path:
+    """Where the results go (`--out`, else FILE.results.jsonl), once a missing job file or an
+    unwritable results path has been refused, before any work starts."""
+    out_path = (
+        Path(out)
+        if out
+        else job_file.with_name(job_file.name.removesuffix(".jsonl") + ".results.jsonl")
+    )
     check_job_file(job_file)
     check_destination(out_path)
+    return out_path
 
 
 def count_lines(path: Path) -> int:
@@ -77,6 +81,13 @@ async def wait_for_results(client: BatchwiseClient, run_id: str, progress: Progr
         if now.complete:
             return
         await asyncio.sleep(0.1)
+
+
+async def finish(client: BatchwiseClient, submission: Submission, out_path: Path) -> None:
+    """A run whose results are all in: the lines refused, the results file, the summary."""
+    report_errors(submission)
+    await write_results(client.pipeline.runs, submission.run_id, out_path)
+    print_summary(await client.summary(submission.run_id), out_path)
 
 
 def report_errors(submission: Submission) -> None:

@@ -8,18 +8,9 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.cli import jobfile
 from pipeline.cli.common import say, worker_state
 from pipeline.cli.interrupts import Interrupts
-from pipeline.cli.jobfile import (
-    check_paths,
-    default_out,
-    print_summary,
-    progress_bars,
-    report_errors,
-    submit_file,
-    wait_for_results,
-)
-from pipeline.cli.results import write_results
 from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient, Submission, new_run_id
 from pipeline.core.wiring import Pipeline
@@ -42,8 +33,7 @@ def add_cli(subparsers: Any) -> None:
 async def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from arq.connections import RedisSettings, create_pool
 
-    out_path = Path(args.out) if args.out else default_out(args.file)
-    check_paths(args.file, out_path)
+    out_path = jobfile.results_path(args.file, args.out)
     with Interrupts() as interrupts:
         async with worker_state(settings) as state:
             assert state.redis_url
@@ -101,10 +91,10 @@ async def _run(
 async def _run_file(
     client: BatchwiseClient, args: argparse.Namespace, run_id: str, out_path: Path
 ) -> Submission:
-    with progress_bars() as progress:
-        submission = await submit_file(client, args.file, args.strict, progress, run_id=run_id)
-        await wait_for_results(client, submission.run_id, progress)
-    report_errors(submission)
-    await write_results(client.pipeline.runs, submission.run_id, out_path)
-    print_summary(await client.summary(submission.run_id), out_path)
+    with jobfile.progress_bars() as progress:
+        submission = await jobfile.submit_file(
+            client, args.file, args.strict, progress, run_id=run_id
+        )
+        await jobfile.wait_for_results(client, submission.run_id, progress)
+    await jobfile.finish(client, submission, out_path)
     return submission

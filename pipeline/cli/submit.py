@@ -7,17 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli import jobfile
 from pipeline.cli.common import out, say
-from pipeline.cli.jobfile import (
-    check_paths,
-    default_out,
-    print_summary,
-    progress_bars,
-    report_errors,
-    submit_file,
-    wait_for_results,
-)
-from pipeline.cli.results import write_results
 from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.state.embedded import EmbeddedRedis
@@ -37,8 +28,7 @@ def add_cli(subparsers: Any) -> None:
 
 
 async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    out_path = Path(args.out) if args.out else default_out(args.file)
-    check_paths(args.file, out_path)
+    out_path = jobfile.results_path(args.file, args.out)
     with attach(settings) as attached:
         if attached.embedded is not None and args.wait:
             _say_if_no_worker(attached.embedded)
@@ -56,13 +46,13 @@ async def _submit(
     out_path: Path,
     embedded: EmbeddedRedis | None,
 ) -> None:
-    with progress_bars() as progress:
-        submission = await submit_file(client, args.file, args.strict, progress)
+    with jobfile.progress_bars() as progress:
+        submission = await jobfile.submit_file(client, args.file, args.strict, progress)
         out.print(
             f"run {submission.run_id}: {submission.accepted} queued, {submission.rejected} rejected"
         )
         if args.wait:
-            await wait_for_results(client, submission.run_id, progress)
+            await jobfile.wait_for_results(client, submission.run_id, progress)
     if not args.wait:
         if embedded is not None and submission.accepted:
             say(
@@ -70,9 +60,7 @@ async def _submit(
                 f"{embedded.dir}; fetch the results with: batchwise results {submission.run_id}"
             )
         return
-    report_errors(submission)
-    await write_results(client.pipeline.runs, submission.run_id, out_path)
-    print_summary(await client.summary(submission.run_id), out_path)
+    await jobfile.finish(client, submission, out_path)
 
 
 def _say_if_no_worker(embedded: EmbeddedRedis) -> None:
