@@ -54,7 +54,7 @@ async def _submit(
         if args.wait:
             await jobfile.wait_for_results(client, submission.run_id, progress)
     if not args.wait:
-        if embedded is not None and submission.accepted:
+        if embedded is not None and not (await client.progress(submission.run_id)).complete:
             say(
                 f"its queued tasks are answered by `batchwise worker` (or `batchwise run`) on "
                 f"{embedded.dir}; fetch the results with: batchwise results {submission.run_id}"
