@@ -52,7 +52,7 @@ def iso_day(text: str) -> date:
 
 @contextlib.asynccontextmanager
 async def worker_state(settings: Settings) -> AsyncIterator[Settings]:
-    """The state for a process that runs a worker (`run`, `worker`): `REDIS_URL`, or the
+    """The state for a process that runs a worker (`run`, `worker`, `serve`): `REDIS_URL`, or the
     embedded server attached as a worker host. Yields settings whose `redis_url` points at it.
 
     On the embedded server with no other worker host attached, no earlier worker can be alive
