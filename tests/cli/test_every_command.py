@@ -59,7 +59,7 @@ class State:
         )
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         assert "REDIS_URL must be set" not in proc.stderr
-        assert "REDIS_URL is not set" not in proc.stderr
+        assert "REDIS_URL is not set:" not in proc.stderr  # the old refusal of submit
         return proc
 
     def start(self, *args: str, log: Path) -> subprocess.Popen[bytes]:
@@ -129,6 +129,13 @@ def test_a_reading_command_exits_0_and_leaves_no_server(
 ) -> None:
     ok(state.cli(*args), expected)
     assert not state.socket.exists()
+
+
+def test_reading_an_empty_state_says_nothing_is_recorded(tmp_path: Path) -> None:
+    empty = State(tmp_path, cli_env(tmp_path), run_id="")
+    for args in (["report"], ["results", "r1"], ["ledger", "export", "--out", "x.jsonl"]):
+        refused(empty.cli(*args), "nothing recorded yet", "batchwise run FILE")
+    assert not (tmp_path / "state" / "appendonlydir").exists()  # no empty server was started
 
 
 def test_json_outputs_parse_and_carry_the_run(state: State) -> None:
