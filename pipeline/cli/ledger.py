@@ -19,7 +19,7 @@ from pipeline.state.opening import open_state
 def add_cli(subparsers: Any) -> None:
     """Register `batchwise ledger export` and `batchwise ledger archive`."""
     p = subparsers.add_parser("ledger", help="the cost ledger: export or archive its records")
-    sub = p.add_subparsers(dest="ledger_command", required=True)
+    sub = p.add_subparsers(dest="ledger_command", required=True, metavar="{export,archive}")
     ex = sub.add_parser("export", help="write every call and saving record to a file")
     ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     ex.add_argument("--out", type=Path, required=True, help="the file to write")

@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -28,7 +29,7 @@ import pipeline.cli.run as run_cli
 import pipeline.cli.serve as serve_cli
 import pipeline.cli.submit as submit_cli
 import pipeline.cli.worker as worker_cli
-from pipeline.cli.common import err, fail
+from pipeline.cli.common import ERROR_EXIT, err, fail
 from pipeline.config.loading import load_settings
 from pipeline.config.settings import Settings
 from pipeline.errors import PipelineError
@@ -50,8 +51,15 @@ COMMAND_GROUPS = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake said like every other error: one `error:` line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ERROR_EXIT, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="batchwise", description="Cut the cost of LLM batch work.")
+    p = Parser(prog="batchwise", description="Cut the cost of LLM batch work.")
     p.add_argument("--config", type=Path, help="TOML settings file (default: ./batchwise.toml)")
     sub = p.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:

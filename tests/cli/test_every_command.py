@@ -138,6 +138,14 @@ def test_reading_an_empty_state_says_nothing_is_recorded(tmp_path: Path) -> None
     assert not (tmp_path / "state" / "appendonlydir").exists()  # no empty server was started
 
 
+def test_a_usage_mistake_is_one_error_line_naming_the_help(tmp_path: Path) -> None:
+    empty = State(tmp_path, cli_env(tmp_path), run_id="")
+    refused(empty.cli("cache"), "required: {stats,clear}", "see `batchwise cache --help`")
+    refused(empty.cli("budget", "set", "limit", "global", "weekly", "3"), "invalid choice")
+    refused(empty.cli("report", "--since", "yesterday"), "not a date (YYYY-MM-DD)")
+    assert not (tmp_path / "state").exists()
+
+
 def test_json_outputs_parse_and_carry_the_run(state: State) -> None:
     report = orjson.loads(ok(state.cli("report", "--json")))
     assert report["tasks"] >= len(INPUT_IDS) and report["simulated_calls"] == report["calls"] > 0
