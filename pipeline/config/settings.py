@@ -277,8 +277,10 @@ class Settings(BaseModel):
     cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
     cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
     # the semantic grey zone (docs/semantic.md): candidates up to this far below the serve
-    # threshold are served only when a cheap model confirms them (one packed call per chunk)
-    cache_semantic_verify: bool = True
+    # threshold are served only when a cheap model confirms them, asked by the worker (one
+    # packed call per batch). Off by default: a refused candidate waits for the verification
+    # before its own call, which cost wall time in bench/semantic_savings.py
+    cache_semantic_verify: bool = False
     cache_semantic_verify_margin: float = Field(0.15, ge=0, lt=1)
     cache_semantic_verify_model: str = ""  # empty: the cheapest priced model a provider serves
     cache_semantic_verify_ttl_s: int = Field(7 * 86400, gt=0)  # how long a verdict is reused

@@ -126,7 +126,11 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 def semantic(redis_url: str, fake: FakeProvider | None = None, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"cache_semantic": True, "cache_embedder": "hashing"}
+    values: dict[str, Any] = {
+        "cache_semantic": True,
+        "cache_embedder": "hashing",
+        "cache_semantic_verify": True,
+    }
     return make_settings(redis_url, fake, **(values | overrides))
 
 
@@ -314,9 +318,12 @@ async def test_simulated_provider_confirms_nothing_that_differs(redis_url: str) 
     assert records and all(r.simulated for r in records)
 
 
-def test_verification_is_on_by_default() -> None:
-    settings = make_settings("redis://localhost")
-    assert settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
+def test_verification_is_off_by_default_and_then_there_is_no_grey_zone(redis_url: str) -> None:
+    settings = make_settings(redis_url, cache_semantic=True, cache_embedder="hashing")
+    assert not settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
+    pipeline = Pipeline(settings, Redis.from_url(redis_url))
+    assert pipeline.cache.verifier is None and pipeline.executor.grey is None
+    assert pipeline.cache.semantic is not None and pipeline.cache.semantic.grey_margin == 0
 
 
 def test_the_verification_model_is_the_cheapest_one_served(
