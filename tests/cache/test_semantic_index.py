@@ -18,7 +18,7 @@ from pipeline.cache import semantic as semantic_module
 from pipeline.cache.bruteforce import StreamIndex
 from pipeline.cache.embedders import HashingEmbedder, LocalUSE, clip_for_embedding, language_of
 from pipeline.cache.vectorset import VectorSetIndex, has_vector_sets
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
 from tests.cache.test_cache import answer, cache_on, served, task, vector_owners
@@ -259,7 +259,7 @@ def test_a_worker_loads_the_model_at_start_in_the_background(redis_url: str) -> 
         "import asyncio\n"
         "from redis.asyncio import Redis\n"
         "from pipeline.cache.embedders import _base\n"
-        "from pipeline.config.settings import load_settings\n"
+        "from pipeline.config.loading import load_settings\n"
         "from workers.jobs import shutdown, startup\n"
         f"settings = load_settings(env={{}}, redis_url={redis_url!r}, cache_semantic=True)\n"
         "async def main():\n"
