@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -23,12 +23,19 @@ from pipeline.cache.semantic import Candidate
 from pipeline.cache.store import ResponseCache, entry_fields
 from pipeline.cache.vectors import ENTRY_FIELDS
 from pipeline.cache.verify import PairCheck, Verifier
-from pipeline.core.runs import RunStore
 from pipeline.costs.ledger import Ledger
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.savings import Hit, cache_savings
 from pipeline.keys import Keys
 from pipeline.models import Batch, Item
+
+
+class Results(Protocol):
+    """Where answers go (the run store): each item's outcome to every task waiting for it."""
+
+    async def finish_items(self, outcomes: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
+        """Write each (item key, outcome); return how many tasks each one answered."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,7 @@ class GreyZone:
         self,
         cache: ResponseCache,
         verifier: Verifier,
-        runs: RunStore,
+        runs: Results,
         ledger: Ledger,
         prices: PriceTable,
     ) -> None:
