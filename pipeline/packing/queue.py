@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -38,19 +37,35 @@ from pipeline.tokens import count_messages, count_tokens
 Sink = Callable[[list[str]], Awaitable[None]]
 
 _ENQUEUE = """
--- KEYS: item, waiters, group items, groups, group meta
--- ARGV: item json, waiter ref, list entry, due ms, group meta json, group id
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  return {0, redis.call('LLEN', KEYS[3])}
+-- KEYS: groups, then per group its items list and meta, then per task its item and waiters
+-- ARGV: group count, then per group: id, meta json, due ms; then per task: its group's
+--       number (from 1), item json, waiter ref, list entry
+-- A task whose item is pending already joins it (single-flight); new items join their group's
+-- list, one RPUSH per group. Returns each group's length where it grew, else 0.
+local ng = tonumber(ARGV[1])
+local added = {}
+local a = 2 + ng * 3
+for t = 0, (#KEYS - 1 - ng * 2) / 2 - 1 do
+  local g = tonumber(ARGV[a])
+  if redis.call('SET', KEYS[2 + ng * 2 + t * 2], ARGV[a + 1], 'NX') then
+    added[g] = added[g] or {}
+    added[g][#added[g] + 1] = ARGV[a + 3]
+  end
+  redis.call('RPUSH', KEYS[3 + ng * 2 + t * 2], ARGV[a + 2])
+  a = a + 4
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-local n = redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('SETNX', KEYS[5], ARGV[5])
-redis.call('EXPIRE', KEYS[5], 2592000)
-redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[6])
-return {1, n}
+local sizes = {}
+for g = 1, ng do
+  sizes[g] = 0
+  if added[g] then
+    local id, meta = ARGV[2 + (g - 1) * 3], KEYS[3 + (g - 1) * 2]
+    sizes[g] = redis.call('RPUSH', KEYS[2 + (g - 1) * 2], unpack(added[g]))
+    redis.call('SETNX', meta, ARGV[3 + (g - 1) * 3])
+    redis.call('EXPIRE', meta, 2592000)
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[4 + (g - 1) * 3], id)
+  end
+end
+return sizes
 """
 
 _TAKE = """
@@ -80,13 +95,6 @@ redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
 return taken
 """
-
-
-@dataclass(frozen=True)
-class Enqueued:
-    group: str
-    created: bool
-    group_size: int
 
 
 def now_ms() -> int:
@@ -163,30 +171,39 @@ class Packer:
     def linger_ms(self, ttl_class: TTLClass) -> int:
         return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
 
-    async def enqueue(self, task: Task, pipe: Any = None) -> Item:
-        """Add a task to its group's pending items, or join an identical pending item."""
-        item = build_item(task)
+    async def enqueue_many(self, tasks: Sequence[Task], pipe: Any) -> list[tuple[str, str]]:
+        """Queue, on `pipe`, one script adding the tasks to their groups' pending items (or to
+        an identical pending item). Returns the (group, task type) of each group in the order of
+        the script's reply: each group's new length, 0 where it did not grow."""
+        if not tasks:
+            return []
         k = self.keys
-        ref = f"{task.run_id}\x1f{task.id}"
-        entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
-        due = now_ms() + self.linger_ms(task.ttl_class)
-        args: list[str | bytes | int] = [
-            item.model_dump_json(),
-            ref,
-            entry,
-            due,
-            orjson.dumps(group_meta(task)),
-            item.group,
-        ]
-        keys = [
-            k.item(item.key),
-            k.item_waiters(item.key),
-            k.group_items(item.group),
-            k.groups(),
-            k.group(item.group),
-        ]
-        await self._enqueue(keys=keys, args=args, client=pipe)
-        return item
+        groups: dict[str, int] = {}
+        head: list[str | bytes | int] = []
+        task_types: list[tuple[str, str]] = []
+        group_keys = [k.groups()]
+        item_keys: list[str] = []
+        tail: list[str | bytes | int] = []
+        for task in tasks:
+            item = build_item(task)
+            if item.group not in groups:
+                groups[item.group] = len(groups) + 1
+                due = now_ms() + self.linger_ms(task.ttl_class)
+                head += [item.group, orjson.dumps(group_meta(task)), due]
+                group_keys += [k.group_items(item.group), k.group(item.group)]
+                task_types.append((item.group, task.task_type))
+            entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
+            item_keys += [k.item(item.key), k.item_waiters(item.key)]
+            tail += [
+                groups[item.group],
+                item.model_dump_json(),
+                f"{task.run_id}\x1f{task.id}",
+                entry,
+            ]
+        await self._enqueue(
+            keys=[*group_keys, *item_keys], args=[len(groups), *head, *tail], client=pipe
+        )
+        return task_types
 
     async def mark_full(self, groups: Sequence[str]) -> None:
         """These groups hold a full batch: flush their full batches at the next tick."""
