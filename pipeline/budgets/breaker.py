@@ -386,7 +386,7 @@ class Budgets:
         exc: BreakerOpen,
         *,
         last_try: bool,
-        close: Callable[[str], Awaitable[None]],
+        close: Callable[[Batch], Awaitable[None]],
     ) -> list[str]:
         """What a batch does while its breaker is open: wait (re-raise, or hand its items to a
         continuation batch when its job is out of tries) or have its tasks rejected. A batch too
@@ -398,7 +398,7 @@ class Budgets:
             children = [f"{batch.id}.b{i}" for i in range(2)]
             for child, part in zip(children, parts, strict=True):
                 await self._child(batch, child, part, "split to fit the cost limit")
-            await close(batch.id)
+            await close(batch)
             logger.info("batch %s split to fit %s: %s", batch.id, exc.scope, ", ".join(children))
             return children
         if over or (self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy)):
@@ -419,7 +419,7 @@ class Budgets:
                     for item, cost in zip(items, spent, strict=True)
                 ]
             )
-            await close(batch.id)
+            await close(batch)
             return []
         if not last_try:
             raise exc
@@ -427,7 +427,7 @@ class Budgets:
         base = batch.id[: match.start()] if match else batch.id
         child = f"{base}.w{int(match.group(1)) + 1 if match else 1}"
         await self._child(batch, child, items, "waiting for the cost breaker")
-        await close(batch.id)
+        await close(batch)
         logger.info("batch %s waits for breaker %s as %s", batch.id, exc.scope, child)
         return [child]
 

@@ -142,12 +142,34 @@ class BatchExecutor:
             return []
         batch, items, stored = loaded
         if not items:
-            await self._close(batch_id)
+            await self._close(batch)
             return []
         if batch.alone and len(items) > 1 and answer is None:
             retries = await run_alone(self, batch, items, last_try=last_try, attempt=attempt)
-            await self._close(batch_id)
+            await self._close(batch)
             return retries
+        return await self.execute(
+            batch,
+            items,
+            stored,
+            last_try=last_try,
+            answer=answer,
+            batch_api=batch_api,
+            attempt=attempt,
+        )
+
+    async def execute(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        stored: bytes | None,
+        *,
+        last_try: bool = False,
+        answer: ChatResponse | None = None,
+        batch_api: bool = False,
+        attempt: int = 1,
+    ) -> list[str]:
+        """`run` for a loaded batch, `stored` its answer kept from an earlier run, if any."""
         request, packed = self.request_for(batch, items)
         call_id: str | None = None
         if stored is not None:
@@ -199,7 +221,7 @@ class BatchExecutor:
         if retry:
             reason = "; ".join(sorted({failures[i] for i in ids if i in failures}))
             children = await self._retry(batch, retry, reason)
-        await self._close(batch_id)
+        await self._close(batch)
         return children
 
     async def _call(
@@ -423,7 +445,7 @@ class BatchExecutor:
         )
         for tasks in counts:
             metrics.observe_failed(tasks)
-        await self._close(batch.id)
+        await self._close(batch)
         return []
 
     async def _retry(self, batch: Batch, item_keys: list[str], reason: str) -> list[str]:
@@ -465,10 +487,12 @@ class BatchExecutor:
         )
         return children
 
-    async def _close(self, batch_id: str) -> None:
+    async def _close(self, batch: Batch) -> None:
+        if not batch.recorded:
+            return
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k.batch(batch_id), "status", "done")
-            pipe.expire(k.batch(batch_id), 86400)
-            pipe.zrem(k.open_batches(), batch_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(k.batch(batch.id), "status", "done")
+            pipe.expire(k.batch(batch.id), 86400)
+            pipe.zrem(k.open_batches(), batch.id)
             await pipe.execute()
