@@ -120,17 +120,14 @@ class Keys:
 
     # issue 6: budgets, plans and the cost circuit breaker
     def budget_config(self) -> str:
-        """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars)."""
+        """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars),
+        and the open breakers: `open:SCOPE` = `until|window|limit|used|wanted|opened_at`."""
         return f"{self.prefix}:budget:config"
 
-    def breaker_spend(self, scope: str, window: str) -> str:
-        """A scope's spend in one window, nano-dollars: reserved plus settled (`h:N`, `d:N`:
-        hour or day number) or settled only (`hs:N`, `ds:N`)."""
-        return f"{self.prefix}:breaker:spend:{scope}:{window}"
-
-    def breaker_open(self, scope: str) -> str:
-        """Hash describing an open breaker (until, window, limit, used, wanted)."""
-        return f"{self.prefix}:breaker:open:{scope}"
+    def breaker_spend(self, scope: str, day: int) -> str:
+        """Hash of a scope's spend in one day (day number), nano-dollars per hour: `h:HOUR`
+        reserved plus settled, `s:HOUR` settled only (hour number)."""
+        return f"{self.prefix}:breaker:spend:{scope}:day:{day}"
 
     def breaker_scopes(self) -> str:
         """Set of scopes that have had a reservation: what `budget status` shows."""

@@ -48,20 +48,24 @@ UNSET = -2  # a limit the settings leave to the next rule
 _CONTINUATION = re.compile(r"\.w(\d+)$")
 
 _RESERVE = """
--- KEYS: reservation, scope set, operator overrides, then per scope: open marker, hourly and
---       daily counters of reserved + settled spend, hourly and daily counters of settled spend
--- ARGV: amount, now, scope count, then per scope: name, its hourly and daily limits from the
---       settings, the tenant defaults from the settings (-2: unset), hourly and daily window end
+-- KEYS: reservation, scope set, operator overrides (and open breakers), then per scope its
+--       spend of the day: a hash of `h:HOUR` (reserved + settled) and `s:HOUR` (settled)
+-- ARGV: amount, now, scope count, hour, then per scope: name, its hourly and daily limits from
+--       the settings, the tenant defaults from the settings (-2: unset), hourly and daily
+--       window end
 -- Limits are resolved here, in the same atomic step: the scope's override, its setting, then
--- (tenants only) the `tenant` override and setting; an override `none` means no limit.
+-- (tenants only) the `tenant` override and setting; an override `none` means no limit. An open
+-- breaker is the override field `open:SCOPE` (until|window|limit|used|wanted|opened at).
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return {1, state} end
-local amount, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
--- every override this call may need, in one read
+local amount, now, n, hour = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+-- every override and open breaker this call may need, in one read
 local wanted = {'limit:tenant:hourly', 'limit:tenant:daily'}
 for i = 0, n - 1 do
-  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':hourly'
-  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':daily'
+  local scope = ARGV[5 + i * 7]
+  wanted[#wanted + 1] = 'limit:' .. scope .. ':hourly'
+  wanted[#wanted + 1] = 'limit:' .. scope .. ':daily'
+  wanted[#wanted + 1] = 'open:' .. scope
 end
 local overrides, got = {}, redis.call('HMGET', KEYS[3], unpack(wanted))
 for i, name in ipairs(wanted) do
@@ -77,54 +81,63 @@ local function limit_of(scope, window, own, default)
   if tonumber(default) ~= -2 then return tonumber(default) end
   return -1
 end
-for i = 0, n - 1 do
-  local k, a = 4 + i * 5, 4 + i * 7
-  local open, scope = KEYS[k], ARGV[a]
-  local until_s = redis.call('HGET', open, 'until')
-  if until_s and tonumber(until_s) > now then
-    return {0, scope, until_s, redis.call('HGET', open, 'window'), 'held',
-      redis.call('HGET', open, 'limit')}
+-- {hour, day} of reserved + settled spend and of settled spend (the day only when asked)
+local function spent(key, daily)
+  if not daily then
+    local row = redis.call('HMGET', key, 'h:' .. hour, 's:' .. hour)
+    return {tonumber(row[1] or '0'), 0}, {tonumber(row[2] or '0'), 0}
   end
-  for w = 0, 1 do
-    local window = w == 0 and 'hourly' or 'daily'
-    local limit = limit_of(scope, window, ARGV[a + 1 + w], ARGV[a + 3 + w])
-    if limit >= 0 and amount > limit then  -- could never fit: refuse it, keep the breaker shut
-      return {0, scope, ARGV[a + 5 + w], window, 'never', tostring(limit)}
+  local used, settled, row = {0, 0}, {0, 0}, redis.call('HGETALL', key)
+  for j = 1, #row, 2 do
+    local into = string.sub(row[j], 1, 2) == 'h:' and used or settled
+    into[2] = into[2] + tonumber(row[j + 1])
+    if string.sub(row[j], 3) == hour then into[1] = tonumber(row[j + 1]) end
+  end
+  return used, settled
+end
+local function int(v) return string.format('%d', v) end
+for i = 0, n - 1 do
+  local a = 5 + i * 7
+  local scope = ARGV[a]
+  local open = overrides['open:' .. scope]
+  if open then
+    local until_s, window, limit = string.match(open, '^([^|]*)|([^|]*)|([^|]*)|')
+    if tonumber(until_s) > now then return {0, scope, until_s, window, 'held', limit} end
+  end
+  local limits = {limit_of(scope, 'hourly', ARGV[a + 1], ARGV[a + 3]),
+    limit_of(scope, 'daily', ARGV[a + 2], ARGV[a + 4])}
+  for w = 1, 2 do
+    if limits[w] >= 0 and amount > limits[w] then  -- could never fit: refuse, keep it shut
+      return {0, scope, ARGV[a + 4 + w], w == 1 and 'hourly' or 'daily', 'never', int(limits[w])}
     end
-    if limit >= 0 then
-      local used = tonumber(redis.call('GET', KEYS[k + 1 + w]) or '0')
-      local settled = tonumber(redis.call('GET', KEYS[k + 3 + w]) or '0')
-      local ends = ARGV[a + 5 + w]
-      if settled + amount > limit then
-        redis.call('HSET', open, 'until', ends, 'window', window, 'limit', limit,
-          'used', settled, 'wanted', amount, 'opened_at', ARGV[2])
-        redis.call('EXPIRE', open, math.ceil(tonumber(ends) - now) + 86400)
+  end
+  if limits[1] >= 0 or limits[2] >= 0 then
+    local used, settled = spent(KEYS[4 + i], limits[2] >= 0)
+    for w = 1, 2 do
+      local limit, window, ends = limits[w], w == 1 and 'hourly' or 'daily', ARGV[a + 4 + w]
+      if limit >= 0 and settled[w] + amount > limit then
+        redis.call('HSET', KEYS[3], 'open:' .. scope, table.concat(
+          {ends, window, int(limit), int(settled[w]), int(amount), ARGV[2]}, '|'))
         redis.call('SADD', KEYS[2], scope)
-        return {0, scope, ends, window, 'opened', tostring(limit)}
+        return {0, scope, ends, window, 'opened', int(limit)}
       end
-      if used + amount > limit then  -- fits once calls in flight settle: wait, stay closed
-        return {0, scope, ends, window, 'busy', tostring(limit)}
+      if limit >= 0 and used[w] + amount > limit then  -- fits once calls in flight settle
+        return {0, scope, ends, window, 'busy', int(limit)}
       end
     end
   end
 end
-local counters, settled = {}, {}
+local days = {}
 for i = 0, n - 1 do
-  local created = false
-  for w = 0, 1 do
-    local counter, ttl = KEYS[5 + i * 5 + w], w == 0 and 7200 or 172800
-    -- a counter's lifetime starts with it: set only when this call created it
-    if redis.call('INCRBY', counter, amount) == amount then
-      redis.call('EXPIRE', counter, ttl)
-      created = true
-    end
-    counters[#counters + 1] = counter
-    settled[#settled + 1] = KEYS[7 + i * 5 + w]
+  -- the day's lifetime starts with it; a scope's first spend in an hour names it
+  if redis.call('HINCRBY', KEYS[4 + i], 'h:' .. hour, amount) == amount then
+    redis.call('EXPIRE', KEYS[4 + i], 172800)
+    redis.call('SADD', KEYS[2], ARGV[5 + i * 7])
   end
-  if created then redis.call('SADD', KEYS[2], ARGV[4 + i * 7]) end  -- a scope's first spend
+  days[#days + 1] = KEYS[4 + i]
 end
-redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
-  table.concat(counters, ','), 'settled', table.concat(settled, ','))
+redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'hour', hour,
+  'days', table.concat(days, ','))
 redis.call('EXPIRE', KEYS[1], 172800)
 return {1, 'new'}
 """
@@ -134,21 +147,19 @@ _SETTLE = """
 -- ARGV: actual cost, tenant, settle (1) or release (0)
 -- (a key's lifetime is set when this step creates it: an increment that returns exactly the
 -- amount added found nothing there)
-local r = redis.call('HMGET', KEYS[1], 'state', 'amount', 'counters', 'settled')
+local r = redis.call('HMGET', KEYS[1], 'state', 'amount', 'hour', 'days')
 if r[1] ~= 'held' then return -1 end
 local amount = tonumber(r[2])
 local actual = ARGV[3] == '1' and tonumber(ARGV[1]) or 0
-for counter in string.gmatch(r[3], '[^,]+') do
-  redis.call('INCRBY', counter, actual - amount)
+for day in string.gmatch(r[4], '[^,]+') do
+  redis.call('HINCRBY', day, 'h:' .. r[3], actual - amount)
+  if ARGV[3] == '1' and redis.call('HINCRBY', day, 's:' .. r[3], actual) == actual then
+    redis.call('EXPIRE', day, 172800)
+  end
 end
 if ARGV[3] == '0' then
   redis.call('DEL', KEYS[1])
   return -1
-end
-for counter in string.gmatch(r[4], '[^,]+') do
-  if redis.call('INCRBY', counter, actual) == actual then
-    redis.call('EXPIRE', counter, 172800)
-  end
 end
 redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', actual)
 if redis.call('HINCRBY', KEYS[3], ARGV[2], actual) == actual then
@@ -275,15 +286,9 @@ class Budgets:
             self.keys.breaker_scopes(),
             self.keys.budget_config(),
         ]
-        args: list[str | int | float] = [amount_nusd, now, 2]
+        args: list[str | int | float] = [amount_nusd, now, 2, hour]
         for scope in ("global", f"tenant:{tenant}"):
-            keys += [
-                self.keys.breaker_open(scope),
-                self.keys.breaker_spend(scope, f"h:{hour}"),
-                self.keys.breaker_spend(scope, f"d:{day}"),
-                self.keys.breaker_spend(scope, f"hs:{hour}"),
-                self.keys.breaker_spend(scope, f"ds:{day}"),
-            ]
+            keys.append(self.keys.breaker_spend(scope, day))
             args.append(scope)
             args += [self._setting(scope, w) for w in WINDOWS]
             args += [self._setting("tenant", w) for w in WINDOWS]
@@ -451,27 +456,25 @@ class Budgets:
         """Every breaker that is open now."""
         now = self.clock()
         states = []
-        for raw_scope in sorted(await self.redis.smembers(self.keys.breaker_scopes())):
-            scope = raw_scope.decode()
-            raw = await self.redis.hgetall(self.keys.breaker_open(scope))
-            info = {k.decode(): v.decode() for k, v in raw.items()}
-            if info and float(info["until"]) > now:
+        raw = await self.redis.hgetall(self.keys.budget_config())
+        for field, value in sorted(raw.items()):
+            if not field.startswith(b"open:"):
+                continue
+            until, window, limit, used, wanted, _ = value.decode().split("|")
+            if float(until) > now:
+                scope = field.decode().removeprefix("open:")
                 states.append(
-                    BreakerState(
-                        scope,
-                        info["window"],
-                        float(info["until"]),
-                        usd(info["limit"]),
-                        usd(info["used"]),
-                        usd(info["wanted"]),
-                    )
+                    BreakerState(scope, window, float(until), usd(limit), usd(used), usd(wanted))
                 )
         return states
 
     async def close_breaker(self, scope: str) -> bool:
         """Operator command: close a scope's breaker now. Calls resume while they fit under the
         limits; one that still does not fit opens it again. True if it was open."""
-        was_open = bool(await self.redis.delete(self.keys.breaker_open(scope)))
+        field = f"open:{scope}"
+        raw = await self.redis.hget(self.keys.budget_config(), field)
+        await self.redis.hdel(self.keys.budget_config(), field)
+        was_open = raw is not None and float(raw.decode().split("|", 1)[0]) > self.clock()
         if was_open:
             logger.warning("cost breaker %s closed by the operator", scope)
         return was_open
@@ -481,7 +484,11 @@ class Budgets:
         settled spend, `hourly_settled` and `daily_settled` only what calls actually cost."""
         now = self.clock()
         hour, day = int(now // 3600), int(now // 86400)
-        names = {"hourly": f"h:{hour}", "daily": f"d:{day}"}
-        names |= {"hourly_settled": f"hs:{hour}", "daily_settled": f"ds:{day}"}
-        values = await self.redis.mget([self.keys.breaker_spend(scope, w) for w in names.values()])
-        return {name: usd(v or 0) for name, v in zip(names, values, strict=True)}
+        raw = await self.redis.hgetall(self.keys.breaker_spend(scope, day))
+        spend = {k.decode(): int(v) for k, v in raw.items()}
+        return {
+            "hourly": usd(spend.get(f"h:{hour}", 0)),
+            "daily": usd(sum(v for k, v in spend.items() if k.startswith("h:"))),
+            "hourly_settled": usd(spend.get(f"s:{hour}", 0)),
+            "daily_settled": usd(sum(v for k, v in spend.items() if k.startswith("s:"))),
+        }
