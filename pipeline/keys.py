@@ -29,9 +29,10 @@ class Keys:
         """Sorted set of run ids by creation time."""
         return f"{self.prefix}:runs"
 
-    def task_run(self, tenant: str, task_id: str) -> str:
-        """The latest run in which a tenant used a task id (tenant names hold no `:`)."""
-        return f"{self.prefix}:taskrun:{tenant}:{task_id}"
+    def task_runs(self, tenant: str, day: int) -> str:
+        """Hash task id -> the latest run of that day (day number) in which a tenant used the
+        id (tenant names hold no `:`)."""
+        return f"{self.prefix}:taskrun:{tenant}:day:{day}"
 
     # pending work
     def groups(self) -> str:

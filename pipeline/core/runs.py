@@ -136,8 +136,13 @@ class RunStore:
         echo = {task_id: orjson.dumps(meta) for task_id, meta, _ in tasks if meta is not None}
         if echo:
             pipe.hset(k.run_tasks(run_id), mapping=echo)
+        by_tenant: dict[str, dict[str, str]] = {}
         for task_id, _, tenant in tasks:
-            pipe.set(k.task_run(tenant, task_id), run_id, ex=self.ttl_s)
+            by_tenant.setdefault(tenant, {})[task_id] = run_id
+        day = int(time.time() // 86400)
+        for tenant, runs in by_tenant.items():
+            pipe.hset(k.task_runs(tenant, day), mapping=runs)
+            pipe.expire(k.task_runs(tenant, day), self.ttl_s + 86400)
 
     async def seal(self, run_id: str, total: int) -> None:
         """Mark the submission complete: the run is done when `done` reaches `total`."""
@@ -261,10 +266,14 @@ class RunStore:
         """One task's result: from the named run, else from the latest run in which `tenant`
         used the id (another tenant's task with the same id is never found)."""
         if run_id is None:
-            raw_run = await self.redis.get(self.keys.task_run(tenant, task_id))
-            if raw_run is None:
+            today = int(time.time() // 86400)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for day in range(today, today - self.ttl_s // 86400 - 2, -1):  # newest first
+                    pipe.hget(self.keys.task_runs(tenant, day), task_id)
+                found = [raw for raw in await pipe.execute() if raw is not None]
+            if not found:
                 return None
-            run_id = raw_run.decode()
+            run_id = found[0].decode()
         value = await self.redis.hget(self.keys.run_results(run_id), task_id)
         if value is None:
             return None
