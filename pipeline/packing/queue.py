@@ -213,8 +213,11 @@ class Packer:
     async def flush(self, sink: Sink | None = None) -> list[str]:
         """Turn full and due groups into batches; return the new batch ids (to enqueue). With
         `sink`, each group's batches go to it as soon as they are made, so their calls can
-        start while other groups are still being drained."""
+        start while other groups are still being drained. With nothing pending anywhere (a
+        full group is pending too) it costs one command: an idle worker flushes every tick."""
         batch_ids: list[str] = []
+        if not await self.redis.zrange(self.keys.groups(), 0, 0):
+            return batch_ids
         full = await self.redis.spop(self.keys.groups_full(), 1000) or []
         groups = [(raw.decode(), True) for raw in full]
         groups += [(group, False) for group in await self.due_groups()]
