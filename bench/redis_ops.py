@@ -5,7 +5,10 @@ Files go through the whole pipeline (submit -> worker -> results, exact cache on
 off) against the in-process fake provider: the mixed example file (jobs.example.jsonl, repeated
 with unique prompts) with the shipped defaults (packing only where it pays), with every group
 packed, packed at most 2 per call and sent one task per call, and a file that packs 25 tasks per
-call. Then an idle worker is watched for a few seconds: what it costs doing nothing.
+call. The worker runs as `batchwise worker` does (its shipped queue poll), and each file is
+counted after a small warm-up file, so what is counted is the steady state: not the one-time
+loading of Lua scripts and opening of pooled connections. Then an idle worker is watched for a
+few seconds: what it costs doing nothing.
 
     python bench/redis_ops.py [--tasks 2000] [--idle-s 5]
 """
@@ -14,53 +17,63 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+from arq.connections import RedisSettings, create_pool
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config.settings import DEFAULT_MAX_ITEMS, ProviderConfig, Settings, load_settings
 from pipeline.state.embedded import EmbeddedRedis
-from tests.conftest import pipeline_client, running_worker
+from tests.conftest import pipeline_client
 from tests.fake_provider import FakeProvider
+from workers.lifecycle import in_process_worker, running
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
 PRIMARY_OPS_S = 100_000
 TARGET = 30  # commands per task on the mixed file
 BENCH_COMMANDS = {"info", "config|resetstat", "config"}  # the bench's own reads
+WARM_UP = 200  # tasks run before counting: scripts loaded, connections open
 
 
-def mixed_tasks(n: int) -> list[dict[str, Any]]:
+def mixed_tasks(n: int, tag: str = "") -> list[dict[str, Any]]:
     """jobs.example.jsonl repeated to `n` tasks, each prompt made unique (no cache hits)."""
     lines = [orjson.loads(line) for line in (ROOT / "jobs.example.jsonl").read_bytes().splitlines()]
     tasks = []
     for i in range(n):
         task = orjson.loads(orjson.dumps(lines[i % len(lines)]))  # a deep copy
         if "custom_id" in task:  # an OpenAI Batch API line
-            task["custom_id"] = f"t{i}"
+            task["custom_id"] = f"{tag}t{i}"
             body = task["body"]
         else:
             body = task
-            task["id"] = f"t{i}"
+            task["id"] = f"{tag}t{i}"
         if "prompt" in body:
-            body["prompt"] = f"{body['prompt']} (case {i})"
+            body["prompt"] = f"{body['prompt']} (case {tag}{i})"
         else:
-            body["messages"][-1]["content"] += f" (case {i})"
+            body["messages"][-1]["content"] += f" (case {tag}{i})"
         tasks.append(task)
     return tasks
 
 
-def faq_tasks(n: int) -> list[dict[str, Any]]:
+def faq_tasks(n: int, tag: str = "") -> list[dict[str, Any]]:
     return [
-        {"id": f"f{i}", "task_type": "faq", "system": "Be brief.", "prompt": f"question {i}?"}
+        {
+            "id": f"{tag}f{i}",
+            "task_type": "faq",
+            "system": "Be brief.",
+            "prompt": f"question {tag}{i}?",
+        }
         for i in range(n)
     ]
 
@@ -100,14 +113,30 @@ async def command_counts(redis: Redis) -> Counter[str]:
     return counts
 
 
+@contextlib.asynccontextmanager
+async def shipped_worker(settings: Settings) -> AsyncIterator[None]:
+    """A worker in this event loop with the settings `batchwise worker` would use."""
+    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
+    try:
+        async with running(in_process_worker(settings, pool), grace_s=5):
+            yield
+    finally:
+        await pool.aclose()
+
+
 async def measure(
-    url: str, fake: FakeProvider, tasks: list[dict[str, Any]], **overrides: Any
+    url: str,
+    fake: FakeProvider,
+    tasks: list[dict[str, Any]],
+    warm_up: list[dict[str, Any]],
+    **overrides: Any,
 ) -> tuple[float, float, Counter[str]]:
     """(commands per task, tasks per call, commands by name) for one run of `tasks`."""
     settings = bench_settings(url, fake, **overrides)
     probe = Redis.from_url(url)
     try:
-        async with pipeline_client(settings) as client, running_worker(settings):
+        async with pipeline_client(settings) as client, shipped_worker(settings):
+            await client.wait(await client.submit(warm_up, complete=True), timeout=600)
             await probe.config_resetstat()
             run_id = await client.submit(tasks, complete=True)
             await client.wait(run_id, timeout=600)
@@ -124,7 +153,7 @@ async def idle_rate(url: str, fake: FakeProvider, idle_s: float) -> float:
     settings = bench_settings(url, fake)
     probe = Redis.from_url(url)
     try:
-        async with running_worker(settings):
+        async with shipped_worker(settings):
             await asyncio.sleep(1.0)
             await probe.config_resetstat()
             await asyncio.sleep(idle_s)
@@ -142,17 +171,20 @@ async def main() -> None:
     args = parser.parse_args()
     always: dict[str, Any] = {"pack_only_when_cheaper": False}  # pack every group: fixed shapes
     runs = (
-        ("mixed file (defaults)", mixed_tasks(args.tasks), {}),
-        ("mixed file, packing all", mixed_tasks(args.tasks), always),
-        ("mixed file, <= 2 per call", mixed_tasks(args.tasks), always | {"max_items": at_most(2)}),
-        ("mixed file, 1 task per call", mixed_tasks(args.tasks), {"max_items": at_most(1)}),
-        ("25 tasks per call", faq_tasks(args.tasks), always | {"max_items": {"faq": 25}}),
+        ("mixed file (defaults)", mixed_tasks, {}),
+        ("mixed file, packing all", mixed_tasks, always),
+        ("mixed file, <= 2 per call", mixed_tasks, always | {"max_items": at_most(2)}),
+        ("mixed file, 1 task per call", mixed_tasks, {"max_items": at_most(1)}),
+        ("25 tasks per call", faq_tasks, always | {"max_items": {"faq": 25}}),
     )
     server = EmbeddedRedis(Path(tempfile.mkdtemp(prefix="bw-ops-")))
     with FakeProvider(key=KEY) as fake:
         url = server.start()
         try:
-            measured = [(label, *await measure(url, fake, tasks, **o)) for label, tasks, o in runs]
+            measured = [
+                (label, *await measure(url, fake, make(args.tasks), make(WARM_UP, "w"), **o))
+                for label, make, o in runs
+            ]
             idle = await idle_rate(url, fake, args.idle_s)
         finally:
             server.stop()
