@@ -6,17 +6,19 @@ batch, not per task; each item becomes a batch of one (`<batch>.s<i>`, `i` its p
 batch), which the executor runs like any other batch (budgets, ledger, audit, cascade, retries),
 all at once. These one-item batches live in memory only: an answered item is gone from Redis,
 and a stored answer is reused, so a job that runs again re-runs only the items still pending,
-without calling twice for any of them.
+without calling twice for any of them. Their answers go out together (`Together`) once every
+call has ended: one write of results and cache entries for the batch, not one per item.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from pipeline.costs.savings import Answered
 from pipeline.keys import Keys
 from pipeline.models import Batch, Item
 from pipeline.providers.base import ChatResponse
@@ -25,6 +27,10 @@ from pipeline.providers.base import ChatResponse
 class Runner(Protocol):
     redis: Redis
     keys: Keys
+
+    async def hand_out(self, settled: Settled) -> list[Answered]:
+        """Cost, cache and hand out answers to the tasks waiting on them."""
+        ...
 
     async def execute(
         self,
@@ -36,9 +42,59 @@ class Runner(Protocol):
         answer: ChatResponse | None = None,
         batch_api: bool = False,
         attempt: int = 1,
+        hand_out: HandOut | None = None,
     ) -> list[str]:
         """Run a loaded batch; return the ids of child batches to enqueue."""
         ...
+
+
+Settled = Sequence[tuple[Item, dict[str, Any]]]
+HandOut = Callable[[Settled], Awaitable[list[Answered]]]
+
+
+class Together:
+    """Hands out the answers of several calls in one go, once each call has answered or ended.
+
+    Each call takes a `Ticket`; the last one in writes every answer with `hand_out` (the
+    executor's), and each caller gets back what its own answers became."""
+
+    def __init__(self, hand_out: HandOut) -> None:
+        self.hand_out = hand_out
+        self.tickets = 0
+        self.settled: list[tuple[Item, dict[str, Any]]] = []
+        self.done: asyncio.Future[list[Answered]] = asyncio.get_running_loop().create_future()
+
+    def ticket(self) -> Ticket:
+        self.tickets += 1
+        return Ticket(self)
+
+    async def _in(self) -> None:
+        self.tickets -= 1
+        if self.tickets == 0 and not self.done.done():
+            try:
+                self.done.set_result(await self.hand_out(self.settled) if self.settled else [])
+            except Exception as exc:  # each caller waiting on its answers raises it
+                self.done.set_exception(exc)
+
+
+class Ticket:
+    """One call's place in a `Together`: `hand_out` once it has answers, `leave` in any case."""
+
+    def __init__(self, together: Together) -> None:
+        self.together = together
+        self.left = False
+
+    async def hand_out(self, settled: Settled) -> list[Answered]:
+        start = len(self.together.settled)
+        self.together.settled += settled
+        await self.leave()
+        answered = await asyncio.shield(self.together.done)
+        return answered[start : start + len(settled)]
+
+    async def leave(self) -> None:
+        if not self.left:
+            self.left = True
+            await self.together._in()
 
 
 def alone_batch(batch: Batch, item: Item) -> Batch:
@@ -63,10 +119,18 @@ async def run_alone(
     # Not open batches of their own either: the sweeper would give a slow call a second job.
     # The parent stays open until they all end, and its job reruns them.
     stored = await runner.redis.mget([runner.keys.batch_response(b.id) for b in singles])
-    runs = [
-        runner.execute(single, [item], answer, last_try=last_try, attempt=attempt)
-        for single, item, answer in zip(singles, items, stored, strict=True)
-    ]
+    together = Together(runner.hand_out)
+
+    async def run(single: Batch, item: Item, answer: bytes | None) -> list[str]:
+        ticket = together.ticket()
+        try:
+            return await runner.execute(
+                single, [item], answer, last_try=last_try, attempt=attempt, hand_out=ticket.hand_out
+            )
+        finally:
+            await ticket.leave()
+
+    runs = [run(*one) for one in zip(singles, items, stored, strict=True)]
     children: list[str] = []
     failure: BaseException | None = None
     for outcome in await asyncio.gather(*runs, return_exceptions=True):

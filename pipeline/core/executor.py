@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from pipeline.budgets.breaker import Budgets
 from pipeline.cache import ResponseCache
 from pipeline.config.settings import Settings
-from pipeline.core.alone import run_alone
+from pipeline.core.alone import HandOut, run_alone
 from pipeline.core.inflight import InFlight
 from pipeline.core.runs import RunStore
 from pipeline.core.splitter import enforce_schema, matches_schema_type, parse_single, split
@@ -168,8 +168,10 @@ class BatchExecutor:
         answer: ChatResponse | None = None,
         batch_api: bool = False,
         attempt: int = 1,
+        hand_out: HandOut | None = None,
     ) -> list[str]:
-        """`run` for a loaded batch, `stored` its answer kept from an earlier run, if any."""
+        """`run` for a loaded batch, `stored` its answer kept from an earlier run, if any;
+        `hand_out` writes its answers (by default at once, `hand_out`)."""
         request, packed = self.request_for(batch, items)
         call_id: str | None = None
         if stored is not None:
@@ -209,7 +211,7 @@ class BatchExecutor:
                 batch, item, response, outputs[item_id], len(items), calibration
             ):
                 settled.append((item, final))
-        answered = await self._answer(settled)
+        answered = await (hand_out or self.hand_out)(settled)
         if self.settings.audit_share > 0:  # what the packer expects the audit's re-runs to cost
             sizes = [a.naive_output_tokens for a in answered]
             await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
@@ -402,7 +404,7 @@ class BatchExecutor:
             "naive_output_tokens": naive_out,
         }
 
-    async def _answer(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
+    async def hand_out(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
         """Cost, cache and hand out a batch's answers, a round trip for each step, not per item."""
         if not settled:
             return []
