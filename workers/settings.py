@@ -28,8 +28,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "poll_delay": settings.worker_poll_s,
         "job_timeout": settings.job_timeout_s,
         "max_tries": settings.job_max_tries,
-        # short, so recover_batches can re-enqueue a batch whose job arq gave up on (timeout)
-        "keep_result": 60,
+        # none: a batch's record says whether it is done, and recover_batches can re-enqueue
+        # at once a batch whose job arq gave up on (timeout)
+        "keep_result": 0,
         "ctx": {"settings": settings},
         "cron_jobs": batch_api_cron_jobs(settings),
     }
@@ -51,4 +52,4 @@ class WorkerSettings:
     job_timeout = _settings.job_timeout_s
     max_tries = _settings.job_max_tries
     cron_jobs = batch_api_cron_jobs(_settings)
-    keep_result = 60
+    keep_result = 0
