@@ -45,7 +45,7 @@ from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item, TTLClass
 from pipeline.packing.audit import PackingAudit
 from pipeline.packing.gain import observe_outputs
-from pipeline.packing.queue import build_request, naive_input_tokens
+from pipeline.packing.queue import GroupMetas, build_request, naive_input_tokens
 from pipeline.packing.wire import item_ids
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.providers.chain import ProviderChain
@@ -80,13 +80,15 @@ class BatchExecutor:
         self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
         self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
         self.inflight = InFlight(redis, keys, ledger, self.budgets)
+        self.metas = GroupMetas(redis, keys)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         loaded = await self._load(batch_id)
         return None if loaded is None else (loaded[0], loaded[1])
 
     async def _load(self, batch_id: str) -> tuple[Batch, list[Item], bytes | None] | None:
-        """The open batch, its items and its stored answer, in two round trips."""
+        """The open batch, its items and its stored answer, in two round trips (three when
+        this process first meets the group)."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.batch(batch_id))
@@ -96,11 +98,10 @@ class BatchExecutor:
         if not raw or raw.get("status") == "done":
             return None
         item_keys = tuple(raw["items"].split(","))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(k.group(raw["group"]))
-            pipe.mget([k.item(key) for key in item_keys])
-            group, blobs = await pipe.execute()
-        meta = orjson.loads(group)
+        meta = await self.metas.get(raw["group"])
+        if meta is None:
+            raise KeyError(f"batch {batch_id}: unknown group {raw['group']}")
+        blobs = await self.redis.mget([k.item(key) for key in item_keys])
         batch = Batch(
             id=batch_id,
             group=raw["group"],

@@ -160,10 +160,9 @@ class BatchApi:
             return False
         if route == "batchapi":
             return True
-        blob = await self.redis.get(k.group(group))
-        if blob is None:
+        meta = await self.executor.metas.get(group)
+        if meta is None:
             return False
-        meta = orjson.loads(blob)
         if not (meta.get("batch_api") or self.settings.batch_api):
             return False
         if self.provider_for(meta["model"]) is None:

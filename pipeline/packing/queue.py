@@ -130,6 +130,29 @@ def build_item(task: Task) -> Item:
     )
 
 
+class GroupMetas:
+    """Group meta (tenant, model, system prompt, ...) by group id, read from Redis once per
+    process: a group's id is the hash of its meta, so the meta of an id never changes."""
+
+    LIMIT = 4096  # groups remembered; past that the memory starts again
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.known: dict[str, dict[str, Any]] = {}
+
+    async def get(self, group: str) -> dict[str, Any] | None:
+        meta = self.known.get(group)
+        if meta is None:
+            raw = await self.redis.get(self.keys.group(group))
+            if raw is None:
+                return None
+            if len(self.known) >= self.LIMIT:
+                self.known.clear()
+            meta = self.known[group] = orjson.loads(raw)
+        return meta
+
+
 class Packer:
     """Writes pending items and turns due groups into batches."""
 
@@ -139,6 +162,7 @@ class Packer:
         self.keys = keys
         self._enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
+        self.metas = GroupMetas(redis, keys)
         self._lowered: dict[str, int] = {}
         self.prices = PriceTable(settings.prices)
         self.gain = GainSettings(settings.prompt_cache_min_tokens, settings.audit_share)
@@ -281,10 +305,9 @@ class Packer:
         return [t.decode() if isinstance(t, bytes) else t for t in taken]
 
     async def load_group(self, group: str) -> dict[str, Any]:
-        raw = await self.redis.get(self.keys.group(group))
-        if raw is None:
+        meta = await self.metas.get(group)
+        if meta is None:
             raise KeyError(f"unknown group {group}")
-        meta: dict[str, Any] = orjson.loads(raw)
         return meta
 
 
