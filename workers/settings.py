@@ -9,6 +9,7 @@ from arq.connections import RedisSettings
 
 from pipeline.config.settings import Settings, load_settings
 from workers.cron import cron_jobs as batch_api_cron_jobs
+from workers.heartbeat import close_leases, lease_job, open_leases, release_job
 from workers.jobs import process_batch, shutdown, startup
 
 
@@ -36,15 +37,28 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def leased_startup(ctx: dict[str, Any]) -> None:
+    await startup(ctx)
+    await open_leases(ctx, ctx["settings"].worker_heartbeat_s)
+
+
+async def leased_shutdown(ctx: dict[str, Any]) -> None:
+    await close_leases(ctx)
+    await shutdown(ctx)
+
+
 class WorkerSettings:
-    """For `arq workers.WorkerSettings`; reads the environment when arq imports it."""
+    """For `arq workers.WorkerSettings`; reads the environment when arq imports it. Its jobs
+    are leased (heartbeat.py) as `batchwise worker`'s are."""
 
     _settings = load_settings()
     functions: ClassVar[list[Any]] = [
         func(process_batch, timeout=_settings.job_timeout_s, max_tries=_settings.job_max_tries)
     ]
-    on_startup = startup
-    on_shutdown = shutdown
+    on_startup = leased_startup
+    on_shutdown = leased_shutdown
+    on_job_start = lease_job
+    on_job_end = release_job
     redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://localhost:6379")
     queue_name = _settings.queue_name
     max_jobs = _settings.worker_max_jobs
