@@ -52,12 +52,9 @@ class Keys:
         return f"{self.prefix}:group:{group}:items"
 
     def item(self, item_key: str) -> str:
-        """The item's JSON; lives while the item is pending or in flight."""
+        """The item's JSON, then \\x1e and `length:run_id\\x1ftask_id` of each task waiting on
+        it; lives while the item is pending or in flight."""
         return f"{self.prefix}:item:{item_key}"
-
-    def item_waiters(self, item_key: str) -> str:
-        """List of `run_id\\x1ftask_id` refs that receive the item's answer."""
-        return f"{self.prefix}:item:{item_key}:waiters"
 
     def item_cost(self, item_key: str) -> str:
         """Hash of accumulated attribution for the item: cost in nano-dollars (`nusd`, or

@@ -45,7 +45,7 @@ from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item, TTLClass
 from pipeline.packing.audit import PackingAudit
 from pipeline.packing.gain import observe_outputs
-from pipeline.packing.queue import GroupMetas, build_request, naive_input_tokens
+from pipeline.packing.queue import GroupMetas, build_request, item_json, naive_input_tokens
 from pipeline.packing.wire import item_ids
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.providers.chain import ProviderChain
@@ -116,7 +116,7 @@ class BatchExecutor:
             created_at=int(raw.get("created_ms", 0)) / 1000,
             alone=raw.get("alone") == "1",
         )
-        items = [Item.model_validate_json(b) for b in blobs if b is not None]
+        items = [Item.model_validate_json(item_json(b)) for b in blobs if b is not None]
         return batch, items, stored
 
     def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
@@ -457,7 +457,7 @@ class BatchExecutor:
             attempts = batch.alone_attempts + 1 if len(batch.item_keys) == 1 else 0
             if attempts >= self.settings.max_alone_attempts:
                 blob = await self.redis.get(self.keys.item(item_keys[0]))
-                items = [Item.model_validate_json(blob)] if blob else []
+                items = [Item.model_validate_json(item_json(blob))] if blob else []
                 return await self._fail(batch, items, "no_valid_output", reason)
             plan = [(f"{batch.id}.r", item_keys, attempts)]
         else:

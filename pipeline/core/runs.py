@@ -30,19 +30,26 @@ return 0
 """
 
 _FINISH = """
--- KEYS: per item its item, waiters, cost and outcome keys
+-- KEYS: per item its item, cost and outcome keys
 -- ARGV: key prefix, ttl s, then per item its outcome json
--- Gives each item's outcome to every task waiting on it: a task alone on its item gets the
--- outcome itself, several share it through the outcome hash (each its share of the cost).
--- Returns per item how many tasks were waiting, -1 when the item was already given.
+-- Gives each item's outcome to every task waiting on it (`length:ref` after the item's JSON
+-- and \\30): a task alone on its item gets the outcome itself, several share it through the
+-- outcome hash (each its share of the cost). Returns per item how many tasks were waiting,
+-- -1 when the item was already given.
 local counts, done, order = {}, {}, {}
-for i = 0, #KEYS / 4 - 1 do
-  local item, waiters, cost, outcome = KEYS[i * 4 + 1], KEYS[i * 4 + 2], KEYS[i * 4 + 3],
-    KEYS[i * 4 + 4]
-  local refs = redis.call('LRANGE', waiters, 0, -1)
-  if #refs == 0 then
+for i = 0, #KEYS / 3 - 1 do
+  local item, cost, outcome = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+  local blob = redis.call('GET', item)
+  if not blob then
     counts[#counts + 1] = -1
   else
+    local refs, pos = {}, string.find(blob, '\\30', 1, true) + 1
+    while pos <= #blob do
+      local colon = string.find(blob, ':', pos, true)
+      local n = tonumber(string.sub(blob, pos, colon - 1))
+      refs[#refs + 1] = string.sub(blob, colon + 1, colon + n)
+      pos = colon + n + 1
+    end
     local value = ARGV[3 + i]
     if #refs > 1 then
       redis.call('HSET', outcome, 'json', value, 'n', #refs)
@@ -60,7 +67,7 @@ for i = 0, #KEYS / 4 - 1 do
         done[run] = done[run] + 1
       end
     end
-    redis.call('DEL', item, waiters, cost)
+    redis.call('DEL', item, cost)
     counts[#counts + 1] = #refs
   end
 end
@@ -182,7 +189,6 @@ class RunStore:
         for item_key, outcome in outcomes:
             keys += [
                 k.item(item_key),
-                k.item_waiters(item_key),
                 k.item_cost(item_key),
                 f"{k.prefix}:outcome:{item_key}:{outcome['batch_id']}",
             ]

@@ -37,21 +37,24 @@ from pipeline.tokens import count_messages, count_tokens
 Sink = Callable[[list[str]], Awaitable[None]]
 
 _ENQUEUE = """
--- KEYS: groups, then per group its items list and meta, then per task its item and waiters
+-- KEYS: groups, then per group its items list and meta, then per task its item
 -- ARGV: group count, then per group: id, meta json, due ms; then per task: its group's
 --       number (from 1), item json, waiter ref, list entry
+-- An item is its JSON, \\30, then `length:ref` of each task waiting on it (item_json).
 -- A task whose item is pending already joins it (single-flight); new items join their group's
 -- list, one RPUSH per group. Returns each group's length where it grew, else 0.
 local ng = tonumber(ARGV[1])
 local added = {}
 local a = 2 + ng * 3
-for t = 0, (#KEYS - 1 - ng * 2) / 2 - 1 do
-  local g = tonumber(ARGV[a])
-  if redis.call('SET', KEYS[2 + ng * 2 + t * 2], ARGV[a + 1], 'NX') then
+for t = 2 + ng * 2, #KEYS do
+  local g, ref = tonumber(ARGV[a]), ARGV[a + 2]
+  local waiter = #ref .. ':' .. ref
+  if redis.call('SET', KEYS[t], ARGV[a + 1] .. '\\30' .. waiter, 'NX') then
     added[g] = added[g] or {}
     added[g][#added[g] + 1] = ARGV[a + 3]
+  else
+    redis.call('APPEND', KEYS[t], waiter)
   end
-  redis.call('RPUSH', KEYS[3 + ng * 2 + t * 2], ARGV[a + 2])
   a = a + 4
 end
 local sizes = {}
@@ -95,6 +98,11 @@ redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
 return taken
 """
+
+
+def item_json(blob: bytes) -> bytes:
+    """A pending item's JSON, without the tasks waiting on it that follow it."""
+    return blob.split(b"\x1e", 1)[0]
 
 
 def now_ms() -> int:
@@ -217,7 +225,7 @@ class Packer:
                 group_keys += [k.group_items(item.group), k.group(item.group)]
                 task_types.append((item.group, task.task_type))
             entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
-            item_keys += [k.item(item.key), k.item_waiters(item.key)]
+            item_keys.append(k.item(item.key))
             tail += [
                 groups[item.group],
                 item.model_dump_json(),
