@@ -7,7 +7,9 @@ batch), which the executor runs like any other batch (budgets, ledger, audit, ca
 all at once. These one-item batches live in memory only: an answered item is gone from Redis,
 and a stored answer is reused, so a job that runs again re-runs only the items still pending,
 without calling twice for any of them. Their answers go out together (`Together`) once every
-call has ended: one write of results and cache entries for the batch, not one per item.
+call has ended: one write of results and cache entries for the batch, not one per item, and
+one set of savings records for the batch's try (`<batch>~<try>`: a try that follows a failed
+one writes the savings of the calls it made).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ class Runner(Protocol):
 
     async def hand_out(self, settled: Settled) -> list[Answered]:
         """Cost, cache and hand out answers to the tasks waiting on them."""
+        ...
+
+    async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
+        """The savings of `batch`'s answers."""
         ...
 
     async def execute(
@@ -138,6 +144,9 @@ async def run_alone(
             failure = failure or outcome
         else:
             children += outcome
+    if together.done.done() and not together.done.exception():
+        this_try = batch.model_copy(update={"id": f"{batch.id}~{attempt}"})
+        await runner.record_savings(this_try, together.done.result())
     if failure is not None:
         raise failure
     return children

@@ -172,7 +172,8 @@ class BatchExecutor:
         hand_out: HandOut | None = None,
     ) -> list[str]:
         """`run` for a loaded batch, `stored` its answer kept from an earlier run, if any;
-        `hand_out` writes its answers (by default at once, `hand_out`)."""
+        `hand_out` writes its answers (by default at once, `hand_out`, with the savings; given
+        one, the caller writes the savings)."""
         request, packed = self.request_for(batch, items)
         call_id: str | None = None
         if stored is not None:
@@ -216,9 +217,8 @@ class BatchExecutor:
         if self.settings.audit_share > 0:  # what the packer expects the audit's re-runs to cost
             sizes = [a.naive_output_tokens for a in answered]
             await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
-        baseline = self.settings.baseline_model
-        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
-            await self.ledger.record_saving(saving)
+        if hand_out is None:  # an alone batch writes the savings of its calls together
+            await self.record_savings(batch, answered)
         metrics.observe_batch(batch.model)
         children: list[str] = []
         if retry:
@@ -404,6 +404,12 @@ class BatchExecutor:
             "naive_input_tokens": naive_in,
             "naive_output_tokens": naive_out,
         }
+
+    async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
+        """The `packing`, `single_flight` and `routing` savings of `batch`'s answers."""
+        baseline = self.settings.baseline_model
+        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
+            await self.ledger.record_saving(saving)
 
     async def hand_out(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
         """Cost, cache and hand out a batch's answers, a round trip for each step, not per item."""
