@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from redis.asyncio import Redis
 
-from pipeline.budgets.pace import MonthlyBudget, month_bounds
+from pipeline.budgets.pace import UNREAD, MonthlyBudget, month_bounds
 from pipeline.config.settings import Settings
 from pipeline.core.runs import RunStore
 from pipeline.costs.ledger import NANO, to_nano
@@ -55,12 +55,13 @@ _RESERVE = """
 --       window end
 -- Limits are resolved here, in the same atomic step: the scope's override, its setting, then
 -- (tenants only) the `tenant` override and setting; an override `none` means no limit. An open
--- breaker is the override field `open:SCOPE` (until|window|limit|used|wanted|opened at).
+-- breaker is the override field `open:SCOPE` (until|window|limit|used|wanted|opened at). A new
+-- reservation returns the monthly budget override too (read in the same HMGET).
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return {1, state} end
 local amount, now, n, hour = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 -- every override and open breaker this call may need, in one read
-local wanted = {'limit:tenant:hourly', 'limit:tenant:daily'}
+local wanted = {'limit:tenant:hourly', 'limit:tenant:daily', 'monthly_usd'}
 for i = 0, n - 1 do
   local scope = ARGV[5 + i * 7]
   wanted[#wanted + 1] = 'limit:' .. scope .. ':hourly'
@@ -139,7 +140,7 @@ end
 redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'hour', hour,
   'days', table.concat(days, ','))
 redis.call('EXPIRE', KEYS[1], 172800)
-return {1, 'new'}
+return {1, 'new', overrides['monthly_usd'] or false}
 """
 
 _SETTLE = """
@@ -276,9 +277,10 @@ class Budgets:
         cost = self.prices.price(model, usage)
         return 0 if cost is None else to_nano(cost)
 
-    async def reserve(self, reservation_id: str, tenant: str, amount_nusd: int) -> None:
+    async def reserve(self, reservation_id: str, tenant: str, amount_nusd: int) -> int | None:
         """Reserve `amount_nusd` in the global and the tenant scope, or raise `BreakerOpen`
-        (`BudgetBusy` when only calls in flight are in the way)."""
+        (`BudgetBusy` when only calls in flight are in the way). Returns the monthly budget as
+        read with a new reservation (`UNREAD` when the reservation was there already)."""
         now = self.clock()
         hour, day = int(now // 3600), int(now // 86400)
         keys = [
@@ -295,7 +297,7 @@ class Budgets:
             args += [(hour + 1) * 3600, (day + 1) * 86400]
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:
-            return
+            return self.monthly.resolve(reply[2]) if len(reply) > 2 else UNREAD
         scope, until, window, how, limit = (v.decode() for v in reply[1:])
         until_s = float(until)
         if how == "never":
@@ -333,9 +335,11 @@ class Budgets:
             retry_after_s=wait_s,
         )
 
-    async def settle(self, reservation_id: str, tenant: str, actual_nusd: int) -> int | None:
+    async def settle(
+        self, reservation_id: str, tenant: str, actual_nusd: int, budget_nusd: int | None = UNREAD
+    ) -> int | None:
         """Turn a held reservation into the actual cost; returns the month's spend, or None when
-        it was already settled (a re-run)."""
+        it was already settled (a re-run). `budget_nusd`: the monthly budget, when known."""
         month, _, _ = month_bounds(self.clock())
         total = await self._settle(
             keys=[
@@ -347,7 +351,7 @@ class Budgets:
         )
         if int(total) < 0:
             return None
-        await self.monthly.alert(int(total), self.clock())
+        await self.monthly.alert(int(total), self.clock(), budget_nusd)
         return int(total)
 
     async def release(self, reservation_id: str) -> None:
@@ -369,7 +373,7 @@ class Budgets:
         reservation = call_id or batch.id
         if worst_nusd is None:
             worst_nusd = self.worst_case_nusd(batch.model, request)
-        await self.reserve(reservation, batch.tenant, worst_nusd)
+        budget = await self.reserve(reservation, batch.tenant, worst_nusd)
         try:
             response = await call(request)
         except asyncio.CancelledError:  # the call may have been billed: its hold stays counted
@@ -379,7 +383,8 @@ class Budgets:
             raise
         cost = self.prices.price(response.model, response.usage)  # a fallback may have answered
         try:
-            await self.settle(reservation, batch.tenant, 0 if cost is None else to_nano(cost))
+            actual = 0 if cost is None else to_nano(cost)
+            await self.settle(reservation, batch.tenant, actual, budget)
         except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted
             logger.exception("batch %s: settling its budget reservation failed", batch.id)
         return response
