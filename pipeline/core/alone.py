@@ -6,10 +6,11 @@ batch, not per task; each item becomes a batch of one (`<batch>.s<i>`, `i` its p
 batch), which the executor runs like any other batch (budgets, ledger, audit, cascade, retries),
 all at once. These one-item batches live in memory only: an answered item is gone from Redis,
 and a stored answer is reused, so a job that runs again re-runs only the items still pending,
-without calling twice for any of them. Their answers go out together (`Together`) once every
-call has ended: one write of results and cache entries for the batch, not one per item, and
-one set of savings records for the batch's try (`<batch>~<try>`: a try that follows a failed
-one writes the savings of the calls it made).
+without calling twice for any of them. The calls of one try of the batch's job share one budget
+hold (`budgets/shared.py`, `<batch>:alone:<try>`) when the breaker has room for them all at once,
+and their answers go out together (`Together`) once every call has ended: one write of results
+and cache entries for the batch, not one per item, and one set of savings records for the try
+(a try that follows a failed one writes the savings of the calls it made).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from pipeline.budgets.shared import Hold
 from pipeline.costs.savings import Answered
 from pipeline.keys import Keys
 from pipeline.models import Batch, Item
@@ -49,8 +51,15 @@ class Runner(Protocol):
         batch_api: bool = False,
         attempt: int = 1,
         hand_out: HandOut | None = None,
+        hold: Hold | None = None,
     ) -> list[str]:
         """Run a loaded batch; return the ids of child batches to enqueue."""
+        ...
+
+    async def share_hold(
+        self, batch: Batch, calls: Sequence[tuple[Batch, Item]], attempt: int
+    ) -> Hold | None:
+        """One budget hold for these calls of `batch`, or None."""
         ...
 
 
@@ -125,13 +134,22 @@ async def run_alone(
     # Not open batches of their own either: the sweeper would give a slow call a second job.
     # The parent stays open until they all end, and its job reruns them.
     stored = await runner.redis.mget([runner.keys.batch_response(b.id) for b in singles])
+    answers = zip(singles, items, stored, strict=True)
+    calling = [(one, item) for one, item, answer in answers if answer is None]
+    hold = await runner.share_hold(batch, calling, attempt)
     together = Together(runner.hand_out)
 
     async def run(single: Batch, item: Item, answer: bytes | None) -> list[str]:
         ticket = together.ticket()
         try:
             return await runner.execute(
-                single, [item], answer, last_try=last_try, attempt=attempt, hand_out=ticket.hand_out
+                single,
+                [item],
+                answer,
+                last_try=last_try,
+                attempt=attempt,
+                hand_out=ticket.hand_out,
+                hold=hold,
             )
         finally:
             await ticket.leave()
@@ -145,7 +163,7 @@ async def run_alone(
         else:
             children += outcome
     if together.done.done() and not together.done.exception():
-        this_try = batch.model_copy(update={"id": f"{batch.id}~{attempt}"})
+        this_try = batch.model_copy(update={"id": f"{batch.id}:alone:{attempt}"})
         await runner.record_savings(this_try, together.done.result())
     if failure is not None:
         raise failure

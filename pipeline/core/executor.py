@@ -18,6 +18,7 @@ import orjson
 from redis.asyncio import Redis
 
 from pipeline.budgets.breaker import Budgets
+from pipeline.budgets.shared import Hold, spend_from, take_hold
 from pipeline.cache import ResponseCache
 from pipeline.config.settings import Settings
 from pipeline.core.alone import HandOut, run_alone
@@ -145,7 +146,7 @@ class BatchExecutor:
         if not items:
             await self._close(batch)
             return []
-        if batch.alone and len(items) > 1 and answer is None:
+        if batch.alone and answer is None:  # even one item left: its calls are the `.s` ones
             retries = await run_alone(self, batch, items, last_try=last_try, attempt=attempt)
             await self._close(batch)
             return retries
@@ -170,10 +171,11 @@ class BatchExecutor:
         batch_api: bool = False,
         attempt: int = 1,
         hand_out: HandOut | None = None,
+        hold: Hold | None = None,
     ) -> list[str]:
         """`run` for a loaded batch, `stored` its answer kept from an earlier run, if any;
         `hand_out` writes its answers (by default at once, `hand_out`, with the savings; given
-        one, the caller writes the savings)."""
+        one, the caller writes the savings); `hold` holds its call's worst case already."""
         request, packed = self.request_for(batch, items)
         call_id: str | None = None
         if stored is not None:
@@ -182,7 +184,7 @@ class BatchExecutor:
             response = answer
         else:
             call_id = await self.inflight.prepare(batch, items)
-            called = await self._call(batch, items, request, call_id, attempt, last_try)
+            called = await self._call(batch, items, request, call_id, attempt, last_try, hold)
             if not isinstance(called, ChatResponse):
                 return called
             response = called
@@ -235,18 +237,25 @@ class BatchExecutor:
         call_id: str,
         attempt: int,
         last_try: bool,
+        hold: Hold | None,
     ) -> ChatResponse | list[str]:
-        """The batch's provider call under its budget and its intent; on failure, what the
-        batch does instead (the child batches to enqueue), or the error raised for a retry."""
+        """The batch's provider call under its budget (its own reservation, or its part of
+        `hold`) and its intent; on failure, what the batch does instead (the child batches to
+        enqueue), or the error raised for a retry."""
         worst = self.budgets.worst_case_nusd(batch.model, request)
         steps = self.chain.plan(batch.model)
         provider = steps[0][1].name if steps else "none"
 
         async def tracked(req: ChatRequest) -> ChatResponse:
-            await self.inflight.begin(batch, call_id, attempt, provider, worst)
+            shared = "" if hold is None else hold.id
+            await self.inflight.begin(batch, call_id, attempt, provider, worst, shared)
             return await self.chain.complete(req)
 
         try:
+            if hold is not None:
+                return await spend_from(
+                    self.budgets, hold, batch, request, tracked, call_id=call_id, worst_nusd=worst
+                )
             return await self.budgets.spend(
                 batch, request, tracked, call_id=call_id, worst_nusd=worst
             )
@@ -404,6 +413,20 @@ class BatchExecutor:
             "naive_input_tokens": naive_in,
             "naive_output_tokens": naive_out,
         }
+
+    async def share_hold(
+        self, batch: Batch, calls: Sequence[tuple[Batch, Item]], attempt: int
+    ) -> Hold | None:
+        """One budget hold for the calls of an alone batch's items, this try of its job
+        (`shared.py`); None when there is no room for them all at once."""
+        if len(calls) < 2:
+            return None
+        worst = sum(
+            self.budgets.worst_case_nusd(one.model, self.request_for(one, [item])[0])
+            for one, item in calls
+        )
+        hold_id = f"{batch.id}:alone:{attempt}"
+        return await take_hold(self.budgets, hold_id, batch.tenant, worst)
 
     async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
         """The `packing`, `single_flight` and `routing` savings of `batch`'s answers."""

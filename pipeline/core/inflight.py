@@ -25,6 +25,7 @@ import orjson
 from redis.asyncio import Redis
 
 from pipeline.budgets.breaker import Budgets
+from pipeline.budgets.shared import Hold, settle_part
 from pipeline.costs.ledger import NANO, Ledger, Share, split_int
 from pipeline.costs.savings import cost_shares
 from pipeline.keys import Keys
@@ -65,7 +66,8 @@ return {mine, others}
 @dataclass(frozen=True)
 class Intent:
     """A call that went out: its id, the try that made it, the provider and model it was sent
-    to first (a fallback may have taken it), and its reserved worst case."""
+    to first (a fallback may have taken it), its reserved worst case, and the hold it shares
+    with other calls ("": its own reservation, `call_id`)."""
 
     call_id: str
     attempt: int
@@ -74,6 +76,7 @@ class Intent:
     worst_nusd: int
     at: float
     state: str = OPEN
+    hold: str = ""
 
     def dumps(self) -> str:
         return orjson.dumps(self.__dict__).decode()
@@ -105,10 +108,17 @@ class InFlight:
         return batch.id if int(seq) == 1 else f"{batch.id}~{seq}"
 
     async def begin(
-        self, batch: Batch, call_id: str, attempt: int, provider: str, worst_nusd: int
+        self,
+        batch: Batch,
+        call_id: str,
+        attempt: int,
+        provider: str,
+        worst_nusd: int,
+        hold: str = "",
     ) -> None:
-        """Say that `call_id` is about to reach `provider`."""
-        intent = Intent(call_id, attempt, provider, batch.model, worst_nusd, time.time())
+        """Say that `call_id` is about to reach `provider` (under `hold`, a shared hold)."""
+        now = time.time()
+        intent = Intent(call_id, attempt, provider, batch.model, worst_nusd, now, OPEN, hold)
         await self.redis.hset(self.keys.call_intents(batch.id), call_id, intent.dumps())
 
     async def finish(
@@ -147,7 +157,12 @@ class InFlight:
                 record.cost_usd,
             )
         try:
-            await self.budgets.settle(intent.call_id, batch.tenant, intent.worst_nusd)
+            if intent.hold:
+                hold = Hold(intent.hold, batch.tenant)
+                worst = intent.worst_nusd
+                await settle_part(self.budgets, hold, intent.call_id, worst, worst)
+            else:
+                await self.budgets.settle(intent.call_id, batch.tenant, intent.worst_nusd)
         except Exception:  # the hold stays counted at the same amount
             logger.exception("batch %s: settling lost call %s failed", batch.id, intent.call_id)
         recorded = Intent(**{**intent.__dict__, "state": RECORDED})
