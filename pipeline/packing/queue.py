@@ -279,15 +279,6 @@ class Packer:
         raw = await self.redis.zrangebyscore(self.keys.groups(), "-inf", now)
         return [g.decode() if isinstance(g, bytes) else g for g in raw]
 
-    async def group_sizes(self) -> dict[str, int]:
-        """Pending item count of every group that has any."""
-        groups = [g.decode() for g in await self.redis.zrange(self.keys.groups(), 0, -1)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for g in groups:
-                pipe.llen(self.keys.group_items(g))
-            sizes = await pipe.execute()
-        return dict(zip(groups, sizes, strict=True))
-
     async def take(self, group: str, batch_id: str, *, full_only: bool) -> list[str]:
         """Atomically move up to one batch's worth of items out of a group."""
         meta = await self.load_group(group)
