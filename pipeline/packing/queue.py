@@ -74,6 +74,7 @@ return sizes
 _TAKE = """
 -- KEYS: group items, groups, batch, open batches
 -- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms, alone
+-- Returns nothing, or how many items are still pending in the group then the items taken.
 local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if #entries == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -92,10 +93,12 @@ for _, e in ipairs(entries) do
 end
 if ARGV[5] == '1' and not full then return {} end
 redis.call('LTRIM', KEYS[1], #taken, -1)
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
   'created_ms', ARGV[7], 'alone_attempts', 0, 'status', 'open', 'alone', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+table.insert(taken, 1, left)
 return taken
 """
 
@@ -264,9 +267,11 @@ class Packer:
         made: list[str] = []
         while True:
             batch_id = uuid.uuid4().hex[:20]
-            if not await self.take(group, batch_id, full_only=full_only):
+            taken, left = await self.take(group, batch_id, full_only=full_only)
+            if taken:
+                made.append(batch_id)
+            if not taken or not left:
                 return made
-            made.append(batch_id)
 
     async def mark_due(self, groups: Sequence[str]) -> None:
         """Flush these groups at the next flusher tick (a submission is complete)."""
@@ -279,8 +284,9 @@ class Packer:
         raw = await self.redis.zrangebyscore(self.keys.groups(), "-inf", now)
         return [g.decode() if isinstance(g, bytes) else g for g in raw]
 
-    async def take(self, group: str, batch_id: str, *, full_only: bool) -> list[str]:
-        """Atomically move up to one batch's worth of items out of a group."""
+    async def take(self, group: str, batch_id: str, *, full_only: bool) -> tuple[list[str], int]:
+        """Atomically move up to one batch's worth of items out of a group; (the items taken,
+        how many are still pending there)."""
         meta = await self.load_group(group)
         limits = self.settings.limits_for(meta["model"])
         system_tokens = count_tokens(meta["system"]) + count_tokens(PACK_INSTRUCTIONS) + 16
@@ -301,7 +307,9 @@ class Packer:
                 "1" if alone else "0",
             ],
         )
-        return [t.decode() if isinstance(t, bytes) else t for t in taken]
+        if not taken:
+            return [], 0
+        return [t.decode() if isinstance(t, bytes) else t for t in taken[1:]], int(taken[0])
 
     async def load_group(self, group: str) -> dict[str, Any]:
         meta = await self.metas.get(group)
