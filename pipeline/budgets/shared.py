@@ -61,12 +61,13 @@ class Hold:
 
 async def take_hold(budgets: Budgets, hold_id: str, tenant: str, amount_nusd: int) -> Hold | None:
     """Reserve `amount_nusd` for several calls at once; None when the breaker has no room for
-    them all at once (each call then reserves its own, and waits or is refused on its own)."""
+    them all at once, or when the hold was taken before (the same try running again: its parts
+    are other calls'), and each call then reserves its own."""
     try:
         budget = await budgets.reserve(hold_id, tenant, amount_nusd)
     except BreakerOpen:
         return None
-    return Hold(hold_id, tenant, budget)
+    return None if budget == UNREAD else Hold(hold_id, tenant, budget)
 
 
 async def settle_part(
