@@ -66,7 +66,7 @@ async def test_a_packed_file_costs_few_redis_commands_per_task(
         cost, results = await per_task(redis_url, client, tasks)
     assert [r.output for r in results] == [expected_output(t["prompt"]) for t in tasks]
     assert {r.batch_size for r in results} == {25}
-    assert cost <= 18, f"{cost:.1f} commands per task"  # 33 before
+    assert cost <= 18, f"{cost:.1f} commands per task"
 
 
 async def test_a_batch_sent_alone_costs_few_redis_commands_per_task(
@@ -83,7 +83,7 @@ async def test_a_batch_sent_alone_costs_few_redis_commands_per_task(
         cost, results = await per_task(redis_url, client, tasks)
     assert [r.output for r in results] == [expected_output(t["prompt"]) for t in tasks]
     assert {r.batch_size for r in results} == {1}
-    assert cost <= 60, f"{cost:.1f} commands per task"  # 104 before
+    assert cost <= 60, f"{cost:.1f} commands per task"
 
 
 async def test_an_idle_flush_is_one_command(redis_url: str) -> None:
