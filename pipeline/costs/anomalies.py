@@ -338,8 +338,11 @@ async def detect(
         sigma_warning=sigma_warning,
         sigma_critical=sigma_critical,
     )
-    daily.sort(key=lambda f: f[2], reverse=True)
-    hourly.sort(key=lambda f: f[2], reverse=True)
+    # latest first, ties by series name: neither the cap nor the order may depend on the order
+    # of a Redis hash's fields
+    for table in (daily, hourly):
+        table.sort(key=lambda f: (f[0].scope, f[0].name))
+        table.sort(key=lambda f: f[2], reverse=True)
     daily, hourly = daily[:limit], hourly[:limit]
     indexes: dict[str, Index] = {}
 
@@ -375,6 +378,7 @@ async def detect(
                 index[user_key] = costs
         grew = _growth(current, baseline, anomaly.scope, anomaly.name)
         out.append(_with(anomaly, grew))
+    out.sort(key=lambda a: (a.scope, a.name))
     out.sort(key=lambda a: (a.level == "critical", a.granularity == "day", a.period), reverse=True)
     return out
 

@@ -40,7 +40,7 @@ FOLDER = "users"  # beside a day's chunk files: DAY/users/FIRST_LAST.parquet
 USER_FIELD = f"{SEP}u{SEP}"
 ZERO_ID = "0-0"
 
-_SUBTRACT = """
+SUBTRACT = """
 -- KEYS: the archive's mark, the archive's root, then the hashes
 -- ARGV: the mark expected, the new mark, the root, JSON [[key index, {field: amount}], ...]
 -- Moves the mark and subtracts the chunk's detail at once, only if nobody moved it first.
@@ -136,7 +136,7 @@ class Subtract:
 
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.keys = keys
-        self._script = redis.register_script(_SUBTRACT)
+        self._script = redis.register_script(SUBTRACT)
 
     async def __call__(self, expected: str, mark: str, root: Path, sums: dict[str, Counts]) -> bool:
         names = list(sums)

@@ -327,7 +327,7 @@ def summarise(
                 cost_usd=_usd(fields.get("cost", 0)),
                 calls=fields.get("calls", 0),
                 items=fields.get("items", 0),
-                by_model=dict(sorted(by_model.items(), key=lambda kv: -kv[1])),
+                by_model=dict(sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))),
                 cache_hits=fields.get("tasks\x1fcache", 0)
                 + fields.get("tasks\x1fsemantic_cache", 0),
                 answered=fields.get("tasks\x1fpacking", 0),
