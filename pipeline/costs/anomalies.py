@@ -353,8 +353,7 @@ async def detect(
         return indexes[period]
 
     found = [*daily, *hourly]
-    explained = [a.granularity == "day" or rank - len(daily) < EXPLAINED_HOURS
-                 for rank, (a, _base, _period) in enumerate(found)]  # fmt: skip
+    explained = [True] * len(daily) + [rank < EXPLAINED_HOURS for rank in range(len(hourly))]
     wanted = [
         _user_hashes(keys, anomaly, [*base, period]) if explain else None
         for (anomaly, base, period), explain in zip(found, explained, strict=True)
