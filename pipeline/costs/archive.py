@@ -71,7 +71,7 @@ class Archived:
 class LedgerArchive:
     """Moves old ledger entries from the Redis stream to Parquet files and reads them back."""
 
-    def __init__(self, redis: Redis, keys: Keys, root: Path, *, chunk: int = 50_000) -> None:
+    def __init__(self, redis: Redis, keys: Keys, root: Path, *, chunk: int = 10_000) -> None:
         self.redis = redis
         self.keys = keys
         self.root = root
