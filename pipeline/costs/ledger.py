@@ -17,10 +17,9 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, field_validator
 from redis.asyncio import Redis
 
 from pipeline.costs import metrics
@@ -37,7 +36,7 @@ from pipeline.costs.rollup import (
 )
 from pipeline.errors import ProviderError
 from pipeline.keys import Keys
-from pipeline.models import Batch, CallRecord
+from pipeline.models import Batch, CallRecord, Saving
 
 _APPEND = """
 -- KEYS: ledger ids, ledger stream, then the keys the ops name
@@ -73,46 +72,6 @@ _XADD_ALL = """
 for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'r', ARGV[i]) end
 return #ARGV
 """
-
-LEVERS: tuple[str, ...] = (
-    "cache",
-    "packing",
-    "single_flight",
-    "routing",
-    "batch_api",
-    "semantic_cache",
-)
-
-
-class Saving(BaseModel):
-    """What one lever saved against the naive baseline (each task alone on its requested model).
-
-    Written to the ledger stream beside the call records but apart from spend: it never changes
-    a cost. `id` makes it idempotent like a call record (use a stable id, e.g. the task or batch
-    id plus the lever). `tasks` is how many tasks the saving concerns (for `cache`: the hits).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    type: Literal["saving"] = "saving"
-    id: str
-    at: float
-    lever: str
-    saved_nusd: int
-    tasks: int = 0
-    tenant: str = "default"
-    user_id: str = ""
-    endpoint: str = ""
-    model: str = ""
-    baseline_nusd: int | None = None
-    batch_id: str | None = None
-
-    @field_validator("lever")
-    @classmethod
-    def _known_lever(cls, value: str) -> str:
-        if value not in LEVERS:
-            raise ValueError(f"unknown lever {value!r}; use one of: {', '.join(LEVERS)}")
-        return value
 
 
 NANO = Decimal(1_000_000_000)

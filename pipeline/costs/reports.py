@@ -20,9 +20,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from pipeline.costs.detail import read_hashes
-from pipeline.costs.ledger import LEVERS
 from pipeline.costs.rollup import NANO, Journal, merge, parse_field
 from pipeline.keys import Keys
+from pipeline.models import LEVERS
 
 DIMENSIONS = {"m": "model", "p": "provider", "t": "tenant", "e": "endpoint", "u": "user"}
 

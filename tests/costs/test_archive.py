@@ -18,10 +18,11 @@ from redis.asyncio import Redis
 from pipeline.cli.main import main
 from pipeline.costs.archive import LedgerArchive
 from pipeline.costs.export import duration_s, export
-from pipeline.costs.ledger import Ledger, Saving
+from pipeline.costs.ledger import Ledger
 from pipeline.costs.reports import build_report
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
+from pipeline.models import Saving
 from tests.conftest import make_settings
 from tests.costs.test_reports import DAY0, NANO, call, spiky_records
 

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from pipeline.cli.main import main
 from pipeline.cli.report import render_text
 from pipeline.costs.anomalies import spikes
-from pipeline.costs.ledger import Ledger, Saving
+from pipeline.costs.ledger import Ledger
 from pipeline.costs.reports import build_report, top_share
 from pipeline.keys import Keys
-from pipeline.models import CallRecord, CostShare, Usage
+from pipeline.models import CallRecord, CostShare, Saving, Usage
 from tests.conftest import make_settings
 
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
