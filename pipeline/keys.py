@@ -86,6 +86,10 @@ class Keys:
         """Held by the one process archiving the ledger right now."""
         return f"{self.prefix}:ledger:archiving"
 
+    def ledger_archive_root(self) -> str:
+        """The folder the archiver writes to: readers find archived per-user detail there."""
+        return f"{self.prefix}:ledger:archive_root"
+
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
@@ -254,6 +258,10 @@ class Keys:
     def cache_intent(self, item_key: str) -> str:
         """Hash: how to cache an item's answer (key, TTL, semantic vector) once it comes."""
         return f"{self.prefix}:cache:intent:{item_key}"
+
+    def cache_grey(self, item_key: str) -> str:
+        """A pending item's grey-zone candidate (JSON), verified by the worker that runs it."""
+        return f"{self.prefix}:cache:grey:{item_key}"
 
     def cache_verdict(self, digest: str) -> str:
         """A grey-zone verification's verdict for one pair of prompts (by digest): "1" or "0"."""

@@ -32,6 +32,10 @@ class Runner(Protocol):
     redis: Redis
     keys: Keys
 
+    async def run(self, batch_id: str, *, last_try: bool = False, attempt: int = 1) -> list[str]:
+        """Run a batch; return the ids of child batches to enqueue."""
+        ...
+
     async def hand_out(self, settled: Settled) -> list[Answered]:
         """Cost, cache and hand out answers to the tasks waiting on them."""
         ...
@@ -155,6 +159,31 @@ async def run_alone(
             await ticket.leave()
 
     runs = [run(*one) for one in zip(singles, items, stored, strict=True)]
+    children, failure = await gathered(runs)
+    if together.done.done() and not together.done.exception():
+        this_try = batch.model_copy(update={"id": f"{batch.id}:alone:{attempt}"})
+        await runner.record_savings(this_try, together.done.result())
+    if failure is not None:
+        raise failure
+    return children
+
+
+async def run_children(
+    runner: Runner, ids: Sequence[str], *, last_try: bool, attempt: int
+) -> list[str]:
+    """Run these child batches at once; return their retry batches. A failure of any is
+    raised once every child has ended (the parent's job then reruns them all)."""
+    runs = [runner.run(child, last_try=last_try, attempt=attempt) for child in ids]
+    children, failure = await gathered(runs)
+    if failure is not None:
+        raise failure
+    return children
+
+
+async def gathered(
+    runs: Sequence[Awaitable[list[str]]],
+) -> tuple[list[str], BaseException | None]:
+    """Await every run; (the retry batches of those that ended, the first failure or None)."""
     children: list[str] = []
     failure: BaseException | None = None
     for outcome in await asyncio.gather(*runs, return_exceptions=True):
@@ -162,9 +191,4 @@ async def run_alone(
             failure = failure or outcome
         else:
             children += outcome
-    if together.done.done() and not together.done.exception():
-        this_try = batch.model_copy(update={"id": f"{batch.id}:alone:{attempt}"})
-        await runner.record_savings(this_try, together.done.result())
-    if failure is not None:
-        raise failure
-    return children
+    return children, failure
