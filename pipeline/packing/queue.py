@@ -37,24 +37,44 @@ from pipeline.tokens import count_messages, count_tokens
 Sink = Callable[[list[str]], Awaitable[None]]
 
 _ENQUEUE = """
--- KEYS: item, waiters, group items, groups, group meta
--- ARGV: item json, waiter ref, list entry, due ms, group meta json, group id
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  return {0, redis.call('LLEN', KEYS[3])}
+-- KEYS: groups, then per group its items list and meta, then per task its item
+-- ARGV: group count, then per group: id, meta json, due ms; then per task: its group's
+--       number (from 1), item json, waiter ref, list entry
+-- An item is its JSON, \\30, then `length:ref` of each task waiting on it (item_json).
+-- A task whose item is pending already joins it (single-flight); new items join their group's
+-- list, one RPUSH per group. Returns each group's length where it grew, else 0.
+local ng = tonumber(ARGV[1])
+local added = {}
+local a = 2 + ng * 3
+for t = 2 + ng * 2, #KEYS do
+  local g, ref = tonumber(ARGV[a]), ARGV[a + 2]
+  local waiter = #ref .. ':' .. ref
+  if redis.call('SET', KEYS[t], ARGV[a + 1] .. '\\30' .. waiter, 'NX') then
+    added[g] = added[g] or {}
+    added[g][#added[g] + 1] = ARGV[a + 3]
+  else
+    redis.call('APPEND', KEYS[t], waiter)
+  end
+  a = a + 4
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-local n = redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('SETNX', KEYS[5], ARGV[5])
-redis.call('EXPIRE', KEYS[5], 2592000)
-redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[6])
-return {1, n}
+local sizes = {}
+for g = 1, ng do
+  sizes[g] = 0
+  if added[g] then
+    local id, meta = ARGV[2 + (g - 1) * 3], KEYS[3 + (g - 1) * 2]
+    sizes[g] = redis.call('RPUSH', KEYS[2 + (g - 1) * 2], unpack(added[g]))
+    redis.call('SETNX', meta, ARGV[3 + (g - 1) * 3])
+    redis.call('EXPIRE', meta, 2592000)
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[4 + (g - 1) * 3], id)
+  end
+end
+return sizes
 """
 
 _TAKE = """
 -- KEYS: group items, groups, batch, open batches
 -- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms, alone
+-- Returns nothing, or how many items are still pending in the group then the items taken.
 local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if #entries == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
@@ -73,12 +93,19 @@ for _, e in ipairs(entries) do
 end
 if ARGV[5] == '1' and not full then return {} end
 redis.call('LTRIM', KEYS[1], #taken, -1)
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
   'created_ms', ARGV[7], 'alone_attempts', 0, 'status', 'open', 'alone', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+table.insert(taken, 1, left)
 return taken
 """
+
+
+def item_json(blob: bytes) -> bytes:
+    """A pending item's JSON, without the tasks waiting on it that follow it."""
+    return blob.split(b"\x1e", 1)[0]
 
 
 def now_ms() -> int:
@@ -114,6 +141,29 @@ def build_item(task: Task) -> Item:
     )
 
 
+class GroupMetas:
+    """Group meta (tenant, model, system prompt, ...) by group id, read from Redis once per
+    process: a group's id is the hash of its meta, so the meta of an id never changes."""
+
+    LIMIT = 4096  # groups remembered; past that the memory starts again
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.known: dict[str, dict[str, Any]] = {}
+
+    async def get(self, group: str) -> dict[str, Any] | None:
+        meta = self.known.get(group)
+        if meta is None:
+            raw = await self.redis.get(self.keys.group(group))
+            if raw is None:
+                return None
+            if len(self.known) >= self.LIMIT:
+                self.known.clear()
+            meta = self.known[group] = orjson.loads(raw)
+        return meta
+
+
 class Packer:
     """Writes pending items and turns due groups into batches."""
 
@@ -123,6 +173,7 @@ class Packer:
         self.keys = keys
         self._enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
+        self.metas = GroupMetas(redis, keys)
         self._lowered: dict[str, int] = {}
         self.prices = PriceTable(settings.prices)
         self.gain = GainSettings(settings.prompt_cache_min_tokens, settings.audit_share)
@@ -155,30 +206,39 @@ class Packer:
     def linger_ms(self, ttl_class: TTLClass) -> int:
         return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
 
-    async def enqueue(self, task: Task, pipe: Any = None) -> Item:
-        """Add a task to its group's pending items, or join an identical pending item."""
-        item = build_item(task)
+    async def enqueue_many(self, tasks: Sequence[Task], pipe: Any) -> list[tuple[str, str]]:
+        """Queue, on `pipe`, one script adding the tasks to their groups' pending items (or to
+        an identical pending item). Returns the (group, task type) of each group in the order of
+        the script's reply: each group's new length, 0 where it did not grow."""
+        if not tasks:
+            return []
         k = self.keys
-        ref = f"{task.run_id}\x1f{task.id}"
-        entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
-        due = now_ms() + self.linger_ms(task.ttl_class)
-        args: list[str | bytes | int] = [
-            item.model_dump_json(),
-            ref,
-            entry,
-            due,
-            orjson.dumps(group_meta(task)),
-            item.group,
-        ]
-        keys = [
-            k.item(item.key),
-            k.item_waiters(item.key),
-            k.group_items(item.group),
-            k.groups(),
-            k.group(item.group),
-        ]
-        await self._enqueue(keys=keys, args=args, client=pipe)
-        return item
+        groups: dict[str, int] = {}
+        head: list[str | bytes | int] = []
+        task_types: list[tuple[str, str]] = []
+        group_keys = [k.groups()]
+        item_keys: list[str] = []
+        tail: list[str | bytes | int] = []
+        for task in tasks:
+            item = build_item(task)
+            if item.group not in groups:
+                groups[item.group] = len(groups) + 1
+                due = now_ms() + self.linger_ms(task.ttl_class)
+                head += [item.group, orjson.dumps(group_meta(task)), due]
+                group_keys += [k.group_items(item.group), k.group(item.group)]
+                task_types.append((item.group, task.task_type))
+            entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
+            item_keys.append(k.item(item.key))
+            tail += [
+                groups[item.group],
+                item.model_dump_json(),
+                f"{task.run_id}\x1f{task.id}",
+                entry,
+            ]
+        await self._enqueue(
+            keys=[*group_keys, *item_keys], args=[len(groups), *head, *tail], client=pipe
+        )
+        return task_types
 
     async def mark_full(self, groups: Sequence[str]) -> None:
         """These groups hold a full batch: flush their full batches at the next tick."""
@@ -188,8 +248,11 @@ class Packer:
     async def flush(self, sink: Sink | None = None) -> list[str]:
         """Turn full and due groups into batches; return the new batch ids (to enqueue). With
         `sink`, each group's batches go to it as soon as they are made, so their calls can
-        start while other groups are still being drained."""
+        start while other groups are still being drained. With nothing pending anywhere (a
+        full group is pending too) it costs one command: an idle worker flushes every tick."""
         batch_ids: list[str] = []
+        if not await self.redis.zrange(self.keys.groups(), 0, 0):
+            return batch_ids
         full = await self.redis.spop(self.keys.groups_full(), 1000) or []
         groups = [(raw.decode(), True) for raw in full]
         groups += [(group, False) for group in await self.due_groups()]
@@ -204,9 +267,11 @@ class Packer:
         made: list[str] = []
         while True:
             batch_id = uuid.uuid4().hex[:20]
-            if not await self.take(group, batch_id, full_only=full_only):
+            taken, left = await self.take(group, batch_id, full_only=full_only)
+            if taken:
+                made.append(batch_id)
+            if not taken or not left:
                 return made
-            made.append(batch_id)
 
     async def mark_due(self, groups: Sequence[str]) -> None:
         """Flush these groups at the next flusher tick (a submission is complete)."""
@@ -219,8 +284,9 @@ class Packer:
         raw = await self.redis.zrangebyscore(self.keys.groups(), "-inf", now)
         return [g.decode() if isinstance(g, bytes) else g for g in raw]
 
-    async def take(self, group: str, batch_id: str, *, full_only: bool) -> list[str]:
-        """Atomically move up to one batch's worth of items out of a group."""
+    async def take(self, group: str, batch_id: str, *, full_only: bool) -> tuple[list[str], int]:
+        """Atomically move up to one batch's worth of items out of a group; (the items taken,
+        how many are still pending there)."""
         meta = await self.load_group(group)
         limits = self.settings.limits_for(meta["model"])
         system_tokens = count_tokens(meta["system"]) + count_tokens(PACK_INSTRUCTIONS) + 16
@@ -241,13 +307,14 @@ class Packer:
                 "1" if alone else "0",
             ],
         )
-        return [t.decode() if isinstance(t, bytes) else t for t in taken]
+        if not taken:
+            return [], 0
+        return [t.decode() if isinstance(t, bytes) else t for t in taken[1:]], int(taken[0])
 
     async def load_group(self, group: str) -> dict[str, Any]:
-        raw = await self.redis.get(self.keys.group(group))
-        if raw is None:
+        meta = await self.metas.get(group)
+        if meta is None:
             raise KeyError(f"unknown group {group}")
-        meta: dict[str, Any] = orjson.loads(raw)
         return meta
 
 
