@@ -47,7 +47,8 @@ from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item, TTLClass
 from pipeline.packing.audit import PackingAudit
 from pipeline.packing.gain import observe_outputs
-from pipeline.packing.queue import GroupMetas, build_request, item_json, naive_input_tokens
+from pipeline.packing.queue import GroupMetas, item_json
+from pipeline.packing.request import build_request, naive_input_tokens
 from pipeline.packing.wire import item_ids
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.providers.chain import ProviderChain
