@@ -1,7 +1,7 @@
 """Job lines in: streaming JSONL parsing and validation into `Task`s.
 
-Two line forms are accepted: the native job line of DESIGN §2 and the OpenAI Batch API line
-(`custom_id`, `method`, `url`, `body`). A bad line becomes a `LineError` that names the file, the
+Two line forms are accepted: the native job line (the README's "Concepts") and the OpenAI Batch
+API line (`custom_id`, `method`, `url`, `body`). A bad line becomes a `LineError` that names the file, the
 line, the field and the reason; the good lines go on. Files are read line by line, never whole.
 
 Everything a line stores is bounded here, so one poison line is refused alone and can never break
