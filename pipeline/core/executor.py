@@ -48,7 +48,8 @@ from pipeline.keys import Keys
 from pipeline.models import Batch, Item
 from pipeline.packing.audit import PackingAudit
 from pipeline.packing.gain import observe_outputs
-from pipeline.packing.queue import GroupMetas, build_request, naive_input_tokens
+from pipeline.packing.queue import GroupMetas
+from pipeline.packing.request import build_request, naive_input_tokens
 from pipeline.packing.wire import item_ids
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.providers.chain import ProviderChain
