@@ -1,4 +1,5 @@
-"""A provider call's ledger record, with its cost and tokens split over the batch's items.
+"""A provider call's ledger record, with its cost and tokens split over the batch's items, and
+the `CallBook` that writes a batch's calls, failed calls and savings to the ledger.
 
 The split is exact (`split_int`): the items' shares add up to the call's tokens and
 nano-dollars. Input is shared by the prompt's common part (evenly) plus each item's own
@@ -15,9 +16,11 @@ from typing import Any
 
 import orjson
 
-from pipeline.costs.ledger import NANO, Share, split_int, to_nano
+from pipeline.config.settings import Settings
+from pipeline.costs.ledger import NANO, Ledger, Share, error_record, split_int, to_nano
 from pipeline.costs.prices import PriceTable
-from pipeline.costs.savings import cost_shares
+from pipeline.costs.savings import Answered, batch_api_saving, call_savings, cost_shares
+from pipeline.errors import ProviderError
 from pipeline.models import Batch, CallRecord, Item
 from pipeline.packing.wire import item_ids
 from pipeline.providers.base import ChatResponse
@@ -84,3 +87,40 @@ def call_record(
         shares=cost_shares(items, shares),
     )
     return record, shares
+
+
+class CallBook:
+    """A batch's calls in the ledger: each call's record with its cost split over the items, a
+    failed call's record, and the savings of the answers."""
+
+    def __init__(self, prices: PriceTable, ledger: Ledger, settings: Settings) -> None:
+        self.prices = prices
+        self.ledger = ledger
+        self.settings = settings
+
+    async def record(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        response: ChatResponse,
+        outputs: dict[str, Any],
+        *,
+        batch_api: bool = False,
+        attempt: int = 1,
+    ) -> None:
+        """The ledger record of the call, with its cost split over the items exactly."""
+        record, shares = call_record(
+            self.prices, batch, items, response, outputs, batch_api=batch_api, attempt=attempt
+        )
+        if await self.ledger.record(record, response.to_json(), shares) and batch_api:
+            await self.ledger.record_saving(batch_api_saving(self.prices, record))
+
+    async def record_error(self, batch: Batch, exc: ProviderError, attempt: int) -> None:
+        """A failed call in the ledger: nothing billed, the error and which try it was."""
+        await self.ledger.record_error(error_record(batch, exc, attempt))
+
+    async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
+        """The `packing`, `single_flight` and `routing` savings of `batch`'s answers."""
+        baseline = self.settings.baseline_model
+        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
+            await self.ledger.record_saving(saving)

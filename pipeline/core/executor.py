@@ -4,7 +4,7 @@
 anything is split, so a re-run (worker killed, job retried) never calls or charges twice; results
 are written once; child batches have deterministic ids. Items that got no valid output are retried
 in halves, then alone, and finally end `failed` with the reason (`rebatch.py`); the call's cost is
-split over the items in the ledger record (`attribution.py`).
+split over the items in the ledger record (`attribution.py`, `CallBook`).
 """
 
 from __future__ import annotations
@@ -22,20 +22,18 @@ from pipeline.cache import ResponseCache
 from pipeline.cache.grey import GreyZone
 from pipeline.config.settings import Settings
 from pipeline.core.alone import HandOut, run_alone, run_children
-from pipeline.core.attribution import call_record
+from pipeline.core.attribution import CallBook
 from pipeline.core.batches import BatchStore
 from pipeline.core.inflight import InFlight
 from pipeline.core.rebatch import Rebatcher
 from pipeline.core.runs import RunStore
 from pipeline.core.splitter import enforce_schema, matches_schema_type, parse_single, split
 from pipeline.costs import metrics
-from pipeline.costs.ledger import Ledger, error_record, to_nano
+from pipeline.costs.ledger import Ledger, to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.savings import (
     Answered,
     Calibration,
-    batch_api_saving,
-    call_savings,
 )
 from pipeline.errors import (
     BreakerOpen,
@@ -88,6 +86,7 @@ class BatchExecutor:
         self.metas = GroupMetas(redis, keys)
         self.store = BatchStore(redis, keys, self.metas)
         self.rebatch = Rebatcher(self.store, runs, settings)
+        self.book = CallBook(prices, ledger, settings)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         loaded = await self.store.load(batch_id)
@@ -174,11 +173,13 @@ class BatchExecutor:
             outputs, failures = self._parse(batch, response, ids, packed)
         except Exception:  # the call is paid for even when its answer cannot be processed
             if stored is None:
-                await self._record(batch, items, response, {}, batch_api=batch_api, attempt=attempt)
+                await self.book.record(
+                    batch, items, response, {}, batch_api=batch_api, attempt=attempt
+                )
                 await self._settled(batch, items, call_id, response, batch_api)
             raise
         if stored is None:
-            await self._record(
+            await self.book.record(
                 batch, items, response, outputs, batch_api=batch_api, attempt=attempt
             )
             await self._settled(batch, items, call_id, response, batch_api)
@@ -198,7 +199,7 @@ class BatchExecutor:
             sizes = [a.naive_output_tokens for a in answered]
             await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
         if hand_out is None:  # an alone batch writes the savings of its calls together
-            await self.record_savings(batch, answered)
+            await self.book.record_savings(batch, answered)
         metrics.observe_batch(batch.model)
         children: list[str] = []
         if retry:
@@ -240,7 +241,7 @@ class BatchExecutor:
         except BreakerOpen as exc:
             return await self.rebatch.held(batch, items, exc, last_try=last_try)
         except ProviderError as exc:
-            await self._record_error(batch, exc, attempt)
+            await self.book.record_error(batch, exc, attempt)
             await self.inflight.finish(batch, items, call_id, None)
             if isinstance(exc, ContextTooLong):
                 if len(items) > 1:
@@ -290,27 +291,6 @@ class BatchExecutor:
         if loaded is not None:
             await self.rebatch.fail(loaded[0], loaded[1], code, message)
 
-    async def _record(
-        self,
-        batch: Batch,
-        items: Sequence[Item],
-        response: ChatResponse,
-        outputs: dict[str, Any],
-        *,
-        batch_api: bool = False,
-        attempt: int = 1,
-    ) -> None:
-        """The ledger record of the call, with its cost split over the items exactly."""
-        record, shares = call_record(
-            self.prices, batch, items, response, outputs, batch_api=batch_api, attempt=attempt
-        )
-        if await self.ledger.record(record, response.to_json(), shares) and batch_api:
-            await self.ledger.record_saving(batch_api_saving(self.prices, record))
-
-    async def _record_error(self, batch: Batch, exc: ProviderError, attempt: int) -> None:
-        """A failed call in the ledger: nothing billed, the error and which try it was."""
-        await self.ledger.record_error(error_record(batch, exc, attempt))
-
     async def _outcome(
         self,
         batch: Batch,
@@ -355,12 +335,6 @@ class BatchExecutor:
         )
         hold_id = f"{batch.id}:alone:{attempt}"
         return await take_hold(self.budgets, hold_id, batch.tenant, worst)
-
-    async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
-        """The `packing`, `single_flight` and `routing` savings of `batch`'s answers."""
-        baseline = self.settings.baseline_model
-        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
-            await self.ledger.record_saving(saving)
 
     async def hand_out(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
         """Cost, cache and hand out a batch's answers, a round trip for each step, not per item."""

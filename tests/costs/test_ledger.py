@@ -80,7 +80,7 @@ async def _record_call(
         latency_ms=120,
     )
     outputs = {str(i + 1): f"answer {i}" for i in range(len(items))}
-    await pipeline.executor._record(batch, items, response, outputs, batch_api=batch_api)
+    await pipeline.executor.book.record(batch, items, response, outputs, batch_api=batch_api)
     records = [r async for r in pipeline.ledger.records()]
     return next(r for r in records if r.id == batch.id)
 
