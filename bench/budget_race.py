@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline.budgets.breaker import Budgets
 from pipeline.config.loading import load_settings
 from pipeline.core.wiring import connect_redis
-from pipeline.costs.ledger import NANO, to_nano
+from pipeline.costs.money import NANO, to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import BreakerOpen, BudgetBusy
 from pipeline.keys import Keys

@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from pipeline.budgets.pace import UNREAD, MonthlyBudget, month_bounds
 from pipeline.budgets.scripts import RESERVE, SETTLE
 from pipeline.config.settings import Settings
-from pipeline.costs.ledger import NANO, to_nano
+from pipeline.costs.money import to_nano, usd
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import BreakerOpen, BudgetBusy, CallOverLimit, ConfigError
 from pipeline.keys import Keys
@@ -56,12 +56,6 @@ class BreakerState:
     limit_usd: Decimal
     used_usd: Decimal
     wanted_usd: Decimal
-
-
-def usd(nusd: int | str | bytes) -> Decimal:
-    """Nano-dollars (as Redis returns them) in USD."""
-    value: Decimal = Decimal(int(nusd)) / NANO
-    return value
 
 
 class Budgets:

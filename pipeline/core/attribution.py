@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from pipeline.config.settings import Settings
-from pipeline.costs.ledger import NANO, Ledger, Share, error_record, split_int, to_nano
+from pipeline.costs.ledger import Ledger, Share, error_record, split_int
+from pipeline.costs.money import NANO, to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.savings import Answered, batch_api_saving, call_savings, cost_shares
 from pipeline.errors import ProviderError

@@ -29,7 +29,8 @@ from pipeline.core.rebatch import Rebatcher
 from pipeline.core.runs import RunStore
 from pipeline.core.splitter import enforce_schema, matches_schema_type, parse_single, split
 from pipeline.costs import metrics
-from pipeline.costs.ledger import Ledger, to_nano
+from pipeline.costs.ledger import Ledger
+from pipeline.costs.money import to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.savings import (
     Answered,

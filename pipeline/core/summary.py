@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from pipeline.core.runs import NANO, RunStore
+from pipeline.core.runs import RunStore
+from pipeline.costs.money import NANO
 from pipeline.costs.prices import PriceTable
 from pipeline.models import Usage
 

@@ -21,8 +21,9 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from pipeline.costs.detail import read_hashes
+from pipeline.costs.money import NANO
 from pipeline.costs.period import Rollups
-from pipeline.costs.rollup import NANO, SEP, parse_field
+from pipeline.costs.rollup import SEP, parse_field
 from pipeline.costs.spikes import Level, baseline_indexes, spikes
 from pipeline.keys import Keys
 

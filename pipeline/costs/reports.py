@@ -20,8 +20,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from pipeline.costs.anomalies import detect
+from pipeline.costs.money import NANO, usd
 from pipeline.costs.period import Rollups, load_rollups
-from pipeline.costs.rollup import NANO, merge, parse_field
+from pipeline.costs.rollup import merge, parse_field
 from pipeline.keys import Keys
 from pipeline.models import LEVERS
 
@@ -209,10 +210,6 @@ class Report:
         }
 
 
-def _usd(nusd: int) -> Decimal:
-    return Decimal(nusd) / NANO
-
-
 def _breakdown(totals: dict[str, int], dim: str, cost_total: int) -> list[Row]:
     found: dict[str, dict[str, int]] = {}
     for name, value in totals.items():
@@ -222,7 +219,7 @@ def _breakdown(totals: dict[str, int], dim: str, cost_total: int) -> list[Row]:
     rows = [
         Row(
             name=name or "(none)",
-            cost_usd=_usd(m.get("cost", 0)),
+            cost_usd=usd(m.get("cost", 0)),
             share=m.get("cost", 0) / cost_total if cost_total else 0.0,
             calls=m.get("calls", 0),
             items=m.get("items", 0),
@@ -258,7 +255,7 @@ def summarise(
         merge(totals, fields.items())
     cost = totals.get("cost", 0)
     report = Report(since=since, until=until, revenue_usd=revenue_usd)
-    report.cost_usd = _usd(cost)
+    report.cost_usd = usd(cost)
     report.calls = totals.get("calls", 0)
     report.errors = totals.get("errors", 0)
     report.unpriced_calls = totals.get("unpriced", 0)
@@ -280,7 +277,7 @@ def summarise(
     _peaks(report, rollups.hours)
     report.savings = [
         LeverSaving(
-            lever, _usd(totals.get(f"saved\x1f{lever}", 0)), totals.get(f"tasks\x1f{lever}", 0)
+            lever, usd(totals.get(f"saved\x1f{lever}", 0)), totals.get(f"tasks\x1f{lever}", 0)
         )
         for lever in LEVERS
     ]
@@ -293,19 +290,19 @@ def summarise(
 def _day(day_name: str, fields: dict[str, int]) -> Day:
     """One day's line of the report, from its rollup hash."""
     by_model = {
-        parts[2]: _usd(v)
+        parts[2]: usd(v)
         for name, v in fields.items()
         if len(parts := parse_field(name)) == 3 and parts[:2] == ("cost", "m")
     }
     return Day(
         day=datetime.strptime(day_name, "%Y%m%d").date(),
-        cost_usd=_usd(fields.get("cost", 0)),
+        cost_usd=usd(fields.get("cost", 0)),
         calls=fields.get("calls", 0),
         items=fields.get("items", 0),
         by_model=dict(sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))),
         cache_hits=fields.get("tasks\x1fcache", 0) + fields.get("tasks\x1fsemantic_cache", 0),
         answered=fields.get("tasks\x1fpacking", 0),
-        saved_usd=_usd(sum(fields.get(f"saved\x1f{lever}", 0) for lever in LEVERS)),
+        saved_usd=usd(sum(fields.get(f"saved\x1f{lever}", 0) for lever in LEVERS)),
     )
 
 
@@ -316,7 +313,7 @@ def _drivers(totals: dict[str, int], cost: int) -> list[Row]:
         parts = parse_field(name)
         if len(parts) == 5 and parts[0] == "cost" and parts[1] == "m" and parts[3] == "e":
             label = f"{parts[2]} @ {parts[4] or '(no endpoint)'}"
-            drivers.append(Row(label, _usd(value), value / cost if cost else 0.0))
+            drivers.append(Row(label, usd(value), value / cost if cost else 0.0))
     drivers.sort(key=lambda r: (-r.cost_usd, r.name))
     return drivers
 
@@ -330,14 +327,14 @@ def _peaks(report: Report, hours: dict[str, dict[str, int]]) -> None:
         per_hour[int(hour[8:10])] += spent
         if best is None or spent > best[0]:
             best = (spent, hour)
-    report.hourly_profile = [_usd(v) for v in per_hour]
+    report.hourly_profile = [usd(v) for v in per_hour]
     if any(per_hour):
         report.peak_hour_of_day = max(range(24), key=lambda h: per_hour[h])
-        report.peak_hour_of_day_cost_usd = _usd(per_hour[report.peak_hour_of_day])
+        report.peak_hour_of_day_cost_usd = usd(per_hour[report.peak_hour_of_day])
     if best is not None and best[0] > 0:
         h = best[1]
         report.peak_hour = f"{h[:4]}-{h[4:6]}-{h[6:8]} {h[8:10]}:00 UTC"
-        report.peak_hour_cost_usd = _usd(best[0])
+        report.peak_hour_cost_usd = usd(best[0])
 
 
 async def build_report(
