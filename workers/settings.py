@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from arq import func
 from arq.connections import RedisSettings
@@ -48,23 +48,17 @@ async def leased_shutdown(ctx: dict[str, Any]) -> None:
     await shutdown(ctx)
 
 
-class WorkerSettings:
-    """For `arq workers.WorkerSettings`; reads the environment when arq imports it. Its jobs
-    are leased (heartbeat.py) as `batchwise worker`'s are."""
-
-    _settings = load_settings()
-    functions: ClassVar[list[Any]] = [
-        func(process_batch, timeout=_settings.job_timeout_s, max_tries=_settings.job_max_tries)
-    ]
-    on_startup = leased_startup
-    on_shutdown = leased_shutdown
-    on_job_start = lease_job
-    on_job_end = release_job
-    redis_settings = RedisSettings.from_dsn(_settings.redis_url or "redis://localhost:6379")
-    queue_name = _settings.queue_name
-    max_jobs = _settings.worker_max_jobs
-    poll_delay = _settings.worker_poll_s
-    job_timeout = _settings.job_timeout_s
-    max_tries = _settings.job_max_tries
-    cron_jobs = batch_api_cron_jobs(_settings)
-    keep_result = 0
+def arq_settings() -> dict[str, Any]:
+    """What `arq workers.WorkerSettings` runs, read from the environment (and ./batchwise.toml)
+    when arq asks for it, never when a module is imported. Its jobs are leased (heartbeat.py)
+    as `batchwise worker`'s are."""
+    settings = load_settings()
+    if not settings.redis_url:
+        settings = settings.model_copy(update={"redis_url": "redis://localhost:6379"})
+    return {
+        **worker_settings(settings),
+        "on_startup": leased_startup,
+        "on_shutdown": leased_shutdown,
+        "on_job_start": lease_job,
+        "on_job_end": release_job,
+    }

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from pipeline.cli.common import err, out
 from pipeline.cli.results import write_results
-from pipeline.core.client import BatchwiseClient, Submission, Summary
+from pipeline.core.client import BatchwiseClient, Submission
 from pipeline.core.intake import check_job_file
+from pipeline.core.summary import Summary
 from pipeline.outfile import check_destination
 from pipeline.terminal import printable, terminal_safe
 

@@ -19,20 +19,11 @@ from redis.asyncio import Redis
 
 from pipeline.config.settings import Settings
 from pipeline.costs.prices import PriceTable
-from pipeline.fingerprint import group_key, item_key
 from pipeline.keys import Keys
-from pipeline.models import Batch, Item, Message, Task, TTLClass
-from pipeline.packing.audit import batch_limit
+from pipeline.models import Task, TTLClass
 from pipeline.packing.gain import Expected, GainSettings, expected, packing_pays
-from pipeline.packing.wire import (
-    ITEM_OVERHEAD_TOKENS,
-    PACK_INSTRUCTIONS,
-    SCHEMA_INSTRUCTIONS,
-    WRAPPER_OUTPUT_TOKENS,
-    encode_items,
-)
-from pipeline.providers.base import ChatRequest
-from pipeline.tokens import count_messages, count_tokens
+from pipeline.packing.request import build_item, group_meta
+from pipeline.packing.selection import TAKE_LOOP, batch_limit, budgets_for, sizes_of
 
 Sink = Callable[[list[str]], Awaitable[None]]
 
@@ -71,7 +62,7 @@ end
 return sizes
 """
 
-_TAKE = """
+_TAKE_HEAD = """
 -- KEYS: group items, groups, batch, open batches
 -- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms, alone
 -- Returns nothing, or how many items are still pending in the group then the items taken.
@@ -80,17 +71,8 @@ if #entries == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return {}
 end
-local taken, in_sum, out_sum, full = {}, 0, 0, #entries >= tonumber(ARGV[2])
-for _, e in ipairs(entries) do
-  local key, tin, tout = string.match(e, '^([^|]+)|(%d+)|(%d+)$')
-  tin, tout = tonumber(tin), tonumber(tout)
-  if #taken > 0 and (in_sum + tin > tonumber(ARGV[3]) or out_sum + tout > tonumber(ARGV[4])) then
-    full = true
-    break
-  end
-  in_sum, out_sum = in_sum + tin, out_sum + tout
-  taken[#taken + 1] = key
-end
+"""
+_TAKE_TAIL = """
 if ARGV[5] == '1' and not full then return {} end
 redis.call('LTRIM', KEYS[1], #taken, -1)
 local left = redis.call('LLEN', KEYS[1])
@@ -101,6 +83,7 @@ redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
 table.insert(taken, 1, left)
 return taken
 """
+_TAKE = _TAKE_HEAD + TAKE_LOOP + _TAKE_TAIL
 
 
 def item_json(blob: bytes) -> bytes:
@@ -110,35 +93,6 @@ def item_json(blob: bytes) -> bytes:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def group_meta(task: Task) -> dict[str, Any]:
-    return {
-        "tenant": task.tenant,
-        "model": task.model,
-        "system": task.system,
-        "temperature": task.temperature,
-        "response_schema": task.response_schema,
-        "ttl_class": task.ttl_class.value,
-        "task_type": task.task_type,
-        "batch_api": task.batch_api,
-    }
-
-
-def build_item(task: Task) -> Item:
-    prompt = task.prompt
-    return Item(
-        key=item_key(task),
-        group=group_key(task),
-        prompt=prompt,
-        messages=task.messages,
-        max_tokens=task.max_tokens,
-        input_tokens=sum(count_tokens(m.content) for m in task.messages) + ITEM_OVERHEAD_TOKENS,
-        task_type=task.task_type,
-        user_id=task.user_id,
-        endpoint=task.endpoint,
-        requested_model=task.requested_model,
-    )
 
 
 class GroupMetas:
@@ -227,7 +181,8 @@ class Packer:
                 head += [item.group, orjson.dumps(group_meta(task)), due]
                 group_keys += [k.group_items(item.group), k.group(item.group)]
                 task_types.append((item.group, task.task_type))
-            entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
+            tin, tout = sizes_of(item)
+            entry = f"{item.key}|{tin}|{tout}"
             item_keys.append(k.item(item.key))
             tail += [
                 groups[item.group],
@@ -288,10 +243,7 @@ class Packer:
         """Atomically move up to one batch's worth of items out of a group; (the items taken,
         how many are still pending there)."""
         meta = await self.load_group(group)
-        limits = self.settings.limits_for(meta["model"])
-        system_tokens = count_tokens(meta["system"]) + count_tokens(PACK_INSTRUCTIONS) + 16
-        input_budget = max(1, int(limits.context_tokens * 0.8) - system_tokens)
-        output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
+        budgets = budgets_for(self.settings, meta["model"], meta["system"])
         k = self.keys
         limit, alone = await self.live_max_items(group, meta)
         taken = await self._take(
@@ -299,8 +251,8 @@ class Packer:
             args=[
                 group,
                 limit,
-                input_budget,
-                output_budget,
+                budgets.input_tokens,
+                budgets.output_tokens,
                 "1" if full_only else "0",
                 batch_id,
                 now_ms(),
@@ -316,52 +268,3 @@ class Packer:
         if meta is None:
             raise KeyError(f"unknown group {group}")
         return meta
-
-
-def build_messages(batch: Batch, items: Sequence[Item]) -> tuple[str, list[Message], bool]:
-    """The request for a batch: (system prompt, messages, packed?).
-
-    A batch of one is sent as its task's own messages. A packed batch carries the group's system
-    prompt first (byte-identical for every batch of the group, so provider prompt caches reuse it),
-    then the packing instructions, and one user message holding the items as JSON.
-    """
-    if len(items) == 1:
-        return batch.system, list(items[0].messages), False
-    instructions = PACK_INSTRUCTIONS
-    if batch.response_schema is not None:
-        schema = orjson.dumps(batch.response_schema, option=orjson.OPT_SORT_KEYS).decode()
-        instructions = f"{instructions} {SCHEMA_INSTRUCTIONS}{schema}"
-    system = f"{batch.system}\n\n{instructions}" if batch.system else instructions
-    content = encode_items([item.prompt for item in items])
-    return system, [Message(role="user", content=content)], True
-
-
-def build_request(
-    batch: Batch, items: Sequence[Item], *, cache_min_tokens: int
-) -> tuple[ChatRequest, bool]:
-    """The provider request for a batch of these items, and whether it is packed. A shared
-    system block of at least `cache_min_tokens` is marked for the provider's prompt cache."""
-    system, messages, packed = build_messages(batch, items)
-    request = ChatRequest(
-        model=batch.model,
-        system=system,
-        messages=tuple(messages),
-        max_tokens=output_cap(items),
-        temperature=batch.temperature,
-        json_mode=packed or batch.response_schema is not None,
-        response_schema=batch.response_schema,
-        cache_prefix=count_tokens(system) >= cache_min_tokens,
-    )
-    return request, packed
-
-
-def output_cap(items: Sequence[Item]) -> int:
-    """The call's max_tokens: every item's cap plus the JSON around each answer."""
-    if len(items) == 1:
-        return items[0].max_tokens
-    return sum(i.max_tokens + ITEM_OVERHEAD_TOKENS for i in items) + WRAPPER_OUTPUT_TOKENS
-
-
-def naive_input_tokens(system: str, item: Item) -> int:
-    """Prompt tokens the item's task would use sent alone: the baseline for savings."""
-    return count_messages(system, [m.content for m in item.messages])

@@ -20,8 +20,8 @@ import pipeline.cli.main as cli
 import pipeline.cli.results as results_cli
 from pipeline.config.loading import load_settings
 from pipeline.config.records import ProviderConfig
-from pipeline.core.client import Summary
 from pipeline.core.runs import RunStore
+from pipeline.core.summary import Summary
 from pipeline.errors import ConfigError, InputError
 from pipeline.keys import Keys
 from pipeline.outfile import writing

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,3 +49,26 @@ async def test_a_dead_arq_cli_workers_batch_reruns_within_its_lease(
     assert recovery_s < 8, f"rerun took {recovery_s:.1f}s"
     assert [r.output for r in results] == [expected_output(p) for p in prompts]
     assert [r.batch_size for r in records] == [6]  # the killed call was never recorded
+
+
+def test_importing_workers_reads_no_settings_and_arq_reads_them_when_it_asks() -> None:
+    """A bad setting fails arq's lookup of WorkerSettings with its name, not every import of a
+    workers module (the batchwise CLI imports them too)."""
+    env = {**os.environ, "BATCHWISE_LINGER_MS": "abc"}
+    imports = subprocess.run(
+        [sys.executable, "-c", "import workers, workers.jobs, workers.lifecycle"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert imports.returncode == 0, imports.stderr
+    lookup = subprocess.run(
+        [sys.executable, "-c", "import workers; workers.WorkerSettings"],
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert lookup.returncode != 0
+    assert "BATCHWISE_LINGER_MS" in lookup.stderr
