@@ -9,6 +9,8 @@ from typing import Any
 
 import openai
 import orjson
+import pytest
+from redis.asyncio.connection import AbstractConnection
 
 from pipeline.server.auth import Principal
 from pipeline.server.state import ServerState
@@ -210,3 +212,32 @@ async def test_a_cancel_while_the_lines_are_queued_withdraws_every_line(
         assert cancelled["status"] == "cancelled"
         assert cancelled["request_counts"] == {"total": 1200, "completed": 0, "failed": 1200}
         assert await _pending(api) == 0
+
+
+async def test_a_page_of_batches_or_files_is_read_in_the_same_round_trips_at_any_size(
+    redis_url: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = 0
+    send = AbstractConnection.send_packed_command
+
+    async def counted(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        nonlocal sent
+        sent += 1  # one per round trip: a pipeline sends all its commands at once
+        await send(self, command, check_health)
+
+    async with (
+        api_server(_settings(redis_url, fake), worker=False) as api,
+        api.sdk(KEY_A) as client,
+    ):
+        for n in range(3):
+            await _queued_batch(api, client, _jsonl({"q": f"question {n}"}))
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+        trips = []
+        async with api.http(KEY_A) as http:
+            for limit in (1, 3):
+                sent = 0
+                for path in ("/v1/batches", "/v1/files"):
+                    listed = await http.get(path, params={"limit": limit})
+                    assert len(listed.json()["data"]) == limit
+                trips.append(sent)
+    assert trips[0] == trips[1]
