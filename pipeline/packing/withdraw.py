@@ -4,7 +4,9 @@ Only what still waits in a group is withdrawn; an item already taken into a batc
 call may have started, and other tasks may share it). A pending item that other runs' tasks
 also wait on (single-flight) stays queued for them and only loses this run's waiters. Each
 withdrawn task gets a `failed` result with the reason given, so the run still ends with
-exactly one result per task.
+exactly one result per task. The script reads the queue's own layout (queue.py: a group's list
+of `item|input|output` entries, each item's list of waiting run and task ids) and runs as one
+step per group, so a flusher never takes an item half withdrawn.
 """
 
 from __future__ import annotations

@@ -15,37 +15,25 @@ from starlette.routing import Route
 from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
-from pipeline.server import ops, tasks
+from pipeline.server import openai_api, ops, tasks
 from pipeline.server.auth import KeyRing, read_keys
 from pipeline.server.batches import BatchStore
 from pipeline.server.chat import ChatBatcher
 from pipeline.server.errors import ApiError, handle_api_error, handle_unexpected
 from pipeline.server.files import FileStore
-from pipeline.server.openai_api import (
-    cancel_batch,
-    chat_completions,
-    create_batch,
-    create_file,
-    delete_file,
-    get_batch,
-    get_content,
-    get_file,
-    list_batches,
-    list_files,
-)
 from pipeline.server.state import ServerState
 
 ROUTES = [
-    Route("/v1/files", create_file, methods=["POST"]),
-    Route("/v1/files", list_files, methods=["GET"]),
-    Route("/v1/files/{id}", get_file, methods=["GET"]),
-    Route("/v1/files/{id}", delete_file, methods=["DELETE"]),
-    Route("/v1/files/{id}/content", get_content, methods=["GET"]),
-    Route("/v1/batches", create_batch, methods=["POST"]),
-    Route("/v1/batches", list_batches, methods=["GET"]),
-    Route("/v1/batches/{id}", get_batch, methods=["GET"]),
-    Route("/v1/batches/{id}/cancel", cancel_batch, methods=["POST"]),
-    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/files", openai_api.create_file, methods=["POST"]),
+    Route("/v1/files", openai_api.list_files, methods=["GET"]),
+    Route("/v1/files/{id}", openai_api.get_file, methods=["GET"]),
+    Route("/v1/files/{id}", openai_api.delete_file, methods=["DELETE"]),
+    Route("/v1/files/{id}/content", openai_api.get_content, methods=["GET"]),
+    Route("/v1/batches", openai_api.create_batch, methods=["POST"]),
+    Route("/v1/batches", openai_api.list_batches, methods=["GET"]),
+    Route("/v1/batches/{id}", openai_api.get_batch, methods=["GET"]),
+    Route("/v1/batches/{id}/cancel", openai_api.cancel_batch, methods=["POST"]),
+    Route("/v1/chat/completions", openai_api.chat_completions, methods=["POST"]),
     Route("/v1/tasks", tasks.create_tasks, methods=["POST"]),
     Route("/v1/runs/{id}", tasks.get_run, methods=["GET"]),
     Route("/v1/runs/{id}/results", tasks.run_results, methods=["GET"]),

@@ -393,4 +393,5 @@ class BatchStore:
 
     async def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
         ids, more = await page(self.redis, self.keys.server_batches(tenant), limit, after)
-        return listing([d for d in await self._read(tenant, ids) if d is not None], more)
+        found = await self._read(tenant, ids)  # None: expired since the index was read
+        return listing([d for d in found if d is not None], more)

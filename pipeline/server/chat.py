@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: one interactive call through every lever.
+"""Chat completions (`POST /v1/chat/completions`, pipeline/server/openai_api.py): one
+interactive call through every lever.
 
 Requests that arrive within `server_chat_linger_ms` of each other are submitted as one run, so
 the packer can put concurrent questions of one group into one provider call (micro-batching).

@@ -15,8 +15,6 @@ from redis.asyncio import Redis
 from pipeline.keys import Keys
 from pipeline.server.errors import not_found
 
-PURPOSES = ("batch", "batch_output")
-
 
 class FileStore:
     """A tenant's files in Redis."""
@@ -79,7 +77,8 @@ class FileStore:
     async def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
         """A page of the tenant's files, newest first after the `after` cursor."""
         ids, more = await page(self.redis, self.keys.server_files(tenant), limit, after)
-        return listing([f for f in await self.metas(tenant, ids) if f is not None], more)
+        found = await self.metas(tenant, ids)  # None: expired since the index was read
+        return listing([f for f in found if f is not None], more)
 
 
 async def page(redis: Redis, index: str, limit: int, after: str | None) -> tuple[list[str], bool]:
@@ -96,7 +95,7 @@ async def page(redis: Redis, index: str, limit: int, after: str | None) -> tuple
 
 
 def listing(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
-    """OpenAI's list object; an object that expired after its id was paged is left out."""
+    """OpenAI's list object for one page of objects."""
     return {
         "object": "list",
         "data": data,
