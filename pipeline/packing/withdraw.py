@@ -11,8 +11,6 @@ step per group, so a flusher never takes an item half withdrawn.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from redis.asyncio import Redis
 
@@ -20,10 +18,12 @@ from pipeline.keys import Keys
 
 _WITHDRAW = """
 -- KEYS: group items, groups, run results, run
--- ARGV: waiter ref prefix (run id and the separator), key prefix, result json, ttl s, group id
-local entries = redis.call('LRANGE', KEYS[1], 0, -1)
-local kept, withdrawn = {}, 0
-for _, entry in ipairs(entries) do
+-- ARGV: waiter ref prefix (run id and the separator), key prefix, result json, ttl s,
+--       group id, first index, entries to look at
+local first = tonumber(ARGV[6])
+local entries = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[7]) - 1)
+local withdrawn, removed = 0, 0
+for i, entry in ipairs(entries) do
   local key = string.match(entry, '^([^|]+)|')
   local item = ARGV[2] .. ':item:' .. key
   local waiters = item .. ':waiters'
@@ -44,49 +44,80 @@ for _, entry in ipairs(entries) do
   withdrawn = withdrawn + #mine
   if others == 0 and #mine > 0 then
     redis.call('DEL', item, waiters, item .. ':cost')
-  else
-    kept[#kept + 1] = entry
+    redis.call('LSET', KEYS[1], first + i - 1, '-')
+    removed = removed + 1
   end
 end
-if withdrawn == 0 then return 0 end
-if redis.call('TTL', KEYS[3]) == -1 then redis.call('EXPIRE', KEYS[3], ARGV[4]) end
-redis.call('DEL', KEYS[1])
-for i = 1, #kept, 5000 do
-  redis.call('RPUSH', KEYS[1], unpack(kept, i, math.min(i + 4999, #kept)))
+if removed > 0 then
+  redis.call('LREM', KEYS[1], 0, '-')
+  if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[5]) end
 end
-if #kept == 0 then redis.call('ZREM', KEYS[2], ARGV[5]) end
-return withdrawn
+if withdrawn > 0 and redis.call('TTL', KEYS[3]) == -1 then
+  redis.call('EXPIRE', KEYS[3], ARGV[4])
+end
+return {withdrawn, removed, #entries}
 """
 
 
 async def withdraw_pending(
-    redis: Redis, keys: Keys, run_id: str, tenant: str, error: dict[str, str], *, ttl_s: int
+    redis: Redis,
+    keys: Keys,
+    run_id: str,
+    tenant: str,
+    error: dict[str, str],
+    *,
+    ttl_s: int,
+    chunk: int = 1000,
 ) -> int:
     """Withdraw the run's tasks still pending in `tenant`'s groups; each gets a `failed`
-    result with `error` (`{"code", "message"}`). Returns how many were withdrawn."""
+    result with `error` (`{"code", "message"}`). Returns how many were withdrawn.
+
+    Each script call looks at `chunk` entries of a group, so Redis never blocks for long on a
+    large group; one call per group goes in each round trip. A flusher taking entries from the
+    head between two calls shifts the rest past the cursor, so a pass over a group that
+    withdrew anything is followed by another, until one withdraws nothing."""
     groups = [g.decode() for g in await redis.zrange(keys.groups(), 0, -1)]
     if not groups:
         return 0
     metas = await redis.mget([keys.group(g) for g in groups])
-    mine = [g for g, meta in zip(groups, metas, strict=True) if _tenant(meta) == tenant]
-    if not mine:
-        return 0
+    cursors = {g: 0 for g, meta in zip(groups, metas, strict=True) if _tenant(meta) == tenant}
+    in_pass = dict.fromkeys(cursors, 0)
     result = orjson.dumps({"status": "failed", "error": error, "cost_nusd": 0})
     script = redis.register_script(_WITHDRAW)
-    async with redis.pipeline(transaction=False) as pipe:
-        for group in mine:
-            await script(
-                keys=[
-                    keys.group_items(group),
-                    keys.groups(),
-                    keys.run_results(run_id),
-                    keys.run(run_id),
-                ],
-                args=[f"{run_id}\x1f", keys.prefix, result, ttl_s, group],
-                client=pipe,
-            )
-        counts: list[Any] = await pipe.execute()
-    return sum(int(n) for n in counts)
+    total = 0
+    while cursors:
+        order = list(cursors)
+        async with redis.pipeline(transaction=False) as pipe:
+            for group in order:
+                await script(
+                    keys=[
+                        keys.group_items(group),
+                        keys.groups(),
+                        keys.run_results(run_id),
+                        keys.run(run_id),
+                    ],
+                    args=[
+                        f"{run_id}\x1f",
+                        keys.prefix,
+                        result,
+                        ttl_s,
+                        group,
+                        cursors[group],
+                        chunk,
+                    ],
+                    client=pipe,
+                )
+            replies: list[list[int]] = await pipe.execute()
+        for group, (withdrawn, removed, seen) in zip(order, replies, strict=True):
+            total += withdrawn
+            in_pass[group] += withdrawn
+            if seen == chunk:
+                cursors[group] += seen - removed
+            elif in_pass[group]:
+                cursors[group], in_pass[group] = 0, 0
+            else:
+                del cursors[group]
+    return total
 
 
 def _tenant(meta: bytes | None) -> str | None:

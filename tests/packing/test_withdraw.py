@@ -4,6 +4,7 @@ has taken; an item another run also waits on stays queued for it."""
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from pipeline.core.wiring import Pipeline
 from pipeline.packing.withdraw import withdraw_pending
@@ -19,7 +20,8 @@ async def _pending(p: Pipeline) -> list[str]:
     return sorted(e.decode().split("|")[0] for e in entries)
 
 
-async def test_only_the_runs_pending_tasks_are_withdrawn(redis_url: str) -> None:
+@pytest.mark.parametrize("chunk", [1000, 1])  # a group in one script call, or one at a time
+async def test_only_the_runs_pending_tasks_are_withdrawn(redis_url: str, chunk: int) -> None:
     async with pipeline_client(make_settings(redis_url, linger_ms=600_000)) as client:
         p = client.pipeline
         mine = [
@@ -36,7 +38,12 @@ async def test_only_the_runs_pending_tasks_are_withdrawn(redis_url: str) -> None
         before = await _pending(p)
         assert len(before) == 3  # alpha twice (two tenants), the shared question once
 
-        assert await withdraw_pending(p.redis, p.keys, "mine", "default", CANCELLED, ttl_s=60) == 2
+        assert (
+            await withdraw_pending(
+                p.redis, p.keys, "mine", "default", CANCELLED, ttl_s=60, chunk=chunk
+            )
+            == 2
+        )
 
         assert await p.runs.progress("mine") == (2, 3, True)  # "t" is in a batch: it runs
         records = {r["id"]: r for r in await p.runs.written("mine", ["a", "s", "t"])}
@@ -52,5 +59,7 @@ async def test_only_the_runs_pending_tasks_are_withdrawn(redis_url: str) -> None
         assert [w.decode() for w in await p.redis.lrange(p.keys.item_waiters(taken), 0, -1)] == [
             "mine\x1ft"
         ]
-        again = await withdraw_pending(p.redis, p.keys, "mine", "default", CANCELLED, ttl_s=60)
+        again = await withdraw_pending(
+            p.redis, p.keys, "mine", "default", CANCELLED, ttl_s=60, chunk=chunk
+        )
         assert again == 0 and await _pending(p) == after
