@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from reports import private_redis
 
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.packing.withdraw import withdraw_pending

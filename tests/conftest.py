@@ -14,7 +14,9 @@ import pytest
 from arq import Worker
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from pipeline.config.settings import ProviderConfig, Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.state.embedded import EmbeddedRedis

@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from pipeline.config.settings import ServerKey
+from pipeline.config.records import ServerKey
 from pipeline.core.intake import validate
 from pipeline.models import Task
 from pipeline.server.auth import key_hash

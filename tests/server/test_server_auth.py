@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config.settings import ServerKey, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ServerKey
 from pipeline.errors import ConfigError
 from pipeline.server.auth import key_hash, read_keys
 

@@ -11,7 +11,7 @@ import openai
 import orjson
 import pytest
 
-from pipeline.config.settings import ServerKey
+from pipeline.config.records import ServerKey
 from pipeline.server.auth import key_hash
 from tests.conftest import make_settings
 from tests.fake_provider import FakeProvider, expected_output
