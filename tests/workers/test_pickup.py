@@ -11,7 +11,7 @@ from arq.jobs import Job
 
 from tests.conftest import make_settings, pipeline_client
 from tests.fake_provider import FakeProvider, expected_output
-from workers.jobs import enqueue_batches
+from workers.enqueue import enqueue_batches
 from workers.lifecycle import in_process_worker, running
 
 
