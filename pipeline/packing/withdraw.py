@@ -5,8 +5,9 @@ call may have started, and other tasks may share it). A pending item that other 
 also wait on (single-flight) stays queued for them and only loses this run's waiters. Each
 withdrawn task gets a `failed` result with the reason given, so the run still ends with
 exactly one result per task. The script reads the queue's own layout (queue.py: a group's list
-of `item|input|output` entries, each item's list of waiting run and task ids) and runs as one
-step per group, so a flusher never takes an item half withdrawn.
+of `item|input|output` entries; an item's JSON followed by the `length:run_id task_id` of each
+task waiting on it, pipeline/keys.py) and each call is one atomic step, so a flusher never takes
+an item half withdrawn.
 """
 
 from __future__ import annotations
@@ -24,28 +25,33 @@ local first = tonumber(ARGV[6])
 local entries = redis.call('LRANGE', KEYS[1], first, first + tonumber(ARGV[7]) - 1)
 local withdrawn, removed = 0, 0
 for i, entry in ipairs(entries) do
-  local key = string.match(entry, '^([^|]+)|')
-  local item = ARGV[2] .. ':item:' .. key
-  local waiters = item .. ':waiters'
-  local mine, others = {}, 0
-  for _, ref in ipairs(redis.call('LRANGE', waiters, 0, -1)) do
-    if string.sub(ref, 1, #ARGV[1]) == ARGV[1] then
-      mine[#mine + 1] = ref
-    else
-      others = others + 1
+  local item = ARGV[2] .. ':item:' .. string.match(entry, '^([^|]+)|')
+  local blob = redis.call('GET', item)
+  if blob then
+    local head = string.find(blob, '\\30', 1, true)
+    local mine, others, pos = 0, {}, head + 1
+    while pos <= #blob do
+      local colon = string.find(blob, ':', pos, true)
+      local last = colon + tonumber(string.sub(blob, pos, colon - 1))
+      local ref = string.sub(blob, colon + 1, last)
+      if string.sub(ref, 1, #ARGV[1]) == ARGV[1] then
+        mine = mine + 1
+        if redis.call('HSETNX', KEYS[3], string.sub(ref, #ARGV[1] + 1), ARGV[3]) == 1 then
+          redis.call('HINCRBY', KEYS[4], 'done', 1)
+        end
+      else
+        others[#others + 1] = string.sub(blob, pos, last)
+      end
+      pos = last + 1
     end
-  end
-  for _, ref in ipairs(mine) do
-    if redis.call('HSETNX', KEYS[3], string.sub(ref, #ARGV[1] + 1), ARGV[3]) == 1 then
-      redis.call('HINCRBY', KEYS[4], 'done', 1)
+    withdrawn = withdrawn + mine
+    if mine > 0 and #others == 0 then
+      redis.call('DEL', item, item .. ':cost')
+      redis.call('LSET', KEYS[1], first + i - 1, '-')
+      removed = removed + 1
+    elseif mine > 0 then
+      redis.call('SET', item, string.sub(blob, 1, head) .. table.concat(others), 'KEEPTTL')
     end
-    if others > 0 then redis.call('LREM', waiters, 0, ref) end
-  end
-  withdrawn = withdrawn + #mine
-  if others == 0 and #mine > 0 then
-    redis.call('DEL', item, waiters, item .. ':cost')
-    redis.call('LSET', KEYS[1], first + i - 1, '-')
-    removed = removed + 1
   end
 end
 if removed > 0 then
