@@ -10,7 +10,8 @@ from typing import Any
 import orjson
 
 from pipeline.core.client import Submission
-from pipeline.core.runs import NANO, RunStore
+from pipeline.core.runs import RunStore
+from pipeline.costs.money import usd_float
 from pipeline.server.chat import completion_body
 from pipeline.server.errors import result_status
 
@@ -83,7 +84,7 @@ def output_line(run_id: str, record: dict[str, Any], created: int) -> dict[str, 
     cost = record.get("cost_nusd")
     line["batchwise"] = {
         "cache": record.get("cache", "miss"),
-        "cost_usd": None if cost is None else cost / NANO,
+        "cost_usd": None if cost is None else usd_float(cost),
         "provider": record.get("provider"),
         "batch_size": record.get("batch_size", 0),
     }

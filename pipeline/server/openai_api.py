@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pipeline.core.intake import LineError
-from pipeline.core.runs import NANO
+from pipeline.costs.money import usd_float
 from pipeline.server.chat import chat_line, completion_body
 from pipeline.server.errors import ApiError, not_found, object_id, result_status, retry_after_s
 from pipeline.server.lines import check_lines
@@ -127,7 +127,7 @@ async def chat_completions(request: Request) -> Response:
     cost = record.get("cost_nusd")
     headers = {
         "x-batchwise-cache": str(record.get("cache", "miss")),
-        "x-batchwise-cost-usd": "unknown" if cost is None else f"{cost / NANO:.9f}",
+        "x-batchwise-cost-usd": "unknown" if cost is None else f"{usd_float(cost):.9f}",
         "x-batchwise-batch-size": str(record.get("batch_size") or 0),
         "x-batchwise-submitted-with": str(shared),
         "x-batchwise-provider": str(record.get("provider") or ""),

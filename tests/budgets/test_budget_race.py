@@ -20,7 +20,7 @@ import pytest
 
 from pipeline.budgets.pace import month_bounds
 from pipeline.config.loading import load_settings
-from pipeline.costs.ledger import NANO
+from pipeline.costs.money import NANO
 from tests.conftest import pipeline_client
 from tests.fake_provider import expected_output
 from tests.processes import worker_process
