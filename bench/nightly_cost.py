@@ -24,7 +24,7 @@ from pipeline.config.settings import ProviderConfig, load_settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.state.embedded import EmbeddedRedis
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider
 from workers.lifecycle import in_process_worker, running
 
 

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.config.settings import DEFAULT_MAX_ITEMS, ProviderConfig, Settings, load_settings
 from pipeline.state.embedded import EmbeddedRedis
-from tests.conftest import pipeline_client, running_worker
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider
+from workers.testing import pipeline_client, running_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"

@@ -17,8 +17,8 @@ from pipeline.cache.bruteforce import StreamIndex
 from pipeline.cache.embedders import HashingEmbedder, LocalUSE, clip_for_embedding, language_of
 from pipeline.cache.vectorset import VectorSetIndex, has_vector_sets
 from pipeline.errors import ConfigError
+from pipeline.testing import make_settings
 from tests.cache.test_cache import answer, cache_on, served, task, vector_owners
-from tests.conftest import make_settings
 
 INDEXES = ["vectorset", "bruteforce"]
 PAIRS = Path(__file__).parents[1] / "data" / "semantic_pairs.jsonl"

@@ -20,7 +20,7 @@ from pipeline.costs.export import duration_s, export
 from pipeline.costs.ledger import Ledger, Saving
 from pipeline.costs.reports import build_report
 from pipeline.keys import Keys
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 from tests.costs.test_reports import DAY0, NANO, call
 
 
