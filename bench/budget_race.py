@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.budgets.breaker import Budgets
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.core.runs import RunStore
 from pipeline.core.wiring import connect_redis
 from pipeline.costs.ledger import NANO, to_nano

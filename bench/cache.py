@@ -49,7 +49,8 @@ from pipeline.cache import ResponseCache
 from pipeline.cache.semantic import semantic_scope
 from pipeline.cache.stats import SEP
 from pipeline.cache.vectors import Search
-from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
 from pipeline.keys import Keys
 from pipeline.models import Message, Task, TTLClass
 from pipeline.providers import build_providers

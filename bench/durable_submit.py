@@ -25,7 +25,7 @@ import redis as sync_redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.core.client import BatchwiseClient
 
 

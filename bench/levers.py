@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from arq.connections import RedisSettings, create_pool
 
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.costs.reports import build_report

@@ -20,7 +20,8 @@ from typing import Any
 
 from arq.connections import RedisSettings, create_pool
 
-from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.state.embedded import EmbeddedRedis

@@ -32,7 +32,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.config.settings import ProviderConfig, Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.errors import RateLimited
 from pipeline.models import Message
 from pipeline.providers.base import ChatRequest, ChatResponse

@@ -26,7 +26,10 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config.settings import DEFAULT_MAX_ITEMS, ProviderConfig, Settings, load_settings
+from pipeline.config.defaults import DEFAULT_MAX_ITEMS
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.state.embedded import EmbeddedRedis
 from pipeline.testing import FakeProvider
 from workers.testing import pipeline_client, running_worker

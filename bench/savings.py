@@ -38,7 +38,9 @@ from typing import Any
 import orjson
 from arq.connections import RedisSettings, create_pool
 
-from pipeline.config.settings import CascadeSpec, Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import CascadeSpec
+from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.models import TASK_TYPES

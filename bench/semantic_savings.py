@@ -28,7 +28,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
 from pipeline.state.embedded import EmbeddedRedis
 from pipeline.testing import FakeProvider, expected_output
 from workers.testing import pipeline_client, running_worker

@@ -36,7 +36,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
 from pipeline.state.embedded import EmbeddedRedis
 from pipeline.testing import processes
 from workers.lifecycle import in_process_worker, running

@@ -3,15 +3,20 @@
 PipelineError
 ├── InputError            the job file or a task is wrong: fix it (file:line, field, reason)
 ├── ConfigError           a setting is wrong: fix the env or TOML file
-├── TransientError        try again later (rate limit, 5xx, timeout, connection)
-│   ├── RateLimited       carries the provider's Retry-After
-│   └── BreakerOpen       a cost circuit breaker is open: wait until it closes (budgets.py)
-│       ├── BudgetBusy    the limit has room only once calls in flight settle: wait briefly
-│       └── CallOverLimit one call's worst case is more than a whole limit: its tasks are rejected
-└── PermanentError        retrying the same thing will not help
-    ├── ProviderRefused   auth, bad request, unknown model, quota
-    │   └── AccountRefused  bad key, no permission, no quota: the provider is down for us
-    └── ContextTooLong    split the batch instead of retrying it
+├── RedisUnavailable      Redis stayed out of reach too long (pipeline/state/connecting.py)
+├── NotOnDisk             a strict submission is not confirmed on disk (pipeline/state/durable.py)
+└── ProviderError         a call went wrong; carries the provider and HTTP status, never a key
+    ├── TransientError    try again later (rate limit, 5xx, timeout, connection)
+    │   ├── RateLimited   carries the provider's Retry-After
+    │   ├── CircuitOpen   the provider's shared circuit is open (pipeline/providers/chain.py)
+    │   └── BreakerOpen   a cost breaker is open: wait until it closes (pipeline/budgets/breaker.py)
+    │       ├── BudgetBusy    the limit has room only once calls in flight settle: wait briefly
+    │       └── CallOverLimit one call's worst case is more than a whole limit: tasks rejected
+    └── PermanentError    retrying the same thing will not help
+        ├── ProviderRefused   auth, bad request, unknown model, quota
+        │   └── AccountRefused  bad key, no permission, no quota: the provider is down for us
+        │       └── ProviderDown  skipped, it refused us before (pipeline/providers/chain.py)
+        └── ContextTooLong    split the batch instead of retrying it
 """
 
 from __future__ import annotations
@@ -98,5 +103,5 @@ class CallOverLimit(BreakerOpen):
 
 
 class AccountRefused(ProviderRefused):
-    """Issue 3: the provider refuses this account (bad key, no permission, no quota or credit):
+    """The provider refuses this account (bad key, no permission, no quota or credit):
     every request would fail the same way, so the provider is marked down at once."""

@@ -92,7 +92,7 @@ class Keys:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"
 
-    # ledger rollups (issue 5): integer counters per hour and day, written with each record
+    # ledger rollups: integer counters per hour and day, written with each record
     def ledger_hour(self, hour: str) -> str:
         """Hash of an hour's totals and low-cardinality breakdowns (`hour` is YYYYMMDDHH, UTC)."""
         return f"{self.prefix}:ledger:h:{hour}"
@@ -118,7 +118,7 @@ class Keys:
         """Sorted set of hours that have records, scored by the hour's start (epoch s)."""
         return f"{self.prefix}:ledger:hours"
 
-    # issue 6: budgets, plans and the cost circuit breaker
+    # budgets, plans and the cost circuit breaker
     def budget_config(self) -> str:
         """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars)."""
         return f"{self.prefix}:budget:config"
@@ -168,7 +168,7 @@ class Keys:
         """A plan counter of a subject in one window (minute or day number)."""
         return f"{self.prefix}:plans:used:{subject}:{limit}:{window}"
 
-    # issue 3: provider health and shared rate limits
+    # provider health and shared rate limits
     def provider_health(self, provider: str) -> str:
         """Hash of a provider's circuit: failures, open_until_ms, reason."""
         return f"{self.prefix}:health:{provider}"
@@ -193,7 +193,7 @@ class Keys:
         """Hash of limits learned from the provider's rate-limit headers: req, tok."""
         return f"{self.prefix}:rate:{scope}:learned"
 
-    # issue 8: provider batch APIs and nightly runs
+    # provider batch APIs and nightly runs
     def bapi_pending(self) -> str:
         """Sorted set batch id -> ms it was handed to the batch API, awaiting a provider batch."""
         return f"{self.prefix}:bapi:pending"
@@ -226,7 +226,7 @@ class Keys:
         """Hash: state, run id, name of a claimed nightly file."""
         return f"{self.prefix}:nightly:file:{tag}"
 
-    # routing and optimisation (issue 7)
+    # routing and optimisation
     def cascade_stats(self, task_type: str) -> str:
         """Hash of cascade counters of a task type: passed, escalated a>b, exhausted."""
         return f"{self.prefix}:cascade:{task_type}"
@@ -251,7 +251,7 @@ class Keys:
         """List of JSON events: a task type's maximum batch size came down, and why."""
         return f"{self.prefix}:packing:events"
 
-    # response cache (issue 4)
+    # response cache
     def cache_entry(self, cache_key: str) -> str:
         """Hash of one cached answer (exact key); expires with its TTL."""
         return f"{self.prefix}:cache:e:{cache_key}"

@@ -110,7 +110,7 @@ class Task(BaseModel):
     endpoint: str = ""
     response_schema: dict[str, Any] | None = None
     metadata: Any = None
-    batch_api: bool = False  # issue 8: may wait for a provider batch API (up to 24 h)
+    batch_api: bool = False  # may wait for a provider batch API (up to 24 h)
     # may share one pending item with identical tasks (`Settings.single_flight`)
     single_flight: bool = True
 
@@ -234,7 +234,7 @@ class CallRecord(BaseModel):
     batch_size: int = 0
     tenant: str = "default"
     attribution: dict[str, str] = Field(default_factory=dict)
-    # issue 5: who the cost belongs to, and which try of the batch job made the call
+    # who the cost belongs to, and which try of the batch job made the call
     attempt: int = 1
     shares: tuple[CostShare, ...] = ()
 

@@ -15,7 +15,8 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 
-from pipeline.config.settings import Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.settings import Settings
 from pipeline.core.wiring import Pipeline
 from pipeline.costs import metrics
 from pipeline.errors import TransientError

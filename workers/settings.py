@@ -7,7 +7,8 @@ from typing import Any, ClassVar
 from arq import func
 from arq.connections import RedisSettings
 
-from pipeline.config.settings import Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.settings import Settings
 from workers.cron import cron_jobs as batch_api_cron_jobs
 from workers.jobs import process_batch, shutdown, startup
 

@@ -14,7 +14,8 @@ import logging
 import time
 
 from pipeline.budgets.breaker import BreakerState, Budgets
-from pipeline.budgets.quotas import DEFAULT_PLANS, Plan, PlanStore, PlanVerdict, subject_of
+from pipeline.budgets.quotas import DEFAULT_PLANS, PlanStore, PlanVerdict, subject_of
+from pipeline.config.records import Plan
 from pipeline.errors import ConfigError
 from pipeline.models import Task
 from pipeline.routing.router import TIER_ORDER, Rejection, Router

@@ -15,47 +15,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
+from pipeline.config.records import Plan
 from pipeline.keys import Keys
 from pipeline.tokens import count_messages
 
 Clock = Callable[[], float]
-
-
-class Plan(BaseModel):
-    """Limits of one plan; None means unlimited. An empty `allowed_models` allows every model."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    requests_per_min: int | None = Field(default=None, ge=0)
-    daily_requests: int | None = Field(default=None, ge=0)
-    daily_tokens: int | None = Field(default=None, ge=0)
-    max_input_tokens: int | None = Field(default=None, ge=0)
-    max_output_tokens: int | None = Field(default=None, ge=0)
-    allowed_models: tuple[str, ...] = ()
-
-    def allows(self, model: str) -> bool:
-        """Whether tasks on this plan may run on `model` (`*` is a wildcard suffix)."""
-        if not self.allowed_models:
-            return True
-        return any(
-            p == model or (p.endswith("*") and model.startswith(p[:-1]))
-            for p in self.allowed_models
-        )
-
-
-class BreakerLimits(BaseModel):
-    """A scope's cost limits per clock hour and per UTC day; None means no limit."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    hourly_usd: Decimal | None = Field(default=None, ge=0)
-    daily_usd: Decimal | None = Field(default=None, ge=0)
 
 
 _CHEAP = ("gpt-4o-mini", "claude-3-5-haiku-latest", "gemini-2.0-flash")

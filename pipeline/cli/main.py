@@ -24,7 +24,8 @@ from pipeline.cli.interrupts import Interrupts
 from pipeline.cli.optimise import add_cli as add_optimise_cli
 from pipeline.cli.report import add_cli as add_report_cli
 from pipeline.cli.serve import add_cli as add_serve_cli
-from pipeline.config.settings import Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient, Submission, Summary, new_run_id
 from pipeline.core.intake import check_job_file
 from pipeline.core.runs import RunStore

@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
 from pipeline.providers.health import ProviderHealth

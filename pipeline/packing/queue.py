@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -80,13 +79,6 @@ redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
 return taken
 """
-
-
-@dataclass(frozen=True)
-class Enqueued:
-    group: str
-    created: bool
-    group_size: int
 
 
 def now_ms() -> int:
@@ -226,15 +218,6 @@ class Packer:
         now = now_ms() if now is None else now
         raw = await self.redis.zrangebyscore(self.keys.groups(), "-inf", now)
         return [g.decode() if isinstance(g, bytes) else g for g in raw]
-
-    async def group_sizes(self) -> dict[str, int]:
-        """Pending item count of every group that has any."""
-        groups = [g.decode() for g in await self.redis.zrange(self.keys.groups(), 0, -1)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for g in groups:
-                pipe.llen(self.keys.group_items(g))
-            sizes = await pipe.execute()
-        return dict(zip(groups, sizes, strict=True))
 
     async def take(self, group: str, batch_id: str, *, full_only: bool) -> list[str]:
         """Atomically move up to one batch's worth of items out of a group."""

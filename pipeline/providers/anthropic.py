@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from pipeline.config.settings import ProviderConfig
+from pipeline.config.records import ProviderConfig
 from pipeline.costs.usage import from_anthropic
 from pipeline.errors import TransientError
 from pipeline.providers.base import ChatRequest, ChatResponse, rate_headers

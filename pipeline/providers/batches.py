@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 import httpx
 import orjson
 
-from pipeline.config.settings import ProviderConfig
+from pipeline.config.records import ProviderConfig
 from pipeline.costs.usage import from_anthropic, from_openai
 from pipeline.errors import TransientError
 from pipeline.providers.base import ChatRequest, ChatResponse, classify_http

@@ -4,7 +4,7 @@ For a request the chain is the model's own providers, then those of each model i
 `settings.fallbacks[model]`, in order, each tried once down the chain (a fallback never restarts
 the chain). Each step:
 
-1. the shared circuit breaker (`health.py`) may say the provider is down: skip it at once;
+1. the provider's shared circuit (`health.py`) may say the provider is down: skip it at once;
 2. a per-worker semaphore bounds the calls in flight to the provider;
 3. the shared rate limiter (`ratelimit.py`) waits for room under every requests/tokens limit;
 4. the call, retried on transient errors with tenacity: exponential backoff with full jitter,
@@ -26,7 +26,8 @@ from dataclasses import replace
 from redis.asyncio import Redis
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.errors import (
     AccountRefused,
     ContextTooLong,
@@ -38,7 +39,7 @@ from pipeline.errors import (
 )
 from pipeline.keys import Keys
 from pipeline.providers.base import ChatRequest, ChatResponse, Provider
-from pipeline.providers.health import Admission, ProviderHealth
+from pipeline.providers.health import CircuitGate, ProviderHealth
 from pipeline.providers.ratelimit import RateLimiter
 from pipeline.tokens import count_messages
 
@@ -140,11 +141,11 @@ class ProviderChain:
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     async def _attempt(self, provider: Provider, request: ChatRequest) -> ChatResponse:
-        admission = Admission(True)
+        gate = CircuitGate(True)
         if self.health is not None:
-            admission = await self.health.admit(provider.name)
-            if not admission.allowed:
-                raise _skipped(provider.name, request.model, admission)
+            gate = await self.health.gate(provider.name)
+            if not gate.allowed:
+                raise _skipped(provider.name, request.model, gate)
         config = self.configs.get(provider.name)
         async with self._slots[provider.name]:
             if self.limiter is not None:
@@ -159,7 +160,7 @@ class ProviderChain:
                 await self._observe_failure(provider.name, request.model, exc)
                 raise
         if self.health is not None:
-            await self.health.succeeded(provider.name, admission)
+            await self.health.succeeded(provider.name, gate)
         if self.limiter is not None and response.rate_headers:
             await self.limiter.learn(provider.name, request.model, response.rate_headers)
         return response
@@ -177,18 +178,18 @@ class ProviderChain:
             await self.health.failed(provider, str(exc))
 
 
-def _skipped(provider: str, model: str, admission: Admission) -> ProviderError:
-    wait = f"{admission.retry_in_s:.1f}s"
-    if admission.account:
+def _skipped(provider: str, model: str, gate: CircuitGate) -> ProviderError:
+    wait = f"{gate.retry_in_s:.1f}s"
+    if gate.account:
         return ProviderDown(
-            f"marked down for {model} for another {wait} after: {admission.reason}",
+            f"marked down for {model} for another {wait} after: {gate.reason}",
             provider=provider,
         )
-    why = f" after: {admission.reason}" if admission.reason else " (being probed)"
+    why = f" after: {gate.reason}" if gate.reason else " (being probed)"
     return CircuitOpen(
         f"skipped for {model}, circuit open for another {wait}{why}",
         provider=provider,
-        retry_after_s=admission.retry_in_s,
+        retry_after_s=gate.retry_in_s,
     )
 
 

@@ -1,4 +1,4 @@
-"""Provider health: a circuit breaker shared by every worker through Redis.
+"""Provider health: a circuit per provider, shared by every worker through Redis.
 
 closed ──(N consecutive failures)──▶ open ──(cool-down over)──▶ half-open ──(probe ok)──▶ closed
    └──(auth or quota refusal: at once, longer cool-down)──▶ open    ◀──(probe fails)──┘
@@ -69,7 +69,7 @@ return 0
 
 
 @dataclass(frozen=True)
-class Admission:
+class CircuitGate:
     """Whether a worker may call a provider now. `probe`: this call decides a half-open circuit."""
 
     allowed: bool
@@ -81,7 +81,7 @@ class Admission:
 
 
 class ProviderHealth:
-    """The shared circuit breakers of all providers."""
+    """The shared circuits of all providers."""
 
     def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
         self.keys = keys
@@ -98,17 +98,19 @@ class ProviderHealth:
     def _keys(self, provider: str) -> list[str]:
         return [self.keys.provider_health(provider), self.keys.provider_probe(provider)]
 
-    async def admit(self, provider: str) -> Admission:
+    async def gate(self, provider: str) -> CircuitGate:
         """Closed: call. Open: skip. Cool-down over: one caller probes, the others skip."""
         state, ms, reason, account = await self._admit(
             keys=self._keys(provider), args=[self.lease_ms]
         )
         if int(state) == 0:
-            return Admission(True, failures=int(ms))
+            return CircuitGate(True, failures=int(ms))
         if int(state) == 1:
-            return Admission(True, probe=True)
+            return CircuitGate(True, probe=True)
         text = reason.decode() if isinstance(reason, bytes) else str(reason)
-        return Admission(False, retry_in_s=int(ms) / 1000, reason=text, account=bool(int(account)))
+        return CircuitGate(
+            False, retry_in_s=int(ms) / 1000, reason=text, account=bool(int(account))
+        )
 
     async def failed(self, provider: str, reason: str, *, account: bool = False) -> bool:
         """Count a failure; `account` (auth, quota) opens the circuit at once. True when open."""
@@ -120,9 +122,9 @@ class ProviderHealth:
         )
         return bool(int(opened))
 
-    async def succeeded(self, provider: str, admission: Admission) -> None:
+    async def succeeded(self, provider: str, gate: CircuitGate) -> None:
         """A success closes the circuit and resets the failure count."""
-        if admission.probe or admission.failures:  # else there is nothing to reset
+        if gate.probe or gate.failures:  # else there is nothing to reset
             await self._succeed(keys=self._keys(provider))
 
     async def status(self, provider: str) -> dict[str, object]:

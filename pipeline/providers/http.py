@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import orjson
 
-from pipeline.config.settings import ProviderConfig
+from pipeline.config.records import ProviderConfig
 from pipeline.errors import TransientError
 from pipeline.providers.base import classify_http, error_fields
 from pipeline.redaction import redact

@@ -28,7 +28,8 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
-from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.errors import RateLimited
 from pipeline.keys import Keys
 

@@ -28,7 +28,8 @@ import jsonschema
 import orjson
 from redis.asyncio import Redis
 
-from pipeline.config.settings import CascadeSpec, Settings
+from pipeline.config.records import CascadeSpec
+from pipeline.config.settings import Settings
 from pipeline.core.runs import RunStore
 from pipeline.errors import ConfigError
 from pipeline.fingerprint import group_key

@@ -9,7 +9,6 @@ changes. Rules are conservative substitutions; a rewrite that would not save a t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from pipeline.models import Task
 from pipeline.tokens import count_tokens
@@ -58,19 +57,6 @@ _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:!?])")
 _SENTENCE_START = re.compile(r"(^|[.!?]\s+|\n\s*)([a-z])")
 
 
-@dataclass(frozen=True)
-class Compression:
-    """A task after compression and how many prompt tokens it saves when sent alone."""
-
-    task: Task
-    original_tokens: int
-    compressed_tokens: int
-
-    @property
-    def tokens_saved(self) -> int:
-        return self.original_tokens - self.compressed_tokens
-
-
 def compress_instructions(text: str) -> str:
     """Instructions without filler, in their shorter phrasing (English and Japanese)."""
     out = text
@@ -84,13 +70,11 @@ def compress_instructions(text: str) -> str:
     return "\n".join(line.strip() for line in out.split("\n")).strip()
 
 
-def compress_task(task: Task) -> Compression:
+def compress_task(task: Task) -> Task:
     """The task with its system prompt compressed; the messages stay byte for byte."""
-    before = count_tokens(task.system)
     if not task.system:
-        return Compression(task, 0, 0)
+        return task
     shorter = compress_instructions(task.system)
-    after = count_tokens(shorter)
-    if not shorter or after >= before:
-        return Compression(task, before, before)
-    return Compression(task.model_copy(update={"system": shorter}), before, after)
+    if not shorter or count_tokens(shorter) >= count_tokens(task.system):
+        return task
+    return task.model_copy(update={"system": shorter})

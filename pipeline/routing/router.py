@@ -115,5 +115,5 @@ class Router:
         max_tokens = task.max_tokens or min(default, limit)
         shaped = task.model_copy(update={"model": model, "max_tokens": max_tokens})
         if task.task_type in self.settings.compress_task_types:
-            shaped = compress_task(shaped).task
+            shaped = compress_task(shaped)
         return shaped

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from pipeline.config.settings import ServerKey, Settings
+from pipeline.config.records import ServerKey
+from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.server.errors import ApiError
 

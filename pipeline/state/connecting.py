@@ -11,7 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Generic, Protocol, TypeVar
 
-from pipeline.config.settings import Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.settings import Settings
 from pipeline.core.wiring import Pipeline
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.state import reconnect

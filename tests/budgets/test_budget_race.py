@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.budgets.pace import month_bounds
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.costs.ledger import NANO
 from pipeline.testing import expected_output, worker_process
 from workers.testing import pipeline_client

@@ -16,7 +16,7 @@ import pytest
 
 from pipeline.budgets.pace import MonthlyBudget, assess
 from pipeline.cli.main import main
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.core.wiring import connect_redis
 from pipeline.errors import BreakerOpen, ConfigError
 from pipeline.keys import Keys

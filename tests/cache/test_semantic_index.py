@@ -225,7 +225,7 @@ def test_the_client_does_not_load_the_model_until_it_embeds(redis_url: str) -> N
         "import sys\n"
         "from redis.asyncio import Redis\n"
         "from pipeline.cache import ResponseCache\n"
-        "from pipeline.config.settings import load_settings\n"
+        "from pipeline.config.loading import load_settings\n"
         "from pipeline.keys import Keys\n"
         "import pipeline.core.client\n"
         f"settings = load_settings(env={{}}, redis_url={redis_url!r})\n"

@@ -16,7 +16,8 @@ from rich.console import Console
 
 import pipeline.cli.cache as cache_cli
 import pipeline.cli.main as cli
-from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
 from pipeline.core.client import Summary
 from pipeline.core.runs import RunStore
 from pipeline.errors import ConfigError, InputError

@@ -1,4 +1,4 @@
-"""The shared rate limiter, the shared circuit breaker and the fallback chain, on a real Redis
+"""The shared rate limiter, the shared provider circuit and the fallback chain, on a real Redis
 and the fake provider (in process; the multi-process behaviour is in test_multiworker.py)."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import AccountRefused, TransientError
 from pipeline.keys import Keys
@@ -182,28 +183,28 @@ def test_reset_and_limit_header_formats() -> None:
     assert found["req"][:2] == (50, 0) and "tok" not in found
 
 
-# ---- the circuit breaker ------------------------------------------------------------------------
+# ---- the provider circuit -----------------------------------------------------------------------
 
 
-async def test_breaker_opens_after_n_failures_then_lets_one_probe(
+async def test_circuit_opens_after_n_failures_then_lets_one_probe(
     redis_url: str, redis: Redis
 ) -> None:
     settings = make_settings(redis_url, health_failures=3, health_cooldown_s=0.3)
     workers = [ProviderHealth(redis, Keys(settings.key_prefix), settings) for _ in range(3)]
     for health in workers[:2]:
-        assert (await health.admit("p")).allowed
+        assert (await health.gate("p")).allowed
         await health.failed("p", "p HTTP 500: boom")
-    assert (await workers[2].admit("p")).allowed  # two failures: still closed
+    assert (await workers[2].gate("p")).allowed  # two failures: still closed
     assert await workers[2].failed("p", "p HTTP 500: boom")  # the third opens it
-    skipped = await workers[0].admit("p")
+    skipped = await workers[0].gate("p")
     assert not skipped.allowed and "boom" in skipped.reason and skipped.retry_in_s > 0.1
     await asyncio.sleep(0.35)
-    admissions = await asyncio.gather(*(h.admit("p") for h in workers))
-    assert sum(a.probe for a in admissions) == 1  # half-open: exactly one probe
-    assert sum(a.allowed for a in admissions) == 1
-    probe = next(a for a in admissions if a.probe)
+    gates = await asyncio.gather(*(h.gate("p") for h in workers))
+    assert sum(a.probe for a in gates) == 1  # half-open: exactly one probe
+    assert sum(a.allowed for a in gates) == 1
+    probe = next(a for a in gates if a.probe)
     await workers[0].succeeded("p", probe)
-    assert all([(await h.admit("p")).allowed for h in workers])
+    assert all([(await h.gate("p")).allowed for h in workers])
 
 
 async def test_auth_failure_opens_at_once(redis_url: str, redis: Redis) -> None:
@@ -211,9 +212,9 @@ async def test_auth_failure_opens_at_once(redis_url: str, redis: Redis) -> None:
     health = ProviderHealth(redis, Keys(settings.key_prefix), settings)
     await health.failed("p", "p HTTP 401: bad key", account=True)
     await health.failed("p", "p HTTP 500: a straggler")  # must not shorten or relabel it
-    admission = await health.admit("p")
-    assert not admission.allowed and admission.account and "bad key" in admission.reason
-    assert admission.retry_in_s > settings.health_auth_cooldown_s - 5
+    gate = await health.gate("p")
+    assert not gate.allowed and gate.account and "bad key" in gate.reason
+    assert gate.retry_in_s > settings.health_auth_cooldown_s - 5
 
 
 # ---- the chain ----------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.config.settings import ProviderConfig, Settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.models import CallRecord, Message
-from pipeline.nightly.batch_api import BatchApi, Entry, chunk_entries
+from pipeline.nightly.batch_api import BatchApi
+from pipeline.nightly.submissions import Entry, chunk_entries
 from pipeline.providers.base import ChatRequest
 from pipeline.providers.batches import AnthropicBatches, OpenAIBatches, build_batch_provider
 from pipeline.testing import FAKE_KEY, FakeProvider, expected_output, make_settings

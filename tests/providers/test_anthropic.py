@@ -9,7 +9,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from pipeline.config.settings import ProviderConfig, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
 from pipeline.errors import (
     AccountRefused,
     ContextTooLong,

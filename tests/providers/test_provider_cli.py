@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from pipeline.cli.main import parser
 from pipeline.cli.providers import cmd_providers
-from pipeline.config.settings import ProviderConfig
+from pipeline.config.records import ProviderConfig
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
 from pipeline.providers.health import ProviderHealth

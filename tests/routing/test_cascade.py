@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.config.settings import CascadeSpec
+from pipeline.config.records import CascadeSpec
 from pipeline.errors import ConfigError
 from pipeline.routing.cascade import (
     EvalContext,

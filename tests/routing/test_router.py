@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.config.settings import CascadeSpec, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import CascadeSpec
 from pipeline.costs.prices import PriceTable
 from pipeline.models import Message, Task
 from pipeline.providers.base import ChatRequest, ChatResponse

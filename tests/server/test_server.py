@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from pipeline.config.settings import ServerKey
+from pipeline.config.records import ServerKey
 from pipeline.server.auth import key_hash
 from pipeline.testing import FakeProvider, expected_output, make_settings
 from tests.server.harness import API_KEYS, KEY_A, api_server

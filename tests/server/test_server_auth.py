@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config.settings import ServerKey, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ServerKey
 from pipeline.errors import ConfigError
 from pipeline.server.auth import KeyRing, key_hash, parse_key_list, plain_keys
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline.config.settings import load_settings
+from pipeline.config.loading import load_settings
 from pipeline.errors import ConfigError
 from pipeline.state.embedded import EmbeddedRedis
 

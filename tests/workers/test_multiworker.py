@@ -17,7 +17,8 @@ import orjson
 import pytest
 from arq.connections import RedisSettings, create_pool
 
-from pipeline.config.settings import Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.models import Result
