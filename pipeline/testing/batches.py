@@ -210,13 +210,9 @@ class FakeBatchAPI:
         batch = self.batches.get(rest[0]) if rest else None
         if batch is None or batch["_anthropic"]:
             return _error(404, f"No batch found with id '{rest[0] if rest else ''}'.")
-        if method == "POST" and rest[1:] == ["cancel"]:
-            return json_response(200, public(await self._cancel(batch)))
-        if method == "GET" and len(rest) == 1:
-            with self._lock:
-                self.counters["retrieved"] += 1
-            await self._maybe_finish(batch)
-            return json_response(200, public(batch))
+        cancel = method == "POST" and rest[1:] == ["cancel"]
+        if cancel or (method == "GET" and len(rest) == 1):
+            return await self._cancel_or_retrieve(batch, cancel=cancel)
         return _error(404, "no such batches route")
 
     def _openai_create(self, doc: dict[str, Any]) -> Response:
@@ -258,13 +254,9 @@ class FakeBatchAPI:
                     "error": {"type": "not_found_error", "message": "batch not found"},
                 },
             )
-        if method == "POST" and rest[1:] == ["cancel"]:
-            return json_response(200, public(await self._cancel(batch)))
-        if method == "GET" and len(rest) == 1:
-            with self._lock:
-                self.counters["retrieved"] += 1
-            await self._maybe_finish(batch)
-            return json_response(200, public(batch))
+        cancel = method == "POST" and rest[1:] == ["cancel"]
+        if cancel or (method == "GET" and len(rest) == 1):
+            return await self._cancel_or_retrieve(batch, cancel=cancel)
         if method == "GET" and rest[1:] == ["results"]:
             if batch["_state"] != "ended":
                 return _error(400, "batch is still processing")
@@ -293,6 +285,16 @@ class FakeBatchAPI:
                 "last_id": page[-1]["id"] if page else None,
             },
         )
+
+    async def _cancel_or_retrieve(self, batch: dict[str, Any], *, cancel: bool) -> Response:
+        """Cancel or retrieve one batch; either can end it (see the module docstring)."""
+        if cancel:
+            await self._cancel(batch)
+        else:
+            with self._lock:
+                self.counters["retrieved"] += 1
+            await self._maybe_finish(batch)
+        return json_response(200, public(batch))
 
     # ---- answering ---------------------------------------------------------------------------
 
