@@ -18,7 +18,11 @@ cache's own format, all in ONE semantic scope (the worst case), then timed:
   unless --random-vectors);
 - miss: tasks found in neither level (L1 read, L2 search with nothing above the threshold),
   the common case for new questions;
-- single semantic lookup: one task per `lookup` call, p50 and p95 (the latency of one question);
+- single semantic lookup: one task per `lookup` call, p50 and p95 (the latency of one question:
+  the L1 read, then the index search that reads the entries it finds, and the guard; its
+  counters and the hit's longer TTL are queued on the submit's own pipeline, which `lookup`
+  does not run), and the index search alone (on vector sets VSIM and the entries' HMGET, one
+  script);
 - memory: what the scope's index costs (vector sets: the set and its age index in Redis; brute
   force: the stream in Redis plus the copy every process holds);
 - cold sync (brute force only): a new process reading all N vectors of the scope from Redis;

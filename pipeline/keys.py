@@ -260,6 +260,10 @@ class Keys:
         """Hash: how to cache an item's answer (key, TTL, semantic vector) once it comes."""
         return f"{self.prefix}:cache:intent:{item_key}"
 
+    def cache_grey(self, item_key: str) -> str:
+        """A pending item's grey-zone candidate (JSON), verified by the worker that runs it."""
+        return f"{self.prefix}:cache:grey:{item_key}"
+
     def cache_verdict(self, digest: str) -> str:
         """A grey-zone verification's verdict for one pair of prompts (by digest): "1" or "0"."""
         return f"{self.prefix}:cache:verdict:{digest}"

@@ -131,6 +131,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     redact_logs(secret_values(settings))
     ctx["pipeline"] = Pipeline(settings, ctx["redis"])
+    ctx["warm"] = asyncio.create_task(ctx["pipeline"].cache.warm())  # the model, off the loop
     open_batch_api(ctx)
     if settings.metrics_port:
         metrics.serve(settings.metrics_port, settings.metrics_host)
@@ -139,11 +140,11 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    flusher = ctx.get("flusher")
-    if flusher is not None:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+    for task in (ctx.get("flusher"), ctx.get("warm")):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await close_batch_api(ctx)
     if "pipeline" in ctx:
         await ctx["pipeline"].aclose()

@@ -2,6 +2,7 @@
 
 store.py     ResponseCache: L1 exact + L2 semantic lookups at submit, stores on answer
 semantic.py  embedder choice, semantic scopes, the per-process index synced from Redis
+grey.py      grey-zone candidates verified by the worker, beside the batch's own call
 ttl.py       TTL classes for tasks that name none; adaptive TTL within a class's bounds
 stats.py     per tenant and model analytics
 cli.py       `batchwise cache stats | clear`

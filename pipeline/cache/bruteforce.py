@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from redis.asyncio import Redis
 
 from pipeline.cache.embedders import Vectors
@@ -31,13 +32,14 @@ class ScopeIndex:
 
     dim: int
     vectors: Vectors = field(init=False)
+    alive: npt.NDArray[np.bool_] = field(init=False)  # False once a row's entry expired
     keys: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    alive: list[bool] = field(default_factory=list)
     cursor: str = "-"
 
     def __post_init__(self) -> None:
         self.vectors = np.zeros((4, self.dim), dtype=np.float32)  # many scopes stay tiny
+        self.alive = np.zeros(4, dtype=bool)
 
     @property
     def size(self) -> int:
@@ -49,10 +51,11 @@ class ScopeIndex:
             grown = np.zeros((2 * n, self.dim), dtype=np.float32)
             grown[:n] = self.vectors
             self.vectors = grown
+            self.alive = np.concatenate([self.alive, np.zeros(n, dtype=bool)])
         self.vectors[n] = vector
+        self.alive[n] = True
         self.keys.append(key)
         self.texts.append(text)
-        self.alive.append(True)
 
     def keep_last(self, count: int) -> None:
         """Forget all but the newest `count` rows (the stream was trimmed the same way)."""
@@ -60,11 +63,8 @@ class ScopeIndex:
         if drop <= 0:
             return
         self.vectors = np.ascontiguousarray(self.vectors[drop : self.size])
-        self.keys, self.texts, self.alive = (
-            self.keys[drop:],
-            self.texts[drop:],
-            self.alive[drop:],
-        )
+        self.alive = self.alive[drop : self.size].copy()
+        self.keys, self.texts = self.keys[drop:], self.texts[drop:]
 
     def best(self, queries: Vectors, thresholds: Sequence[float]) -> list[list[tuple[float, int]]]:
         """For each query, up to CANDIDATES (score, row) at or above its threshold, best first."""
@@ -73,7 +73,7 @@ class ScopeIndex:
         found: list[list[tuple[float, int]]] = [[] for _ in range(len(queries))]
         if n == 0:
             return found
-        alive = np.asarray(self.alive, dtype=bool)
+        alive = self.alive[:n]
         for start in range(0, len(queries), QUERY_BLOCK):
             block = queries[start : start + QUERY_BLOCK]
             scores = block @ self.vectors[:n].T  # (q, n): unit vectors, so cosine similarity

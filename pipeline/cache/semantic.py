@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis.asyncio import Redis
 
 from pipeline.cache.bruteforce import StreamIndex
@@ -35,7 +36,7 @@ from pipeline.cache.embedders import (
     language_of,
 )
 from pipeline.cache.guard import blocks_semantic_hit
-from pipeline.cache.vectors import CANDIDATES, Search, VectorIndex
+from pipeline.cache.vectors import CANDIDATES, Entry, Search, VectorIndex
 from pipeline.cache.vectorset import VectorSetIndex, has_vector_sets
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
@@ -114,14 +115,32 @@ def semantic_scope(task: Task, scope: str, settings: Settings, embedder: Embedde
 class Candidate:
     """A cached prompt that may answer a query: similar enough, and the guard let it through.
 
-    It carries both texts and the similarity, so a later check (a verifier of grey-zone
-    candidates) can decide without another lookup."""
+    It carries both texts, the similarity and the similarity the query needs to be served
+    unasked, so a later check (a verifier of grey-zone candidates) can decide without another
+    lookup; and the entry's fields when the index read them with the match."""
 
     scope_id: str
     key: str
     score: float
     text: str
     query: str
+    threshold: float
+    entry: Entry | None = None
+
+    @property
+    def grey(self) -> bool:
+        """Below the serve threshold: served only when a verification confirms it."""
+        return self.score < self.threshold
+
+    def to_json(self) -> bytes:
+        """The candidate without its entry (a worker reads the entry again when it serves)."""
+        fields = (self.scope_id, self.key, self.score, self.text, self.query, self.threshold)
+        return orjson.dumps(fields)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Candidate:
+        scope_id, key, score, text, query, threshold = orjson.loads(raw)
+        return cls(scope_id, key, float(score), text, query, float(threshold))
 
 
 class SemanticIndex:
@@ -176,6 +195,12 @@ class SemanticIndex:
         )
         return stream
 
+    async def warm(self) -> None:
+        """Load the embedder's model now, off the event loop (a remote embedder has none)."""
+        load = getattr(self.embedder, "load", None)
+        if load is not None:
+            await asyncio.to_thread(load)
+
     async def embed(self, texts: Sequence[str]) -> Vectors:
         """One batched call for the distinct `texts`, each clipped to `max_chars` first."""
         clipped = [clip_for_embedding(t, self.max_chars) for t in texts]
@@ -196,17 +221,20 @@ class SemanticIndex:
         """For each (scope id, query texts, their vectors): per query the cached prompts that
         may answer it, best first, and how many above the threshold the guard refused. All
         scopes are searched together (one round trip on vector sets)."""
+        serve_at = [[self.threshold_for(q) for q in texts] for _, texts, _ in queries]
         searches = [
-            Search(scope_id, vectors, [self.threshold_for(q) - self.grey_margin for q in texts])
-            for scope_id, texts, vectors in queries
+            Search(scope_id, vectors, [t - self.grey_margin for t in thresholds])
+            for (scope_id, _, vectors), thresholds in zip(queries, serve_at, strict=True)
         ]
         index = await self.index()
         results = []
-        for (scope_id, texts, _), found in zip(queries, await index.search(searches), strict=True):
+        for (scope_id, texts, _), thresholds, found in zip(
+            queries, serve_at, await index.search(searches), strict=True
+        ):
             passed_all, refused = [], []
-            for query, matches in zip(texts, found, strict=True):
+            for query, threshold, matches in zip(texts, thresholds, found, strict=True):
                 passed = [
-                    Candidate(scope_id, m.key, m.score, m.text, query)
+                    Candidate(scope_id, m.key, m.score, m.text, query, threshold, m.entry)
                     for m in matches
                     if blocks_semantic_hit(query, m.text) is None
                 ]

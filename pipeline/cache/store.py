@@ -6,11 +6,14 @@ Two levels, both in Redis and shared by every producer and worker:
   scope, model, every message incl. system, temperature, max_tokens and response schema).
 - **L2 semantic**: the same question in other words (see `pipeline.cache.semantic`).
 
-A submit chunk is looked up in one pipelined read; a hit is answered at once (`cache: "exact"` or
-`"semantic"`, cost 0, the saving recorded). A miss leaves an *intent* beside its pending item:
-the cache key, TTL policy and (for L2) the prompt's vector. When the executor answers the item it
-turns the intent into an entry, so the embedder runs once per prompt, at submit time only, in
-one batched call per submit chunk.
+A submit chunk is looked up in two round trips (L1 reads; L2 searches with the entries they
+find); a hit is answered at once (`cache: "exact"` or `"semantic"`, cost 0, the saving
+recorded), and the counters and hits' longer TTLs ride on the submit's own pipeline
+(`remember`). A miss leaves an *intent* beside its pending item: the cache key, TTL policy and
+(for L2) the prompt's vector. When the executor answers the item it turns the intent into an
+entry, so the embedder runs once per prompt, at submit time only, in one batched call per submit
+chunk. A grey-zone candidate (below the serve threshold) leaves its task a miss, with the
+candidate beside it for the worker to verify (grey.py).
 `no_cache` tasks (and `ttl_s: 0`) are never looked up and leave no intent: nothing of theirs is
 ever written. The scope is the tenant unless the tenant opted into a shared scope.
 """
@@ -21,7 +24,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +33,6 @@ from redis.asyncio import Redis
 
 from pipeline.cache.embedders import Embedder
 from pipeline.cache.semantic import (
-    CANDIDATES,
     Candidate,
     SemanticIndex,
     build_embedder,
@@ -39,7 +41,8 @@ from pipeline.cache.semantic import (
 )
 from pipeline.cache.stats import SEP, CacheStatsRow, read_stats
 from pipeline.cache.ttl import TTLPolicy
-from pipeline.cache.verify import PairCheck, Verifier
+from pipeline.cache.vectors import ENTRY_FIELDS
+from pipeline.cache.verify import Verifier
 from pipeline.config.settings import Settings
 from pipeline.errors import PipelineError
 from pipeline.fingerprint import item_key, request_key
@@ -48,18 +51,23 @@ from pipeline.models import Task
 
 logger = logging.getLogger("batchwise.cache")
 
-_ENTRY_FIELDS = ("v", "created", "hits", "base", "max", "owner")
 _DEFAULT = object()
 
 
 @dataclass
 class Lookup:
-    """What a submit chunk found: result records for the hits, the tasks still to run, and
-    the intents (item key -> fields) that let the executor cache the misses' answers."""
+    """What a submit chunk found: result records for the hits, the tasks still to run, the
+    intents (item key -> fields) that let the executor cache the misses' answers, the grey-zone
+    candidates (item key -> candidate) a worker verifies, and the counters and entries touched
+    that `remember` writes with the submit's own round trip."""
 
     hits: list[dict[str, Any]] = field(default_factory=list)
     misses: list[Task] = field(default_factory=list)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grey: dict[str, Candidate] = field(default_factory=dict)
+    counts: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    touched: list[tuple[str, dict[bytes, bytes]]] = field(default_factory=list)
+    at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -102,6 +110,17 @@ class ResponseCache:
         if self.semantic is not None:
             self.semantic.grey_margin = self.settings.cache_semantic_verify_margin
 
+    async def warm(self) -> None:
+        """Load the semantic cache's model (a worker does at start, in the background, so the
+        first batch does not wait for it; a producer that only connects never loads it). A
+        model that cannot load is logged here and reported again by the lookups."""
+        if self.semantic is None:
+            return
+        try:
+            await self.semantic.warm()
+        except PipelineError as exc:
+            logger.warning("semantic cache: the embedding model did not load: %s", exc)
+
     # identities
     def scope(self, tenant: str) -> str:
         """The cache scope of a tenant: its own, or the shared scope it opted into."""
@@ -118,7 +137,8 @@ class ResponseCache:
 
     # submit side
     async def lookup(self, tasks: Sequence[Task]) -> Lookup:
-        """Answer what the cache can; return the hits, the misses and their intents."""
+        """Answer what the cache can; return the hits, the misses and their intents (queue
+        them with `remember`)."""
         found = Lookup()
         probes: list[_Probe] = []
         for task in tasks:
@@ -129,12 +149,10 @@ class ResponseCache:
                 probes.append(_Probe(task, policy, self.cache_key(task)))
         if not probes:
             return found
-        now = time.time()
-        counts: Counter[tuple[str, str, str]] = Counter()
-        touched: list[tuple[str, dict[bytes, bytes]]] = []  # (key, entry) of every hit
+        counts = found.counts
         async with self.redis.pipeline(transaction=False) as pipe:
             for probe in probes:
-                pipe.hmget(self.keys.cache_entry(probe.key), list(_ENTRY_FIELDS))
+                pipe.hmget(self.keys.cache_entry(probe.key), list(ENTRY_FIELDS))
             rows = await pipe.execute()
         missed: list[_Probe] = []
         for probe, row in zip(probes, rows, strict=True):
@@ -142,25 +160,30 @@ class ResponseCache:
             if row[0] is None:
                 missed.append(probe)
                 continue
-            entry = _entry(row)
+            entry = entry_fields(row)
             found.hits.append(self._hit(probe.task, entry, "exact", counts))
-            touched.append((probe.key, entry))
-        for probe, cached in zip(missed, await self._semantic_lookup(missed, counts), strict=True):
-            if cached is None:
+            found.touched.append((probe.key, entry))
+        for probe, cand in zip(missed, await self._semantic_lookup(missed, counts), strict=True):
+            if cand is None or cand.grey or cand.entry is None:
                 found.misses.append(probe.task)
                 found.intents[item_key(probe.task)] = self._intent(probe)
+                if cand is not None and cand.grey:  # a worker asks the verification model
+                    found.grey[item_key(probe.task)] = cand
                 continue
-            key, entry = cached
+            entry = entry_fields(cand.entry)
             found.hits.append(self._hit(probe.task, entry, "semantic", counts))
-            touched.append((key, entry))
-        await self._account(touched, counts, now)
+            found.touched.append((cand.key, entry))
         return found
 
     def remember(self, pipe: Any, lookup: Lookup) -> None:
-        """Queue the intent writes of a lookup's misses on the caller's pipeline."""
+        """Queue a lookup's writes on the caller's pipeline: the misses' intents, the grey-zone
+        candidates, the counters and the longer life that hits earn their entries."""
         for key, fields in lookup.intents.items():
             pipe.hset(self.keys.cache_intent(key), mapping=fields)
             pipe.expire(self.keys.cache_intent(key), self.settings.results_ttl_s)
+        for key, cand in lookup.grey.items():
+            pipe.set(self.keys.cache_grey(key), cand.to_json(), ex=self.settings.results_ttl_s)
+        self.account(pipe, lookup.touched, lookup.counts, lookup.at)
 
     def _intent(self, probe: _Probe) -> dict[str, Any]:
         task = probe.task
@@ -182,8 +205,19 @@ class ResponseCache:
         kind: str,
         counts: Counter[tuple[str, str, str]],
     ) -> dict[str, Any]:
+        return {"id": task.id, **self.answer(entry, task.tenant, task.model, kind, counts)}
+
+    def answer(
+        self,
+        entry: dict[bytes, bytes],
+        tenant: str,
+        model: str,
+        kind: str,
+        counts: Counter[tuple[str, str, str]],
+    ) -> dict[str, Any]:
+        """The result fields of a hit on `entry` (cost 0, the saving), counted in `counts`."""
         value = orjson.loads(entry[b"v"])
-        where = (task.tenant, task.model)
+        where = (tenant, model)
         counts[(*where, f"{kind}_hits")] += 1
         if value.get("nusd") is None:
             counts[(*where, "unpriced_hits")] += 1
@@ -192,10 +226,9 @@ class ResponseCache:
         counts[(*where, "saved_input_tokens")] += int(value.get("in") or 0)
         counts[(*where, "saved_output_tokens")] += int(value.get("out") or 0)
         return {
-            "id": task.id,
             "status": "ok",
             "output": value["output"],
-            "model": value.get("model") or task.model,
+            "model": value.get("model") or model,
             "provider": value.get("provider"),
             "cache": kind,
             "batch_id": None,
@@ -210,9 +243,10 @@ class ResponseCache:
 
     async def _semantic_lookup(
         self, probes: list[_Probe], counts: Counter[tuple[str, str, str]]
-    ) -> list[tuple[str, dict[bytes, bytes]] | None]:
-        """For each L1 miss, a live semantic match (key, entry) or None; fills probe vectors."""
-        found: list[tuple[str, dict[bytes, bytes]] | None] = [None] * len(probes)
+    ) -> list[Candidate | None]:
+        """For each L1 miss, the best live semantic candidate (served at or above its
+        threshold, verified below it), or None; fills probe vectors."""
+        found: list[Candidate | None] = [None] * len(probes)
         index = self.semantic
         if index is None:
             return found
@@ -244,97 +278,66 @@ class ResponseCache:
             for scope_id, rows in by_scope.items()
         ]
         choices: dict[int, list[Candidate]] = {}
-        chosen: dict[int, Candidate] = {}
         for rows, (passed, refused) in zip(
             by_scope.values(), await index.candidates(queries), strict=True
         ):
             for r, cands, blocked in zip(rows, passed, refused, strict=True):
-                choices[asking[r]] = cands
+                if cands:
+                    choices[asking[r]] = cands
                 if blocked:
                     task = probes[asking[r]].task
                     counts[(task.tenant, task.model, "semantic_blocked")] += 1
-        for _round in range(CANDIDATES):  # a candidate whose entry expired yields to the next
-            want = {i: c[0] for i, c in choices.items() if c and found[i] is None}
-            if not want:
-                break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for cand in want.values():
-                    pipe.hmget(self.keys.cache_entry(cand.key), list(_ENTRY_FIELDS))
-                entries = await pipe.execute()
-            expired = []
-            for (i, cand), row in zip(want.items(), entries, strict=True):
-                choices[i] = choices[i][1:]
-                if row[0] is None:
-                    expired.append(cand)
-                else:
-                    found[i] = (cand.key, _entry(row))
-                    chosen[i] = cand
-            await index.forget(expired)
-        await self._verify_grey(probes, found, chosen, counts)
+        choices = await self._with_entries(choices)
+        expired = []
+        for i, cands in choices.items():  # the best candidate whose entry is alive
+            for cand in cands:
+                if cand.entry is not None and cand.entry[0] is not None:
+                    found[i] = cand
+                    break
+                expired.append(cand)
+        await index.forget(expired)
         return found
 
-    async def _verify_grey(
-        self,
-        probes: list[_Probe],
-        found: list[tuple[str, dict[bytes, bytes]] | None],
-        chosen: dict[int, Candidate],
-        counts: Counter[tuple[str, str, str]],
-    ) -> None:
-        """Keep a grey-zone match (below the serve threshold) only if the verifier confirms it."""
-        if self.semantic is None:
-            return
-        threshold_for = self.semantic.threshold_for
-        grey = [
-            i for i, cand in chosen.items() if cand.score < threshold_for(probes[i].task.prompt)
-        ]
-        if not grey:
-            return
-        checks = [
-            PairCheck(
-                probes[i].task.tenant,
-                chosen[i].scope_id,
-                probes[i].task.prompt,
-                chosen[i].text,
-            )
-            for i in grey
-        ]
-        verdicts = (
-            [False] * len(grey) if self.verifier is None else await self.verifier.confirm(checks)
-        )
-        for i, yes in zip(grey, verdicts, strict=True):
-            task = probes[i].task
-            counts[
-                (task.tenant, task.model, "semantic_verified" if yes else "semantic_refused")
-            ] += 1
-            if not yes:
-                found[i] = None
+    async def _with_entries(
+        self, choices: dict[int, list[Candidate]]
+    ) -> dict[int, list[Candidate]]:
+        """The candidates with their entries' fields, read in one round trip where the index
+        did not read them with the search (brute force)."""
+        unread = [c for cands in choices.values() for c in cands if c.entry is None]
+        if not unread:
+            return choices
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for cand in unread:
+                pipe.hmget(self.keys.cache_entry(cand.key), list(ENTRY_FIELDS))
+            rows = iter(await pipe.execute())
+        return {
+            i: [c if c.entry is not None else replace(c, entry=tuple(next(rows))) for c in cands]
+            for i, cands in choices.items()
+        }
 
-    async def _account(
+    def account(
         self,
-        touched: list[tuple[str, dict[bytes, bytes]]],
+        pipe: Any,
+        touched: Sequence[tuple[str, dict[bytes, bytes]]],
         counts: Counter[tuple[str, str, str]],
         now: float,
     ) -> None:
-        """Counters, and the longer life that hits earn their entries (adaptive TTL)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for (tenant, model, metric), n in counts.items():
-                if n:
-                    pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, metric)), n)
-            hits: Counter[str] = Counter(key for key, _entry in touched)
-            for key, entry in touched:
-                if key not in hits:
-                    continue
-                policy = TTLPolicy(int(entry[b"base"]), int(entry[b"max"]))
-                total_hits = int(entry[b"hits"] or 0) + hits.pop(key)
-                remaining = policy.remaining_s(
-                    age_s=now - float(entry[b"created"]), hits=total_hits
-                )
-                pipe.hset(self.keys.cache_entry(key), mapping={"hits": total_hits})
-                if remaining > 0:
-                    pipe.expire(self.keys.cache_entry(key), remaining)
-                    member = SEP.join((entry[b"owner"].decode(), key))
-                    pipe.zadd(self.keys.cache_entries(), {member: now + remaining}, xx=True)
-            await pipe.execute()
+        """Queue the counters, and the longer life that hits earn their entries (adaptive TTL)."""
+        for (tenant, model, metric), n in counts.items():
+            if n:
+                pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, metric)), n)
+        hits: Counter[str] = Counter(key for key, _entry in touched)
+        for key, entry in touched:
+            if key not in hits:
+                continue
+            policy = TTLPolicy(int(entry[b"base"]), int(entry[b"max"]))
+            total_hits = int(entry[b"hits"] or 0) + hits.pop(key)
+            remaining = policy.remaining_s(age_s=now - float(entry[b"created"]), hits=total_hits)
+            pipe.hset(self.keys.cache_entry(key), mapping={"hits": total_hits})
+            if remaining > 0:
+                pipe.expire(self.keys.cache_entry(key), remaining)
+                member = SEP.join((entry[b"owner"].decode(), key))
+                pipe.zadd(self.keys.cache_entries(), {member: now + remaining}, xx=True)
 
     # worker side
     async def store(self, item_key: str, outcome: dict[str, Any]) -> bool:
@@ -445,5 +448,6 @@ class ResponseCache:
             await close()
 
 
-def _entry(row: list[bytes | None]) -> dict[bytes, bytes]:
-    return {f.encode(): v or b"" for f, v in zip(_ENTRY_FIELDS, row, strict=True)}
+def entry_fields(row: Sequence[bytes | None]) -> dict[bytes, bytes]:
+    """A cached answer's hash as read by HMGET of ENTRY_FIELDS (missing fields empty)."""
+    return {f.encode(): v or b"" for f, v in zip(ENTRY_FIELDS, row, strict=True)}

@@ -16,6 +16,9 @@ from typing import Any, Protocol
 from pipeline.cache.embedders import Vectors
 
 CANDIDATES = 4  # best-scoring entries checked by the guard and for liveness, per query
+# the fields of a cached answer's hash that a lookup reads (see ResponseCache)
+ENTRY_FIELDS = ("v", "created", "hits", "base", "max", "owner")
+Entry = tuple[bytes | None, ...]  # ENTRY_FIELDS' values; all None when the entry expired
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Match:
     score: float
     key: str
     text: str
+    entry: Entry | None = None  # the cached answer's fields when the index read them with it
 
 
 class VectorIndex(Protocol):
@@ -41,7 +45,7 @@ class VectorIndex(Protocol):
 
     async def search(self, searches: Sequence[Search]) -> list[list[list[Match]]]:
         """Per search, per query: up to CANDIDATES matches at or above the threshold, best
-        first."""
+        first (with their entries' ENTRY_FIELDS where the index reads them in the same trip)."""
         ...
 
     def publish(

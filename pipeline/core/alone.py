@@ -49,6 +49,14 @@ async def run_alone(
                 fields = {"group": batch.group, "items": item.key, "created_ms": now}
                 pipe.hset(k.batch(child), mapping={**fields, "alone_attempts": 0, "status": "open"})
         await pipe.execute()
+    return await run_children(runner, ids, last_try=last_try, attempt=attempt)
+
+
+async def run_children(
+    runner: Runner, ids: Sequence[str], *, last_try: bool, attempt: int
+) -> list[str]:
+    """Run these child batches at once; return their retry batches. A failure of any is
+    raised once every child has ended (the parent's job then reruns them all)."""
     runs = [runner.run(child, last_try=last_try, attempt=attempt) for child in ids]
     children: list[str] = []
     failure: BaseException | None = None

@@ -19,8 +19,9 @@ from redis.asyncio import Redis
 
 from pipeline.budgets.breaker import Budgets
 from pipeline.cache import ResponseCache
+from pipeline.cache.grey import GreyZone
 from pipeline.config.settings import Settings
-from pipeline.core.alone import run_alone
+from pipeline.core.alone import run_alone, run_children
 from pipeline.core.inflight import InFlight
 from pipeline.core.runs import RunStore
 from pipeline.core.splitter import enforce_schema, matches_schema_type, parse_single, split
@@ -79,6 +80,7 @@ class BatchExecutor:
         self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
         self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
         self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
+        self.grey: GreyZone | None = None  # set by Pipeline when grey-zone hits are verified
         self.inflight = InFlight(redis, keys, ledger, self.budgets)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
@@ -141,6 +143,13 @@ class BatchExecutor:
         if loaded is None:
             return []
         batch, items, stored = loaded
+        if stored is None and answer is None and self.grey is not None:
+            grey = await self.grey.settle(batch, items)
+            if grey.parts:  # grey-zone items verified beside the others' call
+                retries = await run_children(self, grey.parts, last_try=last_try, attempt=attempt)
+                await self._close(batch_id)
+                return retries
+            items = grey.items
         if not items:
             await self._close(batch_id)
             return []

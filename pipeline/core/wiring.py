@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 from pipeline.budgets.admission import Admission
 from pipeline.budgets.breaker import Budgets
 from pipeline.cache import ResponseCache
+from pipeline.cache.grey import GreyZone
 from pipeline.cache.verify import Verifier
 from pipeline.config.settings import Settings
 from pipeline.core.executor import BatchExecutor
@@ -37,15 +38,15 @@ class Pipeline:
         self.budgets = Budgets(redis, settings, self.keys, self.prices, self.runs)
         self.admission = Admission(self.budgets, self.router)
         self.cache = ResponseCache(redis, settings, self.keys)
-        if settings.cache_semantic_verify:
-            self.cache.use_verifier(
-                Verifier(redis, settings, self.keys, self.chain, self.prices, self.ledger)
-            )
         self.executor = BatchExecutor(
             redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
         )
         self.executor.budgets = self.budgets
         self.executor.cache = self.cache
+        if settings.cache_semantic_verify and self.cache.semantic is not None:
+            verifier = Verifier(redis, settings, self.keys, self.chain, self.prices, self.ledger)
+            self.cache.use_verifier(verifier)
+            self.executor.grey = GreyZone(self.cache, verifier, self.runs, self.ledger, self.prices)
 
     @property
     def simulated(self) -> bool:

