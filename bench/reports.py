@@ -64,6 +64,7 @@ def synthetic(
     user_weights = [1 / (i + 1) ** 1.1 for i in range(users)]
     user_ids = [f"user{i:05d}" for i in range(users)]
     spike_day = days - 3
+    cumulative = list(itertools.accumulate(user_weights))  # choices() would sum them every call
     for i in range(n):
         day = rng.randrange(days)
         hour = min(23, max(0, int(rng.gauss(14, 4))))
@@ -78,7 +79,7 @@ def synthetic(
         tokens_out = size * rng.randint(10, 120)
         price_in, price_out = MODELS[model]
         cost_nusd = round((tokens_in * price_in + tokens_out * price_out) * 1000)
-        owners = rng.choices(user_ids, user_weights, k=1 if rng.random() < 0.8 else 2)
+        owners = rng.choices(user_ids, cum_weights=cumulative, k=1 if rng.random() < 0.8 else 2)
         parts = [cost_nusd // len(owners)] * len(owners)
         parts[0] += cost_nusd - sum(parts)
         shares = tuple(

@@ -88,6 +88,10 @@ class Keys:
         """Held by the one process archiving the ledger right now."""
         return f"{self.prefix}:ledger:archiving"
 
+    def ledger_archive_root(self) -> str:
+        """The folder the archiver writes to: readers find archived per-user detail there."""
+        return f"{self.prefix}:ledger:archive_root"
+
     def ledger_ids(self) -> str:
         """Set of recorded call ids: the ledger's idempotency guard."""
         return f"{self.prefix}:ledger:ids"

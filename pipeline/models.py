@@ -13,7 +13,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 TaskStatus = Literal["ok", "failed", "rejected"]
 
@@ -253,3 +253,44 @@ class CostShare(BaseModel):
 
 
 CallRecord.model_rebuild()
+
+
+LEVERS: tuple[str, ...] = (
+    "cache",
+    "packing",
+    "single_flight",
+    "routing",
+    "batch_api",
+    "semantic_cache",
+)
+
+
+class Saving(BaseModel):
+    """What one lever saved against the naive baseline (each task alone on its requested model).
+
+    Written to the ledger stream beside the call records but apart from spend: it never changes
+    a cost. `id` makes it idempotent like a call record (use a stable id, e.g. the task or batch
+    id plus the lever). `tasks` is how many tasks the saving concerns (for `cache`: the hits).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["saving"] = "saving"
+    id: str
+    at: float
+    lever: str
+    saved_nusd: int
+    tasks: int = 0
+    tenant: str = "default"
+    user_id: str = ""
+    endpoint: str = ""
+    model: str = ""
+    baseline_nusd: int | None = None
+    batch_id: str | None = None
+
+    @field_validator("lever")
+    @classmethod
+    def _known_lever(cls, value: str) -> str:
+        if value not in LEVERS:
+            raise ValueError(f"unknown lever {value!r}; use one of: {', '.join(LEVERS)}")
+        return value

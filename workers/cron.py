@@ -1,4 +1,4 @@
-"""arq cron jobs of the batch-API route and nightly runs (issue 8): thin wrappers on the library.
+"""arq cron jobs of the batch-API route and nightly runs: thin wrappers on the library.
 
 arq enqueues each cron tick under one job id, so a tick runs once however many workers run;
 the library's leases make a tick that overlaps another (or follows a dead worker) safe anyway.
@@ -19,6 +19,7 @@ from pipeline.costs.archive import LedgerArchive
 from pipeline.errors import TransientError
 from pipeline.nightly.batch_api import BatchApi
 from pipeline.nightly.inbox import Nightly
+from workers.enqueue import enqueue_batches
 
 logger = logging.getLogger("batchwise.worker")
 
@@ -37,8 +38,6 @@ def batch_api(ctx: dict[str, Any]) -> BatchApi:
 
 async def poll_provider_batches(ctx: dict[str, Any]) -> int:
     """Submit pending batches to provider batch APIs and settle the ended ones."""
-    from workers.jobs import enqueue_batches
-
     try:
         children = await batch_api(ctx).tick()
     except TransientError as exc:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 
+from pipeline.costs.detail import read_hashes
 from pipeline.costs.rollup import NANO, SEP, parse_field
 from pipeline.keys import Keys
 
@@ -337,8 +338,11 @@ async def detect(
         sigma_warning=sigma_warning,
         sigma_critical=sigma_critical,
     )
-    daily.sort(key=lambda f: f[2], reverse=True)
-    hourly.sort(key=lambda f: f[2], reverse=True)
+    # latest first, ties by series name: neither the cap nor the order may depend on the order
+    # of a Redis hash's fields
+    for table in (daily, hourly):
+        table.sort(key=lambda f: (f[0].scope, f[0].name))
+        table.sort(key=lambda f: f[2], reverse=True)
     daily, hourly = daily[:limit], hourly[:limit]
     indexes: dict[str, Index] = {}
 
@@ -348,46 +352,49 @@ async def detect(
             indexes[period] = index_fields(table.get(period, {}))
         return indexes[period]
 
+    found = [*daily, *hourly]
+    explained = [True] * len(daily) + [rank < EXPLAINED_HOURS for rank in range(len(hourly))]
+    wanted = [
+        _user_hashes(keys, anomaly, [*base, period]) if explain else None
+        for (anomaly, base, period), explain in zip(found, explained, strict=True)
+    ]
+    # every user hash the explanations need in one read (the archive's part in one query)
+    names = sorted({name for hashes in wanted if hashes for name in hashes})
+    users = dict(zip(names, await read_hashes(redis, keys, names), strict=True))
     out: list[Anomaly] = []
-    for rank, (anomaly, window_periods, period) in enumerate([*daily, *hourly]):
-        hourly_one = anomaly.granularity == "hour"
-        base = window_periods
+    for (anomaly, base, period), explain, hashes in zip(found, explained, wanted, strict=True):
         current = dict(index_of(period))
         baseline = [dict(index_of(p)) for p in base]
-        if not hourly_one or rank - len(daily) < EXPLAINED_HOURS:
+        if explain:
             scope_dim = {"all": "", "tenant": "t", "endpoint": "e"}[anomaly.scope]
             user_key = ("u", scope_dim, anomaly.name if scope_dim else "")
-            periods = [*base, period]
-            if scope_dim or hourly_one:
-                scope = f"{scope_dim}:{anomaly.name}" if scope_dim else ""
-                hashes = [
-                    keys.ledger_hour_users(p, scope)
-                    if hourly_one
-                    else keys.ledger_day_users(p, scope)
-                    for p in periods
-                ]
-                found = await _user_costs(redis, hashes)
-            else:  # overall cost per user per day: already loaded with the day
-                found = [_day_users(rollups.days.get(p, {})) for p in periods]
-            for index, users in zip([*baseline, current], found, strict=True):
-                index[user_key] = users
+            per_period = (
+                [users[name] for name in hashes]
+                if hashes is not None  # overall cost per user per day: loaded with the day
+                else [_day_users(rollups.days.get(p, {})) for p in [*base, period]]
+            )
+            for index, costs in zip([*baseline, current], per_period, strict=True):
+                index[user_key] = costs
         grew = _growth(current, baseline, anomaly.scope, anomaly.name)
         out.append(_with(anomaly, grew))
+    out.sort(key=lambda a: (a.scope, a.name))
     out.sort(key=lambda a: (a.level == "critical", a.granularity == "day", a.period), reverse=True)
     return out
 
 
+def _user_hashes(keys: Keys, anomaly: Anomaly, periods: list[str]) -> list[str] | None:
+    """The user hashes of an anomaly's periods, or None when its day hashes hold them."""
+    scope_dim = {"all": "", "tenant": "t", "endpoint": "e"}[anomaly.scope]
+    if anomaly.granularity == "day" and not scope_dim:
+        return None
+    scope = f"{scope_dim}:{anomaly.name}" if scope_dim else ""
+    if anomaly.granularity == "hour":
+        return [keys.ledger_hour_users(p, scope) for p in periods]
+    return [keys.ledger_day_users(p, scope) for p in periods]
+
+
 def _day_users(fields: dict[str, int]) -> dict[str, int]:
     return {k[len(USER_COST) :]: v for k, v in fields.items() if k.startswith(USER_COST)}
-
-
-async def _user_costs(redis: Redis, hashes: list[str]) -> list[dict[str, int]]:
-    """user -> cost of each user hash, in one round trip."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for name in hashes:
-            pipe.hgetall(name)
-        rows = await pipe.execute()
-    return [{k.decode(): int(v) for k, v in row.items()} for row in rows]
 
 
 def _with(anomaly: Anomaly, grew: tuple[Growth, ...]) -> Anomaly:

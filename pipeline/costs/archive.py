@@ -9,7 +9,8 @@ Archiving goes chunk by chunk, in stream order, each chunk within one day:
 
 1. read the entries after the *mark* (the last archived stream id) and older than the cut-off;
 2. write them to `DAY/FIRST_LAST.parquet` (a temporary file, fsynced, then renamed into place);
-3. move the mark to LAST;
+3. move the mark to LAST and, in the same atomic step, take the chunk's per-user rollup detail
+   out of Redis (`detail.py`: written beside the chunk in step 2, read back by reports);
 4. trim the stream up to the mark and drop the chunk's ids from the id guard.
 
 A crash anywhere loses and duplicates nothing: before 2 the chunk is simply read again; between
@@ -35,6 +36,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from redis.asyncio import Redis
 
+from pipeline.costs.detail import FOLDER, Subtract, chunk_detail, read_detail_file, write_detail
+from pipeline.costs.rollup import Counts, Journal
 from pipeline.keys import Keys
 from pipeline.state.leases import Lease
 
@@ -68,11 +71,12 @@ class Archived:
 class LedgerArchive:
     """Moves old ledger entries from the Redis stream to Parquet files and reads them back."""
 
-    def __init__(self, redis: Redis, keys: Keys, root: Path, *, chunk: int = 50_000) -> None:
+    def __init__(self, redis: Redis, keys: Keys, root: Path, *, chunk: int = 10_000) -> None:
         self.redis = redis
         self.keys = keys
         self.root = root
         self.chunk = chunk
+        self._subtract = Subtract(redis, keys)
 
     async def mark(self) -> str:
         """The stream id up to which entries are archived (`0-0`: none)."""
@@ -100,12 +104,15 @@ class LedgerArchive:
                 rows = await self._next_chunk(mark, cutoff_ms)
                 if not rows:
                     return Archived(entries, files, mark)
-                rows, wrote, ids = await asyncio.to_thread(self._write, rows)  # off the loop
+                rows, wrote, ids, detail = await asyncio.to_thread(self._write, rows)  # off loop
                 files += wrote
                 if after_write is not None:
                     after_write()
+                # the chunk's counters must all be in their hashes before its detail leaves them
+                await Journal(self.redis, self.keys).fold(drain=True)
+                if not await self._subtract(mark, rows[-1][0], self.root, detail):
+                    return Archived(entries, files, mark)  # the lease was lost: the other goes on
                 mark = rows[-1][0]
-                await self.redis.set(self.keys.ledger_archive_mark(), mark)
                 await self._forget(mark, ids)
                 entries += len(rows)
         finally:
@@ -125,10 +132,10 @@ class LedgerArchive:
 
     def _write(
         self, rows: list[tuple[str, bytes]]
-    ) -> tuple[list[tuple[str, bytes]], int, list[str]]:
-        """Write a chunk's file, or adopt the file an interrupted pass wrote for the same first
-        entry (then the chunk ends where that file ends). Returns the chunk, the files written
-        and the chunk's ids in the ledger's id guard."""
+    ) -> tuple[list[tuple[str, bytes]], int, list[str], dict[str, Counts]]:
+        """Write a chunk's detail file, then its file, or adopt the files an interrupted pass
+        wrote for the same first entry (then the chunk ends where that file ends). Returns the
+        chunk, the files written, the chunk's ids in the ledger's id guard and its detail."""
         first = rows[0][0]
         folder = self.root / _day_of(first).isoformat()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -136,8 +143,14 @@ class LedgerArchive:
         if done:
             last = _unsafe(done[0].stem.split("_", 1)[1])
             rows = [r for r in rows if _id_key(r[0]) <= _id_key(last)]
-            return rows, 0, [_guard_id(blob) for _, blob in rows]
-        path = folder / f"{_safe(first)}_{_safe(rows[-1][0])}.parquet"
+            detail = read_detail_file(folder / FOLDER / done[0].name)
+            return rows, 0, [_guard_id(blob) for _, blob in rows], detail
+        name = f"{_safe(first)}_{_safe(rows[-1][0])}.parquet"
+        for orphan in (folder / FOLDER).glob(f"{_safe(first)}_*.parquet"):
+            orphan.unlink()  # a pass that died before its chunk's file: that chunk ends here
+        detail = chunk_detail(self.keys, (blob for _, blob in rows))
+        write_detail(folder / FOLDER / name, detail)
+        path = folder / name
         tmp = path.with_suffix(".parquet.part")
         table = _table(rows)
         pq.write_table(table, tmp, compression="zstd")
@@ -151,7 +164,8 @@ class LedgerArchive:
             finally:
                 os.close(fd)
         kinds, ids = table.column("type").to_pylist(), table.column("id").to_pylist()
-        return rows, 1, [i if k == "call" else f"s:{i}" for k, i in zip(kinds, ids, strict=True)]
+        guard = [i if k == "call" else f"s:{i}" for k, i in zip(kinds, ids, strict=True)]
+        return rows, 1, guard, detail
 
     async def _forget(self, mark: str, ids: list[str]) -> None:
         """Trim the stream up to `mark` and drop archived ids from the id guard."""

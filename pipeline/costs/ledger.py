@@ -17,10 +17,9 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, field_validator
 from redis.asyncio import Redis
 
 from pipeline.costs import metrics
@@ -37,7 +36,7 @@ from pipeline.costs.rollup import (
 )
 from pipeline.errors import ProviderError
 from pipeline.keys import Keys
-from pipeline.models import Batch, CallRecord
+from pipeline.models import Batch, CallRecord, Saving
 
 _APPEND = """
 -- KEYS: ledger ids, ledger stream, then the keys the ops name
@@ -67,45 +66,12 @@ for f, n in pairs(cjson.decode(ARGV[1])) do redis.call('HINCRBY', KEYS[1], f, n)
 return 1
 """
 
-LEVERS: tuple[str, ...] = (
-    "cache",
-    "packing",
-    "single_flight",
-    "routing",
-    "batch_api",
-    "semantic_cache",
-)
-
-
-class Saving(BaseModel):
-    """What one lever saved against the naive baseline (each task alone on its requested model).
-
-    Written to the ledger stream beside the call records but apart from spend: it never changes
-    a cost. `id` makes it idempotent like a call record (use a stable id, e.g. the task or batch
-    id plus the lever). `tasks` is how many tasks the saving concerns (for `cache`: the hits).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    type: Literal["saving"] = "saving"
-    id: str
-    at: float
-    lever: str
-    saved_nusd: int
-    tasks: int = 0
-    tenant: str = "default"
-    user_id: str = ""
-    endpoint: str = ""
-    model: str = ""
-    baseline_nusd: int | None = None
-    batch_id: str | None = None
-
-    @field_validator("lever")
-    @classmethod
-    def _known_lever(cls, value: str) -> str:
-        if value not in LEVERS:
-            raise ValueError(f"unknown lever {value!r}; use one of: {', '.join(LEVERS)}")
-        return value
+_XADD_ALL = """
+-- KEYS: the ledger stream;  ARGV: call record JSON, one entry each (a bulk import: one round
+-- trip and no per-entry client work for thousands of entries)
+for i = 1, #ARGV do redis.call('XADD', KEYS[1], '*', 'r', ARGV[i]) end
+return #ARGV
+"""
 
 
 NANO = Decimal(1_000_000_000)
@@ -163,6 +129,7 @@ class Ledger:
         self.response_ttl_s = response_ttl_s
         self._append = redis.register_script(_APPEND)
         self._incr_all = redis.register_script(_INCR_ALL)
+        self._xadd_all = redis.register_script(_XADD_ALL)
         self.journal = Journal(redis, keys)
 
     async def record(
@@ -225,8 +192,8 @@ class Ledger:
                             into[name] = into.get(name, 0) + amount
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(self.keys.ledger_ids(), *[r.id for r in fresh])
-                for record in fresh:
-                    pipe.xadd(self.keys.ledger(), {"r": record.model_dump_json()})
+                blobs = [record.model_dump_json() for record in fresh]
+                await self._xadd_all(keys=[self.keys.ledger()], args=blobs, client=pipe)
                 for key, fields in sums.items():
                     blob = orjson.dumps({k: str(v) for k, v in fields.items()})
                     await self._incr_all(keys=[key], args=[blob], client=pipe)

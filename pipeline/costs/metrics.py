@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 if TYPE_CHECKING:
-    from pipeline.costs.ledger import Saving
-    from pipeline.models import CallRecord
+    from pipeline.models import CallRecord, Saving
 
 logger = logging.getLogger("batchwise.metrics")
 

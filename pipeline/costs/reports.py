@@ -19,9 +19,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.costs.ledger import LEVERS
+from pipeline.costs.detail import read_hashes
 from pipeline.costs.rollup import NANO, Journal, merge, parse_field
 from pipeline.keys import Keys
+from pipeline.models import LEVERS
 
 DIMENSIONS = {"m": "model", "p": "provider", "t": "tenant", "e": "endpoint", "u": "user"}
 
@@ -238,22 +239,22 @@ async def load_rollups(
     members = await redis.zrangebyscore(keys.ledger_hours(), low, high)
     hour_names = sorted(m.decode() for m in members)
     day_names = sorted({h[:8] for h in hour_names})
-    names = [keys.ledger_day(d) for d in day_names]
-    if hours:
-        names += [keys.ledger_hour(h) for h in hour_names]
     rollups = Rollups()
+    # a day's per-user fields of archived entries are in the archive (`detail.py`)
+    day_rows = await read_hashes(redis, keys, [keys.ledger_day(d) for d in day_names])
+    rollups.days = dict(zip(day_names, day_rows, strict=True))
+    if not hours:
+        return rollups
+    names = [keys.ledger_hour(h) for h in hour_names]
     for start in range(0, len(names), 200):
         async with redis.pipeline(transaction=False) as pipe:
             for name in names[start : start + 200]:
                 pipe.hgetall(name)
             rows = await pipe.execute()
-        for index, raw in enumerate(rows, start):
+        for hour, raw in zip(hour_names[start : start + 200], rows, strict=True):
             fields: dict[str, int] = {}
             merge(fields, raw.items())
-            if index < len(day_names):
-                rollups.days[day_names[index]] = fields
-            else:
-                rollups.hours[hour_names[index - len(day_names)]] = fields
+            rollups.hours[hour] = fields
     return rollups
 
 
@@ -326,7 +327,7 @@ def summarise(
                 cost_usd=_usd(fields.get("cost", 0)),
                 calls=fields.get("calls", 0),
                 items=fields.get("items", 0),
-                by_model=dict(sorted(by_model.items(), key=lambda kv: -kv[1])),
+                by_model=dict(sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))),
                 cache_hits=fields.get("tasks\x1fcache", 0)
                 + fields.get("tasks\x1fsemantic_cache", 0),
                 answered=fields.get("tasks\x1fpacking", 0),

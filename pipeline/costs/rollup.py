@@ -41,8 +41,7 @@ from redis.asyncio import Redis
 from pipeline.keys import Keys
 
 if TYPE_CHECKING:
-    from pipeline.costs.ledger import Saving
-    from pipeline.models import CallRecord
+    from pipeline.models import CallRecord, Saving
 
 SEP = "\x1f"
 NANO = Decimal(1_000_000_000)

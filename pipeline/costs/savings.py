@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from pipeline.costs.ledger import NANO, Saving, Share, to_nano
+from pipeline.costs.ledger import NANO, Share, to_nano
 from pipeline.costs.prices import PriceTable
-from pipeline.models import Batch, CallRecord, CostShare, Item, Usage
+from pipeline.models import Batch, CallRecord, CostShare, Item, Saving, Usage
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.tokens import count_messages, count_tokens
 

@@ -6,8 +6,12 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
-from pipeline.costs.anomalies import scan, spikes
+from redis.asyncio import Redis
+
+from pipeline.costs.anomalies import detect, scan, spikes
+from pipeline.costs.reports import Rollups
 from pipeline.costs.rollup import SEP
+from pipeline.keys import Keys
 
 NANO = 1_000_000_000
 DAYS = 44  # 14 days of baseline, then 30 days watched
@@ -110,3 +114,26 @@ def test_a_robust_baseline_ignores_an_earlier_spike() -> None:
     values = [*quiet[:7], 20 * NANO, *quiet[7:], 2 * NANO]
     found = spikes(values, window=14, sigma_warning=3, sigma_critical=5)
     assert [s.index for s in found] == [7, len(values) - 1]
+
+
+async def test_same_rollups_give_the_same_anomalies_whatever_the_field_order(
+    redis_url: str,
+) -> None:
+    """Redis returns a hash's fields in no set order (an archived ledger's hashes differ from
+    an unarchived one's): the alerts, their order and the cap must not follow it."""
+    hours = noisy_hours(seed=3)
+    for tenant in ("acme", "globex", "initech"):
+        inject(hours, "2026021323", tenant, 5.0)  # the latest hour
+    orders = []
+    redis = Redis.from_url(redis_url)
+    try:
+        for flip in (False, True):
+            flipped = {p: dict(sorted(f.items(), reverse=flip)) for p, f in hours.items()}
+            days = days_of(flipped)
+            found = await detect(redis, Keys("order"), Rollups(days=days, hours=flipped), limit=2)
+            orders.append([(a.granularity, a.period, a.scope, a.name) for a in found])
+    finally:
+        await redis.aclose()
+    assert orders[0] == orders[1]
+    hourly = [name for granularity, period, _scope, name in orders[0] if granularity == "hour"]
+    assert hourly == ["", "acme"]  # the cap keeps the first series of a tied hour, by name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,13 @@ from redis.asyncio import Redis
 from pipeline.cli.main import main
 from pipeline.costs.archive import LedgerArchive
 from pipeline.costs.export import duration_s, export
-from pipeline.costs.ledger import Ledger, Saving
+from pipeline.costs.ledger import Ledger
 from pipeline.costs.reports import build_report
+from pipeline.errors import ConfigError
 from pipeline.keys import Keys
+from pipeline.models import Saving
 from pipeline.testing import make_settings
-from tests.costs.test_reports import DAY0, NANO, call
+from tests.costs.test_reports import DAY0, NANO, call, spiky_records
 
 
 @pytest.fixture
@@ -31,11 +34,25 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+def shares(n: int, cost_nusd: int) -> list[tuple[str, str, int]]:
+    """Five users on two endpoints; every fourth call one user's on both endpoints."""
+    user, endpoint = f"u{n % 5}", ("/chat", "/search")[n % 2]
+    if n % 4 == 0:
+        return [(user, "/chat", cost_nusd // 2), (user, "/search", cost_nusd - cost_nusd // 2)]
+    return [(user, endpoint, cost_nusd)]
+
+
 async def write_ledger(ledger: Ledger, first: int, count: int) -> None:
     """`count` calls over three days and two tenants, and a saving every tenth call."""
     await ledger.record_many(
         [
-            call(n, DAY0 + (n % 3) * 86400 + n, NANO // 7 + n, tenant=("acme", "beta")[n % 2])
+            call(
+                n,
+                DAY0 + (n % 3) * 86400 + n,
+                NANO // 7 + n,
+                tenant=("acme", "beta")[n % 2],
+                shares=shares(n, NANO // 7 + n),
+            )
             for n in range(first, first + count)
         ]
     )
@@ -85,6 +102,70 @@ async def test_archive_moves_everything_once_and_exports_and_reports_stay_the_sa
     )
 
 
+async def user_detail_in_redis(redis: Redis, k: Keys) -> int:
+    """Per-user rollup fields left in Redis: the hour-user and day-user hashes' fields and the
+    day hashes' per-user fields."""
+    found = 0
+    async for key in redis.scan_iter(match=f"{k.ledger()}:*"):
+        name = key.decode()
+        if name.startswith((f"{k.ledger()}:hu:", f"{k.ledger()}:du:")):
+            found += await redis.hlen(name)
+        elif name.startswith(f"{k.ledger()}:d:"):
+            found += sum(b"\x1fu\x1f" in f for f in await redis.hkeys(name))
+    return found
+
+
+async def reports(redis: Redis, k: Keys) -> list[dict[str, Any]]:
+    """The whole range with anomalies explained down to users, and one day of it."""
+    whole = await build_report(redis, k, sigma_warning=3, sigma_critical=5)
+    day = await build_report(redis, k, since=date(2026, 3, 15), until=date(2026, 3, 15))
+    return [whole.to_dict(), day.to_dict()]
+
+
+async def test_per_user_detail_moves_to_the_archive_and_reports_stay_exact(
+    redis: Redis, tmp_path: Path
+) -> None:
+    k = Keys(make_settings("redis://x").key_prefix)
+    ledger = Ledger(redis, k)
+    await ledger.record_many(spiky_records())
+    await asyncio.sleep(0.05)
+    between = time.time()
+    await asyncio.sleep(0.05)
+    await write_ledger(ledger, 100, 60)
+    before = await reports(redis, k)
+    explained = before[0]["anomalies"]
+    assert any(g["dimension"] == "user" for a in explained for g in a["grew"])
+    detail = await user_detail_in_redis(redis, k)
+
+    archive = LedgerArchive(redis, k, tmp_path / "archive", chunk=7)
+    done = await archive.run(3600, now=between + 3600)  # the spiky calls only
+    assert done is not None and done.entries == len(spiky_records())
+    assert 0 < await user_detail_in_redis(redis, k) < detail
+    assert await reports(redis, k) == before
+
+    done = await archive.run(0)
+    assert done is not None and done.entries == 66
+    assert await user_detail_in_redis(redis, k) == 0  # Redis keeps tenant/model/day totals
+    assert await reports(redis, k) == before
+
+    # later calls add to what the archive holds, and a report adds the two
+    await write_ledger(ledger, 500, 9)
+    grown = await reports(redis, k)
+    await archive.run(0)
+    assert await user_detail_in_redis(redis, k) == 0
+    assert await reports(redis, k) == grown
+    assert grown[0]["by_user"] != before[0]["by_user"]
+
+
+async def test_a_report_says_where_the_archive_is_missing(redis: Redis, tmp_path: Path) -> None:
+    k = Keys(make_settings("redis://x").key_prefix)
+    await write_ledger(Ledger(redis, k), 0, 10)
+    await LedgerArchive(redis, k, tmp_path / "archive").run(0)
+    (tmp_path / "archive").rename(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match=r"ledger archive at .*archive is not readable"):
+        await build_report(redis, k)
+
+
 async def test_only_entries_older_than_the_window_move(redis: Redis, tmp_path: Path) -> None:
     k = Keys(make_settings("redis://x").key_prefix)
     ledger = Ledger(redis, k)
@@ -105,7 +186,7 @@ class Crash(Exception):
     pass
 
 
-@pytest.mark.parametrize("where", ["after the file", "after the mark"])
+@pytest.mark.parametrize("where", ["after the detail file", "after the file", "after the mark"])
 async def test_a_crash_between_steps_loses_and_duplicates_nothing(
     redis: Redis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -114,11 +195,17 @@ async def test_a_crash_between_steps_loses_and_duplicates_nothing(
     await write_ledger(ledger, 0, 100)
     archive = LedgerArchive(redis, k, tmp_path / "archive", chunk=30)
     before = await exported(ledger, archive, tmp_path / "before.jsonl")
+    report_before = (await build_report(redis, k)).to_dict()
 
-    def crash() -> None:
+    def crash(*_args: object) -> None:
         raise Crash
 
-    if where == "after the file":
+    if where == "after the detail file":
+        monkeypatch.setattr("pipeline.costs.archive._table", crash)
+        with pytest.raises(Crash):
+            await archive.run(0)
+        monkeypatch.undo()
+    elif where == "after the file":
         with pytest.raises(Crash):
             await archive.run(0, after_write=crash)
     else:
@@ -138,6 +225,7 @@ async def test_a_crash_between_steps_loses_and_duplicates_nothing(
         monkeypatch.setattr(LedgerArchive, "_forget", forget)
         # between the crash and the next pass, readers skip what the mark covers
         assert await exported(ledger, archive, tmp_path / "between.jsonl") == before
+    assert (await build_report(redis, k)).to_dict() == report_before
 
     rerun = LedgerArchive(redis, k, tmp_path / "archive", chunk=30)
     done = await rerun.run(0)  # the crashed pass's lease was released by its `finally`
@@ -145,6 +233,8 @@ async def test_a_crash_between_steps_loses_and_duplicates_nothing(
     assert await redis.xlen(k.ledger()) == 0
     assert await exported(ledger, rerun, tmp_path / "after.jsonl") == before
     assert len(rerun.files()) == 4  # 110 entries, 30 a file: none written twice
+    assert (await build_report(redis, k)).to_dict() == report_before
+    assert await user_detail_in_redis(redis, k) == 0
 
 
 async def test_cli_archive_and_export(

@@ -13,11 +13,10 @@ import pytest
 
 from pipeline.costs.anomalies import Anomaly, Growth
 from pipeline.costs.dashboard import render_html, write_html
-from pipeline.costs.ledger import Saving
 from pipeline.costs.reports import Report, Rollups, summarise
 from pipeline.costs.rollup import call_counts, field_name, hour_of, merge
 from pipeline.keys import Keys
-from pipeline.models import CallRecord, CostShare, Usage
+from pipeline.models import CallRecord, CostShare, Saving, Usage
 
 NANO = 1_000_000_000
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()

@@ -15,12 +15,11 @@ from pipeline.config.settings import Settings
 from pipeline.core.wiring import Pipeline
 from pipeline.costs import metrics
 from pipeline.costs.export import export
-from pipeline.costs.ledger import Saving
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.reports import build_report
 from pipeline.costs.savings import Answered, call_savings
 from pipeline.costs.usage import from_anthropic, from_openai
-from pipeline.models import Batch, CallRecord, Item, Message, TTLClass
+from pipeline.models import Batch, CallRecord, Item, Message, Saving, TTLClass
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.testing import FakeProvider, make_settings
 from workers.testing import pipeline_client, running_worker

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from pipeline.cli.main import main
 from pipeline.cli.report import render_text
 from pipeline.costs.anomalies import spikes
-from pipeline.costs.ledger import Ledger, Saving
+from pipeline.costs.ledger import Ledger
 from pipeline.costs.reports import build_report, top_share
 from pipeline.keys import Keys
-from pipeline.models import CallRecord, CostShare, Usage
+from pipeline.models import CallRecord, CostShare, Saving, Usage
 from pipeline.testing import make_settings
 
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
@@ -155,9 +155,8 @@ def test_spike_needs_k_sigma_above_the_baseline_without_itself() -> None:
     assert spikes([*flat, 0], window=14, sigma_warning=3, sigma_critical=5) == []
 
 
-async def test_daily_and_hourly_spikes_say_how_far_and_what_grew(redis: Redis) -> None:
-    k = Keys(make_settings("redis://x").key_prefix)
-    ledger = Ledger(redis, k)
+def spiky_records() -> list[CallRecord]:
+    """Two tenants over 15 days; on the last day, a $9 hour of mallory's on acme."""
     records = []
     n = 0
     # 14 quiet days: acme spends ~$1 a day at noon, alice on /chat with gpt-4o-mini
@@ -174,7 +173,12 @@ async def test_daily_and_hourly_spikes_say_how_far_and_what_grew(redis: Redis) -
     for day in range(15):
         n += 1
         records.append(call(n, DAY0 + day * 86400 + 9 * 3600, NANO, tenant="quiet"))
-    await ledger.record_many(records)
+    return records
+
+
+async def test_daily_and_hourly_spikes_say_how_far_and_what_grew(redis: Redis) -> None:
+    k = Keys(make_settings("redis://x").key_prefix)
+    await Ledger(redis, k).record_many(spiky_records())
 
     report = await build_report(redis, k, sigma_warning=3, sigma_critical=5)
     found = {(a.granularity, a.scope, a.name): a for a in report.anomalies}

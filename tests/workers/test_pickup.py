@@ -10,7 +10,7 @@ from arq.connections import RedisSettings, create_pool
 from arq.jobs import Job
 
 from pipeline.testing import FakeProvider, expected_output, make_settings
-from workers.jobs import enqueue_batches
+from workers.enqueue import enqueue_batches
 from workers.lifecycle import in_process_worker, running
 from workers.testing import pipeline_client
 
