@@ -29,9 +29,10 @@ class Keys:
         """Sorted set of run ids by creation time."""
         return f"{self.prefix}:runs"
 
-    def task_run(self, tenant: str, task_id: str) -> str:
-        """The latest run in which a tenant used a task id (tenant names hold no `:`)."""
-        return f"{self.prefix}:taskrun:{tenant}:{task_id}"
+    def task_runs(self, tenant: str, day: int) -> str:
+        """Hash task id -> the latest run of that day (day number) in which a tenant used the
+        id (tenant names hold no `:`)."""
+        return f"{self.prefix}:taskrun:{tenant}:day:{day}"
 
     # pending work
     def groups(self) -> str:
@@ -51,12 +52,9 @@ class Keys:
         return f"{self.prefix}:group:{group}:items"
 
     def item(self, item_key: str) -> str:
-        """The item's JSON; lives while the item is pending or in flight."""
+        """The item's JSON, then \\x1e and `length:run_id\\x1ftask_id` of each task waiting on
+        it; lives while the item is pending or in flight."""
         return f"{self.prefix}:item:{item_key}"
-
-    def item_waiters(self, item_key: str) -> str:
-        """List of `run_id\\x1ftask_id` refs that receive the item's answer."""
-        return f"{self.prefix}:item:{item_key}:waiters"
 
     def item_cost(self, item_key: str) -> str:
         """Hash of accumulated attribution for the item: cost in nano-dollars (`nusd`, or
@@ -124,17 +122,14 @@ class Keys:
 
     # budgets, plans and the cost circuit breaker
     def budget_config(self) -> str:
-        """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars)."""
+        """Hash of operator overrides: `monthly_usd`, `limit:SCOPE:hourly|daily` (nano-dollars),
+        and the open breakers: `open:SCOPE` = `until|window|limit|used|wanted|opened_at`."""
         return f"{self.prefix}:budget:config"
 
-    def breaker_spend(self, scope: str, window: str) -> str:
-        """A scope's spend in one window, nano-dollars: reserved plus settled (`h:N`, `d:N`:
-        hour or day number) or settled only (`hs:N`, `ds:N`)."""
-        return f"{self.prefix}:breaker:spend:{scope}:{window}"
-
-    def breaker_open(self, scope: str) -> str:
-        """Hash describing an open breaker (until, window, limit, used, wanted)."""
-        return f"{self.prefix}:breaker:open:{scope}"
+    def breaker_spend(self, scope: str, day: int) -> str:
+        """Hash of a scope's spend in one day (day number), nano-dollars per hour: `h:HOUR`
+        reserved plus settled, `s:HOUR` settled only (hour number)."""
+        return f"{self.prefix}:breaker:spend:{scope}:day:{day}"
 
     def breaker_scopes(self) -> str:
         """Set of scopes that have had a reservation: what `budget status` shows."""

@@ -210,6 +210,7 @@ class Batch(BaseModel):
     alone_attempts: int = 0
     created_at: float = 0.0
     alone: bool = False  # packing would cost more: each item is sent as its own call
+    recorded: bool = True  # has a record in Redis (an alone batch's one-item calls have none)
 
 
 class CallRecord(BaseModel):

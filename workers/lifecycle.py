@@ -29,23 +29,12 @@ from redis.exceptions import WatchError
 
 from pipeline.config.settings import Settings
 from pipeline.state.reconnect import LOST, arq_settings, retry_policy
-from workers.heartbeat import Heartbeat
+from workers.heartbeat import TAKE_LEASE, Heartbeat
 from workers.pickup import PromptPickup
 from workers.settings import worker_settings
 
 logger = logging.getLogger("batchwise.worker")
 CLOSE_WAIT_S = 3.0  # how long a closing worker waits for a lost Redis
-
-
-_TAKE = """
--- KEYS: the job's in-progress key, the queue;  ARGV: job id, now ms, lease ms
--- Returns the job's queue score once this worker holds its lease, else 0.
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local score = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
-if not score or score > tonumber(ARGV[2]) then return 0 end
-redis.call('SET', KEYS[1], '1', 'PX', ARGV[3])
-return score
-"""
 
 
 class DurableWorker(Worker):
@@ -64,7 +53,7 @@ class DurableWorker(Worker):
 
     async def _take(self, *, keys: list[str], args: list[str | int]) -> int:
         if self._take_script is None:
-            self._take_script = self.pool.register_script(_TAKE)
+            self._take_script = self.pool.register_script(TAKE_LEASE)
         return int(await self._take_script(keys=keys, args=args))
 
     async def async_run(self) -> None:

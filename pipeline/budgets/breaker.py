@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from redis.asyncio import Redis
 
-from pipeline.budgets.pace import MonthlyBudget, month_bounds
+from pipeline.budgets.pace import UNREAD, MonthlyBudget, month_bounds
 from pipeline.config.settings import Settings
 from pipeline.core.runs import RunStore
 from pipeline.costs.ledger import NANO, to_nano
@@ -48,20 +48,25 @@ UNSET = -2  # a limit the settings leave to the next rule
 _CONTINUATION = re.compile(r"\.w(\d+)$")
 
 _RESERVE = """
--- KEYS: reservation, scope set, operator overrides, then per scope: open marker, hourly and
---       daily counters of reserved + settled spend, hourly and daily counters of settled spend
--- ARGV: amount, now, scope count, then per scope: name, its hourly and daily limits from the
---       settings, the tenant defaults from the settings (-2: unset), hourly and daily window end
+-- KEYS: reservation, scope set, operator overrides (and open breakers), then per scope its
+--       spend of the day: a hash of `h:HOUR` (reserved + settled) and `s:HOUR` (settled)
+-- ARGV: amount, now, scope count, hour, then per scope: name, its hourly and daily limits from
+--       the settings, the tenant defaults from the settings (-2: unset), hourly and daily
+--       window end
 -- Limits are resolved here, in the same atomic step: the scope's override, its setting, then
--- (tenants only) the `tenant` override and setting; an override `none` means no limit.
+-- (tenants only) the `tenant` override and setting; an override `none` means no limit. An open
+-- breaker is the override field `open:SCOPE` (until|window|limit|used|wanted|opened at). A new
+-- reservation returns the monthly budget override too (read in the same HMGET).
 local state = redis.call('HGET', KEYS[1], 'state')
 if state then return {1, state} end
-local amount, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
--- every override this call may need, in one read
-local wanted = {'limit:tenant:hourly', 'limit:tenant:daily'}
+local amount, now, n, hour = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+-- every override and open breaker this call may need, in one read
+local wanted = {'limit:tenant:hourly', 'limit:tenant:daily', 'monthly_usd'}
 for i = 0, n - 1 do
-  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':hourly'
-  wanted[#wanted + 1] = 'limit:' .. ARGV[4 + i * 7] .. ':daily'
+  local scope = ARGV[5 + i * 7]
+  wanted[#wanted + 1] = 'limit:' .. scope .. ':hourly'
+  wanted[#wanted + 1] = 'limit:' .. scope .. ':daily'
+  wanted[#wanted + 1] = 'open:' .. scope
 end
 local overrides, got = {}, redis.call('HMGET', KEYS[3], unpack(wanted))
 for i, name in ipairs(wanted) do
@@ -77,56 +82,65 @@ local function limit_of(scope, window, own, default)
   if tonumber(default) ~= -2 then return tonumber(default) end
   return -1
 end
-for i = 0, n - 1 do
-  local k, a = 4 + i * 5, 4 + i * 7
-  local open, scope = KEYS[k], ARGV[a]
-  local until_s = redis.call('HGET', open, 'until')
-  if until_s and tonumber(until_s) > now then
-    return {0, scope, until_s, redis.call('HGET', open, 'window'), 'held',
-      redis.call('HGET', open, 'limit')}
+-- {hour, day} of reserved + settled spend and of settled spend (the day only when asked)
+local function spent(key, daily)
+  if not daily then
+    local row = redis.call('HMGET', key, 'h:' .. hour, 's:' .. hour)
+    return {tonumber(row[1] or '0'), 0}, {tonumber(row[2] or '0'), 0}
   end
-  for w = 0, 1 do
-    local window = w == 0 and 'hourly' or 'daily'
-    local limit = limit_of(scope, window, ARGV[a + 1 + w], ARGV[a + 3 + w])
-    if limit >= 0 and amount > limit then  -- could never fit: refuse it, keep the breaker shut
-      return {0, scope, ARGV[a + 5 + w], window, 'never', tostring(limit)}
+  local used, settled, row = {0, 0}, {0, 0}, redis.call('HGETALL', key)
+  for j = 1, #row, 2 do
+    local into = string.sub(row[j], 1, 2) == 'h:' and used or settled
+    into[2] = into[2] + tonumber(row[j + 1])
+    if string.sub(row[j], 3) == hour then into[1] = tonumber(row[j + 1]) end
+  end
+  return used, settled
+end
+local function int(v) return string.format('%d', v) end
+for i = 0, n - 1 do
+  local a = 5 + i * 7
+  local scope = ARGV[a]
+  local open = overrides['open:' .. scope]
+  if open then
+    local until_s, window, limit = string.match(open, '^([^|]*)|([^|]*)|([^|]*)|')
+    if tonumber(until_s) > now then return {0, scope, until_s, window, 'held', limit} end
+  end
+  local limits = {limit_of(scope, 'hourly', ARGV[a + 1], ARGV[a + 3]),
+    limit_of(scope, 'daily', ARGV[a + 2], ARGV[a + 4])}
+  for w = 1, 2 do
+    if limits[w] >= 0 and amount > limits[w] then  -- could never fit: refuse, keep it shut
+      return {0, scope, ARGV[a + 4 + w], w == 1 and 'hourly' or 'daily', 'never', int(limits[w])}
     end
-    if limit >= 0 then
-      local used = tonumber(redis.call('GET', KEYS[k + 1 + w]) or '0')
-      local settled = tonumber(redis.call('GET', KEYS[k + 3 + w]) or '0')
-      local ends = ARGV[a + 5 + w]
-      if settled + amount > limit then
-        redis.call('HSET', open, 'until', ends, 'window', window, 'limit', limit,
-          'used', settled, 'wanted', amount, 'opened_at', ARGV[2])
-        redis.call('EXPIRE', open, math.ceil(tonumber(ends) - now) + 86400)
+  end
+  if limits[1] >= 0 or limits[2] >= 0 then
+    local used, settled = spent(KEYS[4 + i], limits[2] >= 0)
+    for w = 1, 2 do
+      local limit, window, ends = limits[w], w == 1 and 'hourly' or 'daily', ARGV[a + 4 + w]
+      if limit >= 0 and settled[w] + amount > limit then
+        redis.call('HSET', KEYS[3], 'open:' .. scope, table.concat(
+          {ends, window, int(limit), int(settled[w]), int(amount), ARGV[2]}, '|'))
         redis.call('SADD', KEYS[2], scope)
-        return {0, scope, ends, window, 'opened', tostring(limit)}
+        return {0, scope, ends, window, 'opened', int(limit)}
       end
-      if used + amount > limit then  -- fits once calls in flight settle: wait, stay closed
-        return {0, scope, ends, window, 'busy', tostring(limit)}
+      if limit >= 0 and used[w] + amount > limit then  -- fits once calls in flight settle
+        return {0, scope, ends, window, 'busy', int(limit)}
       end
     end
   end
 end
-local counters, settled = {}, {}
+local days = {}
 for i = 0, n - 1 do
-  local created = false
-  for w = 0, 1 do
-    local counter, ttl = KEYS[5 + i * 5 + w], w == 0 and 7200 or 172800
-    -- a counter's lifetime starts with it: set only when this call created it
-    if redis.call('INCRBY', counter, amount) == amount then
-      redis.call('EXPIRE', counter, ttl)
-      created = true
-    end
-    counters[#counters + 1] = counter
-    settled[#settled + 1] = KEYS[7 + i * 5 + w]
+  -- the day's lifetime starts with it; a scope's first spend in an hour names it
+  if redis.call('HINCRBY', KEYS[4 + i], 'h:' .. hour, amount) == amount then
+    redis.call('EXPIRE', KEYS[4 + i], 172800)
+    redis.call('SADD', KEYS[2], ARGV[5 + i * 7])
   end
-  if created then redis.call('SADD', KEYS[2], ARGV[4 + i * 7]) end  -- a scope's first spend
+  days[#days + 1] = KEYS[4 + i]
 end
-redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'counters',
-  table.concat(counters, ','), 'settled', table.concat(settled, ','))
+redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'hour', hour,
+  'days', table.concat(days, ','))
 redis.call('EXPIRE', KEYS[1], 172800)
-return {1, 'new'}
+return {1, 'new', overrides['monthly_usd'] or false}
 """
 
 _SETTLE = """
@@ -134,21 +148,19 @@ _SETTLE = """
 -- ARGV: actual cost, tenant, settle (1) or release (0)
 -- (a key's lifetime is set when this step creates it: an increment that returns exactly the
 -- amount added found nothing there)
-local r = redis.call('HMGET', KEYS[1], 'state', 'amount', 'counters', 'settled')
+local r = redis.call('HMGET', KEYS[1], 'state', 'amount', 'hour', 'days')
 if r[1] ~= 'held' then return -1 end
 local amount = tonumber(r[2])
 local actual = ARGV[3] == '1' and tonumber(ARGV[1]) or 0
-for counter in string.gmatch(r[3], '[^,]+') do
-  redis.call('INCRBY', counter, actual - amount)
+for day in string.gmatch(r[4], '[^,]+') do
+  redis.call('HINCRBY', day, 'h:' .. r[3], actual - amount)
+  if ARGV[3] == '1' and redis.call('HINCRBY', day, 's:' .. r[3], actual) == actual then
+    redis.call('EXPIRE', day, 172800)
+  end
 end
 if ARGV[3] == '0' then
   redis.call('DEL', KEYS[1])
   return -1
-end
-for counter in string.gmatch(r[4], '[^,]+') do
-  if redis.call('INCRBY', counter, actual) == actual then
-    redis.call('EXPIRE', counter, 172800)
-  end
 end
 redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', actual)
 if redis.call('HINCRBY', KEYS[3], ARGV[2], actual) == actual then
@@ -265,9 +277,10 @@ class Budgets:
         cost = self.prices.price(model, usage)
         return 0 if cost is None else to_nano(cost)
 
-    async def reserve(self, reservation_id: str, tenant: str, amount_nusd: int) -> None:
+    async def reserve(self, reservation_id: str, tenant: str, amount_nusd: int) -> int | None:
         """Reserve `amount_nusd` in the global and the tenant scope, or raise `BreakerOpen`
-        (`BudgetBusy` when only calls in flight are in the way)."""
+        (`BudgetBusy` when only calls in flight are in the way). Returns the monthly budget as
+        read with a new reservation (`UNREAD` when the reservation was there already)."""
         now = self.clock()
         hour, day = int(now // 3600), int(now // 86400)
         keys = [
@@ -275,22 +288,16 @@ class Budgets:
             self.keys.breaker_scopes(),
             self.keys.budget_config(),
         ]
-        args: list[str | int | float] = [amount_nusd, now, 2]
+        args: list[str | int | float] = [amount_nusd, now, 2, hour]
         for scope in ("global", f"tenant:{tenant}"):
-            keys += [
-                self.keys.breaker_open(scope),
-                self.keys.breaker_spend(scope, f"h:{hour}"),
-                self.keys.breaker_spend(scope, f"d:{day}"),
-                self.keys.breaker_spend(scope, f"hs:{hour}"),
-                self.keys.breaker_spend(scope, f"ds:{day}"),
-            ]
+            keys.append(self.keys.breaker_spend(scope, day))
             args.append(scope)
             args += [self._setting(scope, w) for w in WINDOWS]
             args += [self._setting("tenant", w) for w in WINDOWS]
             args += [(hour + 1) * 3600, (day + 1) * 86400]
         reply = await self._reserve(keys=keys, args=args)
         if int(reply[0]) == 1:
-            return
+            return self.monthly.resolve(reply[2]) if len(reply) > 2 else UNREAD
         scope, until, window, how, limit = (v.decode() for v in reply[1:])
         until_s = float(until)
         if how == "never":
@@ -328,9 +335,11 @@ class Budgets:
             retry_after_s=wait_s,
         )
 
-    async def settle(self, reservation_id: str, tenant: str, actual_nusd: int) -> int | None:
+    async def settle(
+        self, reservation_id: str, tenant: str, actual_nusd: int, budget_nusd: int | None = UNREAD
+    ) -> int | None:
         """Turn a held reservation into the actual cost; returns the month's spend, or None when
-        it was already settled (a re-run)."""
+        it was already settled (a re-run). `budget_nusd`: the monthly budget, when known."""
         month, _, _ = month_bounds(self.clock())
         total = await self._settle(
             keys=[
@@ -342,7 +351,7 @@ class Budgets:
         )
         if int(total) < 0:
             return None
-        await self.monthly.alert(int(total), self.clock())
+        await self.monthly.alert(int(total), self.clock(), budget_nusd)
         return int(total)
 
     async def release(self, reservation_id: str) -> None:
@@ -364,7 +373,7 @@ class Budgets:
         reservation = call_id or batch.id
         if worst_nusd is None:
             worst_nusd = self.worst_case_nusd(batch.model, request)
-        await self.reserve(reservation, batch.tenant, worst_nusd)
+        budget = await self.reserve(reservation, batch.tenant, worst_nusd)
         try:
             response = await call(request)
         except asyncio.CancelledError:  # the call may have been billed: its hold stays counted
@@ -374,7 +383,8 @@ class Budgets:
             raise
         cost = self.prices.price(response.model, response.usage)  # a fallback may have answered
         try:
-            await self.settle(reservation, batch.tenant, 0 if cost is None else to_nano(cost))
+            actual = 0 if cost is None else to_nano(cost)
+            await self.settle(reservation, batch.tenant, actual, budget)
         except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted
             logger.exception("batch %s: settling its budget reservation failed", batch.id)
         return response
@@ -386,7 +396,7 @@ class Budgets:
         exc: BreakerOpen,
         *,
         last_try: bool,
-        close: Callable[[str], Awaitable[None]],
+        close: Callable[[Batch], Awaitable[None]],
     ) -> list[str]:
         """What a batch does while its breaker is open: wait (re-raise, or hand its items to a
         continuation batch when its job is out of tries) or have its tasks rejected. A batch too
@@ -398,7 +408,7 @@ class Budgets:
             children = [f"{batch.id}.b{i}" for i in range(2)]
             for child, part in zip(children, parts, strict=True):
                 await self._child(batch, child, part, "split to fit the cost limit")
-            await close(batch.id)
+            await close(batch)
             logger.info("batch %s split to fit %s: %s", batch.id, exc.scope, ", ".join(children))
             return children
         if over or (self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy)):
@@ -419,7 +429,7 @@ class Budgets:
                     for item, cost in zip(items, spent, strict=True)
                 ]
             )
-            await close(batch.id)
+            await close(batch)
             return []
         if not last_try:
             raise exc
@@ -427,7 +437,7 @@ class Budgets:
         base = batch.id[: match.start()] if match else batch.id
         child = f"{base}.w{int(match.group(1)) + 1 if match else 1}"
         await self._child(batch, child, items, "waiting for the cost breaker")
-        await close(batch.id)
+        await close(batch)
         logger.info("batch %s waits for breaker %s as %s", batch.id, exc.scope, child)
         return [child]
 
@@ -451,27 +461,25 @@ class Budgets:
         """Every breaker that is open now."""
         now = self.clock()
         states = []
-        for raw_scope in sorted(await self.redis.smembers(self.keys.breaker_scopes())):
-            scope = raw_scope.decode()
-            raw = await self.redis.hgetall(self.keys.breaker_open(scope))
-            info = {k.decode(): v.decode() for k, v in raw.items()}
-            if info and float(info["until"]) > now:
+        raw = await self.redis.hgetall(self.keys.budget_config())
+        for field, value in sorted(raw.items()):
+            if not field.startswith(b"open:"):
+                continue
+            until, window, limit, used, wanted, _ = value.decode().split("|")
+            if float(until) > now:
+                scope = field.decode().removeprefix("open:")
                 states.append(
-                    BreakerState(
-                        scope,
-                        info["window"],
-                        float(info["until"]),
-                        usd(info["limit"]),
-                        usd(info["used"]),
-                        usd(info["wanted"]),
-                    )
+                    BreakerState(scope, window, float(until), usd(limit), usd(used), usd(wanted))
                 )
         return states
 
     async def close_breaker(self, scope: str) -> bool:
         """Operator command: close a scope's breaker now. Calls resume while they fit under the
         limits; one that still does not fit opens it again. True if it was open."""
-        was_open = bool(await self.redis.delete(self.keys.breaker_open(scope)))
+        field = f"open:{scope}"
+        raw = await self.redis.hget(self.keys.budget_config(), field)
+        await self.redis.hdel(self.keys.budget_config(), field)
+        was_open = raw is not None and float(raw.decode().split("|", 1)[0]) > self.clock()
         if was_open:
             logger.warning("cost breaker %s closed by the operator", scope)
         return was_open
@@ -481,7 +489,11 @@ class Budgets:
         settled spend, `hourly_settled` and `daily_settled` only what calls actually cost."""
         now = self.clock()
         hour, day = int(now // 3600), int(now // 86400)
-        names = {"hourly": f"h:{hour}", "daily": f"d:{day}"}
-        names |= {"hourly_settled": f"hs:{hour}", "daily_settled": f"ds:{day}"}
-        values = await self.redis.mget([self.keys.breaker_spend(scope, w) for w in names.values()])
-        return {name: usd(v or 0) for name, v in zip(names, values, strict=True)}
+        raw = await self.redis.hgetall(self.keys.breaker_spend(scope, day))
+        spend = {k.decode(): int(v) for k, v in raw.items()}
+        return {
+            "hourly": usd(spend.get(f"h:{hour}", 0)),
+            "daily": usd(sum(v for k, v in spend.items() if k.startswith("h:"))),
+            "hourly_settled": usd(spend.get(f"s:{hour}", 0)),
+            "daily_settled": usd(sum(v for k, v in spend.items() if k.startswith("s:"))),
+        }

@@ -164,6 +164,9 @@ def actions(pace: Pace, left_s: float) -> list[str]:
     return ["no action needed"]
 
 
+UNREAD = -1  # a monthly budget not read yet
+
+
 class MonthlyBudget:
     """Reads the month's spend, reports its pace, and sends the threshold alerts once each."""
 
@@ -184,12 +187,15 @@ class MonthlyBudget:
         self.webhook_url = webhook_url
         self.transport = transport
 
+    def resolve(self, override: bytes | None) -> int | None:
+        """The monthly budget given the operator's override as stored (None: no override)."""
+        if override is not None:
+            return None if override == b"none" else int(override)
+        return None if self.budget_usd is None else to_nano(self.budget_usd)
+
     async def budget_nusd(self) -> int | None:
         """The monthly budget: the operator's override in Redis, else the setting."""
-        raw = await self.redis.hget(self.keys.budget_config(), "monthly_usd")
-        if raw is not None:
-            return None if raw == b"none" else int(raw)
-        return None if self.budget_usd is None else to_nano(self.budget_usd)
+        return self.resolve(await self.redis.hget(self.keys.budget_config(), "monthly_usd"))
 
     async def set_budget(self, usd: Decimal | None) -> None:
         value = "none" if usd is None else str(to_nano(usd))
@@ -203,9 +209,12 @@ class MonthlyBudget:
         raw = await self.redis.hgetall(self.keys.month_tenant_spend(month))
         return assess(budget, spent, now, {k.decode(): int(v) for k, v in raw.items()})
 
-    async def alert(self, spent_nusd: int, now: float) -> list[int]:
-        """Send the alerts for thresholds the month's spend has newly reached; returns them."""
-        budget = await self.budget_nusd()
+    async def alert(
+        self, spent_nusd: int, now: float, budget_nusd: int | None = UNREAD
+    ) -> list[int]:
+        """Send the alerts for thresholds the month's spend has newly reached; returns them.
+        `budget_nusd` is the monthly budget when the caller has just read it."""
+        budget = await self.budget_nusd() if budget_nusd == UNREAD else budget_nusd
         if not budget:
             return []
         month, _, _ = month_bounds(now)

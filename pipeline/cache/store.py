@@ -176,11 +176,13 @@ class ResponseCache:
         return found
 
     def remember(self, pipe: Any, lookup: Lookup) -> None:
-        """Queue a lookup's writes on the caller's pipeline: the misses' intents, the grey-zone
+        """Queue a lookup's writes on the caller's pipeline: the misses' intents (one command
+        each: the intent is one string, its fields' JSON then the vector's bytes), the grey-zone
         candidates, the counters and the longer life that hits earn their entries."""
         for key, fields in lookup.intents.items():
-            pipe.hset(self.keys.cache_intent(key), mapping=fields)
-            pipe.expire(self.keys.cache_intent(key), self.settings.results_ttl_s)
+            blob = orjson.dumps({k: v for k, v in fields.items() if k != "vec"})
+            intent = self.keys.cache_intent(key)
+            pipe.set(intent, blob + b"\0" + fields["vec"], ex=self.settings.results_ttl_s)
         for key, cand in lookup.grey.items():
             pipe.set(self.keys.cache_grey(key), cand.to_json(), ex=self.settings.results_ttl_s)
         self.account(pipe, lookup.touched, lookup.counts, lookup.at)
@@ -346,25 +348,32 @@ class ResponseCache:
         return await self.store_many([(item_key, outcome)]) == 1
 
     async def store_many(self, answered: Sequence[tuple[str, dict[str, Any]]]) -> int:
-        """Cache a batch's answered items in two round trips (read the intents, write the
+        """Cache a batch's answered items in two round trips (take the intents, write the
         entries); returns how many were stored."""
         answered = [(key, outcome) for key, outcome in answered if outcome.get("status") == "ok"]
         if not answered:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for key, _ in answered:
-                pipe.hgetall(self.keys.cache_intent(key))
-            intents: list[dict[bytes, bytes]] = await pipe.execute()
-        todo = [(k, o, raw) for (k, o), raw in zip(answered, intents, strict=True) if raw]
+                pipe.getdel(self.keys.cache_intent(key))
+            blobs: list[bytes | None] = await pipe.execute()
+        todo = [(k, o, _intent_fields(b)) for (k, o), b in zip(answered, blobs, strict=True) if b]
         if not todo:
             return 0
         now = time.time()
-        scopes = [raw[b"sem"].decode() for _, _, raw in todo if raw.get(b"sem") and raw.get(b"vec")]
+        scopes = [raw["sem"].decode() for _, _, raw in todo if raw.get("sem") and raw.get("vec")]
         if self.semantic is not None and scopes:
             await self.semantic.index()  # chosen before the transaction that publishes
+        live: dict[str, float] = {}
+        stores: Counter[str] = Counter()
         async with self.redis.pipeline(transaction=True) as pipe:
             for item, outcome, raw in todo:
-                self._write_entry(pipe, item, outcome, {k.decode(): v for k, v in raw.items()}, now)
+                member, owner = self._write_entry(pipe, item, outcome, raw, now)
+                live[member] = now + int(raw["base"])
+                stores[SEP.join((owner, "stores"))] += 1
+            pipe.zadd(self.keys.cache_entries(), live)
+            for field, n in stores.items():
+                pipe.hincrby(self.keys.cache_stats(), field, n)
             if self.semantic is not None and scopes:
                 self.semantic.trim(pipe, scopes)
             pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
@@ -373,7 +382,9 @@ class ResponseCache:
 
     def _write_entry(
         self, pipe: Any, item: str, outcome: dict[str, Any], intent: dict[str, bytes], now: float
-    ) -> None:
+    ) -> tuple[str, str]:
+        """Queue the entry's writes; return its member of the live-entries set and its owner
+        (`tenant\x1fmodel`), which the caller writes for the whole batch at once."""
         key = intent["key"].decode()
         tenant, model = intent["tenant"].decode(), intent["model"].decode()
         base_s = int(intent["base"])
@@ -388,7 +399,6 @@ class ResponseCache:
             "naive_out": outcome.get("naive_output_tokens", 0),
         }
         entry = self.keys.cache_entry(key)
-        pipe.delete(self.keys.cache_intent(item))
         pipe.hset(
             entry,
             mapping={
@@ -401,11 +411,10 @@ class ResponseCache:
             },
         )
         pipe.expire(entry, base_s)
-        pipe.zadd(self.keys.cache_entries(), {SEP.join((tenant, model, key)): now + base_s})
-        pipe.hincrby(self.keys.cache_stats(), SEP.join((tenant, model, "stores")), 1)
         scope_id, vector = intent["sem"].decode(), intent["vec"]
         if scope_id and self.semantic is not None and vector:
             self.semantic.publish(pipe, scope_id, key, vector, intent["text"].decode(), tenant)
+        return SEP.join((tenant, model, key)), SEP.join((tenant, model))
 
     async def clear(self, *, tenant: str | None = None) -> int:
         """Delete the cached answers (entries, vectors with their prompts, pending intents) of
@@ -429,10 +438,8 @@ class ResponseCache:
                 await pipe.execute()
         await clear_vectors(self.redis, k, tenant)
         async for intent in self.redis.scan_iter(k.cache_intent("*"), count=1000):
-            if (
-                tenant is None
-                or (await self.redis.hget(intent, "tenant") or b"").decode() == tenant
-            ):
+            blob = await self.redis.get(intent)
+            if tenant is None or (blob and _intent_fields(blob)["tenant"].decode() == tenant):
                 await self.redis.delete(intent)
         return len(members)
 
@@ -451,3 +458,11 @@ class ResponseCache:
 def entry_fields(row: Sequence[bytes | None]) -> dict[bytes, bytes]:
     """A cached answer's hash as read by HMGET of ENTRY_FIELDS (missing fields empty)."""
     return {f.encode(): v or b"" for f, v in zip(ENTRY_FIELDS, row, strict=True)}
+
+
+def _intent_fields(blob: bytes) -> dict[str, bytes]:
+    """An intent's fields as `remember` wrote them (the vector's bytes under `vec`)."""
+    head, _, vector = blob.partition(b"\0")
+    fields = {k: str(v).encode() for k, v in orjson.loads(head).items()}
+    fields["vec"] = vector
+    return fields

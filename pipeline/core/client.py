@@ -276,19 +276,14 @@ class BatchwiseClient:
             for rejection in rejections + cached.hits:
                 await p.runs.write(run_id, rejection, pipe=pipe)
             p.cache.remember(pipe, cached)
-            items = [await p.packer.enqueue(task, pipe=pipe) for task in queued]
+            groups = await p.packer.enqueue_many(queued, pipe=pipe)
             replies = await pipe.execute()
-        sizes: dict[str, int] = {}
-        limits: dict[str, int] = {}
-        for task, item, reply in zip(
-            queued, items, replies[len(replies) - len(items) :], strict=True
-        ):
-            sizes[item.group] = max(sizes.get(item.group, 0), int(reply[1]))
-            limits[item.group] = p.packer.max_items(task.task_type)
-        await p.packer.mark_full([g for g, size in sizes.items() if size >= limits[g]])
+        sizes = replies[-1] if groups else []
+        full = zip(groups, sizes, strict=True)
+        await p.packer.mark_full([g for (g, kind), n in full if n >= p.packer.max_items(kind)])
         for saving in cache_savings(p.prices, run_id, hits):  # so `report` counts the hits
             await p.ledger.record_saving(saving)
-        return set(sizes)
+        return {g for g, _ in groups}
 
     def _hits(self, tasks: list[Task], answered: list[dict[str, Any]]) -> list[Hit]:
         """The cache hits among `tasks`, each result marked with its task's baseline model."""

@@ -18,10 +18,11 @@ import orjson
 from redis.asyncio import Redis
 
 from pipeline.budgets.breaker import Budgets
+from pipeline.budgets.shared import Hold, spend_from, take_hold
 from pipeline.cache import ResponseCache
 from pipeline.cache.grey import GreyZone
 from pipeline.config.settings import Settings
-from pipeline.core.alone import run_alone, run_children
+from pipeline.core.alone import HandOut, run_alone, run_children
 from pipeline.core.inflight import InFlight
 from pipeline.core.runs import RunStore
 from pipeline.core.splitter import enforce_schema, matches_schema_type, parse_single, split
@@ -46,7 +47,8 @@ from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item, TTLClass
 from pipeline.packing.audit import PackingAudit
 from pipeline.packing.gain import observe_outputs
-from pipeline.packing.queue import build_request, naive_input_tokens
+from pipeline.packing.queue import GroupMetas, item_json
+from pipeline.packing.request import build_request, naive_input_tokens
 from pipeline.packing.wire import item_ids
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.providers.chain import ProviderChain
@@ -82,13 +84,15 @@ class BatchExecutor:
         self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
         self.grey: GreyZone | None = None  # set by Pipeline when grey-zone hits are verified
         self.inflight = InFlight(redis, keys, ledger, self.budgets)
+        self.metas = GroupMetas(redis, keys)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
         loaded = await self._load(batch_id)
         return None if loaded is None else (loaded[0], loaded[1])
 
     async def _load(self, batch_id: str) -> tuple[Batch, list[Item], bytes | None] | None:
-        """The open batch, its items and its stored answer, in two round trips."""
+        """The open batch, its items and its stored answer, in two round trips (three when
+        this process first meets the group)."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.batch(batch_id))
@@ -98,11 +102,10 @@ class BatchExecutor:
         if not raw or raw.get("status") == "done":
             return None
         item_keys = tuple(raw["items"].split(","))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(k.group(raw["group"]))
-            pipe.mget([k.item(key) for key in item_keys])
-            group, blobs = await pipe.execute()
-        meta = orjson.loads(group)
+        meta = await self.metas.get(raw["group"])
+        if meta is None:
+            raise KeyError(f"batch {batch_id}: unknown group {raw['group']}")
+        blobs = await self.redis.mget([k.item(key) for key in item_keys])
         batch = Batch(
             id=batch_id,
             group=raw["group"],
@@ -117,7 +120,7 @@ class BatchExecutor:
             created_at=int(raw.get("created_ms", 0)) / 1000,
             alone=raw.get("alone") == "1",
         )
-        items = [Item.model_validate_json(b) for b in blobs if b is not None]
+        items = [Item.model_validate_json(item_json(b)) for b in blobs if b is not None]
         return batch, items, stored
 
     def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
@@ -147,16 +150,42 @@ class BatchExecutor:
             grey = await self.grey.settle(batch, items)
             if grey.parts:  # grey-zone items verified beside the others' call
                 retries = await run_children(self, grey.parts, last_try=last_try, attempt=attempt)
-                await self._close(batch_id)
+                await self._close(batch)
                 return retries
             items = grey.items
         if not items:
-            await self._close(batch_id)
+            await self._close(batch)
             return []
-        if batch.alone and len(items) > 1 and answer is None:
+        if batch.alone and answer is None:  # even one item left: its calls are the `.s` ones
             retries = await run_alone(self, batch, items, last_try=last_try, attempt=attempt)
-            await self._close(batch_id)
+            await self._close(batch)
             return retries
+        return await self.execute(
+            batch,
+            items,
+            stored,
+            last_try=last_try,
+            answer=answer,
+            batch_api=batch_api,
+            attempt=attempt,
+        )
+
+    async def execute(
+        self,
+        batch: Batch,
+        items: Sequence[Item],
+        stored: bytes | None,
+        *,
+        last_try: bool = False,
+        answer: ChatResponse | None = None,
+        batch_api: bool = False,
+        attempt: int = 1,
+        hand_out: HandOut | None = None,
+        hold: Hold | None = None,
+    ) -> list[str]:
+        """`run` for a loaded batch, `stored` its answer kept from an earlier run, if any;
+        `hand_out` writes its answers (by default at once, `hand_out`, with the savings; given
+        one, the caller writes the savings); `hold` holds its call's worst case already."""
         request, packed = self.request_for(batch, items)
         call_id: str | None = None
         if stored is not None:
@@ -165,7 +194,7 @@ class BatchExecutor:
             response = answer
         else:
             call_id = await self.inflight.prepare(batch, items)
-            called = await self._call(batch, items, request, call_id, attempt, last_try)
+            called = await self._call(batch, items, request, call_id, attempt, last_try, hold)
             if not isinstance(called, ChatResponse):
                 return called
             response = called
@@ -196,19 +225,18 @@ class BatchExecutor:
                 batch, item, response, outputs[item_id], len(items), calibration
             ):
                 settled.append((item, final))
-        answered = await self._answer(settled)
+        answered = await (hand_out or self.hand_out)(settled)
         if self.settings.audit_share > 0:  # what the packer expects the audit's re-runs to cost
             sizes = [a.naive_output_tokens for a in answered]
             await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
-        baseline = self.settings.baseline_model
-        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
-            await self.ledger.record_saving(saving)
+        if hand_out is None:  # an alone batch writes the savings of its calls together
+            await self.record_savings(batch, answered)
         metrics.observe_batch(batch.model)
         children: list[str] = []
         if retry:
             reason = "; ".join(sorted({failures[i] for i in ids if i in failures}))
             children = await self._retry(batch, retry, reason)
-        await self._close(batch_id)
+        await self._close(batch)
         return children
 
     async def _call(
@@ -219,18 +247,25 @@ class BatchExecutor:
         call_id: str,
         attempt: int,
         last_try: bool,
+        hold: Hold | None,
     ) -> ChatResponse | list[str]:
-        """The batch's provider call under its budget and its intent; on failure, what the
-        batch does instead (the child batches to enqueue), or the error raised for a retry."""
+        """The batch's provider call under its budget (its own reservation, or its part of
+        `hold`) and its intent; on failure, what the batch does instead (the child batches to
+        enqueue), or the error raised for a retry."""
         worst = self.budgets.worst_case_nusd(batch.model, request)
         steps = self.chain.plan(batch.model)
         provider = steps[0][1].name if steps else "none"
 
         async def tracked(req: ChatRequest) -> ChatResponse:
-            await self.inflight.begin(batch, call_id, attempt, provider, worst)
+            shared = "" if hold is None else hold.id
+            await self.inflight.begin(batch, call_id, attempt, provider, worst, shared)
             return await self.chain.complete(req)
 
         try:
+            if hold is not None:
+                return await spend_from(
+                    self.budgets, hold, batch, request, tracked, call_id=call_id, worst_nusd=worst
+                )
             return await self.budgets.spend(
                 batch, request, tracked, call_id=call_id, worst_nusd=worst
             )
@@ -389,7 +424,27 @@ class BatchExecutor:
             "naive_output_tokens": naive_out,
         }
 
-    async def _answer(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
+    async def share_hold(
+        self, batch: Batch, calls: Sequence[tuple[Batch, Item]], attempt: int
+    ) -> Hold | None:
+        """One budget hold for the calls of an alone batch's items, this try of its job
+        (`shared.py`); None when there is no room for them all at once."""
+        if len(calls) < 2:
+            return None
+        worst = sum(
+            self.budgets.worst_case_nusd(one.model, self.request_for(one, [item])[0])
+            for one, item in calls
+        )
+        hold_id = f"{batch.id}:alone:{attempt}"
+        return await take_hold(self.budgets, hold_id, batch.tenant, worst)
+
+    async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
+        """The `packing`, `single_flight` and `routing` savings of `batch`'s answers."""
+        baseline = self.settings.baseline_model
+        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
+            await self.ledger.record_saving(saving)
+
+    async def hand_out(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
         """Cost, cache and hand out a batch's answers, a round trip for each step, not per item."""
         if not settled:
             return []
@@ -432,7 +487,7 @@ class BatchExecutor:
         )
         for tasks in counts:
             metrics.observe_failed(tasks)
-        await self._close(batch.id)
+        await self._close(batch)
         return []
 
     async def _retry(self, batch: Batch, item_keys: list[str], reason: str) -> list[str]:
@@ -441,7 +496,7 @@ class BatchExecutor:
             attempts = batch.alone_attempts + 1 if len(batch.item_keys) == 1 else 0
             if attempts >= self.settings.max_alone_attempts:
                 blob = await self.redis.get(self.keys.item(item_keys[0]))
-                items = [Item.model_validate_json(blob)] if blob else []
+                items = [Item.model_validate_json(item_json(blob))] if blob else []
                 return await self._fail(batch, items, "no_valid_output", reason)
             plan = [(f"{batch.id}.r", item_keys, attempts)]
         else:
@@ -474,10 +529,12 @@ class BatchExecutor:
         )
         return children
 
-    async def _close(self, batch_id: str) -> None:
+    async def _close(self, batch: Batch) -> None:
+        if not batch.recorded:
+            return
         k = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(k.batch(batch_id), "status", "done")
-            pipe.expire(k.batch(batch_id), 86400)
-            pipe.zrem(k.open_batches(), batch_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(k.batch(batch.id), "status", "done")
+            pipe.expire(k.batch(batch.id), 86400)
+            pipe.zrem(k.open_batches(), batch.id)
             await pipe.execute()

@@ -25,6 +25,7 @@ import orjson
 from redis.asyncio import Redis
 
 from pipeline.budgets.breaker import Budgets
+from pipeline.budgets.shared import Hold, settle_part
 from pipeline.costs.ledger import NANO, Ledger, Share, split_int
 from pipeline.costs.savings import cost_shares
 from pipeline.keys import Keys
@@ -35,21 +36,38 @@ logger = logging.getLogger("batchwise.inflight")
 INTENT_TTL_S = 2 * 86400  # as long as a budget reservation is kept
 OPEN, RECORDED = "open", "recorded"
 
+_PREPARE = """
+-- KEYS: the batch's intents;  ARGV: ttl s.
+-- Numbers the batch's next call; returns its number and the intents of earlier calls that are
+-- still there (the first call has none to look at).
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if seq == 1 then return {seq, {}} end
+return {seq, redis.call('HGETALL', KEYS[1])}
+"""
+
 _FINISH = """
 -- KEYS: the batch's intents;  ARGV: call id.
 -- Removes the call's intent; returns it (false: none) and the batch's other intents.
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v then redis.call('HDEL', KEYS[1], ARGV[1]) end
-local others = redis.call('HGETALL', KEYS[1])
-if #others <= 2 then others = {} end  -- only `seq`: nothing lost
-return {v or false, others}
+local all, mine, others = redis.call('HGETALL', KEYS[1]), false, {}
+for i = 1, #all, 2 do
+  if all[i] == ARGV[1] then
+    mine = all[i + 1]
+  elseif all[i] ~= 'seq' then
+    others[#others + 1] = all[i]
+    others[#others + 1] = all[i + 1]
+  end
+end
+if mine then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return {mine, others}
 """
 
 
 @dataclass(frozen=True)
 class Intent:
     """A call that went out: its id, the try that made it, the provider and model it was sent
-    to first (a fallback may have taken it), and its reserved worst case."""
+    to first (a fallback may have taken it), its reserved worst case, and the hold it shares
+    with other calls ("": its own reservation, `call_id`)."""
 
     call_id: str
     attempt: int
@@ -58,6 +76,7 @@ class Intent:
     worst_nusd: int
     at: float
     state: str = OPEN
+    hold: str = ""
 
     def dumps(self) -> str:
         return orjson.dumps(self.__dict__).decode()
@@ -75,27 +94,31 @@ class InFlight:
         self.keys = keys
         self.ledger = ledger
         self.budgets = budgets
+        self._prepare = redis.register_script(_PREPARE)
         self._finish = redis.register_script(_FINISH)
 
     async def prepare(self, batch: Batch, items: Sequence[Item]) -> str:
         """Record the batch's lost calls; return the id of the call about to be made (the batch
         id for its first call, `batch~n` for the n-th)."""
         key = self.keys.call_intents(batch.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, "seq", 1)
-            pipe.hgetall(key)
-            pipe.expire(key, INTENT_TTL_S)
-            seq, raw, _ = await pipe.execute()
-        for field, blob in raw.items():
+        seq, raw = await self._prepare(keys=[key], args=[INTENT_TTL_S])
+        for field, blob in zip(raw[::2], raw[1::2], strict=True):
             if field != b"seq":
                 await self._record_lost(batch, items, Intent.loads(blob))
         return batch.id if int(seq) == 1 else f"{batch.id}~{seq}"
 
     async def begin(
-        self, batch: Batch, call_id: str, attempt: int, provider: str, worst_nusd: int
+        self,
+        batch: Batch,
+        call_id: str,
+        attempt: int,
+        provider: str,
+        worst_nusd: int,
+        hold: str = "",
     ) -> None:
-        """Say that `call_id` is about to reach `provider`."""
-        intent = Intent(call_id, attempt, provider, batch.model, worst_nusd, time.time())
+        """Say that `call_id` is about to reach `provider` (under `hold`, a shared hold)."""
+        now = time.time()
+        intent = Intent(call_id, attempt, provider, batch.model, worst_nusd, now, OPEN, hold)
         await self.redis.hset(self.keys.call_intents(batch.id), call_id, intent.dumps())
 
     async def finish(
@@ -134,7 +157,12 @@ class InFlight:
                 record.cost_usd,
             )
         try:
-            await self.budgets.settle(intent.call_id, batch.tenant, intent.worst_nusd)
+            if intent.hold:
+                hold = Hold(intent.hold, batch.tenant)
+                worst = intent.worst_nusd
+                await settle_part(self.budgets, hold, intent.call_id, worst, worst)
+            else:
+                await self.budgets.settle(intent.call_id, batch.tenant, intent.worst_nusd)
         except Exception:  # the hold stays counted at the same amount
             logger.exception("batch %s: settling lost call %s failed", batch.id, intent.call_id)
         recorded = Intent(**{**intent.__dict__, "state": RECORDED})

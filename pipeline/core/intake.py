@@ -1,8 +1,9 @@
 """Job lines in: streaming JSONL parsing and validation into `Task`s.
 
-Two line forms are accepted: the native job line of DESIGN §2 and the OpenAI Batch API line
-(`custom_id`, `method`, `url`, `body`). A bad line becomes a `LineError` that names the file, the
-line, the field and the reason; the good lines go on. Files are read line by line, never whole.
+Two line forms are accepted: the native job line (the README's "Concepts") and the OpenAI Batch
+API line (`custom_id`, `method`, `url`, `body`). A bad line becomes a `LineError` that names the
+file, the line, the field and the reason; the good lines go on. Files are read line by line, never
+whole.
 
 Everything a line stores is bounded here, so one poison line is refused alone and can never break
 the chunk it travels in: values nest at most `MAX_DEPTH` deep, `metadata` and `response_schema`

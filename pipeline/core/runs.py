@@ -1,9 +1,9 @@
 """Runs and their results: exactly one result per submitted task, readable in input order.
 
 A result is written once (HSETNX), and the run's `done` counter moves only when it is: a batch
-that runs twice never duplicates a result. The answer to an item is stored once as an *outcome*
-and each waiting task holds a reference to it with its share of the cost, so fanning an answer
-out to many identical tasks is a single atomic step.
+that runs twice never duplicates a result. A task alone on its item holds the item's answer (its
+*outcome*) itself; identical tasks sharing an item hold a reference to the outcome, stored once,
+with their share of the cost. A batch's outcomes go out in one atomic step.
 """
 
 from __future__ import annotations
@@ -30,22 +30,53 @@ return 0
 """
 
 _FINISH = """
--- KEYS: item, waiters, outcome, item cost;  ARGV: outcome json, key prefix, ttl s
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local waiters = redis.call('LRANGE', KEYS[2], 0, -1)
-redis.call('HSET', KEYS[3], 'json', ARGV[1], 'n', #waiters)
-redis.call('EXPIRE', KEYS[3], ARGV[3])
-for i, ref in ipairs(waiters) do
-  local sep = string.find(ref, '\\31', 1, true)
-  local run, tid = string.sub(ref, 1, sep - 1), string.sub(ref, sep + 1)
-  local results = ARGV[2] .. ':run:' .. run .. ':results'
-  if redis.call('HSETNX', results, tid, '@' .. KEYS[3] .. '|' .. (i - 1)) == 1 then
-    redis.call('HINCRBY', ARGV[2] .. ':run:' .. run, 'done', 1)
-    if redis.call('TTL', results) == -1 then redis.call('EXPIRE', results, ARGV[3]) end
+-- KEYS: per item its item, cost and outcome keys
+-- ARGV: key prefix, ttl s, then per item its outcome json
+-- Gives each item's outcome to every task waiting on it (`length:ref` after the item's JSON
+-- and \\30): a task alone on its item gets the outcome itself, several share it through the
+-- outcome hash (each its share of the cost). Returns per item how many tasks were waiting,
+-- -1 when the item was already given.
+local counts, done, order = {}, {}, {}
+for i = 0, #KEYS / 3 - 1 do
+  local item, cost, outcome = KEYS[i * 3 + 1], KEYS[i * 3 + 2], KEYS[i * 3 + 3]
+  local blob = redis.call('GET', item)
+  if not blob then
+    counts[#counts + 1] = -1
+  else
+    local refs, pos = {}, string.find(blob, '\\30', 1, true) + 1
+    while pos <= #blob do
+      local colon = string.find(blob, ':', pos, true)
+      local n = tonumber(string.sub(blob, pos, colon - 1))
+      refs[#refs + 1] = string.sub(blob, colon + 1, colon + n)
+      pos = colon + n + 1
+    end
+    local value = ARGV[3 + i]
+    if #refs > 1 then
+      redis.call('HSET', outcome, 'json', value, 'n', #refs)
+      redis.call('EXPIRE', outcome, ARGV[2])
+    end
+    for j, ref in ipairs(refs) do
+      local sep = string.find(ref, '\\31', 1, true)
+      local run, tid = string.sub(ref, 1, sep - 1), string.sub(ref, sep + 1)
+      if #refs > 1 then value = '@' .. outcome .. '|' .. (j - 1) end
+      if redis.call('HSETNX', ARGV[1] .. ':run:' .. run .. ':results', tid, value) == 1 then
+        if not done[run] then
+          done[run] = 0
+          order[#order + 1] = run
+        end
+        done[run] = done[run] + 1
+      end
+    end
+    redis.call('DEL', item, cost)
+    counts[#counts + 1] = #refs
   end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
-return #waiters
+for _, run in ipairs(order) do
+  local results = ARGV[1] .. ':run:' .. run .. ':results'
+  redis.call('HINCRBY', ARGV[1] .. ':run:' .. run, 'done', done[run])
+  if redis.call('TTL', results) == -1 then redis.call('EXPIRE', results, ARGV[2]) end
+end
+return counts
 """
 
 NANO = 1_000_000_000
@@ -112,8 +143,13 @@ class RunStore:
         echo = {task_id: orjson.dumps(meta) for task_id, meta, _ in tasks if meta is not None}
         if echo:
             pipe.hset(k.run_tasks(run_id), mapping=echo)
+        by_tenant: dict[str, dict[str, str]] = {}
         for task_id, _, tenant in tasks:
-            pipe.set(k.task_run(tenant, task_id), run_id, ex=self.ttl_s)
+            by_tenant.setdefault(tenant, {})[task_id] = run_id
+        day = int(time.time() // 86400)
+        for tenant, runs in by_tenant.items():
+            pipe.hset(k.task_runs(tenant, day), mapping=runs)
+            pipe.expire(k.task_runs(tenant, day), self.ttl_s + 86400)
 
     async def seal(self, run_id: str, total: int) -> None:
         """Mark the submission complete: the run is done when `done` reaches `total`."""
@@ -144,22 +180,21 @@ class RunStore:
         return n
 
     async def finish_items(self, outcomes: Sequence[tuple[str, dict[str, Any]]]) -> list[int]:
-        """`finish_item` for each (item key, outcome), in one round trip."""
+        """`finish_item` for each (item key, outcome), in one script."""
+        if not outcomes:
+            return []
         k = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item_key, outcome in outcomes:
-                await self._finish(
-                    keys=[
-                        k.item(item_key),
-                        k.item_waiters(item_key),
-                        f"{k.prefix}:outcome:{item_key}:{outcome['batch_id']}",
-                        k.item_cost(item_key),
-                    ],
-                    args=[orjson.dumps(outcome), k.prefix, self.ttl_s],
-                    client=pipe,
-                )
-            counts: list[int] = await pipe.execute()
-        return counts
+        keys: list[str] = []
+        args: list[str | int | bytes] = [k.prefix, self.ttl_s]
+        for item_key, outcome in outcomes:
+            keys += [
+                k.item(item_key),
+                k.item_cost(item_key),
+                f"{k.prefix}:outcome:{item_key}:{outcome['batch_id']}",
+            ]
+            args.append(orjson.dumps(outcome))
+        counts = await self._finish(keys=keys, args=args)
+        return [int(n) for n in counts]
 
     async def spent(self, item_keys: Sequence[str]) -> list[dict[str, Any]]:
         """The outcome fields of what each item cost over every call it took (the ledger's
@@ -237,10 +272,14 @@ class RunStore:
         """One task's result: from the named run, else from the latest run in which `tenant`
         used the id (another tenant's task with the same id is never found)."""
         if run_id is None:
-            raw_run = await self.redis.get(self.keys.task_run(tenant, task_id))
-            if raw_run is None:
+            today = int(time.time() // 86400)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for day in range(today, today - self.ttl_s // 86400 - 2, -1):  # newest first
+                    pipe.hget(self.keys.task_runs(tenant, day), task_id)
+                found = [raw for raw in await pipe.execute() if raw is not None]
+            if not found:
                 return None
-            run_id = raw_run.decode()
+            run_id = found[0].decode()
         value = await self.redis.hget(self.keys.run_results(run_id), task_id)
         if value is None:
             return None

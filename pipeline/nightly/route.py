@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import time
 
-import orjson
 from redis.asyncio import Redis
 
 from pipeline.config.settings import Settings
@@ -89,10 +88,9 @@ class BatchRoute:
             return False
         if route == "batchapi":
             return True
-        blob = await self.redis.get(k.group(group))
-        if blob is None:
+        meta = await self.executor.metas.get(group)
+        if meta is None:
             return False
-        meta = orjson.loads(blob)
         if not (meta.get("batch_api") or self.settings.batch_api):
             return False
         if self.provider_for(meta["model"]) is None:

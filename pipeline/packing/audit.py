@@ -27,6 +27,7 @@ from pipeline.costs.prices import PriceTable
 from pipeline.errors import PipelineError
 from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item
+from pipeline.packing.request import build_request
 from pipeline.providers.base import ChatResponse
 from pipeline.providers.chain import ProviderChain
 
@@ -94,12 +95,6 @@ if n >= tonumber(ARGV[4]) and sum / n < tonumber(ARGV[3]) then
 end
 return current
 """
-
-
-async def batch_limit(redis: Redis, keys: Keys, task_type: str) -> int | None:
-    """The task type's maximum batch size as lowered by the audit, or None if never lowered."""
-    raw = await redis.hget(keys.packing_limits(), task_type)
-    return None if raw is None else int(raw)
 
 
 class PackingAudit:
@@ -171,10 +166,6 @@ class PackingAudit:
         if stored is not None:
             response = ChatResponse.from_json(stored)
         else:
-            from pipeline.packing.queue import (
-                build_request,  # packer reads the audit's limits: import late
-            )
-
             request, _ = build_request(  # the item alone, exactly as a batch of one is sent
                 batch, [item], cache_min_tokens=self.settings.prompt_cache_min_tokens
             )

@@ -19,99 +19,103 @@ from redis.asyncio import Redis
 
 from pipeline.config.settings import Settings
 from pipeline.costs.prices import PriceTable
-from pipeline.fingerprint import group_key, item_key
 from pipeline.keys import Keys
-from pipeline.models import Batch, Item, Message, Task, TTLClass
-from pipeline.packing.audit import batch_limit
+from pipeline.models import Task, TTLClass
 from pipeline.packing.gain import Expected, GainSettings, expected, packing_pays
-from pipeline.packing.wire import (
-    ITEM_OVERHEAD_TOKENS,
-    PACK_INSTRUCTIONS,
-    SCHEMA_INSTRUCTIONS,
-    WRAPPER_OUTPUT_TOKENS,
-    encode_items,
-)
-from pipeline.providers.base import ChatRequest
-from pipeline.tokens import count_messages, count_tokens
+from pipeline.packing.request import build_item, group_meta
+from pipeline.packing.selection import TAKE_LOOP, batch_limit, budgets_for, sizes_of
 
 Sink = Callable[[list[str]], Awaitable[None]]
 
 _ENQUEUE = """
--- KEYS: item, waiters, group items, groups, group meta
--- ARGV: item json, waiter ref, list entry, due ms, group meta json, group id
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  return {0, redis.call('LLEN', KEYS[3])}
+-- KEYS: groups, then per group its items list and meta, then per task its item
+-- ARGV: group count, then per group: id, meta json, due ms; then per task: its group's
+--       number (from 1), item json, waiter ref, list entry
+-- An item is its JSON, \\30, then `length:ref` of each task waiting on it (item_json).
+-- A task whose item is pending already joins it (single-flight); new items join their group's
+-- list, one RPUSH per group. Returns each group's length where it grew, else 0.
+local ng = tonumber(ARGV[1])
+local added = {}
+local a = 2 + ng * 3
+for t = 2 + ng * 2, #KEYS do
+  local g, ref = tonumber(ARGV[a]), ARGV[a + 2]
+  local waiter = #ref .. ':' .. ref
+  if redis.call('SET', KEYS[t], ARGV[a + 1] .. '\\30' .. waiter, 'NX') then
+    added[g] = added[g] or {}
+    added[g][#added[g] + 1] = ARGV[a + 3]
+  else
+    redis.call('APPEND', KEYS[t], waiter)
+  end
+  a = a + 4
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-local n = redis.call('RPUSH', KEYS[3], ARGV[3])
-redis.call('SETNX', KEYS[5], ARGV[5])
-redis.call('EXPIRE', KEYS[5], 2592000)
-redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[6])
-return {1, n}
+local sizes = {}
+for g = 1, ng do
+  sizes[g] = 0
+  if added[g] then
+    local id, meta = ARGV[2 + (g - 1) * 3], KEYS[3 + (g - 1) * 2]
+    sizes[g] = redis.call('RPUSH', KEYS[2 + (g - 1) * 2], unpack(added[g]))
+    redis.call('SETNX', meta, ARGV[3 + (g - 1) * 3])
+    redis.call('EXPIRE', meta, 2592000)
+    redis.call('ZADD', KEYS[1], 'NX', ARGV[4 + (g - 1) * 3], id)
+  end
+end
+return sizes
 """
 
-_TAKE = """
+_TAKE_HEAD = """
 -- KEYS: group items, groups, batch, open batches
 -- ARGV: group id, max items, input budget, output budget, full only, batch id, now ms, alone
+-- Returns nothing, or how many items are still pending in the group then the items taken.
 local entries = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if #entries == 0 then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return {}
 end
-local taken, in_sum, out_sum, full = {}, 0, 0, #entries >= tonumber(ARGV[2])
-for _, e in ipairs(entries) do
-  local key, tin, tout = string.match(e, '^([^|]+)|(%d+)|(%d+)$')
-  tin, tout = tonumber(tin), tonumber(tout)
-  if #taken > 0 and (in_sum + tin > tonumber(ARGV[3]) or out_sum + tout > tonumber(ARGV[4])) then
-    full = true
-    break
-  end
-  in_sum, out_sum = in_sum + tin, out_sum + tout
-  taken[#taken + 1] = key
-end
+"""
+_TAKE_TAIL = """
 if ARGV[5] == '1' and not full then return {} end
 redis.call('LTRIM', KEYS[1], #taken, -1)
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+local left = redis.call('LLEN', KEYS[1])
+if left == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 redis.call('HSET', KEYS[3], 'group', ARGV[1], 'items', table.concat(taken, ','),
   'created_ms', ARGV[7], 'alone_attempts', 0, 'status', 'open', 'alone', ARGV[8])
 redis.call('ZADD', KEYS[4], ARGV[7], ARGV[6])
+table.insert(taken, 1, left)
 return taken
 """
+_TAKE = _TAKE_HEAD + TAKE_LOOP + _TAKE_TAIL
+
+
+def item_json(blob: bytes) -> bytes:
+    """A pending item's JSON, without the tasks waiting on it that follow it."""
+    return blob.split(b"\x1e", 1)[0]
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def group_meta(task: Task) -> dict[str, Any]:
-    return {
-        "tenant": task.tenant,
-        "model": task.model,
-        "system": task.system,
-        "temperature": task.temperature,
-        "response_schema": task.response_schema,
-        "ttl_class": task.ttl_class.value,
-        "task_type": task.task_type,
-        "batch_api": task.batch_api,
-    }
+class GroupMetas:
+    """Group meta (tenant, model, system prompt, ...) by group id, read from Redis once per
+    process: a group's id is the hash of its meta, so the meta of an id never changes."""
 
+    LIMIT = 4096  # groups remembered; past that the memory starts again
 
-def build_item(task: Task) -> Item:
-    prompt = task.prompt
-    return Item(
-        key=item_key(task),
-        group=group_key(task),
-        prompt=prompt,
-        messages=task.messages,
-        max_tokens=task.max_tokens,
-        input_tokens=sum(count_tokens(m.content) for m in task.messages) + ITEM_OVERHEAD_TOKENS,
-        task_type=task.task_type,
-        user_id=task.user_id,
-        endpoint=task.endpoint,
-        requested_model=task.requested_model,
-    )
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.known: dict[str, dict[str, Any]] = {}
+
+    async def get(self, group: str) -> dict[str, Any] | None:
+        meta = self.known.get(group)
+        if meta is None:
+            raw = await self.redis.get(self.keys.group(group))
+            if raw is None:
+                return None
+            if len(self.known) >= self.LIMIT:
+                self.known.clear()
+            meta = self.known[group] = orjson.loads(raw)
+        return meta
 
 
 class Packer:
@@ -123,6 +127,7 @@ class Packer:
         self.keys = keys
         self._enqueue = redis.register_script(_ENQUEUE)
         self._take = redis.register_script(_TAKE)
+        self.metas = GroupMetas(redis, keys)
         self._lowered: dict[str, int] = {}
         self.prices = PriceTable(settings.prices)
         self.gain = GainSettings(settings.prompt_cache_min_tokens, settings.audit_share)
@@ -155,30 +160,40 @@ class Packer:
     def linger_ms(self, ttl_class: TTLClass) -> int:
         return 0 if ttl_class is TTLClass.real_time else self.settings.linger_ms
 
-    async def enqueue(self, task: Task, pipe: Any = None) -> Item:
-        """Add a task to its group's pending items, or join an identical pending item."""
-        item = build_item(task)
+    async def enqueue_many(self, tasks: Sequence[Task], pipe: Any) -> list[tuple[str, str]]:
+        """Queue, on `pipe`, one script adding the tasks to their groups' pending items (or to
+        an identical pending item). Returns the (group, task type) of each group in the order of
+        the script's reply: each group's new length, 0 where it did not grow."""
+        if not tasks:
+            return []
         k = self.keys
-        ref = f"{task.run_id}\x1f{task.id}"
-        entry = f"{item.key}|{item.input_tokens}|{item.max_tokens + ITEM_OVERHEAD_TOKENS}"
-        due = now_ms() + self.linger_ms(task.ttl_class)
-        args: list[str | bytes | int] = [
-            item.model_dump_json(),
-            ref,
-            entry,
-            due,
-            orjson.dumps(group_meta(task)),
-            item.group,
-        ]
-        keys = [
-            k.item(item.key),
-            k.item_waiters(item.key),
-            k.group_items(item.group),
-            k.groups(),
-            k.group(item.group),
-        ]
-        await self._enqueue(keys=keys, args=args, client=pipe)
-        return item
+        groups: dict[str, int] = {}
+        head: list[str | bytes | int] = []
+        task_types: list[tuple[str, str]] = []
+        group_keys = [k.groups()]
+        item_keys: list[str] = []
+        tail: list[str | bytes | int] = []
+        for task in tasks:
+            item = build_item(task)
+            if item.group not in groups:
+                groups[item.group] = len(groups) + 1
+                due = now_ms() + self.linger_ms(task.ttl_class)
+                head += [item.group, orjson.dumps(group_meta(task)), due]
+                group_keys += [k.group_items(item.group), k.group(item.group)]
+                task_types.append((item.group, task.task_type))
+            tin, tout = sizes_of(item)
+            entry = f"{item.key}|{tin}|{tout}"
+            item_keys.append(k.item(item.key))
+            tail += [
+                groups[item.group],
+                item.model_dump_json(),
+                f"{task.run_id}\x1f{task.id}",
+                entry,
+            ]
+        await self._enqueue(
+            keys=[*group_keys, *item_keys], args=[len(groups), *head, *tail], client=pipe
+        )
+        return task_types
 
     async def mark_full(self, groups: Sequence[str]) -> None:
         """These groups hold a full batch: flush their full batches at the next tick."""
@@ -188,8 +203,11 @@ class Packer:
     async def flush(self, sink: Sink | None = None) -> list[str]:
         """Turn full and due groups into batches; return the new batch ids (to enqueue). With
         `sink`, each group's batches go to it as soon as they are made, so their calls can
-        start while other groups are still being drained."""
+        start while other groups are still being drained. With nothing pending anywhere (a
+        full group is pending too) it costs one command: an idle worker flushes every tick."""
         batch_ids: list[str] = []
+        if not await self.redis.zrange(self.keys.groups(), 0, 0):
+            return batch_ids
         full = await self.redis.spop(self.keys.groups_full(), 1000) or []
         groups = [(raw.decode(), True) for raw in full]
         groups += [(group, False) for group in await self.due_groups()]
@@ -204,9 +222,11 @@ class Packer:
         made: list[str] = []
         while True:
             batch_id = uuid.uuid4().hex[:20]
-            if not await self.take(group, batch_id, full_only=full_only):
+            taken, left = await self.take(group, batch_id, full_only=full_only)
+            if taken:
+                made.append(batch_id)
+            if not taken or not left:
                 return made
-            made.append(batch_id)
 
     async def mark_due(self, groups: Sequence[str]) -> None:
         """Flush these groups at the next flusher tick (a submission is complete)."""
@@ -219,13 +239,11 @@ class Packer:
         raw = await self.redis.zrangebyscore(self.keys.groups(), "-inf", now)
         return [g.decode() if isinstance(g, bytes) else g for g in raw]
 
-    async def take(self, group: str, batch_id: str, *, full_only: bool) -> list[str]:
-        """Atomically move up to one batch's worth of items out of a group."""
+    async def take(self, group: str, batch_id: str, *, full_only: bool) -> tuple[list[str], int]:
+        """Atomically move up to one batch's worth of items out of a group; (the items taken,
+        how many are still pending there)."""
         meta = await self.load_group(group)
-        limits = self.settings.limits_for(meta["model"])
-        system_tokens = count_tokens(meta["system"]) + count_tokens(PACK_INSTRUCTIONS) + 16
-        input_budget = max(1, int(limits.context_tokens * 0.8) - system_tokens)
-        output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
+        budgets = budgets_for(self.settings, meta["model"], meta["system"])
         k = self.keys
         limit, alone = await self.live_max_items(group, meta)
         taken = await self._take(
@@ -233,68 +251,20 @@ class Packer:
             args=[
                 group,
                 limit,
-                input_budget,
-                output_budget,
+                budgets.input_tokens,
+                budgets.output_tokens,
                 "1" if full_only else "0",
                 batch_id,
                 now_ms(),
                 "1" if alone else "0",
             ],
         )
-        return [t.decode() if isinstance(t, bytes) else t for t in taken]
+        if not taken:
+            return [], 0
+        return [t.decode() if isinstance(t, bytes) else t for t in taken[1:]], int(taken[0])
 
     async def load_group(self, group: str) -> dict[str, Any]:
-        raw = await self.redis.get(self.keys.group(group))
-        if raw is None:
+        meta = await self.metas.get(group)
+        if meta is None:
             raise KeyError(f"unknown group {group}")
-        meta: dict[str, Any] = orjson.loads(raw)
         return meta
-
-
-def build_messages(batch: Batch, items: Sequence[Item]) -> tuple[str, list[Message], bool]:
-    """The request for a batch: (system prompt, messages, packed?).
-
-    A batch of one is sent as its task's own messages. A packed batch carries the group's system
-    prompt first (byte-identical for every batch of the group, so provider prompt caches reuse it),
-    then the packing instructions, and one user message holding the items as JSON.
-    """
-    if len(items) == 1:
-        return batch.system, list(items[0].messages), False
-    instructions = PACK_INSTRUCTIONS
-    if batch.response_schema is not None:
-        schema = orjson.dumps(batch.response_schema, option=orjson.OPT_SORT_KEYS).decode()
-        instructions = f"{instructions} {SCHEMA_INSTRUCTIONS}{schema}"
-    system = f"{batch.system}\n\n{instructions}" if batch.system else instructions
-    content = encode_items([item.prompt for item in items])
-    return system, [Message(role="user", content=content)], True
-
-
-def build_request(
-    batch: Batch, items: Sequence[Item], *, cache_min_tokens: int
-) -> tuple[ChatRequest, bool]:
-    """The provider request for a batch of these items, and whether it is packed. A shared
-    system block of at least `cache_min_tokens` is marked for the provider's prompt cache."""
-    system, messages, packed = build_messages(batch, items)
-    request = ChatRequest(
-        model=batch.model,
-        system=system,
-        messages=tuple(messages),
-        max_tokens=output_cap(items),
-        temperature=batch.temperature,
-        json_mode=packed or batch.response_schema is not None,
-        response_schema=batch.response_schema,
-        cache_prefix=count_tokens(system) >= cache_min_tokens,
-    )
-    return request, packed
-
-
-def output_cap(items: Sequence[Item]) -> int:
-    """The call's max_tokens: every item's cap plus the JSON around each answer."""
-    if len(items) == 1:
-        return items[0].max_tokens
-    return sum(i.max_tokens + ITEM_OVERHEAD_TOKENS for i in items) + WRAPPER_OUTPUT_TOKENS
-
-
-def naive_input_tokens(system: str, item: Item) -> int:
-    """Prompt tokens the item's task would use sent alone: the baseline for savings."""
-    return count_messages(system, [m.content for m in item.messages])

@@ -23,11 +23,11 @@ from pipeline.keys import Keys
 # 2: open, skip for ms.
 _ADMIT = """
 redis.replicate_commands()
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local h = redis.call('HMGET', KEYS[1], 'open_until', 'reason', 'failures', 'account')
 local until_ms = tonumber(h[1] or '0')
-if until_ms == 0 then return {0, tonumber(h[3] or '0'), '', 0} end
+if until_ms == 0 then return {0, tonumber(h[3] or '0'), '', 0} end  -- closed: no clock needed
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local account = tonumber(h[4] or '0')
 if now < until_ms then return {2, until_ms - now, h[2] or '', account} end
 if redis.call('SET', KEYS[2], '1', 'NX', 'PX', tonumber(ARGV[1])) then return {1, 0, '', 0} end

@@ -39,17 +39,22 @@ logger = logging.getLogger("batchwise.ratelimit")
 # Returns 0 when granted, else the milliseconds to wait before asking again.
 _ACQUIRE = """
 redis.replicate_commands()
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local nblocks = tonumber(ARGV[3])
+local nlimits = (#KEYS - nblocks) / 2
+local blocks, blocked = {}, false
+for i = 1, nblocks do
+  blocks[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  blocked = blocked or blocks[i] > 0
+end
+if not blocked and nlimits == 0 then return 0 end  -- nothing to time
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local wait = 0
 for i = 1, nblocks do
-  local until_ms = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if until_ms - now > wait then wait = until_ms - now end
+  if blocks[i] - now > wait then wait = blocks[i] - now end
 end
 if wait > 0 then return wait end
-local nlimits = (#KEYS - nblocks) / 2
 local costs = {}
 for i = 1, nlimits do
   local log, sum = KEYS[nblocks + 2 * i - 1], KEYS[nblocks + 2 * i]

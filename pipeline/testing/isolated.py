@@ -9,7 +9,9 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from pipeline.config.settings import ProviderConfig, Settings, load_settings
+from pipeline.config.loading import load_settings
+from pipeline.config.records import ProviderConfig
+from pipeline.config.settings import Settings
 from pipeline.testing.provider import FakeProvider
 
 

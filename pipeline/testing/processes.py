@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +76,19 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def worker_process(log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """`batchwise worker` as its own OS process: `env` over a clean environment (no provider key
-    or config from the developer's shell), stdout and stderr appended to `log`. Like
-    `make_settings`, it packs every group unless `env` says otherwise."""
+BATCHWISE_WORKER = ("-m", "pipeline.cli.main", "worker")
+ARQ_WORKER = ("-m", "arq", "workers.WorkerSettings")  # arq's own CLI
+
+
+def worker_process(
+    log: Path, env: Mapping[str, str], command: Sequence[str] = BATCHWISE_WORKER
+) -> subprocess.Popen[bytes]:
+    """`batchwise worker` (or another `command`) as its own OS process: `env` over a clean
+    environment (no provider key or config from the developer's shell), stdout and stderr
+    appended to `log`. Like `make_settings`, it packs every group unless `env` says otherwise."""
     with log.open("ab") as fh:  # the child keeps its own copy
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli.main", "worker"],
+            [sys.executable, *command],
             cwd=SOURCE_ROOT,
             env=clean_env(**{"BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "0", **env}),
             stdout=fh,
@@ -91,7 +97,11 @@ def worker_process(log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]
 
 
 def fake_provider_worker(
-    tmp_path: Path, settings: Settings, fake: FakeProvider, **env: str
+    tmp_path: Path,
+    settings: Settings,
+    fake: FakeProvider,
+    command: Sequence[str] = BATCHWISE_WORKER,
+    **env: str,
 ) -> subprocess.Popen[bytes]:
     """`batchwise worker` on `settings`' Redis, key prefix and queue, answering through the
     in-process fake provider (a config file in tmp_path), output to tmp_path/worker.log."""
@@ -108,7 +118,7 @@ def fake_provider_worker(
         "BATCHWISE_QUEUE": settings.queue_name,
         "BATCHWISE_LINGER_MS": "20",
     }
-    return worker_process(tmp_path / "worker.log", {**base, **env})
+    return worker_process(tmp_path / "worker.log", {**base, **env}, command)
 
 
 class WorkerProcesses:

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.packing.audit import agreement, audit_report, audited, batch_limit
+from pipeline.packing.audit import agreement, audit_report, audited
+from pipeline.packing.selection import batch_limit
 from pipeline.testing import FakeProvider, expected_output, make_settings
 from workers.testing import pipeline_client, running_worker
 

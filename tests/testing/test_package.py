@@ -15,6 +15,8 @@ from pipeline.testing import clean_env
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 PUBLIC = {
+    "ARQ_WORKER",
+    "BATCHWISE_WORKER",
     "FAKE_KEY",
     "FAULT_KINDS",
     "EmbeddedRedis",
