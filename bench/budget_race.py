@@ -22,9 +22,8 @@ from pathlib import Path
 
 from pipeline.budgets.breaker import Budgets
 from pipeline.config.loading import load_settings
-from pipeline.core.runs import RunStore
 from pipeline.core.wiring import connect_redis
-from pipeline.costs.ledger import NANO, to_nano
+from pipeline.costs.money import NANO, to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import BreakerOpen, BudgetBusy
 from pipeline.keys import Keys
@@ -68,7 +67,7 @@ async def reserving(url: str, calls: list[tuple[int, float]], cap_usd: Decimal, 
         breaker_limits={"global": {"hourly_usd": cap_usd}},
     )
     keys = Keys(settings.key_prefix)
-    budgets = Budgets(redis, settings, keys, PriceTable(), RunStore(redis, keys))
+    budgets = Budgets(redis, settings, keys, PriceTable())
     sem = asyncio.Semaphore(conc)
 
     async def one(i: int, cost: int, latency: float) -> None:
@@ -100,7 +99,7 @@ async def overhead_ms(url: str, n: int) -> float:
         breaker_limits={"global": {"hourly_usd": Decimal(10**6)}, "tenant": {"daily_usd": 10**6}},
     )
     keys = Keys(settings.key_prefix)
-    budgets = Budgets(redis, settings, keys, PriceTable(), RunStore(redis, keys))
+    budgets = Budgets(redis, settings, keys, PriceTable())
     start = time.perf_counter()
     for i in range(n):
         await budgets.reserve(f"o{i}", "bench", 1000)

@@ -21,14 +21,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from arq import Worker
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.commands.core import AsyncScript
 from redis.exceptions import WatchError
 
 from pipeline.config.settings import Settings
-from pipeline.state.reconnect import LOST, arq_settings, retry_policy
+from pipeline.errors import ConfigError
+from pipeline.state.reconnect import LOST, OutageRetry, retry_policy, safe_url
 from workers.heartbeat import TAKE_LEASE, Heartbeat
 from workers.pickup import PromptPickup
 from workers.settings import worker_settings
@@ -206,10 +207,8 @@ async def running(worker: Worker, grace_s: float) -> AsyncIterator[Worker]:
 async def serve(settings: Settings) -> None:
     """`batchwise worker`: run until SIGINT or SIGTERM, drain for `worker_drain_s` (a second
     signal cancels the jobs still running; they rerun elsewhere), close."""
-    from arq.connections import create_pool
-
     policy = retry_policy(settings, "worker", give_up_s=None, wait_at_start=True)
-    redis = await create_pool(arq_settings(settings, policy))
+    redis = await create_pool(arq_redis_settings(settings, policy))
     worker = in_process_worker(settings, redis)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -231,3 +230,16 @@ async def serve(settings: Settings) -> None:
     crash = None if run_task.cancelled() else run_task.exception()
     if crash is not None:
         raise crash
+
+
+def arq_redis_settings(settings: Settings, policy: OutageRetry) -> RedisSettings:
+    """arq's connection settings for REDIS_URL with `policy` on every connection."""
+    try:
+        base = RedisSettings.from_dsn(settings.redis_url or "")
+    except ValueError as exc:
+        url = safe_url(settings.redis_url or "")
+        raise ConfigError(f"REDIS_URL {url!r} is not a Redis URL: {exc}") from None
+    base.retry = policy
+    base.retry_on_error = list(LOST)
+    base.conn_retries = 0  # the policy does the waiting
+    return base

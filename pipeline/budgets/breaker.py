@@ -9,8 +9,8 @@ therefore never take the recorded spend past a limit, whatever their timing.
 
 When a reservation would cross a limit the scope's breaker opens until the end of that window
 (or until an operator closes it): no call of the scope starts, and its batches wait (the worker
-re-queues them, `BreakerOpen`) or are rejected, by `breaker_policy`. Nothing is lost: a waiting
-batch keeps its items and, when its job runs out of tries, hands them to a continuation batch.
+re-queues them, `BreakerOpen`) or are rejected, by `breaker_policy`; what a batch does then is
+the executor's part (`core/rebatch.py`). This module only reserves, settles and trips.
 
 Reservations are keyed by batch id, so a re-run batch never charges twice.
 """
@@ -21,22 +21,21 @@ import asyncio
 import logging
 import math
 import random
-import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
 from redis.asyncio import Redis
 
 from pipeline.budgets.pace import UNREAD, MonthlyBudget, month_bounds
+from pipeline.budgets.scripts import RESERVE, SETTLE
 from pipeline.config.settings import Settings
-from pipeline.core.runs import RunStore
-from pipeline.costs.ledger import NANO, to_nano
+from pipeline.costs.money import to_nano, usd
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import BreakerOpen, BudgetBusy, CallOverLimit, ConfigError
 from pipeline.keys import Keys
-from pipeline.models import Batch, Item, Usage
+from pipeline.models import Batch, Usage
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.tokens import count_messages
 
@@ -45,131 +44,6 @@ logger = logging.getLogger("batchwise.budget")
 Clock = Callable[[], float]
 WINDOWS = ("hourly", "daily")
 UNSET = -2  # a limit the settings leave to the next rule
-_CONTINUATION = re.compile(r"\.w(\d+)$")
-
-_RESERVE = """
--- KEYS: reservation, scope set, operator overrides (and open breakers), then per scope its
---       spend of the day: a hash of `h:HOUR` (reserved + settled) and `s:HOUR` (settled)
--- ARGV: amount, now, scope count, hour, then per scope: name, its hourly and daily limits from
---       the settings, the tenant defaults from the settings (-2: unset), hourly and daily
---       window end
--- Limits are resolved here, in the same atomic step: the scope's override, its setting, then
--- (tenants only) the `tenant` override and setting; an override `none` means no limit. An open
--- breaker is the override field `open:SCOPE` (until|window|limit|used|wanted|opened at). A new
--- reservation returns the monthly budget override too (read in the same HMGET).
-local state = redis.call('HGET', KEYS[1], 'state')
-if state then return {1, state} end
-local amount, now, n, hour = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
--- every override and open breaker this call may need, in one read
-local wanted = {'limit:tenant:hourly', 'limit:tenant:daily', 'monthly_usd'}
-for i = 0, n - 1 do
-  local scope = ARGV[5 + i * 7]
-  wanted[#wanted + 1] = 'limit:' .. scope .. ':hourly'
-  wanted[#wanted + 1] = 'limit:' .. scope .. ':daily'
-  wanted[#wanted + 1] = 'open:' .. scope
-end
-local overrides, got = {}, redis.call('HMGET', KEYS[3], unpack(wanted))
-for i, name in ipairs(wanted) do
-  if got[i] then overrides[name] = got[i] end
-end
-local function limit_of(scope, window, own, default)
-  local v = overrides['limit:' .. scope .. ':' .. window]
-  if v then return v == 'none' and -1 or tonumber(v) end
-  if tonumber(own) ~= -2 then return tonumber(own) end
-  if string.sub(scope, 1, 7) ~= 'tenant:' then return -1 end
-  v = overrides['limit:tenant:' .. window]
-  if v then return v == 'none' and -1 or tonumber(v) end
-  if tonumber(default) ~= -2 then return tonumber(default) end
-  return -1
-end
--- {hour, day} of reserved + settled spend and of settled spend (the day only when asked)
-local function spent(key, daily)
-  if not daily then
-    local row = redis.call('HMGET', key, 'h:' .. hour, 's:' .. hour)
-    return {tonumber(row[1] or '0'), 0}, {tonumber(row[2] or '0'), 0}
-  end
-  local used, settled, row = {0, 0}, {0, 0}, redis.call('HGETALL', key)
-  for j = 1, #row, 2 do
-    local into = string.sub(row[j], 1, 2) == 'h:' and used or settled
-    into[2] = into[2] + tonumber(row[j + 1])
-    if string.sub(row[j], 3) == hour then into[1] = tonumber(row[j + 1]) end
-  end
-  return used, settled
-end
-local function int(v) return string.format('%d', v) end
-for i = 0, n - 1 do
-  local a = 5 + i * 7
-  local scope = ARGV[a]
-  local open = overrides['open:' .. scope]
-  if open then
-    local until_s, window, limit = string.match(open, '^([^|]*)|([^|]*)|([^|]*)|')
-    if tonumber(until_s) > now then return {0, scope, until_s, window, 'held', limit} end
-  end
-  local limits = {limit_of(scope, 'hourly', ARGV[a + 1], ARGV[a + 3]),
-    limit_of(scope, 'daily', ARGV[a + 2], ARGV[a + 4])}
-  for w = 1, 2 do
-    if limits[w] >= 0 and amount > limits[w] then  -- could never fit: refuse, keep it shut
-      return {0, scope, ARGV[a + 4 + w], w == 1 and 'hourly' or 'daily', 'never', int(limits[w])}
-    end
-  end
-  if limits[1] >= 0 or limits[2] >= 0 then
-    local used, settled = spent(KEYS[4 + i], limits[2] >= 0)
-    for w = 1, 2 do
-      local limit, window, ends = limits[w], w == 1 and 'hourly' or 'daily', ARGV[a + 4 + w]
-      if limit >= 0 and settled[w] + amount > limit then
-        redis.call('HSET', KEYS[3], 'open:' .. scope, table.concat(
-          {ends, window, int(limit), int(settled[w]), int(amount), ARGV[2]}, '|'))
-        redis.call('SADD', KEYS[2], scope)
-        return {0, scope, ends, window, 'opened', int(limit)}
-      end
-      if limit >= 0 and used[w] + amount > limit then  -- fits once calls in flight settle
-        return {0, scope, ends, window, 'busy', int(limit)}
-      end
-    end
-  end
-end
-local days = {}
-for i = 0, n - 1 do
-  -- the day's lifetime starts with it; a scope's first spend in an hour names it
-  if redis.call('HINCRBY', KEYS[4 + i], 'h:' .. hour, amount) == amount then
-    redis.call('EXPIRE', KEYS[4 + i], 172800)
-    redis.call('SADD', KEYS[2], ARGV[5 + i * 7])
-  end
-  days[#days + 1] = KEYS[4 + i]
-end
-redis.call('HSET', KEYS[1], 'state', 'held', 'amount', amount, 'hour', hour,
-  'days', table.concat(days, ','))
-redis.call('EXPIRE', KEYS[1], 172800)
-return {1, 'new', overrides['monthly_usd'] or false}
-"""
-
-_SETTLE = """
--- KEYS: reservation, month spend, month tenant spend
--- ARGV: actual cost, tenant, settle (1) or release (0)
--- (a key's lifetime is set when this step creates it: an increment that returns exactly the
--- amount added found nothing there)
-local r = redis.call('HMGET', KEYS[1], 'state', 'amount', 'hour', 'days')
-if r[1] ~= 'held' then return -1 end
-local amount = tonumber(r[2])
-local actual = ARGV[3] == '1' and tonumber(ARGV[1]) or 0
-for day in string.gmatch(r[4], '[^,]+') do
-  redis.call('HINCRBY', day, 'h:' .. r[3], actual - amount)
-  if ARGV[3] == '1' and redis.call('HINCRBY', day, 's:' .. r[3], actual) == actual then
-    redis.call('EXPIRE', day, 172800)
-  end
-end
-if ARGV[3] == '0' then
-  redis.call('DEL', KEYS[1])
-  return -1
-end
-redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', actual)
-if redis.call('HINCRBY', KEYS[3], ARGV[2], actual) == actual then
-  redis.call('EXPIRE', KEYS[3], 40 * 86400)
-end
-local total = redis.call('INCRBY', KEYS[2], actual)
-if total == actual then redis.call('EXPIRE', KEYS[2], 40 * 86400) end
-return total
-"""
 
 
 @dataclass(frozen=True)
@@ -184,12 +58,6 @@ class BreakerState:
     wanted_usd: Decimal
 
 
-def usd(nusd: int | str | bytes) -> Decimal:
-    """Nano-dollars (as Redis returns them) in USD."""
-    value: Decimal = Decimal(int(nusd)) / NANO
-    return value
-
-
 class Budgets:
     """The cost circuit breaker and the monthly budget it feeds, over one Redis."""
 
@@ -199,7 +67,6 @@ class Budgets:
         settings: Settings,
         keys: Keys,
         prices: PriceTable,
-        runs: RunStore,
         *,
         clock: Clock = time.time,
         monthly: MonthlyBudget | None = None,
@@ -208,7 +75,6 @@ class Budgets:
         self.settings = settings
         self.keys = keys
         self.prices = prices
-        self.runs = runs
         self.clock = clock
         self.monthly = monthly or MonthlyBudget(
             redis,
@@ -217,8 +83,8 @@ class Budgets:
             alert_pcts=settings.budget_alert_pcts,
             webhook_url=settings.budget_webhook_url,
         )
-        self._reserve = redis.register_script(_RESERVE)
-        self._settle = redis.register_script(_SETTLE)
+        self._reserve = redis.register_script(RESERVE)
+        self._settle = redis.register_script(SETTLE)
 
     def set_clock(self, clock: Clock) -> None:
         """Use another clock for windows, pace and plan counters (tests, replays)."""
@@ -388,74 +254,6 @@ class Budgets:
         except Exception:  # never lose a paid answer over bookkeeping; the hold stays counted
             logger.exception("batch %s: settling its budget reservation failed", batch.id)
         return response
-
-    async def hold(
-        self,
-        batch: Batch,
-        items: Sequence[Item],
-        exc: BreakerOpen,
-        *,
-        last_try: bool,
-        close: Callable[[Batch], Awaitable[None]],
-    ) -> list[str]:
-        """What a batch does while its breaker is open: wait (re-raise, or hand its items to a
-        continuation batch when its job is out of tries) or have its tasks rejected. A batch too
-        costly for a whole window is split in halves; a single task that is, is rejected."""
-        over = isinstance(exc, CallOverLimit)
-        if over and len(items) > 1:
-            half = (len(items) + 1) // 2
-            parts = [items[:half], items[half:]]
-            children = [f"{batch.id}.b{i}" for i in range(2)]
-            for child, part in zip(children, parts, strict=True):
-                await self._child(batch, child, part, "split to fit the cost limit")
-            await close(batch)
-            logger.info("batch %s split to fit %s: %s", batch.id, exc.scope, ", ".join(children))
-            return children
-        if over or (self.settings.breaker_policy == "reject" and not isinstance(exc, BudgetBusy)):
-            spent = await self.runs.spent([item.key for item in items])
-            await self.runs.finish_items(
-                [
-                    (
-                        item.key,
-                        {
-                            "status": "rejected",
-                            "model": batch.model,
-                            "batch_id": batch.id,
-                            "batch_size": len(items),
-                            **cost,
-                            "error": {"code": "budget_exceeded", "message": str(exc)},
-                        },
-                    )
-                    for item, cost in zip(items, spent, strict=True)
-                ]
-            )
-            await close(batch)
-            return []
-        if not last_try:
-            raise exc
-        match = _CONTINUATION.search(batch.id)
-        base = batch.id[: match.start()] if match else batch.id
-        child = f"{base}.w{int(match.group(1)) + 1 if match else 1}"
-        await self._child(batch, child, items, "waiting for the cost breaker")
-        await close(batch)
-        logger.info("batch %s waits for breaker %s as %s", batch.id, exc.scope, child)
-        return [child]
-
-    async def _child(self, batch: Batch, child: str, items: Sequence[Item], reason: str) -> None:
-        """A new open batch of the same group holding `items`, for the caller to enqueue."""
-        now_ms = int(time.time() * 1000)
-        await self.redis.hset(
-            self.keys.batch(child),
-            mapping={
-                "group": batch.group,
-                "items": ",".join(i.key for i in items),
-                "created_ms": now_ms,
-                "alone_attempts": batch.alone_attempts,
-                "reason": reason,
-                "status": "open",
-            },
-        )
-        await self.redis.zadd(self.keys.open_batches(), {child: now_ms})
 
     async def open_breakers(self) -> list[BreakerState]:
         """Every breaker that is open now."""

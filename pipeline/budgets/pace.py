@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from pipeline.costs.ledger import NANO, to_nano
+from pipeline.costs.money import NANO, to_nano
 from pipeline.keys import Keys
 
 logger = logging.getLogger("batchwise.budget")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pipeline.budgets.breaker import Budgets
 from pipeline.budgets.pace import UNREAD, month_bounds
-from pipeline.costs.ledger import to_nano
+from pipeline.costs.money import to_nano
 from pipeline.errors import BreakerOpen
 from pipeline.models import Batch
 from pipeline.providers.base import ChatRequest, ChatResponse

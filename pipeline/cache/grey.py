@@ -19,8 +19,9 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
+from pipeline.cache.entries import entry_fields
 from pipeline.cache.semantic import Candidate
-from pipeline.cache.store import ResponseCache, entry_fields
+from pipeline.cache.store import ResponseCache
 from pipeline.cache.vectors import ENTRY_FIELDS
 from pipeline.cache.verify import PairCheck, Verifier
 from pipeline.costs.ledger import Ledger

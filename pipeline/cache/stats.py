@@ -16,10 +16,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from pipeline.costs.money import NANO
 from pipeline.keys import Keys
 
 SEP = "\x1f"
-NANO = Decimal(1_000_000_000)
 
 
 @dataclass

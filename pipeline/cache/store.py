@@ -32,11 +32,11 @@ import orjson
 from redis.asyncio import Redis
 
 from pipeline.cache.embedders import Embedder
+from pipeline.cache.entries import clear_entries, entry_fields, store_answers
 from pipeline.cache.semantic import (
     Candidate,
     SemanticIndex,
     build_embedder,
-    clear_vectors,
     semantic_scope,
 )
 from pipeline.cache.stats import SEP, CacheStatsRow, read_stats
@@ -350,98 +350,12 @@ class ResponseCache:
     async def store_many(self, answered: Sequence[tuple[str, dict[str, Any]]]) -> int:
         """Cache a batch's answered items in two round trips (take the intents, write the
         entries); returns how many were stored."""
-        answered = [(key, outcome) for key, outcome in answered if outcome.get("status") == "ok"]
-        if not answered:
-            return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, _ in answered:
-                pipe.getdel(self.keys.cache_intent(key))
-            blobs: list[bytes | None] = await pipe.execute()
-        todo = [(k, o, _intent_fields(b)) for (k, o), b in zip(answered, blobs, strict=True) if b]
-        if not todo:
-            return 0
-        now = time.time()
-        scopes = [raw["sem"].decode() for _, _, raw in todo if raw.get("sem") and raw.get("vec")]
-        if self.semantic is not None and scopes:
-            await self.semantic.index()  # chosen before the transaction that publishes
-        live: dict[str, float] = {}
-        stores: Counter[str] = Counter()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for item, outcome, raw in todo:
-                member, owner = self._write_entry(pipe, item, outcome, raw, now)
-                live[member] = now + int(raw["base"])
-                stores[SEP.join((owner, "stores"))] += 1
-            pipe.zadd(self.keys.cache_entries(), live)
-            for field, n in stores.items():
-                pipe.hincrby(self.keys.cache_stats(), field, n)
-            if self.semantic is not None and scopes:
-                self.semantic.trim(pipe, scopes)
-            pipe.zremrangebyscore(self.keys.cache_entries(), "-inf", now)  # the expired ones
-            await pipe.execute()
-        return len(todo)
-
-    def _write_entry(
-        self, pipe: Any, item: str, outcome: dict[str, Any], intent: dict[str, bytes], now: float
-    ) -> tuple[str, str]:
-        """Queue the entry's writes; return its member of the live-entries set and its owner
-        (`tenant\x1fmodel`), which the caller writes for the whole batch at once."""
-        key = intent["key"].decode()
-        tenant, model = intent["tenant"].decode(), intent["model"].decode()
-        base_s = int(intent["base"])
-        value = {
-            "output": outcome["output"],
-            "model": outcome.get("model"),  # not the lookup's: a cascade may have escalated
-            "provider": outcome.get("provider"),
-            "nusd": outcome.get("cost_nusd"),
-            "in": outcome.get("input_tokens", 0),
-            "out": outcome.get("output_tokens", 0),
-            "naive_in": outcome.get("naive_input_tokens", 0),
-            "naive_out": outcome.get("naive_output_tokens", 0),
-        }
-        entry = self.keys.cache_entry(key)
-        pipe.hset(
-            entry,
-            mapping={
-                "v": orjson.dumps(value),
-                "created": now,
-                "hits": 0,
-                "base": base_s,
-                "max": int(intent["max"]),
-                "owner": SEP.join((tenant, model)),
-            },
-        )
-        pipe.expire(entry, base_s)
-        scope_id, vector = intent["sem"].decode(), intent["vec"]
-        if scope_id and self.semantic is not None and vector:
-            self.semantic.publish(pipe, scope_id, key, vector, intent["text"].decode(), tenant)
-        return SEP.join((tenant, model, key)), SEP.join((tenant, model))
+        return await store_answers(self.redis, self.keys, self.semantic, answered)
 
     async def clear(self, *, tenant: str | None = None) -> int:
         """Delete the cached answers (entries, vectors with their prompts, pending intents) of
-        one tenant, or of all tenants; returns the number of entries deleted. Counters stay.
-
-        On a Redis without vector sets other processes keep the deleted prompts' rows in memory
-        until they restart, but can no longer serve them: a row whose entry is gone is never a
-        hit."""
-        k = self.keys
-        mine = (lambda owner: True) if tenant is None else (lambda owner: owner == tenant)
-        members = [
-            m.decode()
-            async for m, _score in self.redis.zscan_iter(k.cache_entries(), count=1000)
-            if mine(m.decode().split(SEP, 1)[0])
-        ]
-        for start in range(0, len(members), 1000):
-            part = members[start : start + 1000]
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.delete(*[k.cache_entry(m.rsplit(SEP, 1)[1]) for m in part])
-                pipe.zrem(k.cache_entries(), *part)
-                await pipe.execute()
-        await clear_vectors(self.redis, k, tenant)
-        async for intent in self.redis.scan_iter(k.cache_intent("*"), count=1000):
-            blob = await self.redis.get(intent)
-            if tenant is None or (blob and _intent_fields(blob)["tenant"].decode() == tenant):
-                await self.redis.delete(intent)
-        return len(members)
+        one tenant, or of all tenants; returns the number of entries deleted. Counters stay."""
+        return await clear_entries(self.redis, self.keys, tenant=tenant)
 
     # read side
     async def stats(self, *, tenant: str | None = None) -> list[CacheStatsRow]:
@@ -453,16 +367,3 @@ class ResponseCache:
         close = getattr(embedder, "aclose", None)
         if close is not None:
             await close()
-
-
-def entry_fields(row: Sequence[bytes | None]) -> dict[bytes, bytes]:
-    """A cached answer's hash as read by HMGET of ENTRY_FIELDS (missing fields empty)."""
-    return {f.encode(): v or b"" for f, v in zip(ENTRY_FIELDS, row, strict=True)}
-
-
-def _intent_fields(blob: bytes) -> dict[str, bytes]:
-    """An intent's fields as `remember` wrote them (the vector's bytes under `vec`)."""
-    head, _, vector = blob.partition(b"\0")
-    fields = {k: str(v).encode() for k, v in orjson.loads(head).items()}
-    fields["vec"] = vector
-    return fields

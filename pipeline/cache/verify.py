@@ -26,7 +26,8 @@ from redis.asyncio import Redis
 
 from pipeline.cache.verdicts import VERIFY_SYSTEM, read_verdicts, verify_prompt
 from pipeline.config.settings import Settings
-from pipeline.costs.ledger import NANO, Ledger, to_nano
+from pipeline.costs.ledger import Ledger
+from pipeline.costs.money import NANO, to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import PipelineError
 from pipeline.keys import Keys

@@ -11,9 +11,9 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.budgets.breaker import usd
 from pipeline.config.settings import Settings
 from pipeline.core.wiring import Pipeline
+from pipeline.costs.money import usd
 from pipeline.errors import ConfigError
 from pipeline.state.opening import open_state
 from pipeline.terminal import terminal_safe

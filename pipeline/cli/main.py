@@ -26,9 +26,10 @@ from pipeline.cli.report import add_cli as add_report_cli
 from pipeline.cli.serve import add_cli as add_serve_cli
 from pipeline.config.loading import load_settings
 from pipeline.config.settings import Settings
-from pipeline.core.client import BatchwiseClient, Submission, Summary, new_run_id
+from pipeline.core.client import BatchwiseClient, Submission, new_run_id
 from pipeline.core.intake import check_job_file
 from pipeline.core.runs import RunStore
+from pipeline.core.summary import Summary
 from pipeline.core.wiring import Pipeline
 from pipeline.costs.export import add_cli as add_export_cli
 from pipeline.errors import ConfigError, InputError, PipelineError

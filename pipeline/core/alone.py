@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from pipeline.budgets.shared import Hold
+from pipeline.core.attribution import CallBook
 from pipeline.costs.savings import Answered
 from pipeline.keys import Keys
 from pipeline.models import Batch, Item
@@ -31,6 +32,7 @@ from pipeline.providers.base import ChatResponse
 class Runner(Protocol):
     redis: Redis
     keys: Keys
+    book: CallBook
 
     async def run(self, batch_id: str, *, last_try: bool = False, attempt: int = 1) -> list[str]:
         """Run a batch; return the ids of child batches to enqueue."""
@@ -38,10 +40,6 @@ class Runner(Protocol):
 
     async def hand_out(self, settled: Settled) -> list[Answered]:
         """Cost, cache and hand out answers to the tasks waiting on them."""
-        ...
-
-    async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
-        """The savings of `batch`'s answers."""
         ...
 
     async def execute(
@@ -162,7 +160,7 @@ async def run_alone(
     children, failure = await gathered(runs)
     if together.done.done() and not together.done.exception():
         this_try = batch.model_copy(update={"id": f"{batch.id}:alone:{attempt}"})
-        await runner.record_savings(this_try, together.done.result())
+        await runner.book.record_savings(this_try, together.done.result())
     if failure is not None:
         raise failure
     return children

@@ -17,18 +17,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pipeline.config.settings import Settings
 from pipeline.core.intake import LineError, read_file, result_id, validate
 from pipeline.core.progress import RunProgress, RunResults
-from pipeline.core.runs import NANO
+from pipeline.core.summary import Summary, summarise_run
 from pipeline.core.wiring import Pipeline
 from pipeline.costs.savings import Hit, cache_savings
 from pipeline.errors import InputError
-from pipeline.models import Result, Task, Usage
+from pipeline.models import Result, Task
 from pipeline.routing.router import Rejection
 from pipeline.state.connecting import Connecting, lost_redis
 from pipeline.state.durable import DiskAck
@@ -46,55 +45,6 @@ class Submission:
     @property
     def total(self) -> int:
         return self.accepted + self.rejected
-
-
-@dataclass
-class Summary:
-    """What a run did and what it cost, beside each task sent alone to the same model
-    (`naive_cost_usd`) and to its baseline model (`baseline_cost_usd`: the model it named, else
-    `Settings.baseline_model`). `saved_by` splits the saving against the baseline: `routing`,
-    `cache` and `semantic_cache` (tasks answered from the cache), and `calls` (packing,
-    single-flight and batch-API discounts: what the provider calls cost less than each task
-    alone on the same model)."""
-
-    run_id: str
-    simulated: bool
-    ok: int = 0
-    failed: int = 0
-    rejected: int = 0
-    cache_hits: int = 0
-    provider_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: Decimal = Decimal(0)
-    naive_cost_usd: Decimal = Decimal(0)
-    unpriced: int = 0
-    elapsed_s: float = 0.0
-    baseline_model: str = ""
-    baseline_cost_usd: Decimal = Decimal(0)
-    saved_by: dict[str, Decimal] = field(default_factory=dict)
-
-    @property
-    def saving(self) -> float:
-        """The saving against the same models one by one, as a share of that cost."""
-        if self.naive_cost_usd <= 0:
-            return 0.0
-        return float(1 - self.cost_usd / self.naive_cost_usd)
-
-    @property
-    def baseline_saving(self) -> float:
-        """The saving against the baseline, as a share of its cost."""
-        if self.baseline_cost_usd <= 0:
-            return 0.0
-        return float(1 - self.cost_usd / self.baseline_cost_usd)
-
-    def add_naive(self, cache: str, naive: Decimal, baseline: Decimal) -> None:
-        """A task answered ok: its cost alone on the model that answered and on its baseline."""
-        self.naive_cost_usd += naive
-        self.baseline_cost_usd += baseline
-        lever = {"exact": "cache", "semantic": "semantic_cache"}.get(cache, "calls")
-        for name, amount in (("routing", baseline - naive), (lever, naive)):
-            self.saved_by[name] = self.saved_by.get(name, Decimal(0)) + amount
 
 
 def _rejection(task_id: str, code: str, message: str, metadata: Any = None) -> dict[str, Any]:
@@ -344,39 +294,7 @@ class BatchwiseClient:
     async def summary(self, run_id: str) -> Summary:
         """Counts, tokens and cost of a finished run, and the naive baseline."""
         p = self.pipeline
-        info = await p.runs.info(run_id)
-        summary = Summary(
-            run_id, simulated=info.get("simulated") == "1", baseline_model=p.settings.baseline_model
-        )
-        calls: set[str] = set()
-        async for record in p.runs.records(run_id):
-            status = record["status"]
-            setattr(summary, status, getattr(summary, status) + 1)
-            if record.get("cache", "miss") != "miss":
-                summary.cache_hits += 1
-            summary.input_tokens += int(record.get("input_tokens") or 0)
-            summary.output_tokens += int(record.get("output_tokens") or 0)
-            if record.get("cost_nusd") is None:
-                summary.unpriced += 1
-            else:
-                summary.cost_usd += Decimal(int(record["cost_nusd"])) / NANO
-            calls.update(record.get("calls") or ())  # every call charged to the task
-            if status == "ok" and record.get("model") and "naive_input_tokens" in record:
-                usage = Usage(
-                    input_tokens=int(record["naive_input_tokens"]),
-                    output_tokens=int(record.get("naive_output_tokens") or 0),
-                )
-                naive = p.prices.price(record["model"], usage) or Decimal(0)
-                model = record.get("baseline_model") or record["model"]
-                baseline = p.prices.price(model, usage)
-                summary.add_naive(
-                    record.get("cache", "miss"), naive, naive if baseline is None else baseline
-                )
-        # what the calls cost less than their tasks alone: the rest of the naive cost
-        summary.saved_by["calls"] = summary.saved_by.get("calls", Decimal(0)) - summary.cost_usd
-        summary.provider_calls = len(calls)
-        summary.elapsed_s = time.time() - float(info.get("created_at", time.time()))
-        return summary
+        return await summarise_run(p.runs, p.prices, run_id, p.settings.baseline_model)
 
 
 def new_run_id() -> str:

@@ -3,15 +3,14 @@
 `BatchExecutor.run` is idempotent. The provider's answer is stored with the ledger record before
 anything is split, so a re-run (worker killed, job retried) never calls or charges twice; results
 are written once; child batches have deterministic ids. Items that got no valid output are retried
-in halves, then alone, and finally end `failed` with the reason.
+in halves, then alone, and finally end `failed` with the reason (`rebatch.py`); the call's cost is
+split over the items in the ledger record (`attribution.py`, `CallBook`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -23,18 +22,19 @@ from pipeline.cache import ResponseCache
 from pipeline.cache.grey import GreyZone
 from pipeline.config.settings import Settings
 from pipeline.core.alone import HandOut, run_alone, run_children
+from pipeline.core.attribution import CallBook
+from pipeline.core.batches import BatchStore
 from pipeline.core.inflight import InFlight
+from pipeline.core.rebatch import Rebatcher
 from pipeline.core.runs import RunStore
 from pipeline.core.splitter import enforce_schema, matches_schema_type, parse_single, split
 from pipeline.costs import metrics
-from pipeline.costs.ledger import NANO, Ledger, Share, error_record, split_int, to_nano
+from pipeline.costs.ledger import Ledger
+from pipeline.costs.money import to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.savings import (
     Answered,
     Calibration,
-    batch_api_saving,
-    call_savings,
-    cost_shares,
 )
 from pipeline.errors import (
     BreakerOpen,
@@ -44,10 +44,10 @@ from pipeline.errors import (
     TransientError,
 )
 from pipeline.keys import Keys
-from pipeline.models import Batch, CallRecord, Item, TTLClass
+from pipeline.models import Batch, Item
 from pipeline.packing.audit import PackingAudit
 from pipeline.packing.gain import observe_outputs
-from pipeline.packing.queue import GroupMetas, item_json
+from pipeline.packing.queue import GroupMetas
 from pipeline.packing.request import build_request, naive_input_tokens
 from pipeline.packing.wire import item_ids
 from pipeline.providers.base import ChatRequest, ChatResponse
@@ -78,50 +78,20 @@ class BatchExecutor:
         self.prices = prices
         self.runs = runs
         self.ledger = ledger
-        self.budgets = budgets or Budgets(redis, settings, keys, prices, runs)
+        self.budgets = budgets or Budgets(redis, settings, keys, prices)
         self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
         self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)
         self.cache: ResponseCache | None = None  # set by Pipeline; stores answers on the way out
         self.grey: GreyZone | None = None  # set by Pipeline when grey-zone hits are verified
         self.inflight = InFlight(redis, keys, ledger, self.budgets)
         self.metas = GroupMetas(redis, keys)
+        self.store = BatchStore(redis, keys, self.metas)
+        self.rebatch = Rebatcher(self.store, runs, settings)
+        self.book = CallBook(prices, ledger, settings)
 
     async def load(self, batch_id: str) -> tuple[Batch, list[Item]] | None:
-        loaded = await self._load(batch_id)
+        loaded = await self.store.load(batch_id)
         return None if loaded is None else (loaded[0], loaded[1])
-
-    async def _load(self, batch_id: str) -> tuple[Batch, list[Item], bytes | None] | None:
-        """The open batch, its items and its stored answer, in two round trips (three when
-        this process first meets the group)."""
-        k = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(k.batch(batch_id))
-            pipe.get(k.batch_response(batch_id))
-            fields, stored = await pipe.execute()
-        raw = {key.decode(): v.decode() for key, v in fields.items()}
-        if not raw or raw.get("status") == "done":
-            return None
-        item_keys = tuple(raw["items"].split(","))
-        meta = await self.metas.get(raw["group"])
-        if meta is None:
-            raise KeyError(f"batch {batch_id}: unknown group {raw['group']}")
-        blobs = await self.redis.mget([k.item(key) for key in item_keys])
-        batch = Batch(
-            id=batch_id,
-            group=raw["group"],
-            tenant=meta["tenant"],
-            model=meta["model"],
-            system=meta["system"],
-            temperature=meta["temperature"],
-            response_schema=meta["response_schema"],
-            ttl_class=TTLClass(meta["ttl_class"]),
-            item_keys=item_keys,
-            alone_attempts=int(raw.get("alone_attempts", 0)),
-            created_at=int(raw.get("created_ms", 0)) / 1000,
-            alone=raw.get("alone") == "1",
-        )
-        items = [Item.model_validate_json(item_json(b)) for b in blobs if b is not None]
-        return batch, items, stored
 
     def request_for(self, batch: Batch, items: Sequence[Item]) -> tuple[ChatRequest, bool]:
         """The provider request for a batch, and whether it is packed."""
@@ -142,7 +112,7 @@ class BatchExecutor:
         `batch_api=True` prices it so); the batch is then split and recorded without a call.
         Raises `TransientError` when the provider is unavailable and this is not the last try.
         """
-        loaded = await self._load(batch_id)
+        loaded = await self.store.load(batch_id)
         if loaded is None:
             return []
         batch, items, stored = loaded
@@ -150,15 +120,15 @@ class BatchExecutor:
             grey = await self.grey.settle(batch, items)
             if grey.parts:  # grey-zone items verified beside the others' call
                 retries = await run_children(self, grey.parts, last_try=last_try, attempt=attempt)
-                await self._close(batch)
+                await self.store.close(batch)
                 return retries
             items = grey.items
         if not items:
-            await self._close(batch)
+            await self.store.close(batch)
             return []
         if batch.alone and answer is None:  # even one item left: its calls are the `.s` ones
             retries = await run_alone(self, batch, items, last_try=last_try, attempt=attempt)
-            await self._close(batch)
+            await self.store.close(batch)
             return retries
         return await self.execute(
             batch,
@@ -204,14 +174,14 @@ class BatchExecutor:
             outputs, failures = self._parse(batch, response, ids, packed)
         except Exception:  # the call is paid for even when its answer cannot be processed
             if stored is None:
-                await self._record(
-                    batch, items, request, response, {}, batch_api=batch_api, attempt=attempt
+                await self.book.record(
+                    batch, items, response, {}, batch_api=batch_api, attempt=attempt
                 )
                 await self._settled(batch, items, call_id, response, batch_api)
             raise
         if stored is None:
-            await self._record(
-                batch, items, request, response, outputs, batch_api=batch_api, attempt=attempt
+            await self.book.record(
+                batch, items, response, outputs, batch_api=batch_api, attempt=attempt
             )
             await self._settled(batch, items, call_id, response, batch_api)
 
@@ -230,13 +200,13 @@ class BatchExecutor:
             sizes = [a.naive_output_tokens for a in answered]
             await observe_outputs(self.redis, self.keys, items[0].task_type, batch.model, sizes)
         if hand_out is None:  # an alone batch writes the savings of its calls together
-            await self.record_savings(batch, answered)
+            await self.book.record_savings(batch, answered)
         metrics.observe_batch(batch.model)
         children: list[str] = []
         if retry:
             reason = "; ".join(sorted({failures[i] for i in ids if i in failures}))
-            children = await self._retry(batch, retry, reason)
-        await self._close(batch)
+            children = await self.rebatch.retry(batch, retry, reason)
+        await self.store.close(batch)
         return children
 
     async def _call(
@@ -270,20 +240,20 @@ class BatchExecutor:
                 batch, request, tracked, call_id=call_id, worst_nusd=worst
             )
         except BreakerOpen as exc:
-            return await self.budgets.hold(batch, items, exc, last_try=last_try, close=self._close)
+            return await self.rebatch.held(batch, items, exc, last_try=last_try)
         except ProviderError as exc:
-            await self._record_error(batch, exc, attempt)
+            await self.book.record_error(batch, exc, attempt)
             await self.inflight.finish(batch, items, call_id, None)
             if isinstance(exc, ContextTooLong):
                 if len(items) > 1:
-                    return await self._retry(batch, [i.key for i in items], str(exc))
-                return await self._fail(batch, items, "context_length", str(exc))
+                    return await self.rebatch.retry(batch, [i.key for i in items], str(exc))
+                return await self.rebatch.fail(batch, items, "context_length", str(exc))
             if isinstance(exc, TransientError):
                 if not last_try:
                     raise
-                return await self._fail(batch, items, "provider_unavailable", str(exc))
+                return await self.rebatch.fail(batch, items, "provider_unavailable", str(exc))
             if isinstance(exc, PermanentError):
-                return await self._fail(batch, items, "provider_refused", str(exc))
+                return await self.rebatch.fail(batch, items, "provider_refused", str(exc))
             raise
 
     def _parse(
@@ -320,78 +290,7 @@ class BatchExecutor:
         """End every item of a batch as failed (the worker's last resort)."""
         loaded = await self.load(batch_id)
         if loaded is not None:
-            await self._fail(loaded[0], loaded[1], code, message)
-
-    async def _record(
-        self,
-        batch: Batch,
-        items: Sequence[Item],
-        request: ChatRequest,
-        response: ChatResponse,
-        outputs: dict[str, Any],
-        *,
-        batch_api: bool = False,
-        attempt: int = 1,
-    ) -> None:
-        """The ledger record of the call, with its cost split over the items exactly."""
-        usage = response.usage
-        n = len(items)
-        own = [i.input_tokens for i in items]
-        shared = max(usage.input_tokens - sum(own), 0)
-        in_weights = [shared / n + o for o in own]
-        out_weights = [
-            count_tokens(orjson.dumps(outputs[i]).decode()) if i in outputs else 0
-            for i in item_ids(n)
-        ]
-        # a fallback may have answered: price the model that did
-        cost = self.prices.price(response.model, usage, batch_api=batch_api)
-        in_tokens = split_int(usage.input_tokens, in_weights)
-        out_tokens = split_int(usage.output_tokens, out_weights)
-        if cost is None:
-            nusd: list[int | None] = [None] * n
-        else:
-            total = to_nano(cost)
-            in_cost = self.prices.price(
-                response.model, usage.model_copy(update={"output_tokens": 0}), batch_api=batch_api
-            )
-            in_total = min(total, to_nano(in_cost or cost))
-            nusd = [
-                a + b
-                for a, b in zip(
-                    split_int(in_total, in_weights),
-                    split_int(total - in_total, out_weights),
-                    strict=True,
-                )
-            ]
-            cost = Decimal(total) / NANO  # the recorded cost is exactly what was attributed
-        shares = {
-            item.key: Share(nusd[i], in_tokens[i], out_tokens[i]) for i, item in enumerate(items)
-        }
-        record = CallRecord(
-            id=batch.id,
-            at=time.time(),
-            batch_id=batch.id,
-            provider=response.provider,
-            model=response.model,
-            simulated=response.simulated,
-            batch_api=batch_api,
-            status="ok",
-            usage=usage,
-            cost_usd=cost,
-            latency_ms=response.latency_ms,
-            batch_size=n,
-            tenant=batch.tenant,
-            attribution={k: str(s.nusd) for k, s in shares.items()},
-            attempt=attempt,
-            shares=cost_shares(items, shares),
-        )
-        blob = response.to_json()
-        if await self.ledger.record(record, blob, shares) and batch_api:
-            await self.ledger.record_saving(batch_api_saving(self.prices, record))
-
-    async def _record_error(self, batch: Batch, exc: ProviderError, attempt: int) -> None:
-        """A failed call in the ledger: nothing billed, the error and which try it was."""
-        await self.ledger.record_error(error_record(batch, exc, attempt))
+            await self.rebatch.fail(loaded[0], loaded[1], code, message)
 
     async def _outcome(
         self,
@@ -438,12 +337,6 @@ class BatchExecutor:
         hold_id = f"{batch.id}:alone:{attempt}"
         return await take_hold(self.budgets, hold_id, batch.tenant, worst)
 
-    async def record_savings(self, batch: Batch, answered: Sequence[Answered]) -> None:
-        """The `packing`, `single_flight` and `routing` savings of `batch`'s answers."""
-        baseline = self.settings.baseline_model
-        for saving in call_savings(self.prices, batch, answered, baseline_model=baseline):
-            await self.ledger.record_saving(saving)
-
     async def hand_out(self, settled: Sequence[tuple[Item, dict[str, Any]]]) -> list[Answered]:
         """Cost, cache and hand out a batch's answers, a round trip for each step, not per item."""
         if not settled:
@@ -466,75 +359,3 @@ class BatchExecutor:
             )
             for (item, outcome), tasks in zip(settled, counts, strict=True)
         ]
-
-    async def _fail(
-        self, batch: Batch, items: Sequence[Item], code: str, message: str
-    ) -> list[str]:
-        spent = await self.runs.spent([item.key for item in items])
-        outcomes = [
-            {
-                "status": "failed",
-                "model": batch.model,
-                "batch_id": batch.id,
-                "batch_size": len(items),
-                **cost,
-                "error": {"code": code, "message": message},
-            }
-            for cost in spent
-        ]
-        counts = await self.runs.finish_items(
-            [(item.key, outcome) for item, outcome in zip(items, outcomes, strict=True)]
-        )
-        for tasks in counts:
-            metrics.observe_failed(tasks)
-        await self._close(batch)
-        return []
-
-    async def _retry(self, batch: Batch, item_keys: list[str], reason: str) -> list[str]:
-        """Child batches for items without a valid output: halves, then alone, then failure."""
-        if len(item_keys) == 1:
-            attempts = batch.alone_attempts + 1 if len(batch.item_keys) == 1 else 0
-            if attempts >= self.settings.max_alone_attempts:
-                blob = await self.redis.get(self.keys.item(item_keys[0]))
-                items = [Item.model_validate_json(item_json(blob))] if blob else []
-                return await self._fail(batch, items, "no_valid_output", reason)
-            plan = [(f"{batch.id}.r", item_keys, attempts)]
-        else:
-            half = (len(item_keys) + 1) // 2
-            plan = [(f"{batch.id}.0", item_keys[:half], 0), (f"{batch.id}.1", item_keys[half:], 0)]
-        children = []
-        for child_id, keys, attempts in plan:
-            child = self.keys.batch(child_id)
-            if not await self.redis.exists(child):  # only this batch's job creates its children
-                now = int(time.time() * 1000)
-                await self.redis.hset(
-                    child,
-                    mapping={
-                        "group": batch.group,
-                        "items": ",".join(keys),
-                        "created_ms": now,
-                        "alone_attempts": attempts,
-                        "reason": reason,
-                        "status": "open",
-                    },
-                )
-                await self.redis.zadd(self.keys.open_batches(), {child_id: now})
-            children.append(child_id)
-        logger.info(
-            "batch %s: %d item(s) retried as %s (%s)",
-            batch.id,
-            len(item_keys),
-            ", ".join(children),
-            reason,
-        )
-        return children
-
-    async def _close(self, batch: Batch) -> None:
-        if not batch.recorded:
-            return
-        k = self.keys
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(k.batch(batch.id), "status", "done")
-            pipe.expire(k.batch(batch.id), 86400)
-            pipe.zrem(k.open_batches(), batch.id)
-            await pipe.execute()

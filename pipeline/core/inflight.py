@@ -26,7 +26,8 @@ from redis.asyncio import Redis
 
 from pipeline.budgets.breaker import Budgets
 from pipeline.budgets.shared import Hold, settle_part
-from pipeline.costs.ledger import NANO, Ledger, Share, split_int
+from pipeline.costs.ledger import Ledger, Share, split_int
+from pipeline.costs.money import NANO
 from pipeline.costs.savings import cost_shares
 from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item

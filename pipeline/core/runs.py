@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from pipeline.costs.money import usd_float
 from pipeline.keys import Keys
 from pipeline.models import Result
 
@@ -78,8 +79,6 @@ for _, run in ipairs(order) do
 end
 return counts
 """
-
-NANO = 1_000_000_000
 
 
 def share(total: int, n: int, index: int) -> int:
@@ -327,5 +326,5 @@ def to_result(record: dict[str, Any]) -> Result:
     """A public result line from a stored record (costs kept in nano-dollars internally)."""
     data = dict(record)
     cost = data.pop("cost_nusd", 0)
-    data["cost_usd"] = None if cost is None else cost / NANO
+    data["cost_usd"] = None if cost is None else usd_float(cost)
     return Result.model_validate(data)

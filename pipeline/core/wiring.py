@@ -35,7 +35,7 @@ class Pipeline:
         self.packer = Packer(redis, settings, self.keys)
         self.runs = RunStore(redis, self.keys, ttl_s=settings.results_ttl_s)
         self.ledger = Ledger(redis, self.keys)
-        self.budgets = Budgets(redis, settings, self.keys, self.prices, self.runs)
+        self.budgets = Budgets(redis, settings, self.keys, self.prices)
         self.admission = Admission(self.budgets, self.router)
         self.cache = ResponseCache(redis, settings, self.keys)
         self.executor = BatchExecutor(

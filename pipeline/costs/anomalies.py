@@ -3,7 +3,7 @@
 A period is compared with its baseline, never with itself: the 14 days before a day; the same
 hour of the 14 days before an hour (spend follows the clock, so 14:00 is compared with 14:00);
 missing periods count as 0. Normal is the baseline's median and σ comes from its median absolute
-deviation (`robust_level`). It is anomalous when it lies k·σ above normal (`warning` from
+deviation (`spikes.robust_level`). It is anomalous when it lies k·σ above normal (`warning` from
 `sigma_warning`, `critical` from `sigma_critical`), at least 20% above it, and by at least 5% of
 an average period's total spend (a cent-sized wobble of a tiny tenant is not an alert). Each
 anomaly says how far above normal it is and what grew: the models, endpoints, tenants and users
@@ -12,8 +12,6 @@ whose spend rose most against their own baseline.
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,18 +21,16 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from pipeline.costs.detail import read_hashes
-from pipeline.costs.rollup import NANO, SEP, parse_field
+from pipeline.costs.money import NANO
+from pipeline.costs.period import Rollups
+from pipeline.costs.rollup import SEP, parse_field
+from pipeline.costs.spikes import Level, baseline_indexes, spikes
 from pipeline.keys import Keys
 
-Level = Literal["warning", "critical"]
 Granularity = Literal["day", "hour"]
 
-MIN_BASELINE = 3
 EXPLAINED_HOURS = 10  # hourly anomalies whose user growth is looked up (the latest)
-MIN_RATIO = 1.2  # a spike is at least 20% above normal, however flat the baseline
 MIN_EXCESS_SHARE = 0.05  # ... and its excess at least 5% of an average period's total spend
-MAD_TO_SIGMA = 1.4826  # the median absolute deviation of a normal distribution is 0.6745 sigma
-LUMP_NUSD = 10_000_000  # a cent: spend arrives in calls, so it varies like a count of them
 
 
 @dataclass(frozen=True)
@@ -110,62 +106,6 @@ class Anomaly:
             ],
             "message": self.describe(),
         }
-
-
-@dataclass(frozen=True)
-class Spike:
-    index: int
-    level: Level
-    value: int
-    normal: float
-    sigma: float
-    z: float
-
-
-def _baseline_indexes(i: int, window: int, stride: int) -> list[int]:
-    """The `window` indexes before `i`, `stride` apart, nearest first."""
-    return [j for j in range(i - stride, -1, -stride)][:window]
-
-
-def spikes(
-    values: Sequence[int],
-    *,
-    window: int,
-    sigma_warning: float,
-    sigma_critical: float,
-    stride: int = 1,
-    min_baseline: int = MIN_BASELINE,
-    min_ratio: float = MIN_RATIO,
-    min_excess: float = 0.0,
-) -> list[Spike]:
-    """Every index whose value lies k·σ above its baseline's normal level (and at least
-    `min_ratio` times it). The baseline is the `window` values before it, `stride` apart: stride
-    24 over hours compares an hour with the same hour of the days before. Normal is the median and
-    σ is estimated from the median absolute deviation, so one earlier spike or a few noisy periods
-    in the baseline neither hide the next spike nor widen σ for every period after them."""
-    found: list[Spike] = []
-    for i, value in enumerate(values):
-        base = [values[j] for j in _baseline_indexes(i, window, stride)]
-        if len(base) < min_baseline or value <= 0:
-            continue
-        normal, sigma = robust_level(base)
-        z = (value - normal) / sigma
-        if z >= sigma_warning and value >= min_ratio * normal and value - normal >= min_excess:
-            level: Level = "critical" if z >= sigma_critical else "warning"
-            found.append(Spike(i, level, value, normal, sigma, z))
-    return found
-
-
-def robust_level(base: Sequence[int]) -> tuple[float, float]:
-    """(normal, σ) of a baseline: its median, and 1.4826 x the median absolute deviation (σ of a
-    normal distribution), floored at 5% of the median and a micro-dollar so that a flat baseline
-    does not turn a small wobble into an alert, and at the mean's Poisson-like spread
-    sqrt(mean x 1 cent) so that a series of few, lumpy calls is not alerted on every busy hour."""
-    normal = statistics.median(base)
-    mad = statistics.median(abs(b - normal) for b in base)
-    mean = sum(base) / len(base)
-    lumpiness = math.sqrt(mean * LUMP_NUSD)
-    return normal, max(MAD_TO_SIGMA * mad, 0.05 * normal, lumpiness, 1000.0)
 
 
 def _periods(names: Sequence[str], granularity: Granularity) -> list[str]:
@@ -302,7 +242,7 @@ def scan(
                 sigma_usd=Decimal(round(s.sigma)) / NANO,
                 z=s.z,
             )
-            base = [periods[j] for j in _baseline_indexes(s.index, window, stride)]
+            base = [periods[j] for j in baseline_indexes(s.index, window, stride)]
             found.append((anomaly, base, periods[s.index]))
     return found
 
@@ -310,7 +250,7 @@ def scan(
 async def detect(
     redis: Redis,
     keys: Keys,
-    rollups: Any,
+    rollups: Rollups,
     *,
     sigma_warning: float = 3.0,
     sigma_critical: float = 5.0,
@@ -318,7 +258,7 @@ async def detect(
     baseline_hour_days: int = 14,
     limit: int = 50,
 ) -> list[Anomaly]:
-    """Daily and hourly spikes in loaded rollups (`reports.Rollups`), most recent first, each
+    """Daily and hourly spikes in loaded rollups (`period.Rollups`), most recent first, each
     explained by what grew. Hourly user growth is read from the hour-user hashes."""
     series = _series(rollups.days)  # every tenant and endpoint appears in some day
     daily = scan(

@@ -20,6 +20,7 @@ import orjson
 from pipeline.config.settings import Settings
 from pipeline.costs.archive import LedgerArchive
 from pipeline.costs.ledger import Ledger
+from pipeline.costs.money import usd_text
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
 from pipeline.outfile import writing
@@ -61,13 +62,6 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def _usd(nusd: int | None) -> str:
-    if nusd is None:
-        return ""
-    sign, nusd = ("-", -nusd) if nusd < 0 else ("", nusd)
-    return f"{sign}{nusd // 1_000_000_000}.{nusd % 1_000_000_000:09d}"
-
-
 def csv_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
     """The CSV rows of one ledger entry (as `Ledger.raw_entries` gives it)."""
     if entry["type"] == "saving":
@@ -82,7 +76,7 @@ def csv_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
                 "user_id": entry.get("user_id", ""),
                 "endpoint": entry.get("endpoint", ""),
                 "lever": entry["lever"],
-                "saved_usd": _usd(entry["saved_nusd"]),
+                "saved_usd": usd_text(entry["saved_nusd"]),
                 "tasks": entry.get("tasks", 0),
             }
         ]
@@ -118,7 +112,7 @@ def csv_rows(entry: dict[str, Any]) -> list[dict[str, Any]]:
             "user_id": share.get("user_id", ""),
             "endpoint": share.get("endpoint", ""),
             "items": share.get("items", 0),
-            "cost_usd": _usd(share.get("cost_nusd")),
+            "cost_usd": usd_text(share.get("cost_nusd")),
             "input_tokens": share.get("input_tokens", 0),
             "output_tokens": share.get("output_tokens", 0),
         }

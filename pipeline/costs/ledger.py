@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -74,9 +74,6 @@ return #ARGV
 """
 
 
-NANO = Decimal(1_000_000_000)
-
-
 @dataclass(frozen=True)
 class Share:
     """One item's part of a call: cost in nano-dollars (None when the price is unknown), tokens."""
@@ -91,10 +88,6 @@ def item_charge(part: Share) -> str:
     unknown price)."""
     nusd = "?" if part.nusd is None else str(part.nusd)
     return f"{nusd},{part.input_tokens},{part.output_tokens}"
-
-
-def to_nano(cost: Decimal) -> int:
-    return int((cost * NANO).to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def split_int(total: int, weights: Sequence[float]) -> list[int]:

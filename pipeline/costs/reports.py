@@ -3,7 +3,7 @@
     report = await build_report(redis, keys, since=date(2026, 11, 1), revenue_usd=Decimal(500))
     print(render_text(report))  # report_cli.py: text tables and `batchwise report`
 
-A report reads one rollup hash per day and one per hour of its period (see `rollup.py`), never
+A report reads one rollup hash per day and one per hour of its period (`period.py`), never
 the records themselves, so it takes the same time over ten records or ten million. Days and
 hours are UTC. Money is exact (`Decimal` USD) until it is rendered.
 """
@@ -13,26 +13,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.costs.detail import read_hashes
-from pipeline.costs.rollup import NANO, Journal, merge, parse_field
+from pipeline.costs.anomalies import detect
+from pipeline.costs.money import NANO, usd
+from pipeline.costs.period import Rollups, load_rollups
+from pipeline.costs.rollup import merge, parse_field
 from pipeline.keys import Keys
 from pipeline.models import LEVERS
 
 DIMENSIONS = {"m": "model", "p": "provider", "t": "tenant", "e": "endpoint", "u": "user"}
-
-
-@dataclass
-class Rollups:
-    """The rollup hashes of a period: day → fields and hour (YYYYMMDDHH) → fields."""
-
-    days: dict[str, dict[str, int]] = field(default_factory=dict)
-    hours: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -216,48 +210,6 @@ class Report:
         }
 
 
-def _usd(nusd: int) -> Decimal:
-    return Decimal(nusd) / NANO
-
-
-def _epoch(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
-
-
-async def load_rollups(
-    redis: Redis,
-    keys: Keys,
-    *,
-    since: date | None = None,
-    until: date | None = None,
-    hours: bool = True,
-) -> Rollups:
-    """The day (and hour) hashes of every day from `since` to `until`, both included."""
-    await Journal(redis, keys).fold(drain=True)  # every record written so far counts
-    low: int | str = _epoch(since) if since else "-inf"
-    high: int | str = _epoch(until + timedelta(days=1)) - 1 if until else "+inf"
-    members = await redis.zrangebyscore(keys.ledger_hours(), low, high)
-    hour_names = sorted(m.decode() for m in members)
-    day_names = sorted({h[:8] for h in hour_names})
-    rollups = Rollups()
-    # a day's per-user fields of archived entries are in the archive (`detail.py`)
-    day_rows = await read_hashes(redis, keys, [keys.ledger_day(d) for d in day_names])
-    rollups.days = dict(zip(day_names, day_rows, strict=True))
-    if not hours:
-        return rollups
-    names = [keys.ledger_hour(h) for h in hour_names]
-    for start in range(0, len(names), 200):
-        async with redis.pipeline(transaction=False) as pipe:
-            for name in names[start : start + 200]:
-                pipe.hgetall(name)
-            rows = await pipe.execute()
-        for hour, raw in zip(hour_names[start : start + 200], rows, strict=True):
-            fields: dict[str, int] = {}
-            merge(fields, raw.items())
-            rollups.hours[hour] = fields
-    return rollups
-
-
 def _breakdown(totals: dict[str, int], dim: str, cost_total: int) -> list[Row]:
     found: dict[str, dict[str, int]] = {}
     for name, value in totals.items():
@@ -267,7 +219,7 @@ def _breakdown(totals: dict[str, int], dim: str, cost_total: int) -> list[Row]:
     rows = [
         Row(
             name=name or "(none)",
-            cost_usd=_usd(m.get("cost", 0)),
+            cost_usd=usd(m.get("cost", 0)),
             share=m.get("cost", 0) / cost_total if cost_total else 0.0,
             calls=m.get("calls", 0),
             items=m.get("items", 0),
@@ -303,7 +255,7 @@ def summarise(
         merge(totals, fields.items())
     cost = totals.get("cost", 0)
     report = Report(since=since, until=until, revenue_usd=revenue_usd)
-    report.cost_usd = _usd(cost)
+    report.cost_usd = usd(cost)
     report.calls = totals.get("calls", 0)
     report.errors = totals.get("errors", 0)
     report.unpriced_calls = totals.get("unpriced", 0)
@@ -314,69 +266,75 @@ def summarise(
     report.cached_input_tokens = totals.get("cached_in", 0)
     ok_calls = report.calls - report.errors
     report.mean_latency_ms = totals.get("latency_ms", 0) / ok_calls if ok_calls > 0 else 0.0
-
-    for day_name, fields in sorted(rollups.days.items()):
-        by_model = {
-            parts[2]: _usd(v)
-            for name, v in fields.items()
-            if len(parts := parse_field(name)) == 3 and parts[:2] == ("cost", "m")
-        }
-        report.daily.append(
-            Day(
-                day=datetime.strptime(day_name, "%Y%m%d").date(),
-                cost_usd=_usd(fields.get("cost", 0)),
-                calls=fields.get("calls", 0),
-                items=fields.get("items", 0),
-                by_model=dict(sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))),
-                cache_hits=fields.get("tasks\x1fcache", 0)
-                + fields.get("tasks\x1fsemantic_cache", 0),
-                answered=fields.get("tasks\x1fpacking", 0),
-                saved_usd=_usd(sum(fields.get(f"saved\x1f{lever}", 0) for lever in LEVERS)),
-            )
-        )
+    report.daily = [_day(day_name, fields) for day_name, fields in sorted(rollups.days.items())]
     report.by_model = _breakdown(totals, "m", cost)
     report.by_provider = _breakdown(totals, "p", cost)
     report.by_tenant = _breakdown(totals, "t", cost)
     report.by_endpoint = _breakdown(totals, "e", cost)
     report.by_user = _breakdown(totals, "u", cost)
     report.top20_users_share = top_share([int(r.cost_usd * NANO) for r in report.by_user])
+    report.top_drivers = _drivers(totals, cost)[:top]
+    _peaks(report, rollups.hours)
+    report.savings = [
+        LeverSaving(
+            lever, usd(totals.get(f"saved\x1f{lever}", 0)), totals.get(f"tasks\x1f{lever}", 0)
+        )
+        for lever in LEVERS
+    ]
+    report.cache_hits = totals.get("tasks\x1fcache", 0) + totals.get("tasks\x1fsemantic_cache", 0)
+    answered = totals.get("tasks\x1fpacking", 0)
+    report.tasks = answered + report.cache_hits if answered or report.cache_hits else report.items
+    return report
 
+
+def _day(day_name: str, fields: dict[str, int]) -> Day:
+    """One day's line of the report, from its rollup hash."""
+    by_model = {
+        parts[2]: usd(v)
+        for name, v in fields.items()
+        if len(parts := parse_field(name)) == 3 and parts[:2] == ("cost", "m")
+    }
+    return Day(
+        day=datetime.strptime(day_name, "%Y%m%d").date(),
+        cost_usd=usd(fields.get("cost", 0)),
+        calls=fields.get("calls", 0),
+        items=fields.get("items", 0),
+        by_model=dict(sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0]))),
+        cache_hits=fields.get("tasks\x1fcache", 0) + fields.get("tasks\x1fsemantic_cache", 0),
+        answered=fields.get("tasks\x1fpacking", 0),
+        saved_usd=usd(sum(fields.get(f"saved\x1f{lever}", 0) for lever in LEVERS)),
+    )
+
+
+def _drivers(totals: dict[str, int], cost: int) -> list[Row]:
+    """Spend per model and endpoint pair, the largest first."""
     drivers: list[Row] = []
     for name, value in totals.items():
         parts = parse_field(name)
         if len(parts) == 5 and parts[0] == "cost" and parts[1] == "m" and parts[3] == "e":
             label = f"{parts[2]} @ {parts[4] or '(no endpoint)'}"
-            drivers.append(Row(label, _usd(value), value / cost if cost else 0.0))
+            drivers.append(Row(label, usd(value), value / cost if cost else 0.0))
     drivers.sort(key=lambda r: (-r.cost_usd, r.name))
-    report.top_drivers = drivers[:top]
+    return drivers
 
+
+def _peaks(report: Report, hours: dict[str, dict[str, int]]) -> None:
+    """The hour-of-day profile, its peak, and the costliest single hour of the period."""
     per_hour = [0] * 24
     best: tuple[int, str] | None = None
-    for hour, fields in rollups.hours.items():
+    for hour, fields in hours.items():
         spent = fields.get("cost", 0)
         per_hour[int(hour[8:10])] += spent
         if best is None or spent > best[0]:
             best = (spent, hour)
-    report.hourly_profile = [_usd(v) for v in per_hour]
+    report.hourly_profile = [usd(v) for v in per_hour]
     if any(per_hour):
         report.peak_hour_of_day = max(range(24), key=lambda h: per_hour[h])
-        report.peak_hour_of_day_cost_usd = _usd(per_hour[report.peak_hour_of_day])
+        report.peak_hour_of_day_cost_usd = usd(per_hour[report.peak_hour_of_day])
     if best is not None and best[0] > 0:
         h = best[1]
         report.peak_hour = f"{h[:4]}-{h[4:6]}-{h[6:8]} {h[8:10]}:00 UTC"
-        report.peak_hour_cost_usd = _usd(best[0])
-
-    levers = [
-        LeverSaving(
-            lever, _usd(totals.get(f"saved\x1f{lever}", 0)), totals.get(f"tasks\x1f{lever}", 0)
-        )
-        for lever in LEVERS
-    ]
-    report.savings = levers
-    report.cache_hits = totals.get("tasks\x1fcache", 0) + totals.get("tasks\x1fsemantic_cache", 0)
-    answered = totals.get("tasks\x1fpacking", 0)
-    report.tasks = answered + report.cache_hits if answered or report.cache_hits else report.items
-    return report
+        report.peak_hour_cost_usd = usd(best[0])
 
 
 async def build_report(
@@ -398,8 +356,6 @@ async def build_report(
     report = summarise(rollups, since=since, until=until, revenue_usd=revenue_usd, top=top)
     report.baseline_model = baseline_model
     if anomalies:
-        from pipeline.costs.anomalies import detect
-
         report.anomalies = await detect(
             redis, keys, rollups, sigma_warning=sigma_warning, sigma_critical=sigma_critical
         )

@@ -32,19 +32,18 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.asyncio import Redis
 
+from pipeline.costs.money import NANO
 from pipeline.keys import Keys
 
 if TYPE_CHECKING:
     from pipeline.models import CallRecord, Saving
 
 SEP = "\x1f"
-NANO = Decimal(1_000_000_000)
 
 # Opcodes the ledger's append script understands: [op, key index, a, b]
 HSET = "s"  # HSET key a b

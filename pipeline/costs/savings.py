@@ -23,9 +23,9 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
-from pipeline.costs.ledger import NANO, Share, to_nano
+from pipeline.costs.ledger import Share
+from pipeline.costs.money import to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.models import Batch, CallRecord, CostShare, Item, Saving, Usage
 from pipeline.providers.base import ChatRequest, ChatResponse
@@ -240,8 +240,3 @@ def batch_api_saving(prices: PriceTable, record: CallRecord) -> Saving:
 def _who(*parts: str) -> str:
     """A short stable id for these names (a user and endpoint...), whatever characters they hold."""
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
-
-
-def usd(nusd: int | None) -> Decimal | None:
-    """Nano-dollars as exact USD."""
-    return None if nusd is None else Decimal(nusd) / NANO

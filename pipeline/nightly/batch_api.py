@@ -26,7 +26,7 @@ from dataclasses import replace
 
 import orjson
 
-from pipeline.costs.ledger import to_nano
+from pipeline.costs.money import to_nano
 from pipeline.errors import TransientError
 from pipeline.nightly.submissions import Submitter
 from pipeline.providers.base import ChatResponse

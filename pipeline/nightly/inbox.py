@@ -37,8 +37,9 @@ import pipeline.nightly.inbox_files as files
 from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient, new_run_id
 from pipeline.core.intake import LineError, read_file
-from pipeline.core.runs import NANO, to_result
+from pipeline.core.runs import to_result
 from pipeline.core.wiring import Pipeline
+from pipeline.costs.money import NANO
 from pipeline.errors import ConfigError, InputError
 from pipeline.models import Task, Usage
 from pipeline.state.leases import Lease

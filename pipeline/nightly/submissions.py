@@ -7,13 +7,11 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
-from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
-from pipeline.config.settings import Settings
-from pipeline.core.executor import BatchExecutor
 from pipeline.errors import BreakerOpen, CallOverLimit, PermanentError, TransientError
-from pipeline.keys import Keys
 from pipeline.nightly.route import BatchRoute, now_ms
 from pipeline.providers.batches import BatchProvider
 from pipeline.state.leases import Lease
@@ -69,16 +67,9 @@ def chunk_entries(entries: Sequence[Entry], max_requests: int, max_bytes: int) -
 class Submitter(BatchRoute):
     """Creates the provider batches of the batch-API route, durably."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        settings: Settings,
-        keys: Keys,
-        executor: BatchExecutor,
-        providers: dict[str, BatchProvider] | None = None,
-    ) -> None:
-        super().__init__(redis, settings, keys, executor, providers)
-        self._claim = redis.register_script(_CLAIM)
+    @cached_property
+    def _claim(self) -> AsyncScript:
+        return self.redis.register_script(_CLAIM)
 
     async def submit_pending(self, *, force: bool = False) -> tuple[int, list[str]]:
         """Turn pending batches into provider batches once the queue has been quiet for

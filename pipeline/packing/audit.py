@@ -22,7 +22,8 @@ from redis.asyncio import Redis
 
 from pipeline.config.settings import Settings
 from pipeline.core.splitter import parse_single
-from pipeline.costs.ledger import NANO, Ledger, Share, to_nano
+from pipeline.costs.ledger import Ledger, Share
+from pipeline.costs.money import NANO, to_nano
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import PipelineError
 from pipeline.keys import Keys

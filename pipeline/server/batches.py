@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from pipeline.core.client import BatchwiseClient, Submission
 from pipeline.core.intake import LineError
-from pipeline.core.runs import NANO
+from pipeline.costs.money import usd_float
 from pipeline.keys import Keys
 from pipeline.models import Task
 from pipeline.server.auth import Principal
@@ -269,7 +269,7 @@ def _output_line(run_id: str, record: dict[str, Any], created: int) -> dict[str,
     cost = record.get("cost_nusd")
     line["batchwise"] = {
         "cache": record.get("cache", "miss"),
-        "cost_usd": None if cost is None else cost / NANO,
+        "cost_usd": None if cost is None else usd_float(cost),
         "provider": record.get("provider"),
         "batch_size": record.get("batch_size", 0),
     }

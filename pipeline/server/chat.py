@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from pipeline.core.client import BatchwiseClient, new_run_id
 from pipeline.core.intake import LineError
-from pipeline.core.runs import NANO
+from pipeline.costs.money import usd_float
 from pipeline.models import Task
 from pipeline.server.errors import ApiError, result_status, retry_after_s
 from pipeline.server.lines import check_lines
@@ -215,7 +215,7 @@ async def chat_completions(request: Request) -> Response:
     cost = record.get("cost_nusd")
     headers = {
         "x-batchwise-cache": str(record.get("cache", "miss")),
-        "x-batchwise-cost-usd": "unknown" if cost is None else f"{cost / NANO:.9f}",
+        "x-batchwise-cost-usd": "unknown" if cost is None else f"{usd_float(cost):.9f}",
         "x-batchwise-batch-size": str(record.get("batch_size") or 0),
         "x-batchwise-submitted-with": str(shared),
         "x-batchwise-provider": str(record.get("provider") or ""),

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from arq.connections import RedisSettings
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -140,19 +139,6 @@ def client(settings: Settings, name: str = "client") -> Redis:
     except ValueError as exc:
         raise ConfigError(f"REDIS_URL {safe_url(url)!r} is not a Redis URL: {exc}") from None
     return redis
-
-
-def arq_settings(settings: Settings, policy: OutageRetry) -> RedisSettings:
-    """arq's connection settings for REDIS_URL with `policy` on every connection."""
-    try:
-        base = RedisSettings.from_dsn(settings.redis_url or "")
-    except ValueError as exc:
-        url = safe_url(settings.redis_url or "")
-        raise ConfigError(f"REDIS_URL {url!r} is not a Redis URL: {exc}") from None
-    base.retry = policy
-    base.retry_on_error = list(LOST)
-    base.conn_retries = 0  # the policy does the waiting
-    return base
 
 
 async def check(redis: Redis, url: str) -> None:

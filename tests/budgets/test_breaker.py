@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from pipeline.budgets.breaker import Budgets
-from pipeline.core.runs import RunStore
 from pipeline.core.wiring import connect_redis
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import BreakerOpen, BudgetBusy
@@ -37,7 +36,7 @@ async def open_budgets(redis_url: str, limits: dict[str, Any]) -> Budgets:
     settings = make_settings(redis_url, breaker_limits=limits, breaker_recheck_s=30)
     redis = connect_redis(redis_url)
     keys = Keys(settings.key_prefix)
-    return Budgets(redis, settings, keys, PriceTable(), RunStore(redis, keys), clock=Clock(T0))
+    return Budgets(redis, settings, keys, PriceTable(), clock=Clock(T0))
 
 
 @pytest.fixture

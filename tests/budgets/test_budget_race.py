@@ -20,7 +20,7 @@ import pytest
 
 from pipeline.budgets.pace import month_bounds
 from pipeline.config.loading import load_settings
-from pipeline.costs.ledger import NANO
+from pipeline.costs.money import NANO
 from pipeline.testing import expected_output, worker_process
 from workers.testing import pipeline_client
 

@@ -11,7 +11,6 @@ import pytest
 from pipeline.budgets.admission import Admission
 from pipeline.budgets.breaker import Budgets
 from pipeline.core.client import BatchwiseClient
-from pipeline.core.runs import RunStore
 from pipeline.core.wiring import connect_redis
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import ConfigError
@@ -202,7 +201,7 @@ async def test_default_plans_and_an_unknown_plan(redis_url: str, fake: FakeProvi
     bad = make_settings(redis_url, fake, plan_default="platinum")
     redis = connect_redis(redis_url)
     keys = Keys(bad.key_prefix)
-    budgets = Budgets(redis, bad, keys, PriceTable(), RunStore(redis, keys))
+    budgets = Budgets(redis, bad, keys, PriceTable())
     router = Router(bad, ProviderChain([], bad), PriceTable())
     with pytest.raises(ConfigError, match="unknown plan"):
         Admission(budgets, router)

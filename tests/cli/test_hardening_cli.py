@@ -18,8 +18,8 @@ import pipeline.cli.cache as cache_cli
 import pipeline.cli.main as cli
 from pipeline.config.loading import load_settings
 from pipeline.config.records import ProviderConfig
-from pipeline.core.client import Summary
 from pipeline.core.runs import RunStore
+from pipeline.core.summary import Summary
 from pipeline.errors import ConfigError, InputError
 from pipeline.keys import Keys
 from pipeline.outfile import writing

@@ -15,7 +15,8 @@ import orjson
 
 from bench.levers import short_prompt_workload
 from pipeline.config.settings import Settings
-from pipeline.core.client import BatchwiseClient, Summary
+from pipeline.core.client import BatchwiseClient
+from pipeline.core.summary import Summary
 from pipeline.costs.dashboard import render_html
 from pipeline.costs.reports import Report, build_report
 from pipeline.models import TASK_TYPES

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 from redis.asyncio import Redis
 
-from pipeline.costs.anomalies import detect, scan, spikes
-from pipeline.costs.reports import Rollups
+from pipeline.costs.anomalies import detect, scan
+from pipeline.costs.period import Rollups
 from pipeline.costs.rollup import SEP
+from pipeline.costs.spikes import spikes
 from pipeline.keys import Keys
 
 NANO = 1_000_000_000

@@ -13,7 +13,8 @@ import pytest
 
 from pipeline.costs.anomalies import Anomaly, Growth
 from pipeline.costs.dashboard import render_html, write_html
-from pipeline.costs.reports import Report, Rollups, summarise
+from pipeline.costs.period import Rollups
+from pipeline.costs.reports import Report, summarise
 from pipeline.costs.rollup import call_counts, field_name, hour_of, merge
 from pipeline.keys import Keys
 from pipeline.models import CallRecord, CostShare, Saving, Usage

@@ -20,7 +20,7 @@ from pipeline.costs.reports import build_report
 from pipeline.costs.savings import Answered, call_savings
 from pipeline.costs.usage import from_anthropic, from_openai
 from pipeline.models import Batch, CallRecord, Item, Message, Saving, TTLClass
-from pipeline.providers.base import ChatRequest, ChatResponse
+from pipeline.providers.base import ChatResponse
 from pipeline.testing import FakeProvider, make_settings
 from workers.testing import pipeline_client, running_worker
 
@@ -79,9 +79,8 @@ async def _record_call(
         model=batch.model,
         latency_ms=120,
     )
-    request = ChatRequest(model=batch.model, system="", messages=(), max_tokens=100)
     outputs = {str(i + 1): f"answer {i}" for i in range(len(items))}
-    await pipeline.executor._record(batch, items, request, response, outputs, batch_api=batch_api)
+    await pipeline.executor.book.record(batch, items, response, outputs, batch_api=batch_api)
     records = [r async for r in pipeline.ledger.records()]
     return next(r for r in records if r.id == batch.id)
 

@@ -14,9 +14,9 @@ from redis.asyncio import Redis
 
 from pipeline.cli.main import main
 from pipeline.cli.report import render_text
-from pipeline.costs.anomalies import spikes
 from pipeline.costs.ledger import Ledger
 from pipeline.costs.reports import build_report, top_share
+from pipeline.costs.spikes import spikes
 from pipeline.keys import Keys
 from pipeline.models import CallRecord, CostShare, Saving, Usage
 from pipeline.testing import make_settings

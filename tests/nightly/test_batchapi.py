@@ -340,7 +340,7 @@ async def test_budget_holds_the_batch_until_it_settles_at_batch_prices(
     redis_url: str, fake: FakeProvider
 ) -> None:
     from pipeline.budgets.pace import month_bounds
-    from pipeline.costs.ledger import to_nano
+    from pipeline.costs.money import to_nano
 
     settings = make_settings(redis_url, fake, **FAST)
     fake.batch_api.configure(hold=True)
