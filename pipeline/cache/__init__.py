@@ -6,7 +6,6 @@ semantic.py  embedder choice, semantic scopes, the per-process index synced from
 grey.py      grey-zone candidates verified by the worker, beside the batch's own call
 ttl.py       TTL classes for tasks that name none; adaptive TTL within a class's bounds
 stats.py     per tenant and model analytics
-cli.py       `batchwise cache stats | clear`
 """
 
 from __future__ import annotations
@@ -14,13 +13,11 @@ from __future__ import annotations
 from pipeline.cache.stats import CacheStatsRow
 from pipeline.cache.store import Lookup, ResponseCache
 from pipeline.cache.ttl import TTLPolicy, infer_ttl_class
-from pipeline.cli.cache import add_cli
 
 __all__ = [
     "CacheStatsRow",
     "Lookup",
     "ResponseCache",
     "TTLPolicy",
-    "add_cli",
     "infer_ttl_class",
 ]

@@ -37,11 +37,13 @@ def add_cli(subparsers: Any) -> None:
     """Register `batchwise budget ...` on the main parser's subparsers."""
     budget = subparsers.add_parser("budget", help="budgets, plans and cost breakers")
     budget.set_defaults(handler=cmd_budget)
-    sub = budget.add_subparsers(dest="budget_command", required=True)
+    sub = budget.add_subparsers(
+        dest="budget_command", required=True, metavar="{status,set,close-breaker}"
+    )
     status = sub.add_parser("status", help="pace, projection, state and open breakers")
     status.add_argument("--json", action="store_true", help="print JSON instead of tables")
     setter = sub.add_parser("set", help="override a budget, a breaker limit or a plan in Redis")
-    what = setter.add_subparsers(dest="what", required=True)
+    what = setter.add_subparsers(dest="what", required=True, metavar="{monthly,limit,plan}")
     monthly = what.add_parser("monthly", help="the monthly budget: USD or none")
     monthly.add_argument("amount")
     limit = what.add_parser("limit", help="a breaker limit: SCOPE hourly|daily USD|none")

@@ -28,7 +28,7 @@ from pipeline.terminal import terminal_safe
 def add_cli(subparsers: Any) -> None:
     """Register `batchwise cache ...` on the main parser's subcommands."""
     cache = subparsers.add_parser("cache", help="response cache: analytics and deletion")
-    sub = cache.add_subparsers(dest="cache_command", required=True)
+    sub = cache.add_subparsers(dest="cache_command", required=True, metavar="{stats,clear}")
     stats = sub.add_parser("stats", help="entries, hit rates and savings per tenant and model")
     stats.add_argument("--tenant", help="only this tenant")
     stats.add_argument("--json", action="store_true", help="JSON lines instead of a table")

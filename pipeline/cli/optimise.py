@@ -1,9 +1,10 @@
 """The routing-and-optimisation commands: `batchwise plan` (the lever table and its rendering),
-`selfhost` and `audit`."""
+`selfhost` (API against self-hosted GPUs) and `audit`."""
 
 from __future__ import annotations
 
 import argparse
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,21 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.config.settings import Settings
+from pipeline.costs.prices import PriceTable
 from pipeline.keys import Keys
-from pipeline.packing.audit import audit_report
+from pipeline.packing.audit import TaskTypeAudit, audit_report
 from pipeline.routing import selfhost
 from pipeline.routing.estimate import Plan, by_type, plan_file
 from pipeline.state.opening import open_state
 from pipeline.terminal import terminal_safe
 
+TOKEN_SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
 
 def add_cli(subparsers: Any) -> None:
-    """Register this issue's subcommands; each sets an async `handler(args, settings) -> int`."""
+    """Register `plan`, `selfhost` and `audit`."""
     _add_plan_cli(subparsers)
-    selfhost.add_cli(subparsers)
+    _add_selfhost_cli(subparsers)
     p = subparsers.add_parser(
         "audit", help="packing-audit agreement per task type and batch size, and limit changes"
     )
@@ -40,6 +44,21 @@ async def _audit(settings: Settings) -> int:
     async with open_state(settings) as redis:
         rows, events = await audit_report(redis, Keys(settings.key_prefix), settings)
     console = Console()
+    if rows:
+        console.print(_audit_table(rows))
+    else:
+        console.print("no audits yet: set audit_share (BATCHWISE_AUDIT_SHARE) above 0")
+    for event in events:
+        console.print(
+            f"{event['task_type']}: max batch size {event['from_items']} → {event['to_items']} "
+            f"(agreement {event['agreement']:.1%} over {event['samples']} audits, "
+            f"threshold {event['threshold']:.0%})",
+            highlight=False,
+        )
+    return 0
+
+
+def _audit_table(rows: list[TaskTypeAudit]) -> Table:
     table = Table(title="packing audit: packed answers against the same tasks sent alone")
     for name in ("task type", "max items (config → now)", "batch size", "audits", "agreement"):
         table.add_column(name, justify="left" if name == "task type" else "right")
@@ -55,17 +74,7 @@ async def _audit(settings: Settings) -> int:
                 str(n),
                 f"{mean:.1%}",
             )
-    console.print(table)
-    if not rows:
-        console.print("no audits yet: set audit_share (BATCHWISE_AUDIT_SHARE) above 0")
-    for event in events:
-        console.print(
-            f"{event['task_type']}: max batch size {event['from_items']} → {event['to_items']} "
-            f"(agreement {event['agreement']:.1%} over {event['samples']} audits, "
-            f"threshold {event['threshold']:.0%})",
-            highlight=False,
-        )
-    return 0
+    return table
 
 
 def render(plan: Plan, console: Console) -> None:
@@ -174,4 +183,80 @@ async def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
             console.print(
                 f"  {terminal_safe(task_id)}: {saved} prompt tokens saved", highlight=False
             )
+    return 0
+
+
+def parse_tokens(text: str) -> float:
+    """`500M`, `2.5B`, `1e9` or a plain number of tokens."""
+    match = re.fullmatch(r"\s*([0-9.eE+]+)\s*([kKmMbBgGtT]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a token count: {text!r} (e.g. 500M, 2B)")
+    try:
+        return float(match.group(1)) * TOKEN_SUFFIX[match.group(2).lower()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a token count: {text!r}") from None
+
+
+def _add_selfhost_cli(subparsers: Any) -> None:
+    """Register `batchwise selfhost`."""
+    p = subparsers.add_parser("selfhost", help="API vs self-hosted GPU cost for a monthly volume")
+    p.add_argument("tokens", type=parse_tokens, help="tokens a month, e.g. 500M or 2B")
+    p.add_argument("--model", default="gpt-4o-mini", help="API model to compare with")
+    p.add_argument("--api-usd-per-mtok", type=float, help="blended API price (overrides --model)")
+    p.add_argument("--batch-api", action="store_true", help="price the API at batch-API rates")
+    p.add_argument("--output-share", type=float, default=0.25, help="share of output tokens")
+    p.add_argument("--gpu-usd-per-hour", type=float, default=2.5)
+    p.add_argument("--throughput", type=float, default=2500.0, help="tokens/s per GPU")
+    p.add_argument("--utilisation", type=float, default=0.5, help="0-1, average GPU busy share")
+    p.add_argument("--fixed-usd-per-month", type=float, default=2000.0, help="ops overhead")
+    p.add_argument("--min-gpus", type=int, default=1)
+    p.set_defaults(handler=cmd_selfhost)
+
+
+async def cmd_selfhost(args: argparse.Namespace, settings: Settings) -> int:
+    """Handler of `batchwise selfhost`."""
+    price = args.api_usd_per_mtok
+    label = f"{price} $/Mtok"
+    if price is None:
+        price = selfhost.blended_usd_per_mtok(
+            PriceTable(settings.prices), args.model, args.output_share, batch_api=args.batch_api
+        )
+        label = f"{args.model}{' batch API' if args.batch_api else ''}, ${price:.3f}/Mtok blended"
+    report = selfhost.compare(
+        selfhost.SelfHostInputs(
+            tokens_per_month=args.tokens,
+            output_share=args.output_share,
+            api_usd_per_mtok=price,
+            gpu_usd_per_hour=args.gpu_usd_per_hour,
+            throughput_tokens_per_s=args.throughput,
+            utilisation=args.utilisation,
+            fixed_usd_per_month=args.fixed_usd_per_month,
+            min_gpus=args.min_gpus,
+        )
+    )
+    inputs = report.inputs
+    table = Table(
+        title=f"{selfhost.tokens_text(inputs.tokens_per_month)} tokens a month", show_header=False
+    )
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row(f"API ({label})", f"${report.api_usd:,.2f} / month")
+    table.add_row(
+        f"self-hosted ({report.gpus} GPU x ${inputs.gpu_usd_per_hour}/h, "
+        f"+${inputs.fixed_usd_per_month:,.0f} fixed)",
+        f"${report.selfhost_usd:,.2f} / month",
+    )
+    table.add_row(
+        "GPU capacity",
+        f"{selfhost.tokens_text(inputs.gpu_capacity_tokens)} tokens/month each "
+        f"({inputs.throughput_tokens_per_s:,.0f} tok/s at {inputs.utilisation:.0%})",
+    )
+    table.add_row(
+        "break-even volume",
+        "never"
+        if report.break_even_tokens is None
+        else f"{selfhost.tokens_text(report.break_even_tokens)}",
+    )
+    table.add_row("recommendation", report.recommendation)
+    Console().print(table)
     return 0

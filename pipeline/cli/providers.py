@@ -80,6 +80,14 @@ async def _providers(args: argparse.Namespace, settings: Settings, redis: Redis)
     if getattr(args, "json", False):
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         return 0
+    if not rows:
+        out.print(
+            "no provider configured: the simulated provider answers (set OPENAI_API_KEY or "
+            "ANTHROPIC_API_KEY, or [providers.*] in batchwise.toml; docs/providers.md)",
+            markup=False,
+            highlight=False,
+        )
+        return 0
     table = Table(title=f"providers (window {settings.rate_window_s:g} s)")
     for column in ("provider", "circuit", "failures", "limits", "use this window"):
         table.add_column(column)

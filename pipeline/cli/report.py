@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli.common import iso_day
+from pipeline.config.settings import Settings
 from pipeline.costs.reports import Report, build_report
 from pipeline.keys import Keys
 from pipeline.outfile import check_destination
@@ -90,18 +91,11 @@ def render_text(report: Report, *, top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def add_cli(subparsers: Any) -> None:
     """Register `batchwise report`."""
     p = subparsers.add_parser("report", help="cost report from the ledger (text, JSON or HTML)")
-    p.add_argument("--since", type=_day, help="first day, YYYY-MM-DD (UTC; default: the first)")
-    p.add_argument("--until", type=_day, help="last day, YYYY-MM-DD (UTC; default: the last)")
+    p.add_argument("--since", type=iso_day, help="first day, YYYY-MM-DD (UTC; default: the first)")
+    p.add_argument("--until", type=iso_day, help="last day, YYYY-MM-DD (UTC; default: the last)")
     p.add_argument("--revenue", type=Decimal, help="revenue in USD over the period")
     p.add_argument("--top", type=int, default=10, help="rows per breakdown (default 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -109,7 +103,7 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_report)
 
 
-async def cmd_report(args: argparse.Namespace, settings: Any) -> int:
+async def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """`batchwise report`: print the report; write the dashboard with --html."""
     import orjson
 

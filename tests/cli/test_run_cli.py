@@ -1,5 +1,5 @@
-"""`batchwise run` as a user runs it, on the embedded state: signals, the run id, a rerun after
-a kill, several processes on one state directory, and every command opening that state."""
+"""`batchwise run` and `batchwise worker` as a user runs them, on the embedded state: signals,
+the run id, a rerun after a kill, several processes on one state directory."""
 
 from __future__ import annotations
 
@@ -77,27 +77,6 @@ def run_id_of(text: str) -> str:
     return found.group(1)
 
 
-def test_every_command_opens_the_embedded_state_after_a_run(tmp_path: Path) -> None:
-    env = cli_env(tmp_path)
-    jobs = write_jobs(tmp_path / "jobs.jsonl", 3)
-    run = cli(tmp_path, env, "run", str(jobs), timeout_s=120)
-    assert run.returncode == 0, run.stderr.decode()[-2000:]
-    run_id = run_id_of(run.stderr.decode())
-    for command in (
-        ["budget", "status", "--json"],
-        ["providers", "status", "--json"],
-        ["results", run_id],
-        ["cache", "stats", "--json"],
-        ["report", "--json"],
-    ):
-        proc = cli(tmp_path, env, *command, timeout_s=60)
-        assert proc.returncode == 0, (command, proc.stderr.decode()[-2000:])
-        assert b"REDIS_URL" not in proc.stderr
-    results = cli(tmp_path, env, "results", run_id, timeout_s=60)
-    assert [orjson.loads(x)["id"] for x in results.stdout.splitlines()] == ["q0", "q1", "q2"]
-    assert not (tmp_path / "state" / "redis.sock").exists()  # each command stopped it again
-
-
 def test_sigterm_stops_a_run_like_sigint_and_says_how_to_fetch_its_results(
     tmp_path: Path, fake: FakeProvider
 ) -> None:
@@ -168,7 +147,9 @@ def test_a_rerun_after_a_killed_run_reuses_its_server_and_does_not_wait_out_the_
     assert time.monotonic() - started < 25
     text = rerun.stderr.decode()
     assert f"reusing the Redis server (pid {orphan})" in text
-    assert "an earlier run stopped with 1 batch(es) in progress; running them again now" in text
+    assert (
+        "an earlier run or worker stopped with 1 batch(es) in progress; running them again now"
+    ) in text
     assert gone(orphan)  # the last one out stopped the server it adopted
     fetched = cli(tmp_path, env, "results", first, timeout_s=60)
     statuses = [orjson.loads(x)["status"] for x in fetched.stdout.splitlines()]
@@ -198,3 +179,84 @@ def test_a_run_leaves_the_server_to_a_process_still_attached(
         client.close()
     mine.stop()
     assert not (state / "redis.sock").exists()
+
+
+def test_a_run_beside_a_worker_leaves_the_workers_batch_and_the_server_alone(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    env = cli_env(tmp_path, fake, BATCHWISE_WORKER_DRAIN_S="1")
+    queued = cli(tmp_path, env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", 4)), timeout_s=60)
+    assert queued.returncode == 0, queued.stderr.decode()[-2000:]
+    submitted = run_id_of(queued.stdout.decode())
+    fake.add_faults({"kind": "latency", "delay_s": 8, "times": 1})
+    log = tmp_path / "worker.log"
+    with log.open("wb") as fh:
+        worker = subprocess.Popen(
+            [*CLI, "worker"], env=env, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: fake.stats()["requests"] >= 1, 60, "the worker's provider call")
+        other = tmp_path / "other.jsonl"
+        other.write_bytes(orjson.dumps({"id": "o1", "task_type": "faq", "prompt": "other"}) + b"\n")
+        run = cli(tmp_path, env, "run", str(other), timeout_s=60)
+        assert run.returncode == 0, run.stderr.decode()[-2000:]
+        # a worker host is attached: the batch it is running is not cleared and run again
+        assert b"stopped with" not in run.stderr
+        assert (tmp_path / "state" / "redis.sock").exists()  # nor the server stopped under it
+        wait_for(
+            lambda: cli(tmp_path, env, "results", submitted, timeout_s=60).returncode == 0,
+            60,
+            "the worker's batch",
+        )
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0, log.read_text()[-2000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    asked = [str(body) for body in fake.stats()["bodies"] if "run question 0" in str(body)]
+    assert len(asked) == 1  # the slow batch went to the provider once
+    assert not (tmp_path / "state" / "redis.sock").exists()  # the worker was the last one out
+
+
+def test_a_worker_after_a_killed_worker_runs_its_batch_again_at_once(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    fake.add_faults(SLOW)
+    env = cli_env(tmp_path, fake, BATCHWISE_JOB_TIMEOUT_S="300")
+    queued = cli(tmp_path, env, "submit", str(write_jobs(tmp_path / "jobs.jsonl", 4)), timeout_s=60)
+    assert queued.returncode == 0, queued.stderr.decode()[-2000:]
+    submitted = run_id_of(queued.stdout.decode())
+    workers: list[subprocess.Popen[bytes]] = []
+    try:
+        for name in ("killed", "next"):
+            with (tmp_path / f"{name}.log").open("wb") as fh:
+                workers.append(
+                    subprocess.Popen(
+                        [*CLI, "worker"], env=env, cwd=tmp_path, stdout=fh, stderr=subprocess.STDOUT
+                    )
+                )
+            if name == "killed":
+                wait_for(lambda: fake.stats()["requests"] >= 1, 60, "the first worker's call")
+                workers[0].send_signal(signal.SIGKILL)
+                workers[0].wait(10)
+                started = time.monotonic()
+        # before any other command attaches, so that this worker is the one to adopt the server
+        wait_for(lambda: "worker ready" in (tmp_path / "next.log").read_text(), 30, "the worker")
+        wait_for(
+            lambda: cli(tmp_path, env, "results", submitted, timeout_s=60).returncode == 0,
+            60,
+            "the killed worker's batch",
+        )
+        assert time.monotonic() - started < 25  # not when its 30 s lease ran out
+        workers[1].send_signal(signal.SIGTERM)
+        assert workers[1].wait(30) == 0
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = (tmp_path / "next.log").read_text()
+    assert "reusing the Redis server (pid" in text
+    assert "an earlier run or worker stopped with 1 batch(es) in progress" in text
+    assert not (tmp_path / "state" / "redis.sock").exists()

@@ -15,9 +15,10 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from pipeline.cli.ledger import duration_s
 from pipeline.cli.main import main
 from pipeline.costs.archive import LedgerArchive
-from pipeline.costs.export import duration_s, export
+from pipeline.costs.export import export
 from pipeline.costs.ledger import Ledger
 from pipeline.costs.reports import build_report
 from pipeline.errors import ConfigError

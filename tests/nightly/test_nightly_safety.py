@@ -166,7 +166,7 @@ async def test_upper_case_suffix_is_claimed_and_failures_are_counted(
 async def test_nightly_once_prints_failed_files(
     tmp_path: Path, redis_url: str, fake: FakeProvider, monkeypatch: Any, capsys: Any
 ) -> None:
-    from pipeline.nightly.inbox import cmd_nightly
+    from pipeline.cli.nightly import cmd_nightly
 
     settings = nightly_settings(redis_url, fake, tmp_path)
     (tmp_path / "inbox").mkdir()

@@ -7,7 +7,8 @@ import argparse
 import pytest
 
 from pipeline.cli.main import main
-from pipeline.routing.selfhost import SelfHostInputs, break_even_tokens, compare, parse_tokens
+from pipeline.cli.optimise import parse_tokens
+from pipeline.routing.selfhost import SelfHostInputs, break_even_tokens, compare
 
 GPU_MONTH_USD = 730 * 2.0  # one always-on GPU at $2/h
 
