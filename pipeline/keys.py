@@ -314,3 +314,7 @@ class Keys:
     def server_run(self, tenant: str, run_id: str) -> str:
         """Set when a tenant's key submitted the run; a run without it is not the tenant's."""
         return f"{self.prefix}:srv:{tenant}:run:{run_id}"
+
+    def server_batch_lease(self, tenant: str, batch_id: str) -> str:
+        """The lease of the server validating or finalizing a batch (pipeline/state/leases.py)."""
+        return f"{self.prefix}:srv:{tenant}:batch:{batch_id}:lease"

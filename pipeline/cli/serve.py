@@ -18,7 +18,7 @@ from pipeline.cli.common import worker_state
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.redaction import redact_logs, secret_values
-from pipeline.server.auth import KeyRing, key_hash, plain_keys
+from pipeline.server.auth import KeyRing, key_hash, read_keys
 
 
 def add_cli(sub: Any) -> None:
@@ -44,17 +44,17 @@ async def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.hash_key:
         print(key_hash(sys.stdin.readline().strip()))
         return 0
-    KeyRing(settings)  # no usable key: refuse before starting anything
+    keyring, plain_keys = read_keys(settings)  # no usable key: refuse before starting anything
     if args.no_worker and not settings.redis_url:
         raise ConfigError("--no-worker needs REDIS_URL: the workers that answer must share it")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
-    redact_logs((*secret_values(settings), *plain_keys(settings)))
+    redact_logs((*secret_values(settings), *plain_keys))
     async with worker_state(settings) as state:
-        await _serve(args, state)
+        await _serve(args, state, keyring)
     return 0
 
 
-async def _serve(args: argparse.Namespace, settings: Settings) -> None:
+async def _serve(args: argparse.Namespace, settings: Settings, keyring: KeyRing) -> None:
     import uvicorn
     from arq.connections import RedisSettings, create_pool
 
@@ -69,7 +69,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> None:
         worker: contextlib.AbstractAsyncContextManager[Any] | None = None
         if not args.no_worker:
             worker = running(in_process_worker(settings, redis), settings.worker_drain_s)
-        app = create_app(settings, redis, background=worker)
+        app = create_app(settings, redis, background=worker, keyring=keyring)
         config = uvicorn.Config(
             app,
             host=args.host,

@@ -98,6 +98,7 @@ ENV_FIELDS: dict[str, str] = {
     "BATCHWISE_SERVER_CHAT_TIMEOUT_S": "server_chat_timeout_s",
     "BATCHWISE_SERVER_DRAIN_S": "server_drain_s",
     "BATCHWISE_SERVER_BATCH_API_MIN_WINDOW_H": "server_batch_api_min_window_h",
+    "BATCHWISE_SERVER_BATCH_LEASE_S": "server_batch_lease_s",
 }
 
 

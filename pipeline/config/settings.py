@@ -177,6 +177,9 @@ class Settings(BaseModel):
     # an OpenAI-style batch whose completion window is at least this long may wait for a
     # provider batch API (half price); 0: every batch takes the synchronous path
     server_batch_api_min_window_h: int = Field(24, ge=0)
+    # a server validating or finalizing a batch holds its lease; a batch whose lease has run
+    # out for this long (its server died) is taken over by the next request that reads it
+    server_batch_lease_s: float = Field(30.0, gt=0)
 
     @field_validator("server_admin_tenants", mode="before")
     @classmethod

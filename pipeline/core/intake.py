@@ -142,19 +142,23 @@ def _from_openai_batch(obj: dict[str, Any]) -> dict[str, Any]:
     body = obj.get("body")
     if not isinstance(body, dict):
         raise _FieldError("body", "must be an object")
-    native: dict[str, Any] = {"id": obj.get("custom_id"), "messages": body.get("messages")}
-    if "model" in body:
-        native["model"] = body["model"]
+    return {"id": obj.get("custom_id"), **from_openai_chat(body)}
+
+
+def from_openai_chat(body: dict[str, Any]) -> dict[str, Any]:
+    """The native fields of an OpenAI chat-completions request body (the fields batchwise uses;
+    sampling fields it does not use are left out)."""
+    native: dict[str, Any] = {"messages": body.get("messages")}
+    for name in ("model", "temperature", "metadata"):
+        if name in body:
+            native[name] = body[name]
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None:
         native["max_tokens"] = max_tokens
-    if "temperature" in body:
-        native["temperature"] = body["temperature"]
-    fmt = body.get("response_format") or {}
-    if fmt.get("type") == "json_schema":
-        native["response_schema"] = (fmt.get("json_schema") or {}).get("schema")
-    if "metadata" in body:
-        native["metadata"] = body["metadata"]
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = fmt.get("json_schema")
+        native["response_schema"] = schema.get("schema") if isinstance(schema, dict) else None
     return native
 
 

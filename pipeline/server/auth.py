@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -31,9 +32,9 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def parse_key_list(text: str) -> dict[str, ServerKey]:
-    """`tenant[/user]=KEY` pairs, comma-separated, into {sha256: ServerKey}."""
-    found: dict[str, ServerKey] = {}
+def _key_entries(text: str) -> list[tuple[str, ServerKey]]:
+    """`tenant[/user]=KEY` pairs, comma-separated, as (KEY, ServerKey)."""
+    found: list[tuple[str, ServerKey]] = []
     for index, entry in enumerate(p.strip() for p in text.split(",")):
         if not entry:
             continue
@@ -45,33 +46,31 @@ def parse_key_list(text: str) -> dict[str, ServerKey]:
                 "fix that entry"
             )
         try:
-            found[key_hash(key.strip())] = ServerKey(tenant=tenant, user_id=user.strip())
+            found.append((key.strip(), ServerKey(tenant=tenant, user_id=user.strip())))
         except ValidationError as exc:
             reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
             raise ConfigError(f"BATCHWISE_API_KEYS entry {index + 1}: {reason}") from None
     return found
 
 
-def plain_keys(settings: Settings) -> tuple[str, ...]:
-    """The keys of the quick-start list, for the log redaction to mask."""
-    text = settings.server_api_keys.get_secret_value()
-    return tuple(
-        key.strip() for entry in text.split(",") if (key := entry.partition("=")[2]) and key.strip()
-    )
+def read_keys(settings: Settings) -> tuple[KeyRing, tuple[str, ...]]:
+    """The server's key ring, and the plain keys of the quick-start list for the log redaction
+    to mask (the ring holds only hashes), from one reading of the list."""
+    listed = _key_entries(settings.server_api_keys.get_secret_value())
+    keys = {**settings.server_key_hashes, **{key_hash(key): spec for key, spec in listed}}
+    if not keys:
+        raise ConfigError(
+            "no API keys for `batchwise serve`: set BATCHWISE_API_KEYS=tenant=KEY "
+            "(or server_key_hashes in batchwise.toml)"
+        )
+    return KeyRing(keys, settings.server_admin_tenants), tuple(key for key, _ in listed)
 
 
 class KeyRing:
     """Hash -> principal; looks a presented key up by its hash."""
 
-    def __init__(self, settings: Settings) -> None:
-        keys = dict(settings.server_key_hashes)
-        keys.update(parse_key_list(settings.server_api_keys.get_secret_value()))
-        if not keys:
-            raise ConfigError(
-                "no API keys for `batchwise serve`: set BATCHWISE_API_KEYS=tenant=KEY "
-                "(or server_key_hashes in batchwise.toml)"
-            )
-        admins = set(settings.server_admin_tenants)
+    def __init__(self, keys: dict[str, ServerKey], admin_tenants: Iterable[str]) -> None:
+        admins = set(admin_tenants)
         self._keys = {
             digest.lower(): Principal(key.tenant, key.user_id, key.tenant in admins)
             for digest, key in keys.items()

@@ -9,6 +9,12 @@ run done (or the window passed) writes the output and error files in OpenAI's ba
 format. Whether lines go to a provider's batch API is batchwise's decision: a completion window
 of at least `server_batch_api_min_window_h` (24 h) lets them wait for one at half price (providers
 without a batch API answer synchronously).
+
+A server validating or finalizing a batch holds the batch's lease. A request that finds a batch
+`validating` or `finalizing` with the lease free knows its server died, and takes it over: it
+writes the files of a finalizing batch again, and moves a validating one on (its run was queued
+whole) or fails it, withdrawing the lines still pending. Cancelling and expiry withdraw the
+lines that have not started (pipeline/packing/withdraw.py); lines already in a provider call finish.
 """
 
 from __future__ import annotations
@@ -18,31 +24,50 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio.client import Pipeline
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from redis.exceptions import WatchError
 
 from pipeline.core.client import BatchwiseClient, Submission
 from pipeline.core.intake import LineError
-from pipeline.costs.money import usd_float
 from pipeline.keys import Keys
 from pipeline.models import Task
+from pipeline.packing.withdraw import withdraw_pending
 from pipeline.server.auth import Principal
-from pipeline.server.chat import completion_body
-from pipeline.server.errors import ApiError, not_found, object_id, result_status
-from pipeline.server.files import FileStore, page, page_limit
+from pipeline.server.batch_output import (
+    CANCELLED,
+    ENDPOINT,
+    EXPIRED,
+    FAILED,
+    batch_object,
+    line_errors,
+    output_files,
+)
+from pipeline.server.errors import ApiError, not_found, object_id
+from pipeline.server.files import FileStore, listing, page
 from pipeline.server.lines import check_lines, split_jsonl
-from pipeline.server.state import principal, state_of
+from pipeline.state.leases import Lease
 
 logger = logging.getLogger("batchwise.server")
 
-ENDPOINT = "/v1/chat/completions"
 _WINDOW = re.compile(r"^([1-9][0-9]{0,3})h$")
-OPEN = ("validating", "in_progress", "finalizing", "cancelling")
+_RUNNING = ("in_progress", "cancelling", "finalizing")
+
+
+class RunState(NamedTuple):
+    """A batch's run as last read: results written, lines, submission complete, refused."""
+
+    done: int
+    total: int
+    sealed: bool
+    rejected: int
+
+    @property
+    def finished(self) -> bool:
+        return self.sealed and self.done >= self.total
 
 
 class BatchStore:
@@ -54,7 +79,11 @@ class BatchStore:
         self.redis = client.pipeline.redis
         self.keys: Keys = client.pipeline.keys
         self.ttl_s = client.pipeline.settings.results_ttl_s
+        self.lease_s = client.pipeline.settings.server_batch_lease_s
         self._validating: set[asyncio.Task[None]] = set()
+
+    def _lease(self, tenant: str, batch_id: str) -> Lease:
+        return Lease(self.redis, self.keys.server_batch_lease(tenant, batch_id), self.lease_s)
 
     async def create(self, who: Principal, request: dict[str, Any]) -> dict[str, Any]:
         settings = self.client.pipeline.settings
@@ -79,26 +108,40 @@ class BatchStore:
             + hashlib.sha256(f"{who.tenant}:{file_id}:{time.time_ns()}".encode()).hexdigest()[:24]
         )
         window_h = int(window.group(1))
-        doc = _batch_object(batch_id, request, file_id, now, window_h)
+        doc = batch_object(batch_id, request, file_id, now, window_h)
+        lease = self._lease(who.tenant, batch_id)
+        await lease.acquire()  # before the batch exists: nobody ever sees it validating unleased
         listed = self.keys.server_batches(who.tenant)
-        async with self.redis.pipeline(transaction=True) as pipe:  # one round trip
-            pipe.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
-            self._save_in(pipe, who.tenant, doc)
-            pipe.zadd(listed, {batch_id: time.time()})
-            pipe.expire(listed, self.ttl_s)
-            await pipe.execute()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:  # one round trip
+                pipe.set(self.keys.server_run(who.tenant, batch_id), 1, ex=self.ttl_s)
+                self._save_in(pipe, who.tenant, doc)
+                pipe.zadd(listed, {batch_id: time.time()})
+                pipe.expire(listed, self.ttl_s)
+                await pipe.execute()
+        except BaseException:
+            await lease.release()
+            raise
         min_window_h = settings.server_batch_api_min_window_h
         batch_api = min_window_h > 0 and window_h >= min_window_h
         lines = check_lines(entries, who, source=file_id, batch_api=batch_api)
-        job = asyncio.create_task(self._validate(who.tenant, batch_id, lines))
+        job = asyncio.create_task(self._validate(who.tenant, batch_id, lines, lease))
         self._validating.add(job)
         job.add_done_callback(self._validating.discard)
         return doc
 
     async def _validate(
-        self, tenant: str, batch_id: str, lines: Iterator[Task | LineError]
+        self, tenant: str, batch_id: str, lines: Iterator[Task | LineError], lease: Lease
     ) -> None:
         """Queue the valid lines (the batch is `validating` meanwhile), then move it on."""
+        try:
+            await self._queue(tenant, batch_id, lines)
+        except Exception:  # Redis gone for good: a later request takes the batch over
+            logger.exception("batch %s: validation could not finish", batch_id)
+        finally:
+            await lease.release()
+
+    async def _queue(self, tenant: str, batch_id: str, lines: Iterator[Task | LineError]) -> None:
         submission: Submission | None = None
         problem: str | None = None
         try:
@@ -108,33 +151,65 @@ class BatchStore:
         except Exception as exc:  # Redis gone mid-way: the batch fails and says why
             logger.exception("batch %s: validation failed", batch_id)
             problem = f"the batch could not be queued: {exc}"
-        raw = await self.redis.hget(self.keys.server_batch(tenant, batch_id), "doc")
-        doc = orjson.loads(raw)  # cancel may have moved it on meanwhile
+        if submission is not None and submission.accepted == 0:
+            problem = "the input file has no valid request"
         now = int(time.time())
-        if submission is not None:
-            doc["request_counts"] = {
-                "total": submission.total,
-                "completed": 0,
-                "failed": submission.rejected,
-            }
-            if submission.accepted == 0:
-                problem = "the input file has no valid request"
-                doc["errors"] = _line_errors(submission, problem)
-        if problem is not None:
-            doc["errors"] = doc["errors"] or _line_errors(None, problem)
-            doc["status"], doc["failed_at"] = "failed", now
-        elif doc["status"] == "validating":
-            doc["status"], doc["in_progress_at"] = "in_progress", now
-        await self._save(tenant, doc, rejected=submission.rejected if submission else 0)
+
+        def queued(doc: dict[str, Any]) -> bool:
+            if doc["status"] not in ("validating", "cancelling"):  # taken over meanwhile
+                return False
+            if submission is not None:
+                doc["request_counts"] = {
+                    "total": submission.total,
+                    "completed": 0,
+                    "failed": submission.rejected,
+                }
+            if problem is not None:
+                doc["errors"] = doc["errors"] or line_errors(submission, problem)
+                doc["status"], doc["failed_at"] = "failed", now
+            elif doc["status"] == "validating":
+                doc["status"], doc["in_progress_at"] = "in_progress", now
+            return True
+
+        rejected = submission.rejected if submission else 0
+        doc = await self._update(tenant, batch_id, queued, rejected=rejected)
+        if doc["status"] == "cancelling":  # cancelled while its lines were being queued
+            await self._withdraw(tenant, batch_id, CANCELLED)
+        elif doc["status"] == "failed" and (submission is None or submission.accepted):
+            # whatever was queued before it failed, or before another request took it over
+            await self._withdraw(tenant, batch_id, FAILED)
 
     async def aclose(self) -> None:
         """Let batches being validated finish queueing (shutdown waits for them)."""
         await asyncio.gather(*self._validating, return_exceptions=True)
 
-    async def _save(self, tenant: str, doc: dict[str, Any], rejected: int | None = None) -> None:
+    async def _update(
+        self,
+        tenant: str,
+        batch_id: str,
+        change: Callable[[dict[str, Any]], bool],
+        rejected: int | None = None,
+    ) -> dict[str, Any]:
+        """Apply `change` to the stored batch object and save it, atomically (a change made
+        meanwhile by another request is read and `change` applied again). `change` returns
+        False to leave the object as it is."""
+        key = self.keys.server_batch(tenant, batch_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            self._save_in(pipe, tenant, doc, rejected)
-            await pipe.execute()
+            while True:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.hget(key, "doc")
+                    if raw is None:
+                        raise not_found("batch", batch_id)
+                    doc: dict[str, Any] = orjson.loads(raw)
+                    if not change(doc):
+                        return doc  # leaving the block unwatches
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    self._save_in(pipe, tenant, doc, rejected)
+                    await pipe.execute()
+                    return doc
+                except WatchError:
+                    continue
 
     def _save_in(
         self, pipe: Pipeline, tenant: str, doc: dict[str, Any], rejected: int | None = None
@@ -146,210 +221,177 @@ class BatchStore:
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl_s)
 
+    async def _withdraw(self, tenant: str, batch_id: str, error: dict[str, str]) -> int:
+        p = self.client.pipeline
+        return await withdraw_pending(p.redis, p.keys, batch_id, tenant, error, ttl_s=self.ttl_s)
+
     async def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        raw = await self.redis.hget(self.keys.server_batch(tenant, batch_id), "doc")
-        if raw is None:
+        (doc,) = await self._read(tenant, [batch_id])
+        if doc is None:
             raise not_found("batch", batch_id)
-        return await self.refresh(tenant, orjson.loads(raw))
-
-    async def refresh(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """Bring an open batch up to date with its run; finalize it once the run is done."""
-        if doc["status"] not in ("in_progress", "cancelling"):
-            return doc
-        try:
-            done, total, sealed = await self.client.pipeline.runs.progress(doc["id"])
-        except KeyError:  # the run expired before its batch record did
-            return doc
-        if sealed and done >= total:
-            return await self._finalize(tenant, doc)
-        if time.time() > doc["expires_at"]:  # what is answered is delivered; the rest expires
-            return await self._finalize(tenant, doc, expired=True)
-        rejected = int(
-            await self.redis.hget(self.keys.server_batch(tenant, doc["id"]), "rejected") or 0
-        )
-        doc["request_counts"]["completed"] = max(0, done - rejected)
         return doc
 
-    async def _finalize(
-        self, tenant: str, doc: dict[str, Any], *, expired: bool = False
-    ) -> dict[str, Any]:
-        lock = self.keys.server_batch(tenant, doc["id"]) + ":finalize"
-        if not await self.redis.set(lock, 1, nx=True, ex=300):
-            return {**doc, "status": "finalizing"}  # another request is writing the files
-        cancelled = doc["status"] == "cancelling"
-        doc["status"], doc["finalizing_at"] = "finalizing", int(time.time())
-        await self._save(tenant, doc)
-        output, errors, counts = await self._output_lines(doc["id"])
-        for field, content, suffix in (("output", output, "output"), ("error", errors, "error")):
-            if content:
-                name = f"{doc['id']}_{suffix}.jsonl"
-                stored = await self.files.put(tenant, name, "batch_output", content)
-                doc[f"{field}_file_id"] = stored["id"]
-        doc["request_counts"] = counts
-        now = int(time.time())
-        if cancelled:
-            doc["status"], doc["cancelled_at"] = "cancelled", now
-        elif expired:
-            doc["status"], doc["expired_at"] = "expired", now
-        else:
-            doc["status"], doc["completed_at"] = "completed", now
-        await self._save(tenant, doc)
-        return doc
-
-    async def _output_lines(self, run_id: str) -> tuple[bytes, bytes, dict[str, int]]:
-        """The output and error files' content, in input order; a line still unanswered (the
-        batch expired) is an error line `batch_expired`."""
-        output: list[bytes] = []
-        errors: list[bytes] = []
-        created = int(time.time())
-        order = self.keys.run_order(run_id)
-        start = 0
-        while ids := [i.decode() for i in await self.redis.lrange(order, start, start + 999)]:
-            start += len(ids)
-            written = {r["id"]: r for r in await self.client.pipeline.runs.written(run_id, ids)}
-            for task_id in ids:
-                record = written.get(task_id) or {
-                    "id": task_id,
-                    "status": "failed",
-                    "error": _EXPIRED,
-                }
-                line = _output_line(run_id, record, created)
-                (output if line["error"] is None else errors).append(orjson.dumps(line))
-        counts = {
-            "total": len(output) + len(errors),
-            "completed": len(output),
-            "failed": len(errors),
+    async def _read(self, tenant: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The batch objects of `ids` (None where gone), each brought up to date with its run:
+        two round trips for any number of batches, plus the rare takeover or finalization."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hget(self.keys.server_batch(tenant, batch_id), "doc")
+            raw: list[bytes | None] = await pipe.execute()
+        docs = [None if r is None else orjson.loads(r) for r in raw]
+        running = [d for d in docs if d is not None and d["status"] in _RUNNING]
+        states = await self._run_states(tenant, [d["id"] for d in running])
+        fresh = {
+            d["id"]: await self._refresh(tenant, d, state)
+            for d, state in zip(running, states, strict=True)
         }
-        return _jsonl(output), _jsonl(errors), counts
+        found: list[dict[str, Any] | None] = []
+        for doc in docs:
+            if doc is None:
+                found.append(None)
+            elif doc["status"] == "validating":
+                found.append(await self._recover(tenant, doc))
+            else:
+                found.append(fresh.get(doc["id"], doc))
+        return found
+
+    async def _run_states(self, tenant: str, ids: Sequence[str]) -> list[RunState | None]:
+        """The runs of these batches (None where the run expired), in one round trip."""
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hmget(self.keys.run(batch_id), ["done", "total", "sealed"])
+                pipe.hget(self.keys.server_batch(tenant, batch_id), "rejected")
+            raw = await pipe.execute()
+        found: list[RunState | None] = []
+        for (done, total, sealed), rejected in zip(raw[::2], raw[1::2], strict=True):
+            found.append(
+                None
+                if done is None
+                else RunState(int(done), int(total or 0), sealed == b"1", int(rejected or 0))
+            )
+        return found
+
+    async def _refresh(
+        self, tenant: str, doc: dict[str, Any], state: RunState | None
+    ) -> dict[str, Any]:
+        """Bring a running batch up to date with its run; finalize it once the run is done,
+        the window has passed, or its finalizing server died."""
+        if state is None:  # the run expired before its batch record did
+            return doc
+        expired = time.time() > doc["expires_at"]
+        if doc["status"] == "finalizing" or state.finished or expired:
+            return await self._finalize(tenant, doc, state.finished)
+        doc["request_counts"]["completed"] = max(0, state.done - state.rejected)
+        return doc
+
+    async def _recover(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """A `validating` batch whose server died (its lease is free): move it on if its run
+        was queued whole, else fail it and withdraw what it had queued."""
+        lease = self._lease(tenant, doc["id"])
+        if not await lease.acquire():
+            return doc  # its server is still queueing the lines
+        try:
+            (state,) = await self._run_states(tenant, [doc["id"]])
+            whole = state is not None and state.sealed
+            rejected = await self._rejected(doc["id"]) if whole else 0
+            if state is not None and not whole:  # so the run ends and expires like others
+                await self.client.pipeline.runs.seal(doc["id"], await self._registered(doc["id"]))
+                await self._withdraw(tenant, doc["id"], FAILED)
+            now = int(time.time())
+
+            def taken_over(d: dict[str, Any]) -> bool:
+                if d["status"] != "validating":  # its server finished after all
+                    return False
+                if whole and state is not None:
+                    counts = {"total": state.total, "completed": 0, "failed": rejected}
+                    d["request_counts"] = counts
+                    d["status"], d["in_progress_at"] = "in_progress", now
+                else:
+                    message = "the server stopped while validating this batch; create it again"
+                    d["errors"] = line_errors(None, message)
+                    d["status"], d["failed_at"] = "failed", now
+                return True
+
+            return await self._update(tenant, doc["id"], taken_over, rejected=rejected)
+        finally:
+            await lease.release()
+
+    async def _registered(self, run_id: str) -> int:
+        return int(await self.redis.llen(self.keys.run_order(run_id)))
+
+    async def _rejected(self, run_id: str) -> int:
+        """How many of a run's lines were refused (counted from its results)."""
+        refused = 0
+        async for _, value in self.redis.hscan_iter(self.keys.run_results(run_id), count=1000):
+            if not value.startswith(b"@") and orjson.loads(value).get("status") == "rejected":
+                refused += 1
+        return refused
+
+    async def _finalize(self, tenant: str, doc: dict[str, Any], finished: bool) -> dict[str, Any]:
+        lease = self._lease(tenant, doc["id"])
+        if not await lease.acquire():  # another request is writing the files
+            return {**doc, "status": "finalizing"}
+        try:
+            return await self._write_files(tenant, doc["id"], finished)
+        finally:
+            await lease.release()
+
+    async def _write_files(self, tenant: str, batch_id: str, finished: bool) -> dict[str, Any]:
+        """Under the batch's lease: write its output and error files and close it."""
+        now = int(time.time())
+
+        def begin(doc: dict[str, Any]) -> bool:
+            if doc["status"] not in _RUNNING:  # another request closed it meanwhile
+                return False
+            if doc["status"] != "finalizing":
+                doc["status"], doc["finalizing_at"] = "finalizing", now
+            return True
+
+        doc = await self._update(tenant, batch_id, begin)
+        if doc["status"] != "finalizing":
+            return doc
+        if not finished:  # the window has passed: what has not started is not run
+            await self._withdraw(tenant, batch_id, EXPIRED)
+        output, errors, counts = await output_files(self.client.pipeline.runs, batch_id)
+        produced: dict[str, str] = {}
+        for field, content in (("output", output), ("error", errors)):
+            if content:
+                name = f"{batch_id}_{field}.jsonl"
+                file_id = "file-" + hashlib.sha256(name.encode()).hexdigest()[:24]
+                stored = await self.files.put(tenant, name, "batch_output", content, file_id)
+                produced[f"{field}_file_id"] = stored["id"]
+
+        def close(d: dict[str, Any]) -> bool:
+            if d["status"] != "finalizing":
+                return False
+            d.update(produced, request_counts=counts)
+            if d["cancelling_at"] is not None:
+                d["status"], d["cancelled_at"] = "cancelled", now
+            elif finished:
+                d["status"], d["completed_at"] = "completed", now
+            else:
+                d["status"], d["expired_at"] = "expired", now
+            return True
+
+        return await self._update(tenant, batch_id, close)
 
     async def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
-        doc = await self.get(tenant, batch_id)
-        if doc["status"] not in ("validating", "in_progress"):
-            raise ApiError(409, f"Cannot cancel a batch with status '{doc['status']}'.")
-        doc["status"], doc["cancelling_at"] = "cancelling", int(time.time())
-        await self._save(tenant, doc)
-        return await self.refresh(tenant, doc)
+        await self.get(tenant, batch_id)  # a batch whose run is done completes first
+        now = int(time.time())
+
+        def cancelling(doc: dict[str, Any]) -> bool:
+            if doc["status"] not in ("validating", "in_progress"):
+                raise ApiError(409, f"Cannot cancel a batch with status '{doc['status']}'.")
+            doc["status"], doc["cancelling_at"] = "cancelling", now
+            return True
+
+        await self._update(tenant, batch_id, cancelling)
+        await self._withdraw(tenant, batch_id, CANCELLED)
+        return await self.get(tenant, batch_id)
 
     async def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
         ids, more = await page(self.redis, self.keys.server_batches(tenant), limit, after)
-        data = []
-        for batch_id in ids:
-            try:
-                data.append(await self.get(tenant, batch_id))
-            except ApiError:  # expired between the index and the read
-                continue
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
-
-
-_EXPIRED = {"code": "batch_expired", "message": "not answered within the completion window"}
-
-
-def _output_line(run_id: str, record: dict[str, Any], created: int) -> dict[str, Any]:
-    """One line of OpenAI's batch output (an answer) or error file (anything else)."""
-    line_id = "batch_req_" + hashlib.sha256(f"{run_id}:{record['id']}".encode()).hexdigest()[:24]
-    line: dict[str, Any] = {"id": line_id, "custom_id": record["id"]}
-    if record.get("status") != "ok":
-        error = record.get("error") or {}
-        line["response"] = None
-        line["error"] = {
-            "code": error.get("code") or "failed",
-            "message": error.get("message") or "",
-            "status_code": result_status(record),
-        }
-        return line
-    body = completion_body(record, created)
-    line["response"] = {"status_code": 200, "request_id": line_id, "body": body}
-    line["error"] = None
-    cost = record.get("cost_nusd")
-    line["batchwise"] = {
-        "cache": record.get("cache", "miss"),
-        "cost_usd": None if cost is None else usd_float(cost),
-        "provider": record.get("provider"),
-        "batch_size": record.get("batch_size", 0),
-    }
-    return line
-
-
-def _jsonl(lines: list[bytes]) -> bytes:
-    return b"".join(line + b"\n" for line in lines)
-
-
-def _batch_object(
-    batch_id: str, request: dict[str, Any], file_id: str, now: int, window_h: int
-) -> dict[str, Any]:
-    return {
-        "id": batch_id,
-        "object": "batch",
-        "endpoint": ENDPOINT,
-        "errors": None,
-        "input_file_id": file_id,
-        "completion_window": request.get("completion_window"),
-        "status": "validating",
-        "output_file_id": None,
-        "error_file_id": None,
-        "created_at": now,
-        "in_progress_at": None,
-        "expires_at": now + window_h * 3600,
-        "finalizing_at": None,
-        "completed_at": None,
-        "failed_at": None,
-        "expired_at": None,
-        "cancelling_at": None,
-        "cancelled_at": None,
-        "request_counts": {"total": 0, "completed": 0, "failed": 0},
-        "metadata": request.get("metadata"),
-    }
-
-
-def _line_errors(submission: Submission | None, message: str = "") -> dict[str, Any]:
-    """OpenAI's `errors` list of a failed batch: its refused lines, or one message."""
-    data = [
-        {"code": "invalid_request", "line": e.line, "message": e.reason, "param": e.field or None}
-        for e in (submission.errors[:100] if submission else [])
-    ] or [{"code": "invalid_request", "line": None, "message": message, "param": None}]
-    return {"object": "list", "data": data}
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return doc
-
-
-async def create_batch(request: Request) -> Response:
-    who = principal(request)
-    return JSONResponse(await state_of(request).batches.create(who, await _body(request)))
-
-
-async def get_batch(request: Request) -> Response:
-    who = principal(request)
-    return JSONResponse(
-        await state_of(request).batches.get(
-            who.tenant, object_id(request.path_params["id"], "batch")
-        )
-    )
-
-
-async def cancel_batch(request: Request) -> Response:
-    who = principal(request)
-    store = state_of(request).batches
-    return JSONResponse(
-        await store.cancel(who.tenant, object_id(request.path_params["id"], "batch"))
-    )
-
-
-async def list_batches(request: Request) -> Response:
-    who = principal(request)
-    store = state_of(request).batches
-    after = request.query_params.get("after")
-    return JSONResponse(await store.list(who.tenant, page_limit(request), after))
+        found = await self._read(tenant, ids)  # None: expired since the index was read
+        return listing([d for d in found if d is not None], more)

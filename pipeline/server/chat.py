@@ -1,4 +1,5 @@
-"""`POST /v1/chat/completions`: one interactive call through every lever.
+"""Chat completions (`POST /v1/chat/completions`, pipeline/server/openai_api.py): one
+interactive call through every lever.
 
 Requests that arrive within `server_chat_linger_ms` of each other are submitted as one run, so
 the packer can put concurrent questions of one group into one provider call (micro-batching).
@@ -12,22 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from pipeline.core.client import BatchwiseClient, new_run_id
-from pipeline.core.intake import LineError
-from pipeline.costs.money import usd_float
+from pipeline.core.intake import from_openai_chat
 from pipeline.models import Task
-from pipeline.server.errors import ApiError, result_status, retry_after_s
-from pipeline.server.lines import check_lines
-from pipeline.server.state import principal, state_of
+from pipeline.server.errors import ApiError
 
 logger = logging.getLogger("batchwise.server")
 
@@ -76,22 +71,8 @@ def chat_line(body: Any, task_id: str) -> dict[str, Any]:
     line: dict[str, Any] = {"custom_id": task_id, "method": "POST", "body": body}
     extensions = {k: body[k] for k in _EXTENSIONS if k in body}
     if extensions:  # not part of the OpenAI line form: validate them in the native one
-        line = {"id": task_id, **_native(body), **extensions}
+        line = {"id": task_id, **from_openai_chat(body), **extensions}
     return line
-
-
-def _native(body: dict[str, Any]) -> dict[str, Any]:
-    native: dict[str, Any] = {"messages": body.get("messages")}
-    for name in ("model", "temperature", "metadata"):
-        if name in body:
-            native[name] = body[name]
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if max_tokens is not None:
-        native["max_tokens"] = max_tokens
-    fmt = body.get("response_format") or {}
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        native["response_schema"] = (fmt.get("json_schema") or {}).get("schema")
-    return native
 
 
 @dataclass
@@ -193,37 +174,3 @@ def _fail(waiting: dict[str, asyncio.Future[dict[str, Any]]], exc: Exception) ->
     for future in waiting.values():
         if not future.done():
             future.set_exception(ApiError(503, f"the pipeline is unavailable: {exc}"))
-
-
-async def chat_completions(request: Request) -> Response:
-    who = principal(request)
-    state = state_of(request)
-    settings = state.pipeline.settings
-    raw = await request.body()
-    if len(raw) > settings.max_line_bytes:
-        raise ApiError(413, f"the request is longer than {settings.max_line_bytes} bytes")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
-    task_id = "chat-" + uuid.uuid4().hex
-    (checked,) = check_lines([(1, chat_line(body, task_id))], who, source="request")
-    if isinstance(checked, LineError):
-        raise ApiError(400, checked.reason, param=checked.field or None)
-    record, shared = await state.chat.ask(checked, settings.server_chat_timeout_s)
-    status = result_status(record)
-    cost = record.get("cost_nusd")
-    headers = {
-        "x-batchwise-cache": str(record.get("cache", "miss")),
-        "x-batchwise-cost-usd": "unknown" if cost is None else f"{usd_float(cost):.9f}",
-        "x-batchwise-batch-size": str(record.get("batch_size") or 0),
-        "x-batchwise-submitted-with": str(shared),
-        "x-batchwise-provider": str(record.get("provider") or ""),
-    }
-    if status != 200:
-        error = record.get("error") or {}
-        code = str(error.get("code") or "failed")
-        if status == 429:
-            headers["retry-after"] = str(retry_after_s(code))
-        raise ApiError(status, str(error.get("message") or code), code=code, headers=headers)
-    return JSONResponse(completion_body(record, int(time.time())), headers=headers)

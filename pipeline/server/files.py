@@ -11,15 +11,9 @@ import uuid
 from typing import Any
 
 from redis.asyncio import Redis
-from starlette.datastructures import UploadFile
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
 from pipeline.keys import Keys
-from pipeline.server.errors import ApiError, not_found, object_id
-from pipeline.server.state import principal, state_of
-
-PURPOSES = ("batch", "batch_output")
+from pipeline.server.errors import not_found
 
 
 class FileStore:
@@ -30,8 +24,11 @@ class FileStore:
         self.keys = keys
         self.ttl_s = ttl_s
 
-    async def put(self, tenant: str, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
-        file_id = "file-" + uuid.uuid4().hex[:24]
+    async def put(
+        self, tenant: str, filename: str, purpose: str, content: bytes, file_id: str = ""
+    ) -> dict[str, Any]:
+        """Store a file under `file_id` (a new id when empty; a given one is overwritten)."""
+        file_id = file_id or "file-" + uuid.uuid4().hex[:24]
         meta: dict[str, Any] = {
             "id": file_id,
             "object": "file",
@@ -51,20 +48,19 @@ class FileStore:
         return meta
 
     async def meta(self, tenant: str, file_id: str) -> dict[str, Any]:
-        fields = ["id", "bytes", "created_at", "filename", "purpose"]
-        raw = await self.redis.hmget(self.keys.server_file(tenant, file_id), fields)
-        if raw[0] is None:
+        (found,) = await self.metas(tenant, [file_id])
+        if found is None:
             raise not_found("file", file_id)
-        values = dict(zip(fields, (v.decode() for v in raw), strict=True))
-        return {
-            "id": values["id"],
-            "object": "file",
-            "bytes": int(values["bytes"]),
-            "created_at": int(values["created_at"]),
-            "filename": values["filename"],
-            "purpose": values["purpose"],
-            "status": "processed",
-        }
+        return found
+
+    async def metas(self, tenant: str, ids: list[str]) -> list[dict[str, Any] | None]:
+        """The file objects of `ids` (None where gone), in one round trip."""
+        fields = ["id", "bytes", "created_at", "filename", "purpose"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for file_id in ids:
+                pipe.hmget(self.keys.server_file(tenant, file_id), fields)
+            rows: list[list[bytes | None]] = await pipe.execute()
+        return [_file_object(row) if row[0] is not None else None for row in rows]
 
     async def content(self, tenant: str, file_id: str) -> bytes:
         raw = await self.redis.hget(self.keys.server_file(tenant, file_id), "content")
@@ -78,9 +74,11 @@ class FileStore:
         await self.redis.zrem(self.keys.server_files(tenant), file_id)
         return bool(removed)
 
-    async def list(self, tenant: str, limit: int, after: str | None) -> tuple[list[str], bool]:
-        """Ids newest first after the `after` cursor, and whether more follow."""
-        return await page(self.redis, self.keys.server_files(tenant), limit, after)
+    async def list(self, tenant: str, limit: int, after: str | None) -> dict[str, Any]:
+        """A page of the tenant's files, newest first after the `after` cursor."""
+        ids, more = await page(self.redis, self.keys.server_files(tenant), limit, after)
+        found = await self.metas(tenant, ids)  # None: expired since the index was read
+        return listing([f for f in found if f is not None], more)
 
 
 async def page(redis: Redis, index: str, limit: int, after: str | None) -> tuple[list[str], bool]:
@@ -96,69 +94,25 @@ async def page(redis: Redis, index: str, limit: int, after: str | None) -> tuple
     return ids[:limit], len(ids) > limit
 
 
-def page_limit(request: Request) -> int:
-    text = request.query_params.get("limit", "20")
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise ApiError(400, "limit must be an integer from 1 to 100", param="limit")
-    return int(text)
+def listing(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    """OpenAI's list object for one page of objects."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
 
 
-async def create_file(request: Request) -> Response:
-    who = principal(request)
-    form = await request.form(max_files=1, max_fields=4, max_part_size=1024 * 1024)
-    upload = form.get("file")
-    purpose = form.get("purpose")
-    if not isinstance(upload, UploadFile):
-        raise ApiError(400, "missing 'file': upload the JSONL as multipart form data", param="file")
-    if purpose != "batch":
-        raise ApiError(400, "purpose must be 'batch'", param="purpose")
-    content = await upload.read()
-    await form.close()
-    meta = await state_of(request).files.put(
-        who.tenant, upload.filename or "upload", "batch", content
-    )
-    return JSONResponse(meta)
-
-
-async def get_file(request: Request) -> Response:
-    who = principal(request)
-    return JSONResponse(
-        await state_of(request).files.meta(who.tenant, object_id(request.path_params["id"], "file"))
-    )
-
-
-async def get_content(request: Request) -> Response:
-    who = principal(request)
-    content = await state_of(request).files.content(
-        who.tenant, object_id(request.path_params["id"], "file")
-    )
-    return Response(content, media_type="application/octet-stream")
-
-
-async def delete_file(request: Request) -> Response:
-    who = principal(request)
-    file_id = object_id(request.path_params["id"], "file")
-    if not await state_of(request).files.delete(who.tenant, file_id):
-        raise not_found("file", file_id)
-    return JSONResponse({"id": file_id, "object": "file", "deleted": True})
-
-
-async def list_files(request: Request) -> Response:
-    who = principal(request)
-    store = state_of(request).files
-    ids, more = await store.list(who.tenant, page_limit(request), request.query_params.get("after"))
-    data = []
-    for file_id in ids:
-        try:
-            data.append(await store.meta(who.tenant, file_id))
-        except ApiError:  # expired between the index and the read
-            continue
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
-    )
+def _file_object(row: list[bytes | None]) -> dict[str, Any]:
+    file_id, size, created_at, filename, purpose = (v.decode() if v else "" for v in row)
+    return {
+        "id": file_id,
+        "object": "file",
+        "bytes": int(size),
+        "created_at": int(created_at),
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+    }

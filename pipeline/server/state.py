@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.server.auth import KeyRing, Principal
-
-if TYPE_CHECKING:
-    from pipeline.server.batches import BatchStore
-    from pipeline.server.chat import ChatBatcher
-    from pipeline.server.files import FileStore
+from pipeline.server.batches import BatchStore
+from pipeline.server.chat import ChatBatcher
+from pipeline.server.files import FileStore
 
 
 @dataclass

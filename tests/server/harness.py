@@ -45,11 +45,12 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def api_server(settings: Settings) -> AsyncIterator[Api]:
-    """`batchwise serve` with an in-process worker on `settings`, over real HTTP."""
+async def api_server(settings: Settings, *, worker: bool = True) -> AsyncIterator[Api]:
+    """`batchwise serve` with an in-process worker (unless `worker` is False: then queued
+    lines stay pending) on `settings`, over real HTTP."""
     pool = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
-    worker = running(in_process_worker(settings, pool, poll_delay=0.02), 5)
-    app = create_app(settings, pool, background=worker)
+    background = running(in_process_worker(settings, pool, poll_delay=0.02), 5) if worker else None
+    app = create_app(settings, pool, background=background)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -10,7 +10,10 @@ import orjson
 import pytest
 
 from pipeline.config.records import ServerKey
+from pipeline.core.intake import validate
+from pipeline.models import Task
 from pipeline.server.auth import key_hash
+from pipeline.server.chat import chat_line
 from pipeline.testing import FakeProvider, expected_output, make_settings
 from tests.server.harness import API_KEYS, KEY_A, api_server
 
@@ -285,3 +288,30 @@ async def test_a_batch_past_its_window_expires_with_what_is_answered(
         assert [orjson.loads(r)["custom_id"] for r in output.splitlines()] == ["fast"]
         error = orjson.loads((await client.files.content(expired.error_file_id)).content)
         assert error["custom_id"] == "slow" and error["error"]["code"] == "batch_expired"
+
+
+def test_a_chat_body_and_a_batch_line_become_the_same_task() -> None:
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Name a colour."}],
+        "max_completion_tokens": 7,
+        "temperature": 0.2,
+        "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}},
+        "metadata": {"team": "ops"},
+        "top_p": 0.5,  # accepted, not used
+    }
+    line = validate({"custom_id": "x", "method": "POST", "body": body}, 1, set(), source="t")
+    chat = validate(chat_line({**body, "task_type": "faq"}, "x"), 1, set(), source="t")
+    assert isinstance(line, Task) and isinstance(chat, Task)
+    fields = {"id", "messages", "model", "max_tokens", "temperature", "response_schema"}
+    assert line.model_dump(include=fields) == chat.model_dump(include=fields)
+    assert (line.max_tokens, line.response_schema, line.metadata) == (
+        7,
+        {"type": "object"},
+        body["metadata"],
+    )
+    assert chat.task_type == "faq"
+    for odd in ("text", {"type": "json_schema", "json_schema": "none"}):  # not what batchwise uses
+        plain = {**body, "response_format": odd}
+        checked = validate({"custom_id": "y", "body": plain}, 2, set(), source="t")
+        assert isinstance(checked, Task) and checked.response_schema is None

@@ -1,5 +1,5 @@
-"""`batchwise serve` as its own process: it answers, and on SIGTERM it finishes the requests in
-flight before it exits."""
+"""`batchwise serve` as its own process: it answers, on SIGTERM it finishes the requests in
+flight before it exits, and a batch it was validating when SIGKILLed is taken over."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 
+from pipeline.config.settings import Settings
 from pipeline.testing import FAKE_KEY, FakeProvider, clean_env, expected_output, make_settings
-from tests.server.harness import API_KEYS, KEY_A
+from tests.server.harness import API_KEYS, KEY_A, api_server
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 
@@ -27,13 +29,19 @@ def _free_port() -> int:
 
 
 def _serve(
-    tmp_path: Path, redis_url: str | None, fake: FakeProvider | None, port: int
+    tmp_path: Path,
+    redis_url: str | None,
+    fake: FakeProvider | None,
+    port: int,
+    *args: str,
+    settings: Settings | None = None,
 ) -> subprocess.Popen[bytes]:
-    """`batchwise serve` on the test Redis and the fake provider; with neither, on its own
-    embedded Redis (state in tmp_path) with the simulated provider."""
+    """`batchwise serve` on the test Redis and the fake provider (with the key prefix of
+    `settings` when given); with neither, on its own embedded Redis (state in tmp_path) with
+    the simulated provider."""
     env = {"BATCHWISE_API_KEYS": API_KEYS, "BATCHWISE_STATE_DIR": str(tmp_path / "state")}
     if redis_url is not None and fake is not None:
-        settings = make_settings(redis_url)
+        settings = settings or make_settings(redis_url)
         config = tmp_path / "batchwise.toml"
         config.write_text(
             f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
@@ -45,10 +53,11 @@ def _serve(
             FAKE_KEY=FAKE_KEY,
             BATCHWISE_KEY_PREFIX=settings.key_prefix,
             BATCHWISE_QUEUE=settings.queue_name,
+            BATCHWISE_SERVER_BATCH_LEASE_S=str(settings.server_batch_lease_s),
         )
     with (tmp_path / "serve.log").open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli.main", "serve", "--port", str(port)],
+            [sys.executable, "-m", "pipeline.cli.main", "serve", "--port", str(port), *args],
             cwd=ROOT,
             env=clean_env(**env),
             stdout=log,
@@ -130,3 +139,48 @@ def _processes_mentioning(text: str) -> list[str]:
         if text in args:
             found.append(args)
     return found
+
+
+async def test_a_batch_whose_server_is_killed_while_validating_is_taken_over(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    settings = make_settings(redis_url, fake, server_api_keys=API_KEYS, server_batch_lease_s=1)
+    port = _free_port()
+    proc = _serve(tmp_path, redis_url, fake, port, "--no-worker", settings=settings)
+    lines = [
+        {"custom_id": f"q{i}", "body": {"messages": [{"role": "user", "content": f"q {i}"}]}}
+        for i in range(20_000)
+    ]
+    headers = {"authorization": f"Bearer {KEY_A}"}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http:
+            await _until_healthy(http, proc, tmp_path / "serve.log")
+            content = b"".join(orjson.dumps(line) + b"\n" for line in lines)
+            files = {"file": ("in.jsonl", content)}
+            uploaded = await http.post("/v1/files", files=files, data={"purpose": "batch"})
+            request = {
+                "input_file_id": uploaded.json()["id"],
+                "endpoint": "/v1/chat/completions",
+                "completion_window": "24h",
+            }
+            batch = (await http.post("/v1/batches", json=request)).json()
+            assert batch["status"] == "validating"
+        proc.kill()  # SIGKILL while (most likely) still queueing the lines
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    async with api_server(settings, worker=False) as api, api.sdk(KEY_A) as client:
+        for _ in range(100):  # the dead server's lease runs out within a second
+            taken = await client.batches.retrieve(batch["id"])
+            if taken.status != "validating":
+                break
+            await asyncio.sleep(0.05)
+        assert taken.status in ("failed", "in_progress"), taken.status
+        p = api.app.state.batchwise.pipeline
+        done, total, sealed = await p.runs.progress(batch["id"])
+        assert sealed
+        if taken.status == "failed":  # part queued: withdrawn, each with its result
+            assert done == total and await p.redis.zcard(p.keys.groups()) == 0
