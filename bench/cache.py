@@ -60,7 +60,7 @@ from pipeline.models import Message, Task, TTLClass
 from pipeline.providers import build_providers
 from pipeline.providers.base import ChatRequest
 from pipeline.state.embedded import EmbeddedRedis
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider
 
 DIM = 512  # the default embedder's (LocalUSE)
 CHUNK = 500

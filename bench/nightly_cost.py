@@ -25,7 +25,7 @@ from pipeline.config.records import ProviderConfig
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.state.embedded import EmbeddedRedis
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider
 from workers.lifecycle import in_process_worker, running
 
 

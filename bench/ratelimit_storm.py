@@ -41,8 +41,7 @@ from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.providers.chain import ProviderChain
 from pipeline.providers.openai import OpenAICompatible
 from pipeline.state.embedded import EmbeddedRedis
-from tests.fake_provider import expected_output
-from tests.processes import FakeProcess
+from pipeline.testing import FakeProcess, expected_output
 
 KEY = "bench-key"
 MODEL = "gpt-4o-mini"

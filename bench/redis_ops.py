@@ -38,9 +38,9 @@ from pipeline.config.loading import load_settings
 from pipeline.config.records import ProviderConfig
 from pipeline.config.settings import Settings
 from pipeline.state.embedded import EmbeddedRedis
-from tests.conftest import pipeline_client
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider
 from workers.lifecycle import in_process_worker, running
+from workers.testing import pipeline_client
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"

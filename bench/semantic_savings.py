@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config.loading import load_settings
 from pipeline.config.records import ProviderConfig
 from pipeline.state.embedded import EmbeddedRedis
-from tests.conftest import pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output
+from workers.testing import pipeline_client, running_worker
 
 PAIRS = Path(__file__).resolve().parents[1] / "tests" / "data" / "semantic_pairs.jsonl"
 KEY = "bench-key"

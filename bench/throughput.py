@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipeline.config.loading import load_settings
 from pipeline.config.records import ProviderConfig
 from pipeline.state.embedded import EmbeddedRedis
-from tests import processes
-from tests.conftest import pipeline_client
+from pipeline.testing import processes
 from workers.lifecycle import in_process_worker, running
+from workers.testing import pipeline_client
 
 KEY = "bench-key"
 TENANTS = ("acme", "globex", "initech")
@@ -135,7 +135,7 @@ def free_port() -> int:
 
 def start_fake(port: int, extra: list[str]) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_provider", "--port", str(port), "--key", KEY, *extra],
+        [sys.executable, "-m", "pipeline.testing", "--port", str(port), "--key", KEY, *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

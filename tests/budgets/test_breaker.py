@@ -15,8 +15,8 @@ from pipeline.core.wiring import connect_redis
 from pipeline.costs.prices import PriceTable
 from pipeline.errors import BreakerOpen, BudgetBusy
 from pipeline.keys import Keys
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 HOUR = 3600
 DAY = 86400

@@ -1,6 +1,6 @@
 """Several worker processes race for one cost cap: the recorded spend never passes it, the open
 breaker holds the remaining work, and once an operator lifts the cap every task ends with one
-result. Everything runs as real processes: `python -m tests.fake_provider` and
+result. Everything runs as real processes: `python -m pipeline.testing` and
 `python -m pipeline.cli.main worker` on the shared Redis, configured by a TOML file."""
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import pytest
 from pipeline.budgets.pace import month_bounds
 from pipeline.config.loading import load_settings
 from pipeline.costs.money import NANO
-from tests.conftest import pipeline_client
-from tests.fake_provider import expected_output
-from tests.processes import worker_process
+from pipeline.testing import expected_output, worker_process
+from workers.testing import pipeline_client
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 3
@@ -43,7 +42,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def processes(tmp_path: Path, redis_url: str, config: Path, port: int) -> Iterator[None]:
     fake = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_provider", "--port", str(port)],
+        [sys.executable, "-m", "pipeline.testing", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

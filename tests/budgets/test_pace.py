@@ -21,8 +21,8 @@ from pipeline.core.wiring import connect_redis
 from pipeline.errors import BreakerOpen, ConfigError
 from pipeline.keys import Keys
 from pipeline.models import Message, Task
-from tests.conftest import make_settings, pipeline_client
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider, make_settings
+from workers.testing import pipeline_client
 
 USD = 1_000_000_000
 MID_NOVEMBER = datetime(2026, 11, 16, tzinfo=UTC).timestamp()  # 15 of 30 days gone

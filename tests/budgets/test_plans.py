@@ -18,9 +18,9 @@ from pipeline.keys import Keys
 from pipeline.models import Message, Result, Task
 from pipeline.providers.chain import ProviderChain
 from pipeline.routing.router import Rejection, Router
+from pipeline.testing import FakeProvider, make_settings
 from pipeline.tokens import count_messages
-from tests.conftest import make_settings, pipeline_client
-from tests.fake_provider import FakeProvider
+from workers.testing import pipeline_client
 
 T0 = 20_000 * 86400 + 10 * 3600  # 10:00 UTC
 

@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 
 from pipeline.core.client import BatchwiseClient
-from tests.conftest import make_settings, pipeline_client
+from pipeline.testing import FakeProvider, expected_output, make_settings
 from tests.core.test_inflight import calls, wait_for_requests
-from tests.fake_provider import FakeProvider, expected_output
+from workers.testing import pipeline_client
 
 PROMPTS = [f"q {i}" for i in range(6)]
 

@@ -22,8 +22,8 @@ from pipeline.errors import TransientError
 from pipeline.fingerprint import item_key
 from pipeline.keys import Keys
 from pipeline.models import Task
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 MODEL = "gpt-4o-mini"
 

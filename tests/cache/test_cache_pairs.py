@@ -22,7 +22,7 @@ from pipeline.cache.guard import blocks_semantic_hit
 from pipeline.fingerprint import item_key
 from pipeline.keys import Keys
 from pipeline.models import Message, Task, TTLClass
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 
 PAIRS = Path(__file__).parents[1] / "data" / "semantic_pairs.jsonl"
 

@@ -21,8 +21,8 @@ from pipeline.cache.vectorset import VectorSetIndex, has_vector_sets
 from pipeline.config.loading import load_settings
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
+from pipeline.testing import make_settings
 from tests.cache.test_cache import answer, cache_on, served, task, vector_owners
-from tests.conftest import make_settings
 
 INDEXES = ["vectorset", "bruteforce"]
 PAIRS = Path(__file__).parents[1] / "data" / "semantic_pairs.jsonl"

@@ -18,8 +18,8 @@ from pipeline.core.wiring import Pipeline
 from pipeline.costs.ledger import Ledger
 from pipeline.fingerprint import item_key
 from pipeline.models import CallRecord, Message, Task, TTLClass, Usage
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 WITHIN_AFTER = ("Can I get a refund within 30 days?", "Is a refund possible after thirty days?")
 THIRTY_30 = ("Can I get a refund within 30 days?", "Can I get a refund after thirty days?")

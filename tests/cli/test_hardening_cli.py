@@ -27,8 +27,8 @@ from pipeline.keys import Keys
 from pipeline.outfile import writing
 from pipeline.redaction import redact, redact_logs
 from pipeline.terminal import printable, terminal_safe
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider, make_settings
+from workers.testing import pipeline_client, running_worker
 
 SECRET = "zq7Hk2pL/m9Xw4Rt8+Yv6Nb3Cd5Fg1Jh0"
 

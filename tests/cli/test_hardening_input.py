@@ -14,8 +14,8 @@ import pytest
 from pipeline.core.intake import MAX_DEPTH, MAX_FIELD_BYTES, LineError, read_file
 from pipeline.models import Task
 from pipeline.providers import simulated
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider, make_settings
+from workers.testing import pipeline_client, running_worker
 
 
 def write_jobs(tmp_path: Path, *lines: dict[str, object] | bytes) -> Path:

@@ -16,8 +16,7 @@ import orjson
 import redis
 
 from pipeline.state.embedded import EmbeddedRedis
-from tests.conftest import FAKE_KEY
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FAKE_KEY, FakeProvider
 from tests.state.test_embedded import gone
 
 ROOT = Path(__file__).resolve().parents[2]

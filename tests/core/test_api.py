@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from pipeline.errors import InputError
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 
 async def test_submit_wait_results_and_result(redis_url: str, fake: FakeProvider) -> None:

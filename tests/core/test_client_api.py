@@ -20,9 +20,10 @@ from pipeline.errors import ConfigError
 from pipeline.state.connecting import RedisUnavailable
 from pipeline.state.embedded import EmbeddedRedis
 from pipeline.state.reconnect import Outage, OutageRetry, safe_url
-from tests.conftest import FAKE_KEY, make_settings, running_worker
-from tests.fake_provider import FakeProvider, expected_output
-from tests.processes import ROOT, clean_env
+from pipeline.testing import FAKE_KEY, FakeProvider, clean_env, expected_output, make_settings
+from workers.testing import running_worker
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def readme_snippet() -> str:

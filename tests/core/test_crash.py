@@ -10,9 +10,8 @@ from pathlib import Path
 import orjson
 
 from pipeline.models import CallRecord
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
-from tests.processes import fake_provider_worker
+from pipeline.testing import FakeProvider, expected_output, fake_provider_worker, make_settings
+from workers.testing import pipeline_client, running_worker
 
 
 async def ledger_records(client_pipeline) -> list[CallRecord]:  # type: ignore[no-untyped-def]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 
 def write_jobs(path: Path, lines: list[dict[str, object]]) -> Path:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pipeline.models import Result
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 PROMPTS = [f"support question number {i}" for i in range(12)]
 

@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.core.client import BatchwiseClient
 from pipeline.models import CallRecord
-from tests.conftest import make_settings, pipeline_client
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider, make_settings
+from workers.testing import pipeline_client
 
 
 async def calls(client: BatchwiseClient) -> list[CallRecord]:

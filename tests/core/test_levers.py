@@ -20,8 +20,8 @@ from pipeline.core.summary import Summary
 from pipeline.costs.dashboard import render_html
 from pipeline.costs.reports import Report, build_report
 from pipeline.models import TASK_TYPES
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider, make_settings
+from workers.testing import pipeline_client, running_worker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "jobs.example.jsonl"
 

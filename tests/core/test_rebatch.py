@@ -18,7 +18,7 @@ from pipeline.errors import BreakerOpen
 from pipeline.keys import Keys
 from pipeline.models import Batch, Item, TTLClass
 from pipeline.packing.queue import GroupMetas
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 
 PIPELINE = Path(__file__).resolve().parents[2] / "pipeline"
 

@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 
 from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
-from tests.conftest import make_settings, pipeline_client
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
 from workers.lifecycle import in_process_worker, running
+from workers.testing import pipeline_client
 
 OWN = {"cmdstat_info", "cmdstat_config|resetstat"}  # this test's own reads
 

@@ -23,8 +23,8 @@ from pipeline.providers.base import ChatRequest
 from pipeline.providers.chain import CircuitOpen, ProviderChain, ProviderDown
 from pipeline.providers.health import ProviderHealth
 from pipeline.providers.ratelimit import RateLimiter, header_limits, parse_reset_s
-from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FAKE_KEY, FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ from arq.connections import RedisSettings, create_pool
 
 from pipeline.config.settings import Settings
 from pipeline.models import CallRecord
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
-from tests.processes import fake_provider_worker
+from pipeline.testing import FakeProvider, expected_output, fake_provider_worker, make_settings
 from workers.lifecycle import in_process_worker, running
+from workers.testing import pipeline_client, running_worker
 
 
 async def until_in_flight(fake: FakeProvider) -> None:

@@ -24,7 +24,7 @@ from pipeline.costs.reports import build_report
 from pipeline.errors import ConfigError
 from pipeline.keys import Keys
 from pipeline.models import Saving
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 from tests.costs.test_reports import DAY0, NANO, call, spiky_records
 
 

@@ -21,8 +21,8 @@ from pipeline.costs.savings import Answered, call_savings
 from pipeline.costs.usage import from_anthropic, from_openai
 from pipeline.models import Batch, CallRecord, Item, Message, Saving, TTLClass
 from pipeline.providers.base import ChatResponse
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider, make_settings
+from workers.testing import pipeline_client, running_worker
 
 NANO = 1_000_000_000
 

@@ -9,9 +9,9 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import make_settings, pipeline_client, running_worker
+from pipeline.testing import FakeProvider, make_settings
 from tests.costs.test_ledger import patient
-from tests.fake_provider import FakeProvider
+from workers.testing import pipeline_client, running_worker
 
 
 def _free_port() -> int:

@@ -19,7 +19,7 @@ from pipeline.costs.reports import build_report, top_share
 from pipeline.costs.spikes import spikes
 from pipeline.keys import Keys
 from pipeline.models import CallRecord, CostShare, Saving, Usage
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 
 DAY0 = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
 NANO = 1_000_000_000

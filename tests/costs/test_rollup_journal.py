@@ -14,7 +14,7 @@ from pipeline.costs.reports import build_report
 from pipeline.costs.rollup import FOLD_EVERY, Journal
 from pipeline.keys import Keys
 from pipeline.models import CallRecord
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 from tests.costs.test_reports import DAY0, call
 
 

@@ -17,8 +17,8 @@ from pipeline.nightly.batch_api import BatchApi
 from pipeline.nightly.submissions import Entry, chunk_entries
 from pipeline.providers.base import ChatRequest
 from pipeline.providers.batches import AnthropicBatches, OpenAIBatches, build_batch_provider
-from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FAKE_KEY, FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 FAST = {"batch_api_poll_s": 1, "batch_api_linger_s": 0.2, "batch_api": True}
 

@@ -17,9 +17,8 @@ import orjson
 from pipeline.config.settings import Settings
 from pipeline.models import CallRecord
 from pipeline.nightly.inbox import Nightly
-from tests.conftest import FAKE_KEY, make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
-from tests.processes import worker_process
+from pipeline.testing import FAKE_KEY, FakeProvider, expected_output, make_settings, worker_process
+from workers.testing import pipeline_client, running_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {

@@ -15,9 +15,9 @@ import pytest
 from pipeline.config.settings import Settings
 from pipeline.errors import ConfigError
 from pipeline.nightly.inbox import Nightly
-from tests.conftest import pipeline_client, running_worker
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider
 from tests.nightly.test_nightly import nightly_settings, read_results, until, write_jobs
+from workers.testing import pipeline_client, running_worker
 
 
 async def tick(settings: Settings) -> dict[str, int]:

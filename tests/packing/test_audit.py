@@ -12,8 +12,8 @@ import pytest
 from pipeline.cli.main import main
 from pipeline.packing.audit import agreement, audit_report, audited
 from pipeline.packing.selection import batch_limit
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 
 def test_sample_is_stable_and_close_to_the_share() -> None:

@@ -20,8 +20,8 @@ from pipeline.packing.gain import (
     packing_pays,
 )
 from pipeline.packing.wire import ITEM_OVERHEAD_TOKENS
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider
+from pipeline.testing import FakeProvider, make_settings
+from workers.testing import pipeline_client, running_worker
 
 PRICES = PriceTable({"cheap": {"input": "0.15", "output": "0.60"}})
 LONG = "Answer using only the policies below. " + "Returns within 30 days of delivery. " * 40

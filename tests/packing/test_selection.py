@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pipeline.packing.selection import TAKE_LOOP, Budgets, budgets_for, select
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 
 # the queue's take script up to its selection, returning how many items it took
 _COUNT = (

@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.core.wiring import Pipeline
 from pipeline.packing.withdraw import withdraw_pending
-from tests.conftest import make_settings, pipeline_client
+from pipeline.testing import make_settings
+from workers.testing import pipeline_client
 
 CANCELLED = {"code": "batch_cancelled", "message": "withdrawn"}
 

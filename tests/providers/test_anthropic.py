@@ -23,8 +23,7 @@ from pipeline.providers import build_providers
 from pipeline.providers.anthropic import AnthropicMessages
 from pipeline.providers.base import ChatRequest, classify_http, error_fields, retry_after_s
 from pipeline.providers.openai import OpenAICompatible
-from tests.conftest import FAKE_KEY
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FAKE_KEY, FakeProvider, expected_output
 
 
 def request(text: str = "hello", *, system: str = "", max_tokens: int = 50) -> ChatRequest:

@@ -15,7 +15,7 @@ from pipeline.errors import ConfigError
 from pipeline.keys import Keys
 from pipeline.providers.health import ProviderHealth
 from pipeline.providers.ratelimit import RateLimiter
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 
 
 async def test_status_shows_open_circuits_and_window_use(

@@ -17,8 +17,8 @@ from pipeline.routing.cascade import (
     evaluate,
     register_evaluator,
 )
-from tests.conftest import make_settings, pipeline_client, running_worker
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from workers.testing import pipeline_client, running_worker
 
 CTX = EvalContext(task_type="classification", model="gpt-4o-mini", prompt="p")
 SCHEMA = {

@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.cli.main import main
 from pipeline.routing.estimate import by_type, plan_file
-from tests.conftest import make_settings, pipeline_client, running_worker
+from pipeline.testing import make_settings
+from workers.testing import pipeline_client, running_worker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "jobs.example.jsonl"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pipeline.models import Usage
 from pipeline.providers.base import ChatRequest, ChatResponse
 from pipeline.providers.simulated import SimulatedProvider
-from tests.conftest import make_settings, pipeline_client
+from pipeline.testing import make_settings
+from workers.testing import pipeline_client
 
 LONG_SYSTEM = "You answer questions about our return policy. " * 20  # ~180 tokens
 SHORT_SYSTEM = "Be brief."

@@ -14,9 +14,8 @@ from redis.asyncio.connection import AbstractConnection
 
 from pipeline.server.auth import Principal
 from pipeline.server.state import ServerState
-from tests.conftest import make_settings
-from tests.fake_provider import FakeProvider
-from tests.server_harness import API_KEYS, KEY_A, Api, api_server
+from pipeline.testing import FakeProvider, make_settings
+from tests.server.harness import API_KEYS, KEY_A, Api, api_server
 from workers.lifecycle import in_process_worker, running
 
 

@@ -14,9 +14,8 @@ from pipeline.core.intake import validate
 from pipeline.models import Task
 from pipeline.server.auth import key_hash
 from pipeline.server.chat import chat_line
-from tests.conftest import make_settings
-from tests.fake_provider import FakeProvider, expected_output
-from tests.server_harness import API_KEYS, KEY_A, api_server
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from tests.server.harness import API_KEYS, KEY_A, api_server
 
 
 def _settings(redis_url: str, fake: FakeProvider, **overrides: Any) -> Any:

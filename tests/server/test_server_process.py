@@ -15,10 +15,10 @@ import httpx
 import orjson
 
 from pipeline.config.settings import Settings
-from tests.conftest import FAKE_KEY, make_settings
-from tests.fake_provider import FakeProvider, expected_output
-from tests.processes import ROOT, clean_env
-from tests.server_harness import API_KEYS, KEY_A, api_server
+from pipeline.testing import FAKE_KEY, FakeProvider, clean_env, expected_output, make_settings
+from tests.server.harness import API_KEYS, KEY_A, api_server
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 
 
 def _free_port() -> int:

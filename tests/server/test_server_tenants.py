@@ -13,9 +13,8 @@ import pytest
 
 from pipeline.config.records import ServerKey
 from pipeline.server.auth import key_hash
-from tests.conftest import make_settings
-from tests.fake_provider import FakeProvider, expected_output
-from tests.server_harness import API_KEYS, KEY_A, KEY_B, KEY_OPS, api_server
+from pipeline.testing import FakeProvider, expected_output, make_settings
+from tests.server.harness import API_KEYS, KEY_A, KEY_B, KEY_OPS, api_server
 
 
 def _settings(redis_url: str, fake: FakeProvider, **overrides: Any) -> Any:

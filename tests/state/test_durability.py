@@ -13,9 +13,7 @@ from pathlib import Path
 from pipeline.core.client import BatchwiseClient
 from pipeline.models import CallRecord
 from pipeline.state.embedded import EmbeddedRedis
-from tests.conftest import make_settings
-from tests.fake_provider import FakeProvider, expected_output
-from tests.processes import fake_provider_worker
+from pipeline.testing import FakeProvider, expected_output, fake_provider_worker, make_settings
 from tests.state.test_embedded import gone
 
 

@@ -15,7 +15,7 @@ import redis as sync_redis
 
 from pipeline.core.client import BatchwiseClient
 from pipeline.errors import ConfigError
-from tests.conftest import make_settings
+from pipeline.testing import make_settings
 
 
 def _binary(kind: str) -> str:

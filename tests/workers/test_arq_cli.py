@@ -11,9 +11,13 @@ import time
 from pathlib import Path
 
 from pipeline.core.client import BatchwiseClient
-from tests.conftest import make_settings
-from tests.fake_provider import FakeProvider, expected_output
-from tests.processes import ARQ_WORKER, fake_provider_worker
+from pipeline.testing import (
+    ARQ_WORKER,
+    FakeProvider,
+    expected_output,
+    fake_provider_worker,
+    make_settings,
+)
 from tests.state.test_durability import _first_request, _ok_records, _stop
 
 

@@ -22,8 +22,7 @@ from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.core.wiring import Pipeline
 from pipeline.models import Result
-from tests.fake_provider import expected_output
-from tests.processes import FakeProcess, WorkerProcesses, clean_env, workers
+from pipeline.testing import FakeProcess, WorkerProcesses, clean_env, expected_output, workers
 
 KEY = "test-key"
 RPM = 10  # requests per window for gpt-4.1-nano, enforced by the fake and configured for us

@@ -9,10 +9,10 @@ from typing import Any
 from arq.connections import RedisSettings, create_pool
 from arq.jobs import Job
 
-from tests.conftest import make_settings, pipeline_client
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output, make_settings
 from workers.enqueue import enqueue_batches
 from workers.lifecycle import in_process_worker, running
+from workers.testing import pipeline_client
 
 
 async def test_a_freed_slot_starts_the_next_batch_without_waiting_for_the_poll(

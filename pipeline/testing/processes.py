@@ -1,7 +1,7 @@
-"""Real processes for multi-worker tests: the fake provider server and `batchwise worker`s.
+"""Real processes: the fake provider server and `batchwise worker`s.
 
-Each runs as its own OS process, as in production, so what the tests see (shared rate limits,
-shared provider health) is what several hosts pointed at one Redis would see.
+Each runs as its own OS process, as in production, so what a test or bench sees (shared rate
+limits, shared provider health) is what several hosts pointed at one Redis would see.
 """
 
 from __future__ import annotations
@@ -19,20 +19,22 @@ from typing import Any
 import httpx
 
 from pipeline.config.settings import Settings
-from tests.fake_provider import FakeProvider
+from pipeline.testing.provider import FakeProvider
 
-ROOT = Path(__file__).resolve().parent.parent
+# Children start here, so `python -m` finds this copy of the code even where it is not installed.
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # never hand a real key from the developer's shell to a test worker
 _PROVIDER_ENV = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "BATCHWISE_CONFIG")
 
 
 class FakeProcess:
-    """`python -m tests.fake_provider` in a child process, driven over its control API."""
+    """`python -m pipeline.testing` (the fake provider) in a child process, driven over its
+    control API."""
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_provider", "--port", "0", *args],
-            cwd=ROOT,
+            [sys.executable, "-m", "pipeline.testing", "--port", "0", *args],
+            cwd=SOURCE_ROOT,
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -68,6 +70,7 @@ class FakeProcess:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without provider keys or config, with `extra` on top."""
     env = {k: v for k, v in os.environ.items() if k not in _PROVIDER_ENV}
     env.update(extra)
     return env
@@ -86,7 +89,7 @@ def worker_process(
     with log.open("ab") as fh:  # the child keeps its own copy
         return subprocess.Popen(
             [sys.executable, *command],
-            cwd=ROOT,
+            cwd=SOURCE_ROOT,
             env=clean_env(**{"BATCHWISE_PACK_ONLY_WHEN_CHEAPER": "0", **env}),
             stdout=fh,
             stderr=subprocess.STDOUT,
@@ -101,9 +104,7 @@ def fake_provider_worker(
     **env: str,
 ) -> subprocess.Popen[bytes]:
     """`batchwise worker` on `settings`' Redis, key prefix and queue, answering through the
-    in-test fake provider (a config file in tmp_path), output to tmp_path/worker.log."""
-    from tests.conftest import FAKE_KEY
-
+    in-process fake provider (a config file in tmp_path), output to tmp_path/worker.log."""
     config = tmp_path / "batchwise.toml"
     config.write_text(
         f'[providers.fake]\nkind = "openai"\nbase_url = "{fake.openai_base_url}"\n'
@@ -112,7 +113,7 @@ def fake_provider_worker(
     base = {
         "REDIS_URL": settings.redis_url or "",
         "BATCHWISE_CONFIG": str(config),
-        "FAKE_KEY": FAKE_KEY,
+        "FAKE_KEY": fake.key,
         "BATCHWISE_KEY_PREFIX": settings.key_prefix,
         "BATCHWISE_QUEUE": settings.queue_name,
         "BATCHWISE_LINGER_MS": "20",

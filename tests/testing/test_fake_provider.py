@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fake_provider import FakeProvider, expected_output
+from pipeline.testing import FakeProvider, expected_output
 
 OPENAI_HEADERS = {"Authorization": "Bearer test-key"}
 ANTHROPIC_HEADERS = {"x-api-key": "test-key", "anthropic-version": "2023-06-01"}
@@ -299,7 +299,7 @@ def test_many_concurrent_requests_each_get_their_own_answer(fake: FakeProvider):
 
 def test_runs_as_a_process(tmp_path: Path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fake_provider", "--port", "0", "--key", "k2"],
+        [sys.executable, "-m", "pipeline.testing", "--port", "0", "--key", "k2"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
