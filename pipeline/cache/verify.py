@@ -22,18 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from redis.asyncio import Redis
-
 from pipeline.cache.verdicts import VERIFY_SYSTEM, read_verdicts, verify_prompt
-from pipeline.config.settings import Settings
-from pipeline.costs.ledger import Ledger
 from pipeline.costs.money import NANO, to_nano
-from pipeline.costs.prices import PriceTable
+from pipeline.costs.paid import PaidCaller
 from pipeline.errors import PipelineError
-from pipeline.keys import Keys
 from pipeline.models import CallRecord, Message, Usage
 from pipeline.providers.base import ChatRequest
-from pipeline.providers.chain import ProviderChain
 
 logger = logging.getLogger("batchwise.cache")
 
@@ -56,24 +50,10 @@ class PairCheck:
         return hashlib.sha256(raw).hexdigest()[:40]
 
 
-class Verifier:
+class Verifier(PaidCaller):
     """Confirms grey-zone candidates on the cheapest served model; verdicts cached in Redis."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        settings: Settings,
-        keys: Keys,
-        chain: ProviderChain,
-        prices: PriceTable,
-        ledger: Ledger,
-    ) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.keys = keys
-        self.chain = chain
-        self.prices = prices
-        self.ledger = ledger
+    def setup(self) -> None:
         self._warned = False
         self._model = self._choose_model()
 

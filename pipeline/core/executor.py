@@ -31,6 +31,7 @@ from pipeline.core.splitter import enforce_schema, matches_schema_type, parse_si
 from pipeline.costs import metrics
 from pipeline.costs.ledger import Ledger
 from pipeline.costs.money import to_nano
+from pipeline.costs.paid import PaidCaller
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.savings import (
     Answered,
@@ -59,7 +60,7 @@ from pipeline.tokens import count_tokens
 logger = logging.getLogger("batchwise.executor")
 
 
-class BatchExecutor:
+class BatchExecutor(PaidCaller):
     def __init__(
         self,
         redis: Redis,
@@ -71,13 +72,8 @@ class BatchExecutor:
         ledger: Ledger,
         budgets: Budgets | None = None,
     ) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.keys = keys
-        self.chain = chain
-        self.prices = prices
+        super().__init__(redis, settings, keys, chain, prices, ledger)
         self.runs = runs
-        self.ledger = ledger
         self.budgets = budgets or Budgets(redis, settings, keys, prices)
         self.audit = PackingAudit(redis, settings, keys, chain, prices, ledger)
         self.cascade = Cascade(redis, settings, keys, Router(settings, chain, prices), runs)

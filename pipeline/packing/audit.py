@@ -22,15 +22,14 @@ from redis.asyncio import Redis
 
 from pipeline.config.settings import Settings
 from pipeline.core.splitter import parse_single
-from pipeline.costs.ledger import Ledger, Share
+from pipeline.costs.ledger import Share
 from pipeline.costs.money import NANO, to_nano
-from pipeline.costs.prices import PriceTable
+from pipeline.costs.paid import PaidCaller
 from pipeline.errors import PipelineError
 from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item
 from pipeline.packing.request import build_request
 from pipeline.providers.base import ChatResponse
-from pipeline.providers.chain import ProviderChain
 
 logger = logging.getLogger("batchwise.audit")
 
@@ -98,25 +97,11 @@ return current
 """
 
 
-class PackingAudit:
+class PackingAudit(PaidCaller):
     """Re-runs a sample of packed items alone; lowers batch sizes whose answers drift."""
 
-    def __init__(
-        self,
-        redis: Redis,
-        settings: Settings,
-        keys: Keys,
-        chain: ProviderChain,
-        prices: PriceTable,
-        ledger: Ledger,
-    ) -> None:
-        self.redis = redis
-        self.settings = settings
-        self.keys = keys
-        self.chain = chain
-        self.prices = prices
-        self.ledger = ledger
-        self._record = redis.register_script(_RECORD)
+    def setup(self) -> None:
+        self._record = self.redis.register_script(_RECORD)
 
     async def check(self, batch: Batch, item: Item, output: Any, size: int) -> Any:
         """The output the task gets: the alone answer when the item is audited, else `output`."""
