@@ -99,6 +99,7 @@ async def configuration(
     # grey-zone verification answered from the labels: a small model that is always right
     fake.verdict = lambda a, b: "yes" if labels.get(frozenset((a, b))) == "paraphrase" else "no"
     fake.latency_s, fake.latency_per_token_s = LATENCY_S
+    fake.set_rate_limit(RATE_LIMIT[0], RATE_LIMIT[1])  # None: no limit
     out: dict[str, Any] = {"cost": Decimal(0), "results": []}
     async with pipeline_client(settings) as client, running_worker(settings) as worker:
         while "flusher" not in worker.ctx:  # the worker has started (as its model load has)
@@ -120,6 +121,7 @@ async def configuration(
 
 
 LATENCY_S = [0.3, 0.005]  # per call, per output token
+RATE_LIMIT: list[Any] = [None, 60.0]  # the provider's requests per window, the window in seconds
 CONFIGURATIONS = (  # label, semantic cache, grey-zone verification
     ("exact only (default)", False, False),
     ("semantic", True, False),
@@ -153,8 +155,16 @@ async def main() -> None:
         "--warm-model", action="store_true", help="load the embedding model before timing"
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (median)")
+    parser.add_argument(
+        "--rpm", type=int, help="the provider allows this many requests per minute (429 beyond)"
+    )
+    parser.add_argument(
+        "--window-s", type=float, default=60.0, help="with --rpm: the limit's window (rpm scaled)"
+    )
     args = parser.parse_args()
     LATENCY_S[:] = [args.latency_s, args.ms_per_token / 1000]
+    if args.rpm:
+        RATE_LIMIT[:] = [max(1, round(args.rpm * args.window_s / 60)), args.window_s]
     wave1, wave2, labels = workload(args.repeat_share)
     answers = {expected_output(p): p for p in wave1}
     with tempfile.TemporaryDirectory() as tmp, FakeProvider(key=KEY) as fake:
@@ -188,6 +198,7 @@ async def main() -> None:
         "from the labels (a verification model that is always right); embedding model "
         + ("loaded before timing" if args.warm_model else "loaded within the first timed run")
         + (f"; the median of {args.repeat} alternating runs" if args.repeat > 1 else "")
+        + (f"; the provider allows {args.rpm} requests a minute" if args.rpm else "")
     )
     print(
         f"{'':18}{'calls':>7}{'items':>7}{'cost $':>11}{'wall s':>8}{'wave 1':>8}{'wave 2':>8}"
