@@ -117,25 +117,27 @@ class GreyZone:
     ) -> set[str]:
         """Ask the model about every candidate, serve the confirmed ones whose entry lives;
         returns the keys of the items served."""
-        keys = list(grey)
-        checks = [PairCheck(batch.tenant, c.scope_id, c.query, c.text) for c in grey.values()]
+        # an entry that expired or was cleared since the lookup is a miss: never paid to verify
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for candidate in grey.values():
+                pipe.hmget(self.keys.cache_entry(candidate.key), list(ENTRY_FIELDS))
+            rows = await pipe.execute()
+        alive = {key: row for key, row in zip(grey, rows, strict=True) if row[0] is not None}
+        keys = list(alive)
+        checks = [
+            PairCheck(batch.tenant, grey[k].scope_id, grey[k].query, grey[k].text) for k in keys
+        ]
         verdicts = await self.verifier.confirm(checks)
         counts: Counter[tuple[str, str, str]] = Counter()
         confirmed = [key for key, yes in zip(keys, verdicts, strict=True) if yes]
         for yes in verdicts:
             metric = "semantic_verified" if yes else "semantic_refused"
             counts[(batch.tenant, batch.model, metric)] += 1
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in confirmed:
-                pipe.hmget(self.keys.cache_entry(grey[key].key), list(ENTRY_FIELDS))
-            rows = await pipe.execute()
         by_key = {item.key: item for item in items}
         answers: list[tuple[Item, dict[str, Any]]] = []
         touched = []
-        for key, row in zip(confirmed, rows, strict=True):
-            if row[0] is None:  # expired since the lookup: a miss after all
-                continue
-            entry = entry_fields(row)
+        for key in confirmed:
+            entry = entry_fields(alive[key])
             record = self.cache.answer(entry, batch.tenant, batch.model, "semantic", counts)
             item = by_key[key]
             record["baseline_model"] = item.requested_model or self.cache.settings.baseline_model

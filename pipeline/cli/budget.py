@@ -28,8 +28,8 @@ def _usd(text: str) -> Decimal | None:
         value = Decimal(text.lstrip("$"))
     except InvalidOperation:
         raise ConfigError(f"not an amount in USD: {text!r} (use e.g. 12.50, or none)") from None
-    if value < 0:
-        raise ConfigError(f"an amount must not be negative: {text!r}")
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"an amount must be a finite, non-negative number: {text!r}")
     return value
 
 

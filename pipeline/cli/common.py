@@ -11,6 +11,7 @@ import argparse
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import date
+from decimal import Decimal, InvalidOperation
 
 from redis.asyncio import Redis
 from rich.console import Console
@@ -84,3 +85,14 @@ async def _take_over(embedded: EmbeddedRedis, settings: Settings) -> None:
             f"an earlier run or worker stopped with {released} batch(es) in progress; running "
             "them again now"
         )
+
+
+def usd_amount(text: str) -> Decimal:
+    """A finite, non-negative amount in USD (`12.50`, `$12.50`), for argparse."""
+    try:
+        value = Decimal(text.strip().lstrip("$"))
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value < 0:
+        raise argparse.ArgumentTypeError(f"not an amount in USD (e.g. 12.50): {text!r}")
+    return value

@@ -4,6 +4,7 @@ records from Redis to the Parquet archive (docs/ledger.md)."""
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def duration_s(text: str) -> float:
         value = float(number) * units[unit]
     except ValueError:
         value = -1.0
-    if value < 0:
+    if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"not a duration (e.g. 7d, 12h, 0s): {text!r}")
     return value
 

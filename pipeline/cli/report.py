@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli.common import iso_day
+from pipeline.cli.common import iso_day, usd_amount
 from pipeline.config.settings import Settings
 from pipeline.costs.reports import Report, build_report
 from pipeline.keys import Keys
@@ -96,7 +96,7 @@ def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="cost report from the ledger (text, JSON or HTML)")
     p.add_argument("--since", type=iso_day, help="first day, YYYY-MM-DD (UTC; default: the first)")
     p.add_argument("--until", type=iso_day, help="last day, YYYY-MM-DD (UTC; default: the last)")
-    p.add_argument("--revenue", type=Decimal, help="revenue in USD over the period")
+    p.add_argument("--revenue", type=usd_amount, help="revenue in USD over the period")
     p.add_argument("--top", type=int, default=10, help="rows per breakdown (default 10)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--html", type=Path, help="also write a self-contained HTML dashboard")

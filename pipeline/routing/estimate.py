@@ -328,7 +328,8 @@ class Planner:
             if not packing_pays(group_meta(first), len(head), self.prices, sizes, gain):
                 max_items = 1
         budgets = budgets_for(self.settings, first.model, first.system)
-        return pending[: select([sizes_of(i) for i in pending], max_items, budgets)]
+        head = pending[:max_items]
+        return head[: select([sizes_of(i) for i in head], max_items, budgets)]
 
 
 def _unique(tasks: Iterable[Task]) -> list[Task]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from pipeline.cli import common
 from pipeline.cli.jobfile import results_path
+from pipeline.cli.ledger import duration_s
 from pipeline.errors import InputError
 
 
@@ -39,3 +41,17 @@ def test_results_go_beside_the_job_file_unless_told(tmp_path: Path) -> None:
     assert results_path(jobs, str(tmp_path / "out.jsonl")) == tmp_path / "out.jsonl"
     with pytest.raises(InputError):
         results_path(tmp_path / "missing.jsonl", None)
+
+
+@pytest.mark.parametrize("text", ["abc", "nan", "-1", "Infinity", "$-2"])
+def test_an_amount_argument_is_a_finite_non_negative_number(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        common.usd_amount(text)
+    assert common.usd_amount("$12.50") == Decimal("12.50")
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-1d", "7x"])
+def test_a_duration_argument_is_finite(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration_s(text)
+    assert duration_s("7d") == 7 * 86400
