@@ -141,8 +141,7 @@ async def run_alone(
     hold = await runner.share_hold(batch, calling, attempt)
     together = Together(runner.hand_out)
 
-    async def run(single: Batch, item: Item, answer: bytes | None) -> list[str]:
-        ticket = together.ticket()
+    async def run(single: Batch, item: Item, answer: bytes | None, ticket: Ticket) -> list[str]:
         try:
             return await runner.execute(
                 single,
@@ -156,7 +155,10 @@ async def run_alone(
         finally:
             await ticket.leave()
 
-    runs = [run(*one) for one in zip(singles, items, stored, strict=True)]
+    # every call holds its ticket before any starts: one that answers at once (its answer was
+    # stored by an earlier try) must not be the last one in while the others have yet to start
+    tickets = [together.ticket() for _ in singles]
+    runs = [run(*one) for one in zip(singles, items, stored, tickets, strict=True)]
     children, failure = await gathered(runs)
     if together.done.done() and not together.done.exception():
         this_try = batch.model_copy(update={"id": f"{batch.id}:alone:{attempt}"})
