@@ -42,7 +42,6 @@ from pipeline.cache.semantic import (
 from pipeline.cache.stats import SEP, CacheStatsRow, read_stats
 from pipeline.cache.ttl import TTLPolicy
 from pipeline.cache.vectors import ENTRY_FIELDS
-from pipeline.cache.verify import Verifier
 from pipeline.config.settings import Settings
 from pipeline.errors import PipelineError
 from pipeline.fingerprint import item_key, request_key
@@ -90,7 +89,6 @@ class ResponseCache:
         self.keys = keys
         self.enabled = settings.cache_enabled
         self.semantic: SemanticIndex | None = None
-        self.verifier: Verifier | None = None
         if self.enabled and settings.cache_semantic:
             chosen: Embedder | None = build_embedder(settings) if embedder is _DEFAULT else embedder
             if chosen is not None:
@@ -103,10 +101,9 @@ class ResponseCache:
                     index=settings.cache_semantic_index,
                 )
 
-    def use_verifier(self, verifier: Verifier) -> None:
-        """Serve grey-zone candidates (up to `cache_semantic_verify_margin` below the
-        threshold) when `verifier` confirms them; without one they are misses."""
-        self.verifier = verifier
+    def open_grey_zone(self) -> None:
+        """Look for grey-zone candidates too (up to `cache_semantic_verify_margin` below the
+        threshold): the worker serves them once a verifier confirms them (cache/grey.py)."""
         if self.semantic is not None:
             self.semantic.grey_margin = self.settings.cache_semantic_verify_margin
 

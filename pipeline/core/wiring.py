@@ -45,7 +45,7 @@ class Pipeline:
         self.executor.cache = self.cache
         if settings.cache_semantic_verify and self.cache.semantic is not None:
             verifier = Verifier(redis, settings, self.keys, self.chain, self.prices, self.ledger)
-            self.cache.use_verifier(verifier)
+            self.cache.open_grey_zone()
             self.executor.grey = GreyZone(self.cache, verifier, self.runs, self.ledger, self.prices)
 
     @property

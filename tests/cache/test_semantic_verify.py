@@ -290,15 +290,16 @@ async def test_a_failed_verification_is_a_miss_and_is_asked_again(
         provider_retries=0,
     )
     pipeline = Pipeline(settings, redis)
-    assert pipeline.cache.verifier is not None
+    assert pipeline.executor.grey is not None
+    verifier = pipeline.executor.grey.verifier
     check = PairCheck(
         "acme", "scope", "How can I reset my password?", "How do I reset my password?"
     )
     fake.add_faults({"kind": "500"})
-    assert await pipeline.cache.verifier.confirm([check]) == [False]
+    assert await verifier.confirm([check]) == [False]
     assert await redis.get(pipeline.keys.cache_verdict(check.digest)) is None  # nothing learnt
-    assert await pipeline.cache.verifier.confirm([check]) == [True]
-    assert await pipeline.cache.verifier.confirm([check]) == [True]
+    assert await verifier.confirm([check]) == [True]
+    assert await verifier.confirm([check]) == [True]
     assert len(asked_pairs(fake)) == 2
     await pipeline.aclose()
 
@@ -322,7 +323,7 @@ def test_verification_is_off_by_default_and_then_there_is_no_grey_zone(redis_url
     settings = make_settings(redis_url, cache_semantic=True, cache_embedder="hashing")
     assert not settings.cache_semantic_verify and settings.cache_semantic_verify_margin > 0
     pipeline = Pipeline(settings, Redis.from_url(redis_url))
-    assert pipeline.cache.verifier is None and pipeline.executor.grey is None
+    assert pipeline.executor.grey is None
     assert pipeline.cache.semantic is not None and pipeline.cache.semantic.grey_margin == 0
 
 
@@ -331,16 +332,16 @@ def test_the_verification_model_is_the_cheapest_one_served(
 ) -> None:
     fake_openai = semantic(redis_url, fake)  # serves gpt-* only
     pipeline = Pipeline(fake_openai, Redis.from_url(redis_url))
-    assert pipeline.cache.verifier is not None
-    chosen = pipeline.cache.verifier.model()
+    assert pipeline.executor.grey is not None
+    chosen = pipeline.executor.grey.verifier.model()
     served = {m for tier in fake_openai.tiers.values() for m in tier if m.startswith("gpt-")}
     typical = Usage(input_tokens=400, output_tokens=20)
     prices = {m: pipeline.prices.price(m, typical) for m in served}
     assert chosen in served
     assert prices[chosen] == min(p for p in prices.values() if p is not None)
     pinned = semantic(redis_url, cache_semantic_verify_model="gpt-4.1-nano")
-    verifier = Pipeline(pinned, Redis.from_url(redis_url)).cache.verifier
-    assert verifier is not None and verifier.model() == "gpt-4.1-nano"
+    grey = Pipeline(pinned, Redis.from_url(redis_url)).executor.grey
+    assert grey is not None and grey.verifier.model() == "gpt-4.1-nano"
 
 
 async def test_through_client_and_worker_grey_hits_are_verified_and_paid_for(
