@@ -3,7 +3,7 @@
 In order: under budget pressure (the monthly budget's pace is critical and `budget_degrade` is
 on) a routed task moves one tier cheaper, through `Router.shape(degrade=True)`; the switch is
 logged once and counted in Redis for reports. Under the `reject` breaker policy, a task whose
-global or tenant breaker is open is rejected at once. Then its plan (plans.py): per-task limits,
+global or tenant breaker is open is rejected at once. Then its plan (quotas.py): per-task limits,
 the allowed models (a task on a model outside its plan runs on the best allowed one), and the
 shared counters. Every refusal names its limit.
 """

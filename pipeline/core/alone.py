@@ -1,7 +1,7 @@
 """A batch whose items go alone: one provider call per item, concurrently, inside the batch's job.
 
 The packer marks a batch `alone` when packing its items would cost more than sending them one by
-one (packing_gain.py). The batch still leaves as one arq job, so job slots and pickup stay per
+one (packing/gain.py). The batch still leaves as one arq job, so job slots and pickup stay per
 batch, not per task; each item becomes a batch of one (`<batch>.s<i>`, `i` its place in the
 batch), which the executor runs like any other batch (budgets, ledger, audit, cascade, retries),
 all at once. These one-item batches live in memory only: an answered item is gone from Redis,

@@ -1,7 +1,7 @@
 """Cost reports from the ledger's rollups: where the money went, and what was saved.
 
     report = await build_report(redis, keys, since=date(2026, 11, 1), revenue_usd=Decimal(500))
-    print(render_text(report))  # report_cli.py: text tables and `batchwise report`
+    print(render_text(report))  # pipeline/cli/report.py: text tables, `batchwise report`
 
 A report reads one rollup hash per day and one per hour of its period (`period.py`), never
 the records themselves, so it takes the same time over ten records or ten million. Days and

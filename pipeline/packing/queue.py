@@ -139,7 +139,7 @@ class Packer:
     async def live_max_items(self, group: str, meta: dict[str, Any]) -> tuple[int, bool]:
         """max_items, lowered by the packing audit when packed answers drift (audit.py), and
         whether the batch's items go alone, one call each, because packing them would cost more
-        (packing_gain.py). Such a batch still runs as one job; a provider batch-API group takes
+        (gain.py). Such a batch still runs as one job; a provider batch-API group takes
         one item per batch instead (its batch is one request)."""
         task_type = meta["task_type"]
         lowered = await batch_limit(self.redis, self.keys, task_type)
