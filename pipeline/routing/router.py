@@ -71,8 +71,8 @@ class Router:
         return None
 
     def choose(self, task: Task, *, degrade: bool = False) -> str | Rejection:
-        """The model for a task. `degrade` (budget pressure, see pipeline/budgets/pace.py) routes it one tier
-        cheaper and to the cheapest model of that tier; an explicit model is never changed."""
+        """The model for a task. `degrade` (budget pressure, see budgets/pace.py) routes it one
+        tier cheaper and to the cheapest model of that tier; an explicit model is never changed."""
         if task.requested_model:
             if not self.chain.serves(task.requested_model):
                 return Rejection(
