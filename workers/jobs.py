@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -95,10 +94,15 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     for task in (ctx.get("flusher"), ctx.get("warm")):
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None:
+            continue
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # the rest of the shutdown still closes what it holds
+            logger.warning("worker shutdown: %s", redact(str(exc), secret_values(ctx["settings"])))
     await close_batch_api(ctx)
     if "pipeline" in ctx:
         await ctx["pipeline"].aclose()

@@ -39,9 +39,15 @@ class Pipeline:
         self.admission = Admission(self.budgets, self.router)
         self.cache = ResponseCache(redis, settings, self.keys)
         self.executor = BatchExecutor(
-            redis, settings, self.keys, self.chain, self.prices, self.runs, self.ledger
+            redis,
+            settings,
+            self.keys,
+            self.chain,
+            self.prices,
+            self.runs,
+            self.ledger,
+            budgets=self.budgets,  # one Budgets for admission, calls and lost-call settles
         )
-        self.executor.budgets = self.budgets
         self.executor.cache = self.cache
         if settings.cache_semantic_verify and self.cache.semantic is not None:
             verifier = Verifier(redis, settings, self.keys, self.chain, self.prices, self.ledger)
