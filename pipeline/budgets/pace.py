@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from pipeline.costs.money import NANO, to_nano
+from pipeline.costs.money import to_nano, usd
 from pipeline.keys import Keys
 
 logger = logging.getLogger("batchwise.budget")
@@ -93,9 +93,9 @@ def assess(
     length = end - start
     elapsed = min(max(now - start, MIN_ELAPSED_S), length)
     fraction = elapsed / length
-    spent = Decimal(spent_nusd) / NANO
+    spent = usd(spent_nusd)
     projected = (spent / Decimal(fraction)).quantize(Decimal("0.000001"))
-    tenants = {k: Decimal(v) / NANO for k, v in sorted((tenants_nusd or {}).items())}
+    tenants = {k: usd(v) for k, v in sorted((tenants_nusd or {}).items())}
     if budget_nusd is None:
         return Pace(
             month,
@@ -111,7 +111,7 @@ def assess(
             ["set a monthly budget: batchwise budget set monthly USD"],
             tenants,
         )
-    budget = Decimal(budget_nusd) / NANO
+    budget = usd(budget_nusd)
     expected = (budget * Decimal(fraction)).quantize(Decimal("0.000001"))
     ratio = float(spent / expected) if expected > 0 else (0.0 if spent == 0 else float("inf"))
     status = status_of(ratio, spent_nusd, budget_nusd, now >= end)

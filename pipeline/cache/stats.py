@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from pipeline.costs.money import NANO
+from pipeline.costs.money import usd
 from pipeline.keys import Keys
 
 SEP = "\x1f"
@@ -43,7 +43,7 @@ class CacheStatsRow:
 
     @property
     def saved_usd(self) -> Decimal:
-        return Decimal(self.saved_nusd) / NANO
+        return usd(self.saved_nusd)
 
     @property
     def exact_hit_rate(self) -> float:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from pipeline.cache.verdicts import VERIFY_SYSTEM, read_verdicts, verify_prompt
-from pipeline.costs.money import NANO, to_nano
+from pipeline.costs.money import to_nano, usd
 from pipeline.costs.paid import PaidCaller
 from pipeline.errors import PipelineError
 from pipeline.models import CallRecord, Message, Usage
@@ -138,7 +138,7 @@ class Verifier(PaidCaller):
                 simulated=response.simulated,
                 status="ok",
                 usage=response.usage,
-                cost_usd=None if cost is None else Decimal(to_nano(cost)) / NANO,
+                cost_usd=None if cost is None else usd(to_nano(cost)),
                 latency_ms=response.latency_ms,
                 batch_size=len(pairs),
                 tenant=tenant,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from pipeline.config.settings import Settings
 from pipeline.costs.ledger import Ledger, Share, error_record, split_int
-from pipeline.costs.money import NANO, to_nano
+from pipeline.costs.money import to_nano, usd
 from pipeline.costs.prices import PriceTable
 from pipeline.costs.savings import Answered, batch_api_saving, call_savings, cost_shares
 from pipeline.errors import ProviderError
@@ -67,7 +66,7 @@ def call_record(
                 strict=True,
             )
         ]
-        cost = Decimal(total) / NANO
+        cost = usd(total)
     shares = {item.key: Share(nusd[i], in_tokens[i], out_tokens[i]) for i, item in enumerate(items)}
     record = CallRecord(
         id=batch.id,

@@ -19,7 +19,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 
 import orjson
 from redis.asyncio import Redis
@@ -27,7 +26,7 @@ from redis.asyncio import Redis
 from pipeline.budgets.breaker import Budgets
 from pipeline.budgets.shared import Hold, settle_part
 from pipeline.costs.ledger import Ledger, Share, split_int
-from pipeline.costs.money import NANO
+from pipeline.costs.money import usd
 from pipeline.costs.savings import cost_shares
 from pipeline.keys import Keys
 from pipeline.models import Batch, CallRecord, Item
@@ -195,7 +194,7 @@ class InFlight:
                 "error": "outcome unknown: its worker stopped while the call was in flight"
                 if status == "unknown"
                 else None,
-                "cost_usd": Decimal(nusd) / NANO,
+                "cost_usd": usd(nusd),
                 "batch_size": len(items),
                 "tenant": batch.tenant,
                 "attribution": {k: str(s.nusd) for k, s in shares.items()},

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from pipeline.core.runs import RunStore
-from pipeline.costs.money import NANO
+from pipeline.costs.money import usd
 from pipeline.costs.prices import PriceTable
 from pipeline.models import Usage
 
@@ -83,7 +83,7 @@ async def summarise_run(
         if record.get("cost_nusd") is None:
             summary.unpriced += 1
         else:
-            summary.cost_usd += Decimal(int(record["cost_nusd"])) / NANO
+            summary.cost_usd += usd(record["cost_nusd"])
         calls.update(record.get("calls") or ())  # every call charged to the task
         if status == "ok" and record.get("model") and "naive_input_tokens" in record:
             usage = Usage(

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from pipeline.costs.detail import read_hashes
-from pipeline.costs.money import NANO
+from pipeline.costs.money import usd
 from pipeline.costs.period import Rollups
 from pipeline.costs.rollup import SEP, parse_field
 from pipeline.costs.spikes import Level, baseline_indexes, spikes
@@ -197,8 +197,8 @@ def _growth(
                 Growth(
                     DIMENSION_NAMES[explainer[0]],
                     label,
-                    Decimal(value) / NANO,
-                    Decimal(round(base)) / NANO,
+                    usd(value),
+                    usd(round(base)),
                 )
             )
     grew.sort(key=lambda g: -g.delta_usd)
@@ -237,9 +237,9 @@ def scan(
                 scope=scope,
                 name=name,
                 level=s.level,
-                cost_usd=Decimal(s.value) / NANO,
-                baseline_usd=Decimal(round(s.normal)) / NANO,
-                sigma_usd=Decimal(round(s.sigma)) / NANO,
+                cost_usd=usd(s.value),
+                baseline_usd=usd(round(s.normal)),
+                sigma_usd=usd(round(s.sigma)),
                 z=s.z,
             )
             base = [periods[j] for j in baseline_indexes(s.index, window, stride)]

@@ -36,7 +36,7 @@ import pipeline.nightly.inbox_files as files
 from pipeline.core.client import BatchwiseClient, new_run_id
 from pipeline.core.intake import LineError, read_file
 from pipeline.core.runs import to_result
-from pipeline.costs.money import NANO
+from pipeline.costs.money import usd
 from pipeline.errors import ConfigError, InputError
 from pipeline.models import Task, Usage
 from pipeline.state.leases import Lease
@@ -289,7 +289,7 @@ class Nightly:
                 output_tokens=int(record.get("output_tokens") or 0),
             )
             sync_usd += prices.price(model, usage) or Decimal(0)
-            cost = Decimal(int(record.get("cost_nusd") or 0)) / NANO
+            cost = usd(record.get("cost_nusd") or 0)
             batch_usd += cost
             row = by_model.setdefault(model, {"tasks": 0, "cost_usd": Decimal(0)})
             row["tasks"] += 1

@@ -14,7 +14,6 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -23,7 +22,7 @@ from redis.asyncio import Redis
 from pipeline.config.settings import Settings
 from pipeline.core.splitter import parse_single
 from pipeline.costs.ledger import Share
-from pipeline.costs.money import NANO, to_nano
+from pipeline.costs.money import to_nano, usd_or_none
 from pipeline.costs.paid import PaidCaller
 from pipeline.errors import PipelineError
 from pipeline.keys import Keys
@@ -177,7 +176,7 @@ class PackingAudit(PaidCaller):
             simulated=response.simulated,
             status="ok",
             usage=usage,
-            cost_usd=None if nusd is None else Decimal(nusd) / NANO,
+            cost_usd=usd_or_none(nusd),
             latency_ms=response.latency_ms,
             batch_size=1,
             tenant=batch.tenant,
