@@ -29,7 +29,7 @@ from decimal import Decimal
 from redis.asyncio import Redis
 
 from pipeline.budgets.pace import UNREAD, MonthlyBudget, month_bounds
-from pipeline.budgets.scripts import RESERVE, SETTLE
+from pipeline.budgets.scripts import RESERVE, SETTLE, SETTLE_PART
 from pipeline.config.settings import Settings
 from pipeline.costs.money import to_nano, usd
 from pipeline.costs.prices import PriceTable
@@ -85,6 +85,7 @@ class Budgets:
         )
         self._reserve = redis.register_script(RESERVE)
         self._settle = redis.register_script(SETTLE)
+        self.settle_part_script = redis.register_script(SETTLE_PART)  # shared.py
 
     def set_clock(self, clock: Clock) -> None:
         """Use another clock for windows, pace and plan counters (tests, replays)."""

@@ -130,3 +130,27 @@ local total = redis.call('INCRBY', KEYS[2], actual)
 if total == actual then redis.call('EXPIRE', KEYS[2], 40 * 86400) end
 return total
 """
+
+# a shared hold (shared.py): one call settles its part, once
+SETTLE_PART = """
+-- KEYS: the hold, month spend, month tenant spend
+-- ARGV: call id, its part of the hold, its actual cost, tenant
+-- Returns the month's spend, or -1 when the part was settled already (or the hold is gone).
+local r = redis.call('HMGET', KEYS[1], 'state', 'hour', 'days')
+if r[1] ~= 'held' then return -1 end
+if redis.call('HSETNX', KEYS[1], 'call:' .. ARGV[1], ARGV[3]) == 0 then return -1 end
+local part, actual = tonumber(ARGV[2]), tonumber(ARGV[3])
+for day in string.gmatch(r[3], '[^,]+') do
+  redis.call('HINCRBY', day, 'h:' .. r[2], actual - part)
+  if actual > 0 and redis.call('HINCRBY', day, 's:' .. r[2], actual) == actual then
+    redis.call('EXPIRE', day, 172800)
+  end
+end
+if actual == 0 then return -1 end
+if redis.call('HINCRBY', KEYS[3], ARGV[4], actual) == actual then
+  redis.call('EXPIRE', KEYS[3], 40 * 86400)
+end
+local total = redis.call('INCRBY', KEYS[2], actual)
+if total == actual then redis.call('EXPIRE', KEYS[2], 40 * 86400) end
+return total
+"""

@@ -25,29 +25,6 @@ from pipeline.providers.base import ChatRequest, ChatResponse
 
 logger = logging.getLogger("batchwise.budget")
 
-_SETTLE_PART = """
--- KEYS: the hold, month spend, month tenant spend
--- ARGV: call id, its part of the hold, its actual cost, tenant
--- Returns the month's spend, or -1 when the part was settled already (or the hold is gone).
-local r = redis.call('HMGET', KEYS[1], 'state', 'hour', 'days')
-if r[1] ~= 'held' then return -1 end
-if redis.call('HSETNX', KEYS[1], 'call:' .. ARGV[1], ARGV[3]) == 0 then return -1 end
-local part, actual = tonumber(ARGV[2]), tonumber(ARGV[3])
-for day in string.gmatch(r[3], '[^,]+') do
-  redis.call('HINCRBY', day, 'h:' .. r[2], actual - part)
-  if actual > 0 and redis.call('HINCRBY', day, 's:' .. r[2], actual) == actual then
-    redis.call('EXPIRE', day, 172800)
-  end
-end
-if actual == 0 then return -1 end
-if redis.call('HINCRBY', KEYS[3], ARGV[4], actual) == actual then
-  redis.call('EXPIRE', KEYS[3], 40 * 86400)
-end
-local total = redis.call('INCRBY', KEYS[2], actual)
-if total == actual then redis.call('EXPIRE', KEYS[2], 40 * 86400) end
-return total
-"""
-
 
 @dataclass(frozen=True)
 class Hold:
@@ -76,13 +53,16 @@ async def settle_part(
     """Settle one call's part of `hold` to `actual_nusd` (0: it failed, nothing was spent);
     returns the month's spend, or None when nothing was added."""
     month, _, _ = month_bounds(budgets.clock())
-    script = budgets.redis.register_script(_SETTLE_PART)
     keys = [
         budgets.keys.reservation(hold.id),
         budgets.keys.month_spend(month),
         budgets.keys.month_tenant_spend(month),
     ]
-    total = int(await script(keys=keys, args=[call_id, part_nusd, actual_nusd, hold.tenant]))
+    total = int(
+        await budgets.settle_part_script(
+            keys=keys, args=[call_id, part_nusd, actual_nusd, hold.tenant]
+        )
+    )
     if total < 0:
         return None
     await budgets.monthly.alert(total, budgets.clock(), hold.budget_nusd)
