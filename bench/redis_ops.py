@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import re
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from arq.connections import RedisSettings, create_pool
 from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -39,8 +37,7 @@ from pipeline.config.records import ProviderConfig
 from pipeline.config.settings import Settings
 from pipeline.state.embedded import EmbeddedRedis
 from pipeline.testing import FakeProvider
-from workers.lifecycle import in_process_worker, running
-from workers.testing import pipeline_client
+from workers.testing import pipeline_client, running_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -135,17 +132,6 @@ async def watch(url: str, prefix: str, into: Counter[str]) -> None:
                 into[source + family(event["command"], prefix)] += 1
 
 
-@contextlib.asynccontextmanager
-async def shipped_worker(settings: Settings) -> AsyncIterator[None]:
-    """A worker in this event loop with the settings `batchwise worker` would use."""
-    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
-    try:
-        async with running(in_process_worker(settings, pool), grace_s=5):
-            yield
-    finally:
-        await pool.aclose()
-
-
 async def measure(
     url: str,
     fake: FakeProvider,
@@ -160,7 +146,7 @@ async def measure(
     probe = Redis.from_url(url)
     watching: asyncio.Task[None] | None = None
     try:
-        async with pipeline_client(settings) as client, shipped_worker(settings):
+        async with pipeline_client(settings) as client, running_worker(settings, poll_delay=None):
             await client.wait(await client.submit(warm_up, complete=True), timeout=600)
             if by_key is not None:
                 watching = asyncio.create_task(watch(url, settings.key_prefix, by_key))
@@ -184,7 +170,7 @@ async def idle_rate(url: str, fake: FakeProvider, idle_s: float) -> float:
     settings = bench_settings(url, fake)
     probe = Redis.from_url(url)
     try:
-        async with shipped_worker(settings):
+        async with running_worker(settings, poll_delay=None):
             await asyncio.sleep(1.0)
             await probe.config_resetstat()
             await asyncio.sleep(idle_s)

@@ -16,11 +16,18 @@ from workers.lifecycle import in_process_worker, running
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """An arq worker in this event loop, as `batchwise worker` would run it."""
+async def running_worker(
+    settings: Settings, *, poll_delay: float | None = 0.02
+) -> AsyncIterator[Worker]:
+    """An arq worker in this event loop, as `batchwise worker` would run it; it polls the queue
+    every `poll_delay` seconds (None: the shipped `worker_poll_s`)."""
     pool = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
-    async with running(in_process_worker(settings, pool, poll_delay=0.02), grace_s=5) as worker:
-        yield worker
+    try:
+        worker = in_process_worker(settings, pool, poll_delay=poll_delay)
+        async with running(worker, grace_s=5) as started:
+            yield started
+    finally:
+        await pool.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -4,31 +4,15 @@ full picture; these hold the line on the parts that must stay cheap."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-from arq.connections import RedisSettings, create_pool
 from redis.asyncio import Redis
 
-from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
 from pipeline.testing import FakeProvider, expected_output, make_settings
-from workers.lifecycle import in_process_worker, running
-from workers.testing import pipeline_client
+from workers.testing import pipeline_client, running_worker
 
 OWN = {"cmdstat_info", "cmdstat_config|resetstat"}  # this test's own reads
-
-
-@contextlib.asynccontextmanager
-async def worker(settings: Settings) -> AsyncIterator[None]:
-    """A worker as `batchwise worker` runs it: its shipped queue poll, not the tests' 20 ms."""
-    pool = await create_pool(RedisSettings.from_dsn(settings.redis_url or ""))
-    try:
-        async with running(in_process_worker(settings, pool), grace_s=5):
-            yield
-    finally:
-        await pool.aclose()
 
 
 async def commands(redis: Redis) -> int:
@@ -62,7 +46,7 @@ async def test_a_packed_file_costs_few_redis_commands_per_task(
         {"id": f"f{i}", "task_type": "faq", "system": "Be brief.", "prompt": f"question {i}?"}
         for i in range(200)
     ]
-    async with pipeline_client(settings) as client, worker(settings):
+    async with pipeline_client(settings) as client, running_worker(settings, poll_delay=None):
         cost, results = await per_task(redis_url, client, tasks)
     assert [r.output for r in results] == [expected_output(t["prompt"]) for t in tasks]
     assert {r.batch_size for r in results} == {25}
@@ -79,7 +63,7 @@ async def test_a_batch_sent_alone_costs_few_redis_commands_per_task(
         {"id": f"a{i}", "task_type": "short_answer", "system": "Be brief.", "prompt": f"q {i}"}
         for i in range(100)
     ]
-    async with pipeline_client(settings) as client, worker(settings):
+    async with pipeline_client(settings) as client, running_worker(settings, poll_delay=None):
         cost, results = await per_task(redis_url, client, tasks)
     assert [r.output for r in results] == [expected_output(t["prompt"]) for t in tasks]
     assert {r.batch_size for r in results} == {1}
@@ -104,7 +88,7 @@ async def test_a_task_alone_on_its_item_holds_its_answer_and_twins_share_one(
         {"id": "twin-a", "task_type": "faq", "prompt": "when does it open?"},
         {"id": "twin-b", "task_type": "faq", "prompt": "when does it open?"},
     ]
-    async with pipeline_client(settings) as client, worker(settings):
+    async with pipeline_client(settings) as client, running_worker(settings, poll_delay=None):
         run_id = await client.submit(tasks, complete=True)
         await client.wait(run_id, timeout=30)
         p = client.pipeline
