@@ -4,19 +4,12 @@ prefix and queue (`make_settings`), so tests never share state."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from pipeline.state.embedded import EmbeddedRedis
 from pipeline.testing import FAKE_KEY, FakeProvider
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """The semantic cache (and its model) runs only in tests that ask for it; this reaches
-    subprocesses and settings read from the environment, as make_settings does."""
-    os.environ.setdefault("BATCHWISE_CACHE_SEMANTIC", "0")
 
 
 @pytest.fixture(scope="session")
