@@ -113,38 +113,40 @@ GEMINI_MODELS = ("gemini-*",)
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta/openai"
 
 
+# The providers the official SDKs' variables configure: name, kind, the API-key variable, the
+# base-URL variable and its default, the models served. Anthropic speaks its native Messages API,
+# Gemini its OpenAI-compatible endpoint.
+SDK_PROVIDERS = (
+    (
+        "openai",
+        "openai",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "https://api.openai.com/v1",
+        OPENAI_MODELS,
+    ),
+    (
+        "anthropic",
+        "anthropic",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "https://api.anthropic.com",
+        ANTHROPIC_MODELS,
+    ),
+    ("gemini", "openai", "GEMINI_API_KEY", "GEMINI_BASE_URL", GEMINI_BASE_URL, GEMINI_MODELS),
+)
+
+
 def env_providers(env: Mapping[str, str]) -> list[dict[str, Any]]:
     """Providers configured the way the official SDKs are: by their API-key variables."""
-    found: list[dict[str, Any]] = []
-    if env.get("OPENAI_API_KEY"):
-        found.append(
-            {
-                "name": "openai",
-                "kind": "openai",
-                "base_url": env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1",
-                "api_key": env["OPENAI_API_KEY"],
-                "models": OPENAI_MODELS,
-            }
-        )
-    # Anthropic (native Messages API) and Gemini (its OpenAI-compatible endpoint)
-    if env.get("ANTHROPIC_API_KEY"):
-        found.append(
-            {
-                "name": "anthropic",
-                "kind": "anthropic",
-                "base_url": env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com",
-                "api_key": env["ANTHROPIC_API_KEY"],
-                "models": ANTHROPIC_MODELS,
-            }
-        )
-    if env.get("GEMINI_API_KEY"):
-        found.append(
-            {
-                "name": "gemini",
-                "kind": "openai",
-                "base_url": env.get("GEMINI_BASE_URL") or GEMINI_BASE_URL,
-                "api_key": env["GEMINI_API_KEY"],
-                "models": GEMINI_MODELS,
-            }
-        )
-    return found
+    return [
+        {
+            "name": name,
+            "kind": kind,
+            "base_url": env.get(url_var) or default_url,
+            "api_key": env[key_var],
+            "models": models,
+        }
+        for name, kind, key_var, url_var, default_url, models in SDK_PROVIDERS
+        if env.get(key_var)
+    ]
