@@ -36,7 +36,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from redis.asyncio import Redis
 
-from pipeline.costs.detail import FOLDER, Subtract, chunk_detail, read_detail_file, write_detail
+from pipeline.costs.detail import (
+    FOLDER,
+    Subtract,
+    chunk_detail,
+    file_id,
+    from_file_id,
+    id_key,
+    read_detail_file,
+    write_detail,
+)
 from pipeline.costs.rollup import Counts, Journal
 from pipeline.keys import Keys
 from pipeline.state.leases import Lease
@@ -139,14 +148,14 @@ class LedgerArchive:
         first = rows[0][0]
         folder = self.root / _day_of(first).isoformat()
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        done = sorted(folder.glob(f"{_safe(first)}_*.parquet"))
+        done = sorted(folder.glob(f"{file_id(first)}_*.parquet"))
         if done:
-            last = _unsafe(done[0].stem.split("_", 1)[1])
-            rows = [r for r in rows if _id_key(r[0]) <= _id_key(last)]
+            last = from_file_id(done[0].stem.split("_", 1)[1])
+            rows = [r for r in rows if id_key(r[0]) <= id_key(last)]
             detail = read_detail_file(folder / FOLDER / done[0].name)
             return rows, 0, [_guard_id(blob) for _, blob in rows], detail
-        name = f"{_safe(first)}_{_safe(rows[-1][0])}.parquet"
-        for orphan in (folder / FOLDER).glob(f"{_safe(first)}_*.parquet"):
+        name = f"{file_id(first)}_{file_id(rows[-1][0])}.parquet"
+        for orphan in (folder / FOLDER).glob(f"{file_id(first)}_*.parquet"):
             orphan.unlink()  # a pass that died before its chunk's file: that chunk ends here
         detail = chunk_detail(self.keys, (blob for _, blob in rows))
         write_detail(folder / FOLDER / name, detail)
@@ -190,7 +199,10 @@ class LedgerArchive:
                 continue
             if (since and day < since) or (until and day > until) or not folder.is_dir():
                 continue
-            out += sorted(folder.glob("*.parquet"), key=lambda p: _id_key(_unsafe(p.stem)))
+            out += sorted(
+                folder.glob("*.parquet"),
+                key=lambda p: id_key(from_file_id(p.stem.split("_", 1)[0])),
+            )
         return out
 
     async def raw_entries(self) -> AsyncIterator[dict[str, Any]]:
@@ -239,21 +251,8 @@ def _guard_id(blob: bytes) -> str:
     return entry_id if blob[:1] == b"r" else f"s:{entry_id}"
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
-    ms, seq = stream_id.split("-")
-    return int(ms), int(seq)
-
-
 def _day_of(stream_id: str) -> date:
-    return datetime.fromtimestamp(_id_key(stream_id)[0] / 1000, tz=UTC).date()
-
-
-def _safe(stream_id: str) -> str:
-    return stream_id.replace("-", ".")  # `_` separates first and last in a file name
-
-
-def _unsafe(name: str) -> str:
-    return name.split("_", 1)[0].replace(".", "-")
+    return datetime.fromtimestamp(id_key(stream_id)[0] / 1000, tz=UTC).date()
 
 
 def _now() -> float:

@@ -155,11 +155,11 @@ def detail_files(root: Path, mark: str) -> list[Path]:
     without its chunk's file is from a pass that died before writing that: not counted)."""
     if mark == ZERO_ID or not root.is_dir():
         return []
-    limit = _id_key(mark)
+    limit = id_key(mark)
     return [
         path
         for path in sorted(root.glob(f"*/{FOLDER}/*.parquet"))
-        if _id_key(path.stem.split("_", 1)[1].replace(".", "-")) <= limit
+        if id_key(from_file_id(path.stem.split("_", 1)[1])) <= limit
         and (path.parent.parent / path.name).exists()
     ]
 
@@ -222,6 +222,17 @@ def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
-def _id_key(stream_id: str) -> tuple[int, int]:
+def id_key(stream_id: str) -> tuple[int, int]:
+    """A stream entry id (`ms-seq`) as a sortable pair."""
     ms, seq = stream_id.split("-")
     return int(ms), int(seq)
+
+
+def file_id(stream_id: str) -> str:
+    """A stream id as written in an archive file name (`_` separates the first and last)."""
+    return stream_id.replace("-", ".")
+
+
+def from_file_id(name_part: str) -> str:
+    """The stream id of one part of an archive file name (`file_id` undone)."""
+    return name_part.replace(".", "-")
