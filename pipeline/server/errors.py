@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -120,3 +121,11 @@ def retry_after_s(code: str, now: float | None = None) -> int:
     if code.startswith("plan_daily"):
         return max(1, 86400 - int(now) % 86400)
     return 30
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, or a 400 that says why not."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"the body is not valid JSON: {exc}") from None

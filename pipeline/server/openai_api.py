@@ -7,7 +7,6 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,7 +14,14 @@ from starlette.responses import JSONResponse, Response
 from pipeline.core.intake import LineError
 from pipeline.costs.money import usd_float
 from pipeline.server.chat import chat_line, completion_body
-from pipeline.server.errors import ApiError, not_found, object_id, result_status, retry_after_s
+from pipeline.server.errors import (
+    ApiError,
+    not_found,
+    object_id,
+    parse_json,
+    result_status,
+    retry_after_s,
+)
 from pipeline.server.lines import check_lines
 from pipeline.server.state import principal, state_of
 
@@ -28,10 +34,7 @@ def page_limit(request: Request) -> int:
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(await request.body())
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    doc = parse_json(await request.body())
     if not isinstance(doc, dict):
         raise ApiError(400, "the body must be a JSON object")
     return doc
@@ -114,10 +117,7 @@ async def chat_completions(request: Request) -> Response:
     raw = await request.body()
     if len(raw) > settings.max_line_bytes:
         raise ApiError(413, f"the request is longer than {settings.max_line_bytes} bytes")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+    body = parse_json(raw)
     task_id = "chat-" + uuid.uuid4().hex
     (checked,) = check_lines([(1, chat_line(body, task_id))], who, source="request")
     if isinstance(checked, LineError):

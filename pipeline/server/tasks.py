@@ -13,17 +13,14 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from pipeline.core.client import new_run_id
 from pipeline.core.runs import to_result
 from pipeline.server.auth import Principal
-from pipeline.server.errors import ApiError, not_found, object_id
+from pipeline.server.errors import ApiError, not_found, object_id, parse_json
 from pipeline.server.lines import check_lines, split_jsonl
 from pipeline.server.state import ServerState, principal, state_of
 
 
 def _entries(body: bytes, content_type: str, max_line_bytes: int) -> list[tuple[int, Any]]:
     if content_type.startswith("application/json"):
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(400, f"the body is not valid JSON: {exc}") from None
+        doc = parse_json(body)
         if not isinstance(doc, list):
             raise ApiError(400, "a JSON body must be an array of job lines (or send JSONL)")
         return list(enumerate(doc, start=1))
